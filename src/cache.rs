@@ -28,6 +28,10 @@ pub struct Cache {
     shape: Shape,
     layers: Vec<Layer>,
     positions: Vec<u64>,
+    /// Test-only fault injection: the next `update_conv` panics inside
+    /// its per-slot work (on a pool thread when the call is parallel).
+    #[cfg(test)]
+    pub(crate) inject_panic: bool,
 }
 
 impl std::fmt::Debug for Cache {
@@ -59,7 +63,14 @@ impl Cache {
         let mut positions = Vec::new();
         positions.try_reserve_exact(cfg.num_slots as usize).map_err(|_| oom("positions"))?;
         positions.resize(cfg.num_slots as usize, 0u64);
-        Ok(Cache { cfg, shape, layers, positions })
+        Ok(Cache {
+            cfg,
+            shape,
+            layers,
+            positions,
+            #[cfg(test)]
+            inject_panic: false,
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -117,9 +128,17 @@ impl Cache {
         let (dim, w) = (self.shape.conv_dim, self.shape.conv_width);
         Self::check_len("x", x.len(), sel.rows(), dim)?;
         let par = Self::parallel(&sel, self.shape.conv_slot_elems * self.cfg.conv_dtype.size());
+        #[cfg(test)]
+        let inject = self.inject_panic;
         let buf = self.layers[layer as usize].conv.slice_mut();
         with_slice!(SliceMut, buf, s => with_slice!(Slice, x, i => {
-            for_rows(s, dim * w, &sel, par, |row, win| shift_push(win, &i[row * dim..][..dim], w))
+            for_rows(s, dim * w, &sel, par, |row, win| {
+                #[cfg(test)]
+                if inject {
+                    panic!("injected fault in update_conv");
+                }
+                shift_push(win, &i[row * dim..][..dim], w)
+            })
         }));
         Ok(())
     }
@@ -303,4 +322,47 @@ fn zero_rows(buf: SliceMut<'_>, per: usize, sel: &Selection<'_>) {
             b[slot * per..(slot + 1) * per].fill(Elem::ZERO);
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> Config {
+        Config {
+            num_layers: 2,
+            num_slots: 3,
+            intermediate_size: 4,
+            num_heads: 2,
+            head_dim: 2,
+            state_size: 2,
+            n_groups: 1,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn advance_that_would_overflow_changes_no_position() {
+        let mut c = Cache::new(tiny()).unwrap();
+        c.positions[1] = u64::MAX - 3;
+        c.advance(Slots::List(&[0, 1]), 3).unwrap();
+        assert_eq!((c.position(0).unwrap(), c.position(1).unwrap()), (3, u64::MAX));
+        let e = c.advance(Slots::List(&[0, 1]), 1).unwrap_err();
+        assert!(matches!(e, Error::OutOfRange(ref m) if m.contains("overflows")), "{e:?}");
+        assert_eq!((c.position(0).unwrap(), c.position(1).unwrap()), (3, u64::MAX));
+    }
+
+    #[test]
+    fn cuda_device_is_unsupported_in_this_build() {
+        let e = Cache::new(Config { device: Device::Cuda, ..tiny() }).unwrap_err();
+        assert!(matches!(e, Error::Unsupported(_)));
+    }
+
+    #[test]
+    fn position_rejects_negative_and_too_large_slots() {
+        let c = Cache::new(tiny()).unwrap();
+        for s in [-1, 3, i32::MAX, i32::MIN] {
+            assert!(matches!(c.position(s), Err(Error::OutOfRange(_))));
+        }
+    }
 }

@@ -10,7 +10,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 /// for a fixed number of sequence slots, plus a position per slot. Created
 /// by `m2c_create`, freed by `m2c_destroy`. Opaque.
 pub struct m2c_cache {
-    inner: RwLock<Cache>,
+    pub(crate) inner: RwLock<Cache>,
 }
 
 impl m2c_cache {

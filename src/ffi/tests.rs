@@ -1,0 +1,275 @@
+//! Tests that call the `extern "C"` functions directly, the way a C caller
+//! does: raw pointers, status codes, the last-error message, poisoning.
+
+use super::*;
+use std::ffi::CStr;
+use std::ptr;
+
+fn tiny_config(num_slots: u32) -> m2c_config {
+    let mut cfg = std::mem::MaybeUninit::<m2c_config>::zeroed();
+    // SAFETY: valid storage for one config.
+    unsafe { m2c_config_init(cfg.as_mut_ptr()) };
+    // SAFETY: initialised by m2c_config_init.
+    let mut cfg = unsafe { cfg.assume_init() };
+    cfg.num_layers = 2;
+    cfg.num_slots = num_slots;
+    cfg.intermediate_size = 256;
+    cfg.num_heads = 4;
+    cfg.head_dim = 64;
+    cfg.state_size = 128;
+    cfg.ssm_dtype = M2C_DTYPE_F32;
+    cfg.conv_dtype = M2C_DTYPE_F32;
+    cfg
+}
+
+fn create(cfg: &m2c_config) -> *mut m2c_cache {
+    let mut h = ptr::null_mut();
+    // SAFETY: valid pointers.
+    let s = unsafe { m2c_create(cfg, &mut h) };
+    assert_eq!(s, M2C_STATUS_OK, "{}", last_error());
+    h
+}
+
+fn last_error() -> String {
+    // SAFETY: never NULL, NUL-terminated.
+    unsafe { CStr::from_ptr(m2c_last_error()) }.to_string_lossy().into_owned()
+}
+
+fn conv_dim(cfg: &m2c_config) -> usize {
+    (cfg.intermediate_size + 2 * cfg.n_groups * cfg.state_size) as usize
+}
+
+#[test]
+fn last_error_is_empty_on_a_fresh_thread_and_names_the_failing_function() {
+    std::thread::spawn(|| {
+        assert_eq!(last_error(), "");
+        // SAFETY: NULL handle is a documented error.
+        let s = unsafe { m2c_reset(ptr::null_mut(), ptr::null(), 0) };
+        assert_eq!(s, M2C_STATUS_NULL_ARG);
+        assert!(last_error().starts_with("m2c_reset: cache is NULL"), "{}", last_error());
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn every_status_has_static_text_and_unknown_codes_are_labelled() {
+    for s in 0..=M2C_STATUS_UNSUPPORTED {
+        // SAFETY: never NULL.
+        let t = unsafe { CStr::from_ptr(m2c_status_str(s)) }.to_str().unwrap();
+        assert!(!t.is_empty() && t != "unknown status code", "status {s}");
+    }
+    for s in [-1, M2C_STATUS_UNSUPPORTED + 1, i32::MAX, i32::MIN] {
+        // SAFETY: never NULL.
+        let t = unsafe { CStr::from_ptr(m2c_status_str(s)) }.to_str().unwrap();
+        assert_eq!(t, "unknown status code");
+    }
+}
+
+#[test]
+fn versions_agree() {
+    // SAFETY: static string.
+    let v = unsafe { CStr::from_ptr(m2c_version()) }.to_str().unwrap();
+    assert_eq!(v, env!("CARGO_PKG_VERSION"));
+    assert_eq!(m2c_abi_version(), crate::abi::M2C_ABI_VERSION);
+    let header = include_str!(concat!(env!("OUT_DIR"), "/m2c.h"));
+    for (name, val) in [
+        ("M2C_VERSION_MAJOR", env!("CARGO_PKG_VERSION_MAJOR")),
+        ("M2C_VERSION_MINOR", env!("CARGO_PKG_VERSION_MINOR")),
+        ("M2C_VERSION_PATCH", env!("CARGO_PKG_VERSION_PATCH")),
+    ] {
+        assert!(header.contains(&format!("#define {name} {val}\n")), "{name}");
+    }
+    assert!(header.contains(&format!("#define M2C_VERSION_STRING \"{v}\"\n")));
+    assert!(header.contains(&format!("#define M2C_ABI_VERSION {}\n", m2c_abi_version())));
+}
+
+#[test]
+fn outputs_are_not_written_on_failure() {
+    let mut bad = tiny_config(1);
+    bad.n_groups = 3;
+    let mut bytes = 0xDEAD_u64;
+    let mut h: *mut m2c_cache = 0x10 as *mut m2c_cache;
+    // SAFETY: valid pointers.
+    unsafe {
+        assert_eq!(m2c_config_bytes(&bad, &mut bytes), M2C_STATUS_INVALID_CONFIG);
+        assert!(last_error().contains("n_groups"));
+        assert_eq!(m2c_create(&bad, &mut h), M2C_STATUS_INVALID_CONFIG);
+    }
+    assert_eq!(bytes, 0xDEAD);
+    assert_eq!(h as usize, 0x10);
+}
+
+#[test]
+fn struct_size_must_be_known() {
+    let mut cfg = tiny_config(1);
+    let mut h = ptr::null_mut();
+    for size in [0, 4, 55, 57, 1024] {
+        cfg.struct_size = size;
+        // SAFETY: valid pointers.
+        assert_eq!(unsafe { m2c_create(&cfg, &mut h) }, M2C_STATUS_INVALID_ARG);
+        assert!(last_error().contains("struct_size"));
+    }
+    assert!(h.is_null());
+}
+
+#[test]
+fn enum_inputs_are_validated() {
+    let mut h = ptr::null_mut();
+    let mut cfg = tiny_config(1);
+    cfg.ssm_dtype = 3;
+    // SAFETY: valid pointers.
+    assert_eq!(unsafe { m2c_create(&cfg, &mut h) }, M2C_STATUS_UNSUPPORTED_DTYPE);
+    assert!(last_error().contains("ssm_dtype"));
+    cfg = tiny_config(1);
+    cfg.device = 7;
+    // SAFETY: valid pointers.
+    assert_eq!(unsafe { m2c_create(&cfg, &mut h) }, M2C_STATUS_INVALID_CONFIG);
+    cfg.device = M2C_DEVICE_CUDA;
+    // SAFETY: valid pointers.
+    assert_eq!(unsafe { m2c_create(&cfg, &mut h) }, M2C_STATUS_UNSUPPORTED);
+    cfg = tiny_config(2);
+    let c = create(&cfg);
+    let x = vec![0f32; conv_dim(&cfg)];
+    // SAFETY: valid pointers; bad dtype code.
+    let s = unsafe { m2c_update_conv(c, 0, ptr::null(), 1, x.as_ptr().cast(), 99, x.len()) };
+    assert_eq!(s, M2C_STATUS_UNSUPPORTED_DTYPE);
+    // SAFETY: handle from m2c_create.
+    unsafe { m2c_destroy(c) };
+}
+
+#[test]
+fn absurd_configs_fail_without_aborting() {
+    let mut cfg = tiny_config(1);
+    cfg.num_slots = 1 << 31;
+    let mut h = ptr::null_mut();
+    // SAFETY: valid pointers.
+    assert_eq!(unsafe { m2c_create(&cfg, &mut h) }, M2C_STATUS_INVALID_CONFIG);
+    cfg.num_slots = i32::MAX as u32;
+    cfg.num_layers = 64;
+    // ~ 2^31 slots * 128 KiB: far beyond memory, within u64.
+    // SAFETY: valid pointers.
+    assert_eq!(unsafe { m2c_create(&cfg, &mut h) }, M2C_STATUS_OUT_OF_MEMORY);
+    assert!(h.is_null());
+    // The process is healthy: a normal cache still works.
+    let c = create(&tiny_config(1));
+    // SAFETY: handle from m2c_create.
+    unsafe { m2c_destroy(c) };
+}
+
+#[test]
+fn caller_buffers_overlapping_the_cache_are_rejected() {
+    let cfg = tiny_config(2);
+    let c = create(&cfg);
+    let mut t = std::mem::MaybeUninit::<m2c_tensor>::zeroed();
+    // SAFETY: valid pointers.
+    assert_eq!(unsafe { m2c_conv_view(c, 0, t.as_mut_ptr()) }, M2C_STATUS_OK);
+    // SAFETY: written on success.
+    let t = unsafe { t.assume_init() };
+    let d = conv_dim(&cfg);
+    // SAFETY: the pointer is the cache's own conv storage: rejected before use.
+    let s = unsafe { m2c_update_conv(c, 0, ptr::null(), 1, t.data, M2C_DTYPE_F32, d) };
+    assert_eq!(s, M2C_STATUS_INVALID_ARG);
+    assert!(last_error().contains("overlaps"));
+    // SAFETY: as above.
+    let s = unsafe { m2c_read_conv(c, 0, ptr::null(), 1, t.data, M2C_DTYPE_F32, d * 4) };
+    assert_eq!(s, M2C_STATUS_INVALID_ARG);
+    // SAFETY: handle from m2c_create.
+    unsafe { m2c_destroy(c) };
+}
+
+fn poison_test(num_slots: u32, rows: usize) {
+    let cfg = tiny_config(num_slots);
+    let c = create(&cfg);
+    let other = create(&cfg);
+    let d = conv_dim(&cfg);
+    let x = vec![1f32; rows * d];
+    // SAFETY: a live handle; no other thread uses it.
+    unsafe { (*c).inner.write().unwrap().inject_panic = true };
+    // SAFETY: valid pointers.
+    let s = unsafe { m2c_update_conv(c, 0, ptr::null(), rows, x.as_ptr().cast(), M2C_DTYPE_F32, x.len()) };
+    assert_eq!(s, M2C_STATUS_PANIC);
+    assert!(last_error().contains("injected fault"), "{}", last_error());
+    // Further mutation is refused; reads still work; the other handle is fine.
+    // SAFETY: valid pointers.
+    unsafe {
+        assert_eq!(m2c_reset(c, ptr::null(), 1), M2C_STATUS_POISONED);
+        assert_eq!(m2c_update_conv(c, 0, ptr::null(), 1, x.as_ptr().cast(), M2C_DTYPE_F32, d), M2C_STATUS_POISONED);
+        let mut t = std::mem::MaybeUninit::<m2c_tensor>::zeroed();
+        assert_eq!(m2c_ssm_view(c, 0, t.as_mut_ptr()), M2C_STATUS_POISONED);
+        let mut pos = 0;
+        assert_eq!(m2c_position(c, 0, &mut pos), M2C_STATUS_OK);
+        assert_eq!(m2c_update_conv(other, 0, ptr::null(), 1, x.as_ptr().cast(), M2C_DTYPE_F32, d), M2C_STATUS_OK);
+        m2c_destroy(c);
+        m2c_destroy(other);
+    }
+}
+
+#[test]
+fn a_panic_on_the_calling_thread_poisons_only_that_handle() {
+    poison_test(1, 1);
+}
+
+#[test]
+fn a_panic_inside_a_pool_worker_is_caught_and_poisons_the_handle() {
+    // Enough rows to cross the parallel threshold? conv is small, so use
+    // many slots: 512 KiB / (conv_dim 512 * 4 * 4 B) = 64 slots.
+    poison_test(80, 80);
+}
+
+#[test]
+fn concurrent_calls_on_one_handle_do_not_corrupt_it() {
+    let cfg = tiny_config(8);
+    let c = create(&cfg) as usize;
+    let per = (cfg.num_heads * cfg.head_dim * cfg.state_size) as usize;
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let c = c as *mut m2c_cache;
+                let slot = [t];
+                let mut out = vec![0f32; per];
+                for i in 0..50 {
+                    let v = vec![(t * 1000 + i) as f32; per];
+                    // SAFETY: live handle, valid buffers.
+                    unsafe {
+                        assert_eq!(m2c_update_ssm(c, 1, slot.as_ptr(), 1, v.as_ptr().cast(), M2C_DTYPE_F32, per), 0);
+                        assert_eq!(m2c_advance(c, slot.as_ptr(), 1, 1), 0);
+                        assert_eq!(m2c_read_ssm(c, 1, slot.as_ptr(), 1, out.as_mut_ptr().cast(), M2C_DTYPE_F32, per), 0);
+                    }
+                    assert!(out.iter().all(|&x| x == (t * 1000 + i) as f32));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    for s in 0..8 {
+        let mut pos = 0;
+        // SAFETY: live handle.
+        assert_eq!(unsafe { m2c_position(c as *mut m2c_cache, s, &mut pos) }, 0);
+        assert_eq!(pos, 50);
+    }
+    // SAFETY: handle from m2c_create.
+    unsafe { m2c_destroy(c as *mut m2c_cache) };
+}
+
+#[test]
+fn views_describe_the_storage() {
+    let cfg = tiny_config(3);
+    let c = create(&cfg);
+    let mut t = std::mem::MaybeUninit::<m2c_tensor>::zeroed();
+    // SAFETY: valid pointers.
+    assert_eq!(unsafe { m2c_ssm_view(c, 1, t.as_mut_ptr()) }, M2C_STATUS_OK);
+    // SAFETY: written on success.
+    let t = unsafe { t.assume_init() };
+    assert_eq!((t.ndim, t.dtype, t.device), (4, M2C_DTYPE_F32, M2C_DEVICE_CPU));
+    assert_eq!(t.shape, [3, 4, 64, 128]);
+    assert_eq!(t.strides, [4 * 64 * 128, 64 * 128, 128, 1]);
+    assert_eq!(t.data as usize % 64, 0);
+    let mut t2 = std::mem::MaybeUninit::<m2c_tensor>::zeroed();
+    // SAFETY: valid pointers.
+    assert_eq!(unsafe { m2c_conv_view(c, 2, t2.as_mut_ptr()) }, M2C_STATUS_OUT_OF_RANGE);
+    // SAFETY: handle from m2c_create.
+    unsafe { m2c_destroy(c) };
+}
