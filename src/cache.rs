@@ -258,18 +258,23 @@ fn for_rows<T: Send>(buf: &mut [T], per: usize, sel: &Selection<'_>, par: bool, 
 }
 
 /// Shifts every `w`-wide row of `win` left by one and appends `x[c]` to
-/// row `c`. Specialised for the common widths so the row fits a register.
+/// row `c`. Common widths get a const-width loop that keeps a row in a
+/// register; other widths shift the whole slot window by one element in
+/// one memmove (row `c+1`'s oldest element lands in row `c`'s newest
+/// column, which the strided store of `x` then overwrites).
 #[inline]
 fn shift_push<S: Elem, I: Elem>(win: &mut [S], x: &[I], w: usize) {
+    debug_assert_eq!(win.len(), x.len() * w);
     match w {
-        1 => win.iter_mut().zip(x).for_each(|(d, s)| *d = s.cast()),
         2 => shift_push_n::<S, I, 2>(win, x),
         3 => shift_push_n::<S, I, 3>(win, x),
         4 => shift_push_n::<S, I, 4>(win, x),
         _ => {
-            for (row, xv) in win.chunks_exact_mut(w).zip(x) {
-                row.copy_within(1.., 0);
-                row[w - 1] = xv.cast();
+            if w > 1 {
+                win.copy_within(1.., 0);
+            }
+            for (d, s) in win.iter_mut().skip(w - 1).step_by(w).zip(x) {
+                *d = s.cast();
             }
         }
     }
@@ -277,8 +282,8 @@ fn shift_push<S: Elem, I: Elem>(win: &mut [S], x: &[I], w: usize) {
 
 #[inline(always)]
 fn shift_push_n<S: Elem, I: Elem, const W: usize>(win: &mut [S], x: &[I]) {
-    for (row, xv) in win.chunks_exact_mut(W).zip(x) {
-        let row: &mut [S; W] = row.try_into().expect("chunk of W");
+    let (rows, _) = win.as_chunks_mut::<W>();
+    for (row, xv) in rows.iter_mut().zip(x) {
         let mut next = [S::ZERO; W];
         next[..W - 1].copy_from_slice(&row[1..]);
         next[W - 1] = xv.cast();

@@ -64,10 +64,16 @@ pub trait Elem: Copy + Send + Sync + PartialEq + std::fmt::Debug + 'static {
     fn wrap(s: &[Self]) -> Slice<'_>;
     /// Wraps a typed slice into the dtype-tagged `SliceMut`.
     fn wrap_mut(s: &mut [Self]) -> SliceMut<'_>;
-    /// Converts to another element type; the identity when `D == Self`.
+    /// Converts to another element type; a plain copy of the bits when
+    /// `D == Self` (so NaN payloads survive and no rounding code runs).
     #[inline(always)]
     fn cast<D: Elem>(self) -> D {
-        D::from_f32(self.to_f32())
+        if std::any::TypeId::of::<Self>() == std::any::TypeId::of::<D>() {
+            // SAFETY: Self and D are the same type.
+            unsafe { std::mem::transmute_copy::<Self, D>(&self) }
+        } else {
+            D::from_f32(self.to_f32())
+        }
     }
 }
 
