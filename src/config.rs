@@ -102,7 +102,7 @@ impl Config {
                 self.intermediate_size, self.num_heads, self.head_dim
             )));
         }
-        if self.num_heads % self.n_groups != 0 {
+        if !self.num_heads.is_multiple_of(self.n_groups) {
             return Err(invalid(format!(
                 "n_groups ({}) must divide num_heads ({})",
                 self.n_groups, self.num_heads

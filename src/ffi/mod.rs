@@ -137,7 +137,7 @@ fn check_buf(ptr: *const c_void, dtype: DType, len: usize, what: &str) -> Result
         }
         return Err(Error::NullArg(format!("{what} is NULL but len = {len}")));
     }
-    if (ptr as usize) % dtype.size() != 0 {
+    if !(ptr as usize).is_multiple_of(dtype.size()) {
         return Err(Error::InvalidArg(format!(
             "{what} is not aligned to its {}-byte elements",
             dtype.size()
