@@ -1,0 +1,305 @@
+/*
+ * Helpers shared by the C tests of m2c: status checks that print
+ * m2c_last_error(), dtype bit conversions for exactly representable values,
+ * buffer fill/compare, and whole-cache snapshots taken through the views.
+ *
+ * Every check failure prints where and why, then exits with status 1, so a
+ * test is a plain main() that returns 0 when every check held.
+ */
+#ifndef M2C_CTESTS_COMMON_H
+#define M2C_CTESTS_COMMON_H
+
+#include "m2c.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ */
+/* Checks                                                              */
+/* ------------------------------------------------------------------ */
+
+static inline void fail_at(const char *file, int line, const char *what) {
+    fprintf(stderr, "%s:%d: check failed: %s\n", file, line, what);
+    fprintf(stderr, "  m2c_last_error(): \"%s\"\n", m2c_last_error());
+    exit(1);
+}
+
+/* CHECK(cond): cond must hold. */
+#define CHECK(cond)                                     \
+    do {                                                \
+        if (!(cond)) fail_at(__FILE__, __LINE__, #cond); \
+    } while (0)
+
+static inline m2c_status expect_status_at(const char *file, int line, const char *call,
+                                          m2c_status got, m2c_status want) {
+    if (got != want) {
+        fprintf(stderr, "%s:%d: %s\n  returned %d (%s), expected %d (%s)\n", file, line, call,
+                (int)got, m2c_status_str(got), (int)want, m2c_status_str(want));
+        fprintf(stderr, "  m2c_last_error(): \"%s\"\n", m2c_last_error());
+        exit(1);
+    }
+    return got;
+}
+
+/* EXPECT_STATUS(call, want): call returns want; on mismatch prints both
+ * codes, their texts and m2c_last_error(), then exits 1. */
+#define EXPECT_STATUS(call, want) expect_status_at(__FILE__, __LINE__, #call, (call), (want))
+#define EXPECT_OK(call) EXPECT_STATUS(call, M2C_STATUS_OK)
+
+static inline void expect_error_mentions_at(const char *file, int line, const char *needle) {
+    const char *e = m2c_last_error();
+    if (e == NULL || strstr(e, needle) == NULL) {
+        fprintf(stderr, "%s:%d: m2c_last_error() should mention \"%s\" but is \"%s\"\n", file,
+                line, needle, e ? e : "(NULL)");
+        exit(1);
+    }
+}
+
+/* EXPECT_ERROR_MENTIONS(text): the thread's last error contains text. */
+#define EXPECT_ERROR_MENTIONS(text) expect_error_mentions_at(__FILE__, __LINE__, (text))
+
+/* EXPECT_FAIL(call, want, fn, field): call fails with want, and the last
+ * error names the function fn and mentions field. */
+#define EXPECT_FAIL(call, want, fn, field)   \
+    do {                                     \
+        EXPECT_STATUS(call, want);           \
+        EXPECT_ERROR_MENTIONS(fn);           \
+        EXPECT_ERROR_MENTIONS(field);        \
+    } while (0)
+
+/* ------------------------------------------------------------------ */
+/* Dtypes                                                              */
+/* ------------------------------------------------------------------ */
+
+static const m2c_dtype ALL_DTYPES[3] = {M2C_DTYPE_F32, M2C_DTYPE_BF16, M2C_DTYPE_F16};
+
+static inline const char *dtype_name(m2c_dtype d) {
+    switch (d) {
+        case M2C_DTYPE_F32: return "f32";
+        case M2C_DTYPE_BF16: return "bf16";
+        case M2C_DTYPE_F16: return "f16";
+        default: return "?";
+    }
+}
+
+static inline size_t dtype_size(m2c_dtype d) { return d == M2C_DTYPE_F32 ? 4 : 2; }
+
+static inline uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static inline float f32_from_bits(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* bf16 bits of a value exactly representable in bf16 (the upper half). */
+static inline uint16_t bf16_from_f32_exact(float f) {
+    uint32_t u = f32_bits(f);
+    if ((u & 0xFFFFu) != 0) {
+        fprintf(stderr, "test bug: %a is not exactly representable in bf16\n", (double)f);
+        exit(2);
+    }
+    return (uint16_t)(u >> 16);
+}
+
+static inline float f32_from_bf16(uint16_t h) { return f32_from_bits((uint32_t)h << 16); }
+
+/* f16 bits of a zero or normal value exactly representable in f16. */
+static inline uint16_t f16_from_f32_exact(float f) {
+    uint32_t u = f32_bits(f);
+    uint32_t sign = (u >> 16) & 0x8000u;
+    int32_t exp = (int32_t)((u >> 23) & 0xFF);
+    uint32_t man = u & 0x7FFFFFu;
+    if (exp == 0 && man == 0) return (uint16_t)sign;
+    exp = exp - 127 + 15;
+    if (exp <= 0 || exp >= 31 || (man & 0x1FFFu) != 0) {
+        fprintf(stderr, "test bug: %a is not an exactly representable normal f16\n", (double)f);
+        exit(2);
+    }
+    return (uint16_t)(sign | ((uint32_t)exp << 10) | (man >> 13));
+}
+
+static inline float f32_from_f16(uint16_t h) {
+    uint32_t sign = ((uint32_t)h & 0x8000u) << 16;
+    uint32_t exp = ((uint32_t)h >> 10) & 0x1Fu;
+    uint32_t man = (uint32_t)h & 0x3FFu;
+    if (exp == 0) {
+        /* zero or subnormal: man * 2^-24 */
+        float v = (float)man * (1.0f / 16777216.0f);
+        return sign ? -v : v;
+    }
+    if (exp == 31) return f32_from_bits(sign | 0x7F800000u | (man << 13));
+    return f32_from_bits(sign | ((exp - 15 + 127) << 23) | (man << 13));
+}
+
+/* Stores v (exactly representable in every dtype) as element i of buf. */
+static inline void store_elem(void *buf, m2c_dtype d, size_t i, float v) {
+    switch (d) {
+        case M2C_DTYPE_F32: ((float *)buf)[i] = v; break;
+        case M2C_DTYPE_BF16: ((uint16_t *)buf)[i] = bf16_from_f32_exact(v); break;
+        case M2C_DTYPE_F16: ((uint16_t *)buf)[i] = f16_from_f32_exact(v); break;
+        default: fprintf(stderr, "test bug: dtype %u\n", (unsigned)d); exit(2);
+    }
+}
+
+/* Element i of buf as f32. */
+static inline float load_elem(const void *buf, m2c_dtype d, size_t i) {
+    switch (d) {
+        case M2C_DTYPE_F32: return ((const float *)buf)[i];
+        case M2C_DTYPE_BF16: return f32_from_bf16(((const uint16_t *)buf)[i]);
+        case M2C_DTYPE_F16: return f32_from_f16(((const uint16_t *)buf)[i]);
+        default: fprintf(stderr, "test bug: dtype %u\n", (unsigned)d); exit(2);
+    }
+}
+
+/* A deterministic test value: a multiple of 1/4 in [-31.75, 31.75] with at
+ * most 7 significant bits, so exact in f32, bf16 and f16, and never 0 for
+ * distinct (seed, i) pairs that would otherwise look like "untouched". */
+static inline float test_value(uint32_t seed, size_t i) {
+    uint32_t h = seed * 2654435761u + (uint32_t)i * 40503u + 12345u;
+    h ^= h >> 13;
+    int32_t k = (int32_t)(h % 254u) - 127; /* -127..126 */
+    if (k == 0) k = 127;
+    return (float)k * 0.25f;
+}
+
+/* Fills n elements of buf (dtype d) with test_value(seed, 0..n-1). */
+static inline void fill_values(void *buf, m2c_dtype d, size_t n, uint32_t seed) {
+    for (size_t i = 0; i < n; i++) store_elem(buf, d, i, test_value(seed, i));
+}
+
+/* Allocates n elements of dtype d, 64-byte aligned, filled with 0xA5
+ * bytes (a pattern no test value produces). Free with free(). */
+static inline void *alloc_elems(m2c_dtype d, size_t n) {
+    size_t bytes = n * dtype_size(d);
+    size_t rounded = (bytes + 63) / 64 * 64;
+    void *p = aligned_alloc(64, rounded ? rounded : 64);
+    CHECK(p != NULL);
+    memset(p, 0xA5, rounded ? rounded : 64);
+    return p;
+}
+
+/* ------------------------------------------------------------------ */
+/* Configs and caches                                                  */
+/* ------------------------------------------------------------------ */
+
+/* The small test shape: 2 layers, 4 slots, 4 heads of 2, state 2, 2 groups,
+ * K = 4; conv_dim = 8 + 2*2*2 = 16. */
+static inline m2c_config small_config(uint32_t conv_width, m2c_dtype conv_dtype,
+                                      m2c_dtype ssm_dtype) {
+    m2c_config c;
+    m2c_config_init(&c);
+    c.num_layers = 2;
+    c.num_slots = 4;
+    c.num_heads = 4;
+    c.head_dim = 2;
+    c.intermediate_size = 8;
+    c.state_size = 2;
+    c.n_groups = 2;
+    c.conv_kernel_size = 4;
+    c.conv_width = conv_width;
+    c.conv_dtype = conv_dtype;
+    c.ssm_dtype = ssm_dtype;
+    return c;
+}
+
+static inline size_t conv_dim_of(const m2c_config *c) {
+    return (size_t)c->intermediate_size + 2u * (size_t)c->n_groups * (size_t)c->state_size;
+}
+
+/* Elements of one slot's conv window / SSM state. */
+static inline size_t conv_slot_elems(const m2c_config *c) {
+    return conv_dim_of(c) * c->conv_width;
+}
+
+static inline size_t ssm_slot_elems(const m2c_config *c) {
+    return (size_t)c->num_heads * c->head_dim * c->state_size;
+}
+
+static inline m2c_cache *create_or_die(const m2c_config *c) {
+    m2c_cache *cache = NULL;
+    EXPECT_OK(m2c_create(c, &cache));
+    CHECK(cache != NULL);
+    return cache;
+}
+
+/* A byte copy of every layer's conv and SSM storage (through the views)
+ * plus every slot's position. */
+typedef struct snapshot {
+    unsigned char *bytes;
+    size_t len;
+    uint64_t *positions;
+    uint32_t num_slots;
+} snapshot;
+
+static inline size_t view_bytes(const m2c_tensor *t) {
+    size_t n = 1;
+    for (uint32_t d = 0; d < t->ndim; d++) n *= (size_t)t->shape[d];
+    return n * dtype_size(t->dtype);
+}
+
+static inline snapshot take_snapshot(m2c_cache *cache) {
+    m2c_config c;
+    m2c_config_init(&c);
+    EXPECT_OK(m2c_get_config(cache, &c));
+    snapshot s;
+    s.len = 0;
+    for (uint32_t l = 0; l < c.num_layers; l++) {
+        m2c_tensor cv, sv;
+        EXPECT_OK(m2c_conv_view(cache, l, &cv));
+        EXPECT_OK(m2c_ssm_view(cache, l, &sv));
+        s.len += view_bytes(&cv) + view_bytes(&sv);
+    }
+    s.bytes = (unsigned char *)malloc(s.len);
+    CHECK(s.bytes != NULL);
+    size_t off = 0;
+    for (uint32_t l = 0; l < c.num_layers; l++) {
+        m2c_tensor cv, sv;
+        EXPECT_OK(m2c_conv_view(cache, l, &cv));
+        EXPECT_OK(m2c_ssm_view(cache, l, &sv));
+        memcpy(s.bytes + off, cv.data, view_bytes(&cv));
+        off += view_bytes(&cv);
+        memcpy(s.bytes + off, sv.data, view_bytes(&sv));
+        off += view_bytes(&sv);
+    }
+    s.num_slots = c.num_slots;
+    s.positions = (uint64_t *)malloc(sizeof(uint64_t) * c.num_slots);
+    CHECK(s.positions != NULL);
+    for (uint32_t i = 0; i < c.num_slots; i++)
+        EXPECT_OK(m2c_position(cache, (int32_t)i, &s.positions[i]));
+    return s;
+}
+
+static inline int snapshots_equal(const snapshot *a, const snapshot *b) {
+    return a->len == b->len && memcmp(a->bytes, b->bytes, a->len) == 0 &&
+           a->num_slots == b->num_slots &&
+           memcmp(a->positions, b->positions, sizeof(uint64_t) * a->num_slots) == 0;
+}
+
+static inline void free_snapshot(snapshot *s) {
+    free(s->bytes);
+    free(s->positions);
+    s->bytes = NULL;
+    s->positions = NULL;
+}
+
+static inline void expect_unchanged_at(const char *file, int line, m2c_cache *cache,
+                                       const snapshot *before) {
+    snapshot now = take_snapshot(cache);
+    if (!snapshots_equal(before, &now)) {
+        fprintf(stderr, "%s:%d: a failing call changed the cache\n", file, line);
+        exit(1);
+    }
+    free_snapshot(&now);
+}
+
+/* EXPECT_UNCHANGED(cache, &snap): the cache is bit-for-bit as in snap. */
+#define EXPECT_UNCHANGED(cache, snap) expect_unchanged_at(__FILE__, __LINE__, (cache), (snap))
+
+#endif /* M2C_CTESTS_COMMON_H */

@@ -1,0 +1,45 @@
+/*
+ * Known issue (library): m2c_read_conv / m2c_read_ssm check that `out` does
+ * not overlap the one buffer they read (that layer's conv, resp. ssm,
+ * storage) but not the cache's other buffers. A read whose `out` lies in
+ * the SSM storage of the same layer, or in any other layer's storage,
+ * returns M2C_STATUS_OK and writes into the cache through a
+ * `const m2c_cache *` while holding only the shared (read) lock, racing
+ * every concurrent reader of that storage.
+ *
+ * The header says buffers "must not overlap the cache's storage" and
+ * documents M2C_STATUS_INVALID_ARG for "a buffer ... overlapping the
+ * cache's own storage". This test asserts that contract; it fails today.
+ * Registered only with -DM2C_KNOWN_ISSUES=ON.
+ */
+#include "../common.h"
+
+int main(void) {
+    m2c_config c = small_config(4, M2C_DTYPE_F32, M2C_DTYPE_F32);
+    m2c_cache *cache = create_or_die(&c);
+    const size_t cper = conv_slot_elems(&c), sper = ssm_slot_elems(&c);
+    float *w = (float *)alloc_elems(M2C_DTYPE_F32, cper);
+    fill_values(w, M2C_DTYPE_F32, cper, 1);
+    EXPECT_OK(m2c_set_conv(cache, 0, NULL, 1, w, M2C_DTYPE_F32, cper));
+
+    m2c_tensor ssm0, ssm1;
+    EXPECT_OK(m2c_ssm_view(cache, 0, &ssm0));
+    EXPECT_OK(m2c_ssm_view(cache, 1, &ssm1));
+    snapshot before = take_snapshot(cache);
+
+    /* Layer 0's conv window, copied into layer 0's SSM storage (64 floats
+     * fit: 4 slots x 16). */
+    CHECK(cper <= 4 * sper);
+    EXPECT_STATUS(m2c_read_conv(cache, 0, NULL, 1, ssm0.data, M2C_DTYPE_F32, cper),
+                  M2C_STATUS_INVALID_ARG);
+    EXPECT_UNCHANGED(cache, &before);
+    /* Layer 0's SSM state, copied into layer 1's SSM storage. */
+    EXPECT_STATUS(m2c_read_ssm(cache, 0, NULL, 1, ssm1.data, M2C_DTYPE_F32, sper),
+                  M2C_STATUS_INVALID_ARG);
+    EXPECT_UNCHANGED(cache, &before);
+
+    free_snapshot(&before);
+    free(w);
+    m2c_destroy(cache);
+    return 0;
+}
