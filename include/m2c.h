@@ -248,6 +248,29 @@ typedef struct m2c_tensor {
 #define M2C_STATUS_UNSUPPORTED 10
 
 /**
+ * `m2c_slot_acquire` found every slot in use.
+ */
+#define M2C_STATUS_NO_FREE_SLOT 11
+
+/**
+ * A snapshot or file is damaged: bad magic, truncated, checksum mismatch,
+ * or a layout that contradicts its own header.
+ */
+#define M2C_STATUS_CORRUPT 12
+
+/**
+ * A well-formed snapshot or file made for another shape, slot count or
+ * format version.
+ */
+#define M2C_STATUS_INCOMPATIBLE 13
+
+/**
+ * The operating system refused an I/O operation; `m2c_last_error()` has
+ * its message.
+ */
+#define M2C_STATUS_IO 14
+
+/**
  * IEEE-754 binary32.
  */
 #define M2C_DTYPE_F32 0
@@ -474,6 +497,118 @@ const char *m2c_version(void);
  * mismatch.
  */
 uint32_t m2c_abi_version(void);
+
+/**
+ * Hands out the lowest free slot: its state is zeroed in every layer, its
+ * position set to 0, and it counts as in use until `m2c_slot_release`.
+ * Engines that manage slots themselves can ignore acquire/release: every
+ * index-based call works on any slot in range.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_NO_FREE_SLOT`,
+ * `M2C_STATUS_POISONED`. `*out_slot` is written only on success.
+ * Thread-safe: two threads never get the same slot.
+ */
+m2c_status m2c_slot_acquire(struct m2c_cache *cache, int32_t *out_slot);
+
+/**
+ * Returns `slot` to the free list; its state is left as it is until the
+ * next acquire zeroes it. Releasing a slot that is not in use is
+ * `M2C_STATUS_INVALID_ARG` (a double release is an engine bug worth
+ * reporting). Errors also: `M2C_STATUS_NULL_ARG`,
+ * `M2C_STATUS_OUT_OF_RANGE`, `M2C_STATUS_POISONED`. Thread-safe.
+ */
+m2c_status m2c_slot_release(struct m2c_cache *cache, int32_t slot);
+
+/**
+ * Writes the number of acquired slots to `*out`. Errors:
+ * `M2C_STATUS_NULL_ARG`. Thread-safe.
+ */
+m2c_status m2c_slots_in_use(const struct m2c_cache *cache, uint32_t *out);
+
+/**
+ * Forks and reorders states: for each `i < n`, slot `dst[i]` receives the
+ * conv and SSM state of slot `src[i]` in every layer, and its position.
+ * The result is as if all reads happen before any write, so a permutation
+ * (a beam-search reorder) and overlapping source and destination sets are
+ * correct; one source may feed many destinations (parallel sampling).
+ * A row with `dst[i] < 0` is padding. Whether a slot is acquired does not
+ * move with its state.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (`src`/`dst` NULL with `n > 0`),
+ * `M2C_STATUS_INVALID_ARG` (a destination listed twice),
+ * `M2C_STATUS_OUT_OF_RANGE` (an index past the slot count, or a negative
+ * source with a real destination), `M2C_STATUS_POISONED`. On failure
+ * nothing changes. Thread-safe.
+ */
+m2c_status m2c_copy_slots(struct m2c_cache *cache, const int32_t *src, const int32_t *dst, size_t n);
+
+/**
+ * Writes to `*out` the exact size in bytes of a snapshot of one slot of
+ * this cache (header, every layer's conv and SSM state, checksum). The
+ * format is specified in docs/FORMATS.md. Errors: `M2C_STATUS_NULL_ARG`.
+ * Thread-safe.
+ */
+m2c_status m2c_slot_snapshot_size(const struct m2c_cache *cache, size_t *out);
+
+/**
+ * Saves a self-describing snapshot of `slot` (its state in every layer and
+ * its position) into `buf`, which must hold at least
+ * `m2c_slot_snapshot_size()` bytes; `*out_written` receives the bytes
+ * written. A snapshot can be loaded into any slot of any cache with the
+ * same shape and storage dtypes, in this process or another.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (slot),
+ * `M2C_STATUS_SHAPE_MISMATCH` (`len` too small), `M2C_STATUS_INVALID_ARG`
+ * (`buf` overlaps the cache). On failure neither `buf` nor `*out_written`
+ * is written. Thread-safe (a read of the cache).
+ */
+m2c_status m2c_slot_save(const struct m2c_cache *cache, int32_t slot, void *buf, size_t len, size_t *out_written);
+
+/**
+ * Replaces the state (every layer) and position of `slot` with a snapshot
+ * made by `m2c_slot_save`. The whole buffer is validated first: size,
+ * magic, checksum, format version and shape fingerprint. A truncated,
+ * damaged or foreign snapshot leaves the slot exactly as it was.
+ * Loading does not change whether the slot is acquired.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (slot),
+ * `M2C_STATUS_CORRUPT` (bad magic, truncated, checksum mismatch, wrong
+ * layout), `M2C_STATUS_INCOMPATIBLE` (another format version or shape;
+ * the message names the field), `M2C_STATUS_INVALID_ARG` (`buf` overlaps
+ * the cache), `M2C_STATUS_POISONED`. Thread-safe.
+ */
+m2c_status m2c_slot_load(struct m2c_cache *cache, int32_t slot, const void *buf, size_t len);
+
+/**
+ * Saves the whole cache to the file `path`: every slot's state in every
+ * layer, its position and whether it is acquired, with the shape
+ * fingerprint and a checksum (docs/FORMATS.md). The data streams through
+ * a bounded buffer to a temporary file in the same directory, which is
+ * fsynced and then renamed over `path`: an interrupted save never damages
+ * an existing file, and a failed save removes its temporary file.
+ *
+ * `path` is a NUL-terminated byte string. Errors: `M2C_STATUS_NULL_ARG`,
+ * `M2C_STATUS_INVALID_ARG` (empty path), `M2C_STATUS_IO` (with the OS
+ * error in `m2c_last_error()`). Thread-safe; mutations of this cache wait
+ * until the save ends.
+ */
+m2c_status m2c_save_file(const struct m2c_cache *cache, const char *path);
+
+/**
+ * Loads a file written by `m2c_save_file` into this cache, replacing
+ * every slot's state, position and acquired flag. The whole file is read
+ * and validated (checksum, format version, shape fingerprint, slot count,
+ * size) before the cache is touched, streaming in bounded memory: a
+ * missing, damaged or foreign file changes nothing. If the file is
+ * modified by someone else while it is being loaded, the load fails with
+ * `M2C_STATUS_CORRUPT` and every slot is reset and released, so the cache
+ * never holds a mix of old and new states.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (empty path),
+ * `M2C_STATUS_IO`, `M2C_STATUS_CORRUPT`, `M2C_STATUS_INCOMPATIBLE`,
+ * `M2C_STATUS_POISONED`. Thread-safe.
+ */
+m2c_status m2c_load_file(struct m2c_cache *cache, const char *path);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -101,6 +101,15 @@ impl AlignedBuf {
     }
 }
 
+impl AlignedBuf {
+    /// The raw bytes, writable. Any bit pattern is a valid element.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: valid for len_bytes initialised bytes; `&mut self` makes
+        // the borrow unique.
+        unsafe { std::slice::from_raw_parts_mut(self.data.as_ptr(), self.len_bytes) }
+    }
+}
+
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
         // SAFETY: raw came from calloc and is freed exactly once.

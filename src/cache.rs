@@ -26,8 +26,11 @@ pub struct Layer {
 pub struct Cache {
     cfg: Config,
     shape: Shape,
-    layers: Vec<Layer>,
-    positions: Vec<u64>,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) positions: Vec<u64>,
+    /// Whether each slot is acquired (`slot_acquire` / `slot_release`).
+    pub(crate) in_use: Vec<bool>,
+    pub(crate) in_use_count: usize,
     /// Test-only fault injection: the next `update_conv` panics inside
     /// its per-slot work (on a pool thread when the call is parallel).
     #[cfg(test)]
@@ -63,11 +66,16 @@ impl Cache {
         let mut positions = Vec::new();
         positions.try_reserve_exact(cfg.num_slots as usize).map_err(|_| oom("positions"))?;
         positions.resize(cfg.num_slots as usize, 0u64);
+        let mut in_use = Vec::new();
+        in_use.try_reserve_exact(cfg.num_slots as usize).map_err(|_| oom("slot table"))?;
+        in_use.resize(cfg.num_slots as usize, false);
         Ok(Cache {
             cfg,
             shape,
             layers,
             positions,
+            in_use,
+            in_use_count: 0,
             #[cfg(test)]
             inject_panic: false,
         })
@@ -235,13 +243,7 @@ impl Cache {
 
     /// Tokens consumed by `slot` so far.
     pub fn position(&self, slot: i32) -> Result<u64> {
-        match usize::try_from(slot) {
-            Ok(s) if s < self.num_slots() => Ok(self.positions[s]),
-            _ => Err(Error::OutOfRange(format!(
-                "slot {slot} is out of range (num_slots = {})",
-                self.num_slots()
-            ))),
-        }
+        Ok(self.positions[self.check_slot(slot)?])
     }
 }
 

@@ -34,6 +34,21 @@ pub enum Error {
     /// The handle panicked during an earlier mutation and refuses mutation.
     #[error("{0}")]
     Poisoned(String),
+    /// Every slot is acquired.
+    #[error("{0}")]
+    NoFreeSlot(String),
+    /// A snapshot or file is damaged: bad magic, truncated, checksum
+    /// mismatch, or a layout that contradicts its header.
+    #[error("{0}")]
+    Corrupt(String),
+    /// A well-formed snapshot or file made for another shape or format
+    /// version.
+    #[error("{0}")]
+    Incompatible(String),
+    /// The operating system refused an I/O operation; the message carries
+    /// its error.
+    #[error("{0}")]
+    Io(String),
     /// The operation exists but is not available in this build or on this
     /// machine.
     #[error("{0}")]

@@ -16,7 +16,11 @@ pub mod config;
 pub mod dtype;
 pub mod error;
 pub mod ffi;
+mod lifecycle;
+mod persist;
+pub mod snapshot;
 pub mod slots;
+pub mod xxh64;
 
 pub use abi::M2C_ABI_VERSION;
 pub use cache::Cache;

@@ -17,6 +17,7 @@ struct Model {
     conv: Vec<Vec<f64>>,
     ssm: Vec<Vec<f64>>,
     pos: Vec<u64>,
+    in_use: Vec<bool>,
 }
 
 impl Model {
@@ -33,6 +34,7 @@ impl Model {
             conv: vec![vec![0.0; s * dim * w]; l],
             ssm: vec![vec![0.0; s * ssm_per]; l],
             pos: vec![0; s],
+            in_use: vec![false; s],
         }
     }
 
@@ -81,6 +83,21 @@ impl Model {
             }
         }
         out
+    }
+
+    /// dst[i] <- src[i], all reads before any writes.
+    fn copy(&mut self, pairs: &[(usize, usize)]) {
+        let (cper, sper) = (self.dim * self.w, self.ssm_per);
+        let old_conv = self.conv.clone();
+        let old_ssm = self.ssm.clone();
+        let old_pos = self.pos.clone();
+        for &(s, d) in pairs {
+            for l in 0..self.conv.len() {
+                self.conv[l][d * cper..(d + 1) * cper].copy_from_slice(&old_conv[l][s * cper..(s + 1) * cper]);
+                self.ssm[l][d * sper..(d + 1) * sper].copy_from_slice(&old_ssm[l][s * sper..(s + 1) * sper]);
+            }
+            self.pos[d] = old_pos[s];
+        }
     }
 
     fn reset(&mut self, rows: &[Option<usize>]) {
@@ -164,7 +181,7 @@ fn run_random_ops(cfg: Config, seed: u64, steps: usize) {
         let io = DType::ALL[rng.below(3)];
         let (list, rows) = random_slots(&mut rng, ns);
         let sl = slots_of(&list, rows.len());
-        match rng.below(8) {
+        match rng.below(12) {
             0 | 1 => {
                 let x = random_values(&mut rng, rows.len() * model.dim);
                 cache.update_conv(layer as u32, sl, Buf::from_f32(io, &x).slice()).unwrap();
@@ -207,7 +224,61 @@ fn run_random_ops(cfg: Config, seed: u64, steps: usize) {
                     model.pos[*s] += u64::from(k);
                 }
             }
-            _ => bad_call(&mut rng, &mut cache, &model, ns, nl),
+            7 => bad_call(&mut rng, &mut cache, &model, ns, nl),
+            8 => {
+                // acquire or release
+                if rng.coin(0.5) {
+                    match model.in_use.iter().position(|&u| !u) {
+                        Some(want) => {
+                            assert_eq!(cache.slot_acquire().unwrap(), want as i32, "{ctx}: lowest free slot");
+                            model.reset(&[Some(want)]);
+                            model.in_use[want] = true;
+                        }
+                        None => assert!(matches!(cache.slot_acquire(), Err(Error::NoFreeSlot(_)))),
+                    }
+                } else {
+                    let s = rng.below(ns);
+                    let r = cache.slot_release(s as i32);
+                    if model.in_use[s] {
+                        r.unwrap();
+                        model.in_use[s] = false;
+                    } else {
+                        assert!(matches!(r, Err(Error::InvalidArg(_))), "{ctx}: double release");
+                    }
+                }
+                assert_eq!(cache.slots_in_use() as usize, model.in_use.iter().filter(|&&u| u).count());
+            }
+            9 => {
+                // copy_slots: random sources (repeats allowed), distinct
+                // destinations, padding rows.
+                let (dlist, drows) = random_slots(&mut rng, ns);
+                let dst: Vec<i32> = dlist.unwrap_or_else(|| (0..drows.len() as i32).collect());
+                let src: Vec<i32> = dst.iter().map(|&d| if d < 0 && rng.coin(0.5) { -1 } else { rng.below(ns) as i32 }).collect();
+                cache.copy_slots(&src, &dst).unwrap();
+                let pairs: Vec<(usize, usize)> =
+                    src.iter().zip(&dst).filter(|(_, &d)| d >= 0).map(|(&s, &d)| (s as usize, d as usize)).collect();
+                model.copy(&pairs);
+            }
+            10 => {
+                // A snapshot of one slot loaded into another: a copy.
+                let (a, b) = (rng.below(ns), rng.below(ns));
+                let mut buf = vec![0u8; cache.slot_snapshot_size()];
+                assert_eq!(cache.slot_save(a as i32, &mut buf).unwrap(), buf.len());
+                cache.slot_load(b as i32, &buf).unwrap();
+                model.copy(&[(a, b)]);
+            }
+            _ => {
+                // A permutation of every slot (beam-search reorder).
+                let mut perm: Vec<usize> = (0..ns).collect();
+                for i in (1..ns).rev() {
+                    perm.swap(i, rng.below(i + 1));
+                }
+                let src: Vec<i32> = perm.iter().map(|&p| p as i32).collect();
+                let dst: Vec<i32> = (0..ns as i32).collect();
+                cache.copy_slots(&src, &dst).unwrap();
+                let pairs: Vec<(usize, usize)> = perm.iter().enumerate().map(|(d, &s)| (s, d)).collect();
+                model.copy(&pairs);
+            }
         }
         check_all(&cache, &model, &ctx);
     }

@@ -15,12 +15,12 @@ pub struct m2c_cache {
 
 impl m2c_cache {
     /// Shared access for queries. A poisoned handle can still be read.
-    fn read(&self) -> RwLockReadGuard<'_, Cache> {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Cache> {
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Exclusive access for mutation; refused once a mutation panicked.
-    fn write(&self) -> Result<RwLockWriteGuard<'_, Cache>, Error> {
+    pub(crate) fn write(&self) -> Result<RwLockWriteGuard<'_, Cache>, Error> {
         self.inner.write().map_err(|_| {
             Error::Poisoned("the cache panicked during an earlier mutation; destroy it".into())
         })
@@ -29,7 +29,7 @@ impl m2c_cache {
 
 /// `Err(InvalidArg)` if the `bytes` bytes at `ptr` overlap `buf`: a caller
 /// buffer must never alias the storage the call reads or writes.
-fn check_disjoint(ptr: *const c_void, bytes: usize, buf: &AlignedBuf, what: &str) -> Result<(), Error> {
+pub(crate) fn check_disjoint(ptr: *const c_void, bytes: usize, buf: &AlignedBuf, what: &str) -> Result<(), Error> {
     let (a0, a1) = (ptr as usize, ptr as usize + bytes);
     let (b0, b1) = (buf.as_ptr() as usize, buf.as_ptr() as usize + buf.len_bytes());
     if bytes > 0 && a0 < b1 && b0 < a1 {

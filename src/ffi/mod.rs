@@ -7,12 +7,14 @@
 #![allow(clippy::missing_safety_doc)]
 
 pub mod cache;
+pub mod slots;
 pub mod types;
 
 #[cfg(test)]
 mod tests;
 
 pub use self::cache::*;
+pub use self::slots::*;
 pub use self::types::*;
 
 use crate::dtype::{DType, Slice, SliceMut};
@@ -53,6 +55,10 @@ pub(crate) fn status_of(e: &Error) -> m2c_status {
         Error::OutOfMemory(_) => M2C_STATUS_OUT_OF_MEMORY,
         Error::Poisoned(_) => M2C_STATUS_POISONED,
         Error::Unsupported(_) => M2C_STATUS_UNSUPPORTED,
+        Error::NoFreeSlot(_) => M2C_STATUS_NO_FREE_SLOT,
+        Error::Corrupt(_) => M2C_STATUS_CORRUPT,
+        Error::Incompatible(_) => M2C_STATUS_INCOMPATIBLE,
+        Error::Io(_) => M2C_STATUS_IO,
     }
 }
 
@@ -229,6 +235,10 @@ pub(crate) fn status_text(s: m2c_status) -> &'static CStr {
         M2C_STATUS_POISONED => c"the handle is poisoned by an earlier panic",
         M2C_STATUS_PANIC => c"internal panic caught at the API boundary",
         M2C_STATUS_UNSUPPORTED => c"unsupported in this build or on this machine",
+        M2C_STATUS_NO_FREE_SLOT => c"no free slot",
+        M2C_STATUS_CORRUPT => c"corrupt snapshot or file",
+        M2C_STATUS_INCOMPATIBLE => c"snapshot or file made for another shape or format version",
+        M2C_STATUS_IO => c"I/O error",
         _ => c"unknown status code",
     }
 }

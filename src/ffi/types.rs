@@ -38,6 +38,17 @@ pub const M2C_STATUS_PANIC: m2c_status = 9;
 /// The operation exists but is not available in this build or on this
 /// machine (for example a CUDA device without the `cuda` feature).
 pub const M2C_STATUS_UNSUPPORTED: m2c_status = 10;
+/// `m2c_slot_acquire` found every slot in use.
+pub const M2C_STATUS_NO_FREE_SLOT: m2c_status = 11;
+/// A snapshot or file is damaged: bad magic, truncated, checksum mismatch,
+/// or a layout that contradicts its own header.
+pub const M2C_STATUS_CORRUPT: m2c_status = 12;
+/// A well-formed snapshot or file made for another shape, slot count or
+/// format version.
+pub const M2C_STATUS_INCOMPATIBLE: m2c_status = 13;
+/// The operating system refused an I/O operation; `m2c_last_error()` has
+/// its message.
+pub const M2C_STATUS_IO: m2c_status = 14;
 
 /// An element type code. Arrives as a plain integer: every value is
 /// validated, and an unknown one is `M2C_STATUS_UNSUPPORTED_DTYPE`.

@@ -1,0 +1,263 @@
+//! Exported functions of the slot lifecycle, fork/reorder, snapshots and
+//! whole-cache files.
+
+use super::cache::check_disjoint;
+use super::*;
+use crate::cache::Cache;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// `InvalidArg` if the caller's buffer overlaps any layer's storage.
+fn check_disjoint_all(ptr: *const c_void, bytes: usize, c: &Cache, what: &str) -> Result<(), Error> {
+    for l in 0..c.config().num_layers {
+        let layer = c.layer(l)?;
+        check_disjoint(ptr, bytes, &layer.conv, what)?;
+        check_disjoint(ptr, bytes, &layer.ssm, what)?;
+    }
+    Ok(())
+}
+
+/// Builds a read-only byte slice from a C buffer; `(NULL, 0)` is empty.
+///
+/// # Safety
+/// If non-NULL, `ptr` must be valid for reads of `len` bytes for `'a`.
+unsafe fn bytes_arg<'a>(ptr: *const c_void, len: usize, what: &str) -> Result<&'a [u8], Error> {
+    if ptr.is_null() {
+        return if len == 0 { Ok(&[]) } else { Err(Error::NullArg(format!("{what} is NULL but len = {len}"))) };
+    }
+    if len > isize::MAX as usize {
+        return Err(Error::InvalidArg(format!("{what}: len = {len} is too large")));
+    }
+    // SAFETY: non-NULL, size checked, validity from the caller.
+    Ok(unsafe { std::slice::from_raw_parts(ptr.cast(), len) })
+}
+
+/// A path argument: a NUL-terminated byte string (any encoding the OS
+/// accepts).
+///
+/// # Safety
+/// If non-NULL, `path` must point to a NUL-terminated string.
+unsafe fn path_arg<'a>(path: *const c_char) -> Result<&'a Path, Error> {
+    if path.is_null() {
+        return Err(Error::NullArg("path is NULL".into()));
+    }
+    // SAFETY: non-NULL and NUL-terminated per the contract.
+    let bytes = unsafe { CStr::from_ptr(path) }.to_bytes();
+    if bytes.is_empty() {
+        return Err(Error::InvalidArg("path is empty".into()));
+    }
+    Ok(Path::new(std::ffi::OsStr::from_bytes(bytes)))
+}
+
+/// Hands out the lowest free slot: its state is zeroed in every layer, its
+/// position set to 0, and it counts as in use until `m2c_slot_release`.
+/// Engines that manage slots themselves can ignore acquire/release: every
+/// index-based call works on any slot in range.
+///
+/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_NO_FREE_SLOT`,
+/// `M2C_STATUS_POISONED`. `*out_slot` is written only on success.
+/// Thread-safe: two threads never get the same slot.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_slot_acquire(cache: *mut m2c_cache, out_slot: *mut i32) -> m2c_status {
+    ffi_status("m2c_slot_acquire", || {
+        // SAFETY: NULL or a live handle, per the contract.
+        let cache = unsafe { arg_ref(cache, "cache") }?;
+        let out = out_ptr(out_slot, "out_slot")?;
+        let slot = cache.write()?.slot_acquire()?;
+        // SAFETY: checked non-NULL and aligned.
+        unsafe { out.write(slot) };
+        Ok(())
+    })
+}
+
+/// Returns `slot` to the free list; its state is left as it is until the
+/// next acquire zeroes it. Releasing a slot that is not in use is
+/// `M2C_STATUS_INVALID_ARG` (a double release is an engine bug worth
+/// reporting). Errors also: `M2C_STATUS_NULL_ARG`,
+/// `M2C_STATUS_OUT_OF_RANGE`, `M2C_STATUS_POISONED`. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_slot_release(cache: *mut m2c_cache, slot: i32) -> m2c_status {
+    ffi_status("m2c_slot_release", || {
+        // SAFETY: NULL or a live handle, per the contract.
+        let cache = unsafe { arg_ref(cache, "cache") }?;
+        cache.write()?.slot_release(slot)
+    })
+}
+
+/// Writes the number of acquired slots to `*out`. Errors:
+/// `M2C_STATUS_NULL_ARG`. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_slots_in_use(cache: *const m2c_cache, out: *mut u32) -> m2c_status {
+    ffi_status("m2c_slots_in_use", || {
+        // SAFETY: NULL or a live handle, per the contract.
+        let cache = unsafe { arg_ref(cache, "cache") }?;
+        let out = out_ptr(out, "out")?;
+        let n = cache.read().slots_in_use();
+        // SAFETY: checked non-NULL and aligned.
+        unsafe { out.write(n) };
+        Ok(())
+    })
+}
+
+/// Forks and reorders states: for each `i < n`, slot `dst[i]` receives the
+/// conv and SSM state of slot `src[i]` in every layer, and its position.
+/// The result is as if all reads happen before any write, so a permutation
+/// (a beam-search reorder) and overlapping source and destination sets are
+/// correct; one source may feed many destinations (parallel sampling).
+/// A row with `dst[i] < 0` is padding. Whether a slot is acquired does not
+/// move with its state.
+///
+/// Errors: `M2C_STATUS_NULL_ARG` (`src`/`dst` NULL with `n > 0`),
+/// `M2C_STATUS_INVALID_ARG` (a destination listed twice),
+/// `M2C_STATUS_OUT_OF_RANGE` (an index past the slot count, or a negative
+/// source with a real destination), `M2C_STATUS_POISONED`. On failure
+/// nothing changes. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_copy_slots(cache: *mut m2c_cache, src: *const i32, dst: *const i32, n: usize) -> m2c_status {
+    ffi_status("m2c_copy_slots", || {
+        // SAFETY: NULL or a live handle, per the contract.
+        let cache = unsafe { arg_ref(cache, "cache") }?;
+        let list = |p: *const i32, what: &str| -> Result<&[i32], Error> {
+            if n == 0 {
+                return Ok(&[]);
+            }
+            if p.is_null() {
+                return Err(Error::NullArg(format!("{what} is NULL but n = {n}")));
+            }
+            // SAFETY: non-NULL; validity of n entries from the caller.
+            match unsafe { slots_arg(p, n) }? {
+                Slots::List(l) => Ok(l),
+                Slots::Dense(_) => Err(Error::NullArg(format!("{what} is NULL"))),
+            }
+        };
+        let (s, d) = (list(src, "src")?, list(dst, "dst")?);
+        let mut c = cache.write()?;
+        check_disjoint_all(src.cast(), s.len() * 4, &c, "src")?;
+        check_disjoint_all(dst.cast(), d.len() * 4, &c, "dst")?;
+        c.copy_slots(s, d)
+    })
+}
+
+/// Writes to `*out` the exact size in bytes of a snapshot of one slot of
+/// this cache (header, every layer's conv and SSM state, checksum). The
+/// format is specified in docs/FORMATS.md. Errors: `M2C_STATUS_NULL_ARG`.
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_slot_snapshot_size(cache: *const m2c_cache, out: *mut usize) -> m2c_status {
+    ffi_status("m2c_slot_snapshot_size", || {
+        // SAFETY: NULL or a live handle, per the contract.
+        let cache = unsafe { arg_ref(cache, "cache") }?;
+        let out = out_ptr(out, "out")?;
+        let n = cache.read().slot_snapshot_size();
+        // SAFETY: checked non-NULL and aligned.
+        unsafe { out.write(n) };
+        Ok(())
+    })
+}
+
+/// Saves a self-describing snapshot of `slot` (its state in every layer and
+/// its position) into `buf`, which must hold at least
+/// `m2c_slot_snapshot_size()` bytes; `*out_written` receives the bytes
+/// written. A snapshot can be loaded into any slot of any cache with the
+/// same shape and storage dtypes, in this process or another.
+///
+/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (slot),
+/// `M2C_STATUS_SHAPE_MISMATCH` (`len` too small), `M2C_STATUS_INVALID_ARG`
+/// (`buf` overlaps the cache). On failure neither `buf` nor `*out_written`
+/// is written. Thread-safe (a read of the cache).
+#[no_mangle]
+pub unsafe extern "C" fn m2c_slot_save(
+    cache: *const m2c_cache,
+    slot: i32,
+    buf: *mut c_void,
+    len: usize,
+    out_written: *mut usize,
+) -> m2c_status {
+    ffi_status("m2c_slot_save", || {
+        // SAFETY: NULL or a live handle, per the contract.
+        let cache = unsafe { arg_ref(cache, "cache") }?;
+        let out = out_ptr(out_written, "out_written")?;
+        if buf.is_null() {
+            return Err(Error::NullArg("buf is NULL".into()));
+        }
+        if len > isize::MAX as usize {
+            return Err(Error::InvalidArg(format!("len = {len} is too large")));
+        }
+        let c = cache.read();
+        c.check_slot(slot)?;
+        let size = c.slot_snapshot_size();
+        if len < size {
+            return Err(Error::ShapeMismatch(format!("buffer of {len} bytes is smaller than the snapshot ({size} bytes)")));
+        }
+        check_disjoint_all(buf, size, &c, "buf")?;
+        // SAFETY: non-NULL, at least `size` writable bytes per the contract.
+        let dst = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), size) };
+        let n = c.slot_save(slot, dst)?;
+        // SAFETY: checked non-NULL and aligned.
+        unsafe { out.write(n) };
+        Ok(())
+    })
+}
+
+/// Replaces the state (every layer) and position of `slot` with a snapshot
+/// made by `m2c_slot_save`. The whole buffer is validated first: size,
+/// magic, checksum, format version and shape fingerprint. A truncated,
+/// damaged or foreign snapshot leaves the slot exactly as it was.
+/// Loading does not change whether the slot is acquired.
+///
+/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (slot),
+/// `M2C_STATUS_CORRUPT` (bad magic, truncated, checksum mismatch, wrong
+/// layout), `M2C_STATUS_INCOMPATIBLE` (another format version or shape;
+/// the message names the field), `M2C_STATUS_INVALID_ARG` (`buf` overlaps
+/// the cache), `M2C_STATUS_POISONED`. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_slot_load(cache: *mut m2c_cache, slot: i32, buf: *const c_void, len: usize) -> m2c_status {
+    ffi_status("m2c_slot_load", || {
+        // SAFETY: pointer contracts as documented above.
+        let (cache, bytes) = unsafe { (arg_ref(cache, "cache")?, bytes_arg(buf, len, "buf")?) };
+        let mut c = cache.write()?;
+        check_disjoint_all(buf, len, &c, "buf")?;
+        c.slot_load(slot, bytes)
+    })
+}
+
+/// Saves the whole cache to the file `path`: every slot's state in every
+/// layer, its position and whether it is acquired, with the shape
+/// fingerprint and a checksum (docs/FORMATS.md). The data streams through
+/// a bounded buffer to a temporary file in the same directory, which is
+/// fsynced and then renamed over `path`: an interrupted save never damages
+/// an existing file, and a failed save removes its temporary file.
+///
+/// `path` is a NUL-terminated byte string. Errors: `M2C_STATUS_NULL_ARG`,
+/// `M2C_STATUS_INVALID_ARG` (empty path), `M2C_STATUS_IO` (with the OS
+/// error in `m2c_last_error()`). Thread-safe; mutations of this cache wait
+/// until the save ends.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_save_file(cache: *const m2c_cache, path: *const c_char) -> m2c_status {
+    ffi_status("m2c_save_file", || {
+        // SAFETY: pointer contracts as documented above.
+        let (cache, path) = unsafe { (arg_ref(cache, "cache")?, path_arg(path)?) };
+        cache.read().save_file(path)
+    })
+}
+
+/// Loads a file written by `m2c_save_file` into this cache, replacing
+/// every slot's state, position and acquired flag. The whole file is read
+/// and validated (checksum, format version, shape fingerprint, slot count,
+/// size) before the cache is touched, streaming in bounded memory: a
+/// missing, damaged or foreign file changes nothing. If the file is
+/// modified by someone else while it is being loaded, the load fails with
+/// `M2C_STATUS_CORRUPT` and every slot is reset and released, so the cache
+/// never holds a mix of old and new states.
+///
+/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (empty path),
+/// `M2C_STATUS_IO`, `M2C_STATUS_CORRUPT`, `M2C_STATUS_INCOMPATIBLE`,
+/// `M2C_STATUS_POISONED`. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_load_file(cache: *mut m2c_cache, path: *const c_char) -> m2c_status {
+    ffi_status("m2c_load_file", || {
+        // SAFETY: pointer contracts as documented above.
+        let (cache, path) = unsafe { (arg_ref(cache, "cache")?, path_arg(path)?) };
+        cache.write()?.load_file(path)
+    })
+}

@@ -1,0 +1,184 @@
+//! Slot lifecycle (acquire, release), fork and reorder (`copy_slots`), and
+//! the byte-level accessors snapshots and files use.
+
+use crate::cache::{Cache, PAR_MIN_BYTES};
+use crate::error::{Error, Result};
+use rayon::prelude::*;
+
+impl Cache {
+    /// `slot` as an index, or `OutOfRange`.
+    pub fn check_slot(&self, slot: i32) -> Result<usize> {
+        match usize::try_from(slot) {
+            Ok(s) if s < self.num_slots() => Ok(s),
+            _ => Err(Error::OutOfRange(format!(
+                "slot {slot} is out of range (num_slots = {})",
+                self.num_slots()
+            ))),
+        }
+    }
+
+    /// Hands out the lowest free slot, with zeroed state in every layer and
+    /// position 0. `NoFreeSlot` when every slot is taken.
+    pub fn slot_acquire(&mut self) -> Result<i32> {
+        let s = self.in_use.iter().position(|&u| !u).ok_or_else(|| {
+            Error::NoFreeSlot(format!("all {} slots are in use", self.num_slots()))
+        })?;
+        self.zero_slot(s);
+        self.positions[s] = 0;
+        self.set_in_use(s, true);
+        Ok(s as i32)
+    }
+
+    /// Returns `slot` to the free list. Releasing a free slot is an
+    /// `InvalidArg` (a double release is an engine bug worth reporting).
+    pub fn slot_release(&mut self, slot: i32) -> Result<()> {
+        let s = self.check_slot(slot)?;
+        if !self.in_use[s] {
+            return Err(Error::InvalidArg(format!("slot {slot} is not in use (double release?)")));
+        }
+        self.set_in_use(s, false);
+        Ok(())
+    }
+
+    /// Slots currently acquired.
+    pub fn slots_in_use(&self) -> u32 {
+        self.in_use_count as u32
+    }
+
+    pub(crate) fn set_in_use(&mut self, s: usize, used: bool) {
+        if self.in_use[s] != used {
+            self.in_use[s] = used;
+            if used {
+                self.in_use_count += 1;
+            } else {
+                self.in_use_count -= 1;
+            }
+        }
+    }
+
+    pub(crate) fn set_position(&mut self, s: usize, pos: u64) {
+        self.positions[s] = pos;
+    }
+
+    fn zero_slot(&mut self, s: usize) {
+        let (cper, sper) = (self.shape().conv_slot_elems, self.shape().ssm_slot_elems);
+        for l in &mut self.layers {
+            l.conv.slice_mut().sub(s * cper..(s + 1) * cper).fill_zero();
+            l.ssm.slice_mut().sub(s * sper..(s + 1) * sper).fill_zero();
+        }
+    }
+
+    /// Zeroes every slot, resets every position and releases every slot.
+    pub(crate) fn reset_everything(&mut self) {
+        for l in &mut self.layers {
+            l.conv.slice_mut().fill_zero();
+            l.ssm.slice_mut().fill_zero();
+        }
+        self.positions.fill(0);
+        self.in_use.fill(false);
+        self.in_use_count = 0;
+    }
+
+    /// The storage bytes of slot `s` in layer `l`: conv window, ssm state.
+    pub(crate) fn slot_bytes(&self, l: u32, s: usize) -> [&[u8]; 2] {
+        let (cb, sb) = self.slot_byte_sizes();
+        let layer = &self.layers[l as usize];
+        [&layer.conv.bytes()[s * cb..(s + 1) * cb], &layer.ssm.bytes()[s * sb..(s + 1) * sb]]
+    }
+
+    pub(crate) fn slot_bytes_mut(&mut self, l: u32, s: usize) -> [&mut [u8]; 2] {
+        let (cb, sb) = self.slot_byte_sizes();
+        let layer = &mut self.layers[l as usize];
+        [&mut layer.conv.bytes_mut()[s * cb..(s + 1) * cb], &mut layer.ssm.bytes_mut()[s * sb..(s + 1) * sb]]
+    }
+
+    /// Every slot's storage bytes of layer `l` (without alignment padding).
+    pub(crate) fn layer_bytes(&self, l: u32) -> [&[u8]; 2] {
+        let (cb, sb) = self.slot_byte_sizes();
+        let n = self.num_slots();
+        let layer = &self.layers[l as usize];
+        [&layer.conv.bytes()[..n * cb], &layer.ssm.bytes()[..n * sb]]
+    }
+
+    pub(crate) fn layer_bytes_mut(&mut self, l: u32) -> [&mut [u8]; 2] {
+        let (cb, sb) = self.slot_byte_sizes();
+        let n = self.num_slots();
+        let layer = &mut self.layers[l as usize];
+        [&mut layer.conv.bytes_mut()[..n * cb], &mut layer.ssm.bytes_mut()[..n * sb]]
+    }
+
+    fn slot_byte_sizes(&self) -> (usize, usize) {
+        let cfg = self.config();
+        (
+            self.shape().conv_slot_elems * cfg.conv_dtype.size(),
+            self.shape().ssm_slot_elems * cfg.ssm_dtype.size(),
+        )
+    }
+
+    /// For each `i`, slot `dst[i]` receives slot `src[i]`'s conv and ssm
+    /// state in every layer and its position, as if every read happened
+    /// before any write: permutations (beam-search reorders) and
+    /// overlapping sets are correct. A row with `dst[i] < 0` is padding.
+    /// A destination listed twice is `InvalidArg`; a negative source with a
+    /// real destination, or any index past the slot count, `OutOfRange`.
+    /// Whether a slot is acquired does not move with its state.
+    pub fn copy_slots(&mut self, src: &[i32], dst: &[i32]) -> Result<()> {
+        if src.len() != dst.len() {
+            return Err(Error::ShapeMismatch(format!("src has {} rows, dst {}", src.len(), dst.len())));
+        }
+        // Destinations: in range, distinct (as a slot selection).
+        crate::slots::Slots::List(dst).validate(self.num_slots())?;
+        let mut moves: Vec<(usize, usize)> = Vec::with_capacity(src.len());
+        for (i, (&s, &d)) in src.iter().zip(dst).enumerate() {
+            if d < 0 {
+                continue;
+            }
+            let s = usize::try_from(s).ok().filter(|&s| s < self.num_slots()).ok_or_else(|| {
+                Error::OutOfRange(format!("src[{i}] = {s} is out of range (num_slots = {})", self.num_slots()))
+            })?;
+            if s != d as usize {
+                moves.push((s, d as usize));
+            }
+        }
+        if moves.is_empty() {
+            return Ok(());
+        }
+        // Sources that are also destinations must be read before anything
+        // is written: stage those (once each) in a scratch buffer.
+        let mut is_dst = vec![false; self.num_slots()];
+        for &(_, d) in &moves {
+            is_dst[d] = true;
+        }
+        let mut staged: Vec<usize> = moves.iter().map(|&(s, _)| s).filter(|&s| is_dst[s]).collect();
+        staged.sort_unstable();
+        staged.dedup();
+
+        let (cb, sb) = self.slot_byte_sizes();
+        let bytes = moves.len() * (cb + sb) * self.layers.len();
+        let copy_layer = |layer: &mut crate::cache::Layer| {
+            for (buf, per) in [(&mut layer.conv, cb), (&mut layer.ssm, sb)] {
+                let bytes = buf.bytes_mut();
+                let mut scratch = Vec::with_capacity(staged.len() * per);
+                for &s in &staged {
+                    scratch.extend_from_slice(&bytes[s * per..(s + 1) * per]);
+                }
+                for &(s, d) in &moves {
+                    match staged.binary_search(&s) {
+                        Ok(k) => bytes[d * per..(d + 1) * per].copy_from_slice(&scratch[k * per..(k + 1) * per]),
+                        Err(_) => bytes.copy_within(s * per..(s + 1) * per, d * per),
+                    }
+                }
+            }
+        };
+        if bytes >= PAR_MIN_BYTES && self.layers.len() >= 2 {
+            self.layers.par_iter_mut().for_each(copy_layer);
+        } else {
+            self.layers.iter_mut().for_each(copy_layer);
+        }
+        let old: Vec<u64> = moves.iter().map(|&(s, _)| self.positions[s]).collect();
+        for (&(_, d), p) in moves.iter().zip(old) {
+            self.positions[d] = p;
+        }
+        Ok(())
+    }
+}
