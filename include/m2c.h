@@ -15,8 +15,11 @@
  * validated before anything is written), writes none of its outputs, and sets
  * a message that m2c_last_error() returns on the same thread. Output parameters
  * are written only on success. A buffer is always followed by its length in
- * elements; (NULL, 0) is a valid empty buffer. Enum-valued inputs (dtypes,
- * devices) arrive as integers and are validated. No input crashes the library:
+ * elements; (NULL, 0) is a valid empty buffer. Every pointer must be aligned
+ * for its type and no caller buffer may overlap the cache's storage (reach it
+ * through a view) or, for outputs, another argument: both are refused with
+ * M2C_STATUS_INVALID_ARG. Enum-valued inputs (dtypes, devices) arrive as
+ * integers and are validated. No input crashes the library:
  * every function runs inside a panic boundary, and a handle whose mutation
  * panicked is poisoned (M2C_STATUS_POISONED) instead of left half-written.
  *
@@ -70,9 +73,12 @@ typedef uint32_t m2c_device;
 
 /**
  * The shape of a cache. Always start from `m2c_config_init()`, which sets
- * `struct_size` and fills in defaults, then change the fields you need:
- * fields added in later versions go at the end and get defaults there, so
- * code written against this header keeps working.
+ * `struct_size` and fills in defaults, then change the fields you need.
+ * Fields are only ever added at the end. A library whose `m2c_config`
+ * grows also gets a new `M2C_ABI_VERSION` (and SONAME), so a program never
+ * meets an `m2c_config_init()` that writes more than its own struct holds;
+ * `struct_size` catches a struct that was never initialised or comes from
+ * another header.
  */
 typedef struct m2c_config {
   /**

@@ -8,26 +8,22 @@ use crate::error::{Error, Result};
 use half::{bf16, f16};
 use std::ptr::NonNull;
 
-/// One owned, zero-initialised, `ALIGN`-aligned byte buffer holding
-/// elements of one dtype.
-pub struct AlignedBuf {
+/// An owned, zero-initialised, `ALIGN`-aligned allocation from `calloc`.
+struct RawZeroed {
     /// The pointer `calloc` returned (what `free` takes).
     raw: NonNull<u8>,
     /// `raw` rounded up to `ALIGN`.
     data: NonNull<u8>,
     len_bytes: usize,
-    dtype: DType,
 }
 
-// SAFETY: the buffer is uniquely owned heap memory; access goes through
+// SAFETY: uniquely owned heap memory; access goes through the owners'
 // `&self` / `&mut self`, so the usual borrow rules make sharing sound.
-unsafe impl Send for AlignedBuf {}
-unsafe impl Sync for AlignedBuf {}
+unsafe impl Send for RawZeroed {}
+unsafe impl Sync for RawZeroed {}
 
-impl AlignedBuf {
-    /// Allocates `len_bytes` zero bytes (a multiple of the dtype size).
-    pub fn zeroed(len_bytes: usize, dtype: DType) -> Result<Self> {
-        debug_assert_eq!(len_bytes % dtype.size(), 0);
+impl RawZeroed {
+    fn new(len_bytes: usize) -> Result<Self> {
         let oom = || Error::OutOfMemory(format!("cannot allocate {len_bytes} bytes"));
         let total = len_bytes.checked_add(ALIGN).ok_or_else(oom)?;
         if total > isize::MAX as usize {
@@ -39,7 +35,29 @@ impl AlignedBuf {
         // SAFETY: offset < ALIGN, so data stays inside the allocation of
         // len_bytes + ALIGN bytes, with len_bytes bytes after it.
         let data = unsafe { NonNull::new_unchecked(raw.as_ptr().add(offset)) };
-        Ok(AlignedBuf { raw, data, len_bytes, dtype })
+        Ok(RawZeroed { raw, data, len_bytes })
+    }
+}
+
+impl Drop for RawZeroed {
+    fn drop(&mut self) {
+        // SAFETY: raw came from calloc and is freed exactly once.
+        unsafe { libc::free(self.raw.as_ptr() as *mut libc::c_void) }
+    }
+}
+
+/// One owned, zero-initialised, `ALIGN`-aligned byte buffer holding
+/// elements of one dtype.
+pub struct AlignedBuf {
+    mem: RawZeroed,
+    dtype: DType,
+}
+
+impl AlignedBuf {
+    /// Allocates `len_bytes` zero bytes (a multiple of the dtype size).
+    pub fn zeroed(len_bytes: usize, dtype: DType) -> Result<Self> {
+        debug_assert_eq!(len_bytes % dtype.size(), 0);
+        Ok(AlignedBuf { mem: RawZeroed::new(len_bytes)?, dtype })
     }
 
     pub fn dtype(&self) -> DType {
@@ -47,27 +65,27 @@ impl AlignedBuf {
     }
 
     pub fn len_bytes(&self) -> usize {
-        self.len_bytes
+        self.mem.len_bytes
     }
 
     /// Elements held.
     pub fn len(&self) -> usize {
-        self.len_bytes / self.dtype.size()
+        self.mem.len_bytes / self.dtype.size()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len_bytes == 0
+        self.mem.len_bytes == 0
     }
 
     /// The start of the storage, for zero-copy views handed to C.
     pub fn as_ptr(&self) -> *mut u8 {
-        self.data.as_ptr()
+        self.mem.data.as_ptr()
     }
 
     /// The elements, typed.
     pub fn slice(&self) -> Slice<'_> {
         let n = self.len();
-        let p = self.data.as_ptr();
+        let p = self.mem.data.as_ptr();
         // SAFETY: `data` is ALIGN-aligned (enough for every dtype), valid
         // for len_bytes initialised bytes, and every bit pattern is a valid
         // f32/bf16/f16.
@@ -83,7 +101,7 @@ impl AlignedBuf {
     /// The elements, typed and writable.
     pub fn slice_mut(&mut self) -> SliceMut<'_> {
         let n = self.len();
-        let p = self.data.as_ptr();
+        let p = self.mem.data.as_ptr();
         // SAFETY: as in `slice`, and `&mut self` makes the borrow unique.
         unsafe {
             match self.dtype {
@@ -97,25 +115,56 @@ impl AlignedBuf {
     /// The raw bytes.
     pub fn bytes(&self) -> &[u8] {
         // SAFETY: valid for len_bytes initialised bytes.
-        unsafe { std::slice::from_raw_parts(self.data.as_ptr(), self.len_bytes) }
+        unsafe { std::slice::from_raw_parts(self.mem.data.as_ptr(), self.mem.len_bytes) }
     }
-}
 
-impl AlignedBuf {
     /// The raw bytes, writable. Any bit pattern is a valid element.
     pub fn bytes_mut(&mut self) -> &mut [u8] {
         // SAFETY: valid for len_bytes initialised bytes; `&mut self` makes
         // the borrow unique.
-        unsafe { std::slice::from_raw_parts_mut(self.data.as_ptr(), self.len_bytes) }
+        unsafe { std::slice::from_raw_parts_mut(self.mem.data.as_ptr(), self.mem.len_bytes) }
     }
 }
 
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        // SAFETY: raw came from calloc and is freed exactly once.
-        unsafe { libc::free(self.raw.as_ptr() as *mut libc::c_void) }
+/// Plain integers whose all-zero bit pattern is zero and every bit pattern
+/// is valid.
+pub trait Zeroable: Copy + Send + Sync + 'static {}
+impl Zeroable for u8 {}
+impl Zeroable for u64 {}
+
+/// A fixed-length vector of zeroed integers whose pages are not touched
+/// until used (per-slot tables of a cache with very many slots).
+pub struct ZeroedVec<T: Zeroable> {
+    mem: RawZeroed,
+    len: usize,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<T: Zeroable> ZeroedVec<T> {
+    pub fn new(len: usize) -> Result<Self> {
+        let bytes = len
+            .checked_mul(std::mem::size_of::<T>())
+            .ok_or_else(|| Error::OutOfMemory(format!("cannot allocate {len} table entries")))?;
+        Ok(ZeroedVec { mem: RawZeroed::new(bytes)?, len, _t: std::marker::PhantomData })
     }
 }
+
+impl<T: Zeroable> std::ops::Deref for ZeroedVec<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: ALIGN-aligned, len elements of zero-initialised memory,
+        // and every bit pattern is a valid T.
+        unsafe { std::slice::from_raw_parts(self.mem.data.as_ptr() as *const T, self.len) }
+    }
+}
+
+impl<T: Zeroable> std::ops::DerefMut for ZeroedVec<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `deref`; `&mut self` makes the borrow unique.
+        unsafe { std::slice::from_raw_parts_mut(self.mem.data.as_ptr() as *mut T, self.len) }
+    }
+}
+
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,7 @@
 //! plus a position per slot. Every method validates all of its arguments
 //! before it writes anything, so an `Err` leaves the cache unchanged.
 
-use crate::buffer::AlignedBuf;
+use crate::buffer::{AlignedBuf, ZeroedVec};
 use crate::config::{Config, Device, Shape};
 use crate::dtype::{convert, Elem, Slice, SliceMut};
 use crate::error::{Error, Result};
@@ -27,9 +27,11 @@ pub struct Cache {
     cfg: Config,
     shape: Shape,
     pub(crate) layers: Vec<Layer>,
-    pub(crate) positions: Vec<u64>,
-    /// Whether each slot is acquired (`slot_acquire` / `slot_release`).
-    pub(crate) in_use: Vec<bool>,
+    pub(crate) positions: ZeroedVec<u64>,
+    /// 1 where a slot is acquired (`slot_acquire` / `slot_release`).
+    pub(crate) in_use: ZeroedVec<u8>,
+    /// The lowest and one-past-highest address of any layer's storage.
+    span: (usize, usize),
     pub(crate) in_use_count: usize,
     /// Test-only fault injection: the next `update_conv` panics inside
     /// its per-slot work (on a pool thread when the call is parallel).
@@ -55,6 +57,12 @@ impl Cache {
             ));
         }
         let oom = |what: &str| Error::OutOfMemory(format!("cannot allocate {what}"));
+        if cfg.device == Device::Cpu && cfg.device_index != 0 {
+            return Err(Error::InvalidConfig(format!(
+                "device_index = {} but the CPU device has only index 0",
+                cfg.device_index
+            )));
+        }
         let mut layers = Vec::new();
         layers.try_reserve_exact(cfg.num_layers as usize).map_err(|_| oom("layer table"))?;
         for _ in 0..cfg.num_layers {
@@ -63,12 +71,13 @@ impl Cache {
                 ssm: AlignedBuf::zeroed(shape.ssm_layer_bytes, cfg.ssm_dtype)?,
             });
         }
-        let mut positions = Vec::new();
-        positions.try_reserve_exact(cfg.num_slots as usize).map_err(|_| oom("positions"))?;
-        positions.resize(cfg.num_slots as usize, 0u64);
-        let mut in_use = Vec::new();
-        in_use.try_reserve_exact(cfg.num_slots as usize).map_err(|_| oom("slot table"))?;
-        in_use.resize(cfg.num_slots as usize, false);
+        // Per-slot tables come zeroed from the OS too: creating a cache
+        // with very many slots touches no per-slot memory.
+        let positions = ZeroedVec::new(cfg.num_slots as usize)?;
+        let in_use = ZeroedVec::new(cfg.num_slots as usize)?;
+        let span = layers.iter().flat_map(|l| [&l.conv, &l.ssm]).fold((usize::MAX, 0), |(lo, hi), b| {
+            (lo.min(b.as_ptr() as usize), hi.max(b.as_ptr() as usize + b.len_bytes()))
+        });
         Ok(Cache {
             cfg,
             shape,
@@ -76,6 +85,7 @@ impl Cache {
             positions,
             in_use,
             in_use_count: 0,
+            span,
             #[cfg(test)]
             inject_panic: false,
         })
@@ -91,6 +101,19 @@ impl Cache {
 
     pub fn num_slots(&self) -> usize {
         self.cfg.num_slots as usize
+    }
+
+    /// True if the `bytes` bytes at address `addr` overlap any layer's
+    /// storage. Callers' buffers must never alias the cache.
+    pub fn overlaps_storage(&self, addr: usize, bytes: usize) -> bool {
+        let end = addr.saturating_add(bytes);
+        if bytes == 0 || end <= self.span.0 || addr >= self.span.1 {
+            return false;
+        }
+        self.layers.iter().flat_map(|l| [&l.conv, &l.ssm]).any(|b| {
+            let (b0, b1) = (b.as_ptr() as usize, b.as_ptr() as usize + b.len_bytes());
+            addr < b1 && b0 < end
+        })
     }
 
     /// The storage of `layer`.

@@ -20,7 +20,7 @@ impl Cache {
     /// Hands out the lowest free slot, with zeroed state in every layer and
     /// position 0. `NoFreeSlot` when every slot is taken.
     pub fn slot_acquire(&mut self) -> Result<i32> {
-        let s = self.in_use.iter().position(|&u| !u).ok_or_else(|| {
+        let s = self.in_use.iter().position(|&u| u == 0).ok_or_else(|| {
             Error::NoFreeSlot(format!("all {} slots are in use", self.num_slots()))
         })?;
         self.zero_slot(s);
@@ -33,7 +33,7 @@ impl Cache {
     /// `InvalidArg` (a double release is an engine bug worth reporting).
     pub fn slot_release(&mut self, slot: i32) -> Result<()> {
         let s = self.check_slot(slot)?;
-        if !self.in_use[s] {
+        if self.in_use[s] == 0 {
             return Err(Error::InvalidArg(format!("slot {slot} is not in use (double release?)")));
         }
         self.set_in_use(s, false);
@@ -46,8 +46,8 @@ impl Cache {
     }
 
     pub(crate) fn set_in_use(&mut self, s: usize, used: bool) {
-        if self.in_use[s] != used {
-            self.in_use[s] = used;
+        if (self.in_use[s] == 1) != used {
+            self.in_use[s] = u8::from(used);
             if used {
                 self.in_use_count += 1;
             } else {
@@ -75,7 +75,7 @@ impl Cache {
             l.ssm.slice_mut().fill_zero();
         }
         self.positions.fill(0);
-        self.in_use.fill(false);
+        self.in_use.fill(0);
         self.in_use_count = 0;
     }
 

@@ -23,7 +23,7 @@ pub struct Selection<'a> {
 }
 
 /// Up to this many rows, duplicates are found by comparing pairs (no
-/// allocation); above it, with a bitmap over the slots.
+/// allocation); above it, by sorting a copy of the list.
 const PAIRWISE_MAX: usize = 64;
 
 impl<'a> Slots<'a> {
@@ -54,19 +54,16 @@ impl<'a> Slots<'a> {
                         }
                     }
                 } else {
-                    let mut seen = Vec::new();
-                    seen.try_reserve_exact(num_slots.div_ceil(64))
-                        .map_err(|_| Error::OutOfMemory("slot bitmap".into()))?;
-                    seen.resize(num_slots.div_ceil(64), 0u64);
-                    for (i, &s) in list.iter().enumerate() {
-                        if s >= 0 {
-                            let (w, b) = (s as usize / 64, s as usize % 64);
-                            if seen[w] >> b & 1 == 1 {
-                                let j = list.iter().position(|&t| t == s).unwrap_or(0);
-                                return Err(duplicate(j, i, s));
-                            }
-                            seen[w] |= 1 << b;
-                        }
+                    // Sort a copy of the real slots: O(n log n) in the
+                    // rows of the call, whatever the cache's slot count.
+                    let mut sorted: Vec<(i32, usize)> = Vec::new();
+                    sorted
+                        .try_reserve_exact(list.len())
+                        .map_err(|_| Error::OutOfMemory("slot list copy".into()))?;
+                    sorted.extend(list.iter().enumerate().filter(|(_, &s)| s >= 0).map(|(i, &s)| (s, i)));
+                    sorted.sort_unstable();
+                    if let Some(w) = sorted.windows(2).find(|w| w[0].0 == w[1].0) {
+                        return Err(duplicate(w[0].1, w[1].1, w[0].0));
                     }
                 }
             }
@@ -141,7 +138,7 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_are_found_by_both_strategies() {
+    fn duplicates_are_found_by_both_strategies_and_named() {
         let small = [0, -1, 2, -1, 2];
         assert!(matches!(Slots::List(&small).validate(3), Err(Error::InvalidArg(_))));
         let mut big: Vec<i32> = (0..200).collect();

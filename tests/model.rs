@@ -402,6 +402,47 @@ fn kernel_widths_other_than_the_specialised_ones_shift_correctly() {
     }
 }
 
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap()
+}
+
+#[test]
+fn per_slot_tables_are_not_touched_at_creation_either() {
+    // 2^27 slots of a tiny shape: 2 GiB of state plus 1.1 GiB of per-slot
+    // tables (positions, acquired flags), none of it touched.
+    let cfg = Config {
+        num_layers: 1,
+        num_slots: 1 << 27,
+        intermediate_size: 2,
+        num_heads: 1,
+        head_dim: 2,
+        state_size: 1,
+        n_groups: 1,
+        conv_kernel_size: 2,
+        conv_width: 1,
+        ..Config::default()
+    };
+    let cache = Cache::new(cfg).unwrap();
+    assert!(rss_kb() < 1_000_000, "creation touched per-slot memory: RSS {} kB", rss_kb());
+    assert_eq!(cache.position((1 << 27) - 1).unwrap(), 0);
+    // A duplicate check over a long list sorts the list, not the slots.
+    let list: Vec<i32> = (0..100).map(|i| i * 1_000_000).collect();
+    let x = vec![0f32; 100 * 4];
+    let mut cache = cache;
+    cache.update_conv(0, Slots::List(&list), m2c::Slice::F32(&x)).unwrap();
+}
+
+#[test]
+fn a_cpu_cache_has_only_device_index_zero() {
+    let e = Cache::new(Config { device_index: 1, ..Config::default() }).unwrap_err();
+    assert!(matches!(e, Error::InvalidConfig(ref m) if m.contains("device_index")), "{e:?}");
+}
+
 #[test]
 fn creating_a_cache_allocates_lazily_and_reports_bytes() {
     let cfg = Config { num_slots: 64, ..Config::mamba2_2_7b() };
@@ -409,12 +450,7 @@ fn creating_a_cache_allocates_lazily_and_reports_bytes() {
     // 64 slots of Mamba2-2.7B: ~10.8 GB of ssm state in f32.
     assert!(shape.total_bytes > 10_000_000_000);
     let cache = Cache::new(cfg).unwrap();
-    let rss_kb = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .unwrap();
-    assert!(rss_kb < 2_000_000, "creating the cache touched its pages: RSS {rss_kb} kB");
+    let rss = rss_kb();
+    assert!(rss < 2_000_000, "creating the cache touched its pages: RSS {rss} kB");
     drop(cache);
 }

@@ -1,7 +1,6 @@
 //! The exported functions of the cache.
 
 use super::*;
-use crate::buffer::AlignedBuf;
 use crate::cache::Cache;
 use crate::config::{Config, Device};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -27,18 +26,28 @@ impl m2c_cache {
     }
 }
 
-/// `Err(InvalidArg)` if the `bytes` bytes at `ptr` overlap `buf`: a caller
-/// buffer must never alias the storage the call reads or writes.
-pub(crate) fn check_disjoint(ptr: *const c_void, bytes: usize, buf: &AlignedBuf, what: &str) -> Result<(), Error> {
-    let (a0, a1) = (ptr as usize, ptr as usize + bytes);
-    let (b0, b1) = (buf.as_ptr() as usize, buf.as_ptr() as usize + buf.len_bytes());
-    if bytes > 0 && a0 < b1 && b0 < a1 {
+/// `Err(InvalidArg)` if the `bytes` bytes at `ptr` overlap any of the
+/// cache's storage: a caller buffer must never alias the state, or a read
+/// could write the cache through a shared handle.
+pub(crate) fn check_outside(c: &Cache, ptr: *const c_void, bytes: usize, what: &str) -> Result<(), Error> {
+    if c.overlaps_storage(ptr as usize, bytes) {
         return Err(Error::InvalidArg(format!("{what} overlaps the cache's own storage")));
     }
     Ok(())
 }
 
-fn slots_bytes(slots: *const i32, n: usize) -> usize {
+/// `Err(InvalidArg)` if an output buffer overlaps an input buffer of the
+/// same call.
+pub(crate) fn check_apart(out: *const c_void, out_bytes: usize, inp: *const c_void, in_bytes: usize, what: &str) -> Result<(), Error> {
+    let (a0, a1) = (out as usize, (out as usize).saturating_add(out_bytes));
+    let (b0, b1) = (inp as usize, (inp as usize).saturating_add(in_bytes));
+    if out_bytes > 0 && in_bytes > 0 && a0 < b1 && b0 < a1 {
+        return Err(Error::InvalidArg(what.to_string()));
+    }
+    Ok(())
+}
+
+pub(crate) fn slots_bytes(slots: *const i32, n: usize) -> usize {
     if slots.is_null() {
         0
     } else {
@@ -243,9 +252,8 @@ pub unsafe extern "C" fn m2c_update_conv(
         // SAFETY: pointer contracts as documented above.
         let (cache, sl, xs) = unsafe { (arg_ref(cache, "cache")?, slots_arg(slots, n)?, slice_arg(x, x_dtype, len, "x")?) };
         let mut c = cache.write()?;
-        let buf = &c.layer(layer)?.conv;
-        check_disjoint(x, len * xs.dtype().size(), buf, "x")?;
-        check_disjoint(slots.cast(), slots_bytes(slots, n), buf, "slots")?;
+        check_outside(&c, x, len * xs.dtype().size(), "x")?;
+        check_outside(&c, slots.cast(), slots_bytes(slots, n), "slots")?;
         c.update_conv(layer, sl, xs)
     })
 }
@@ -269,9 +277,8 @@ pub unsafe extern "C" fn m2c_set_conv(
         // SAFETY: pointer contracts as documented above.
         let (cache, sl, ws) = unsafe { (arg_ref(cache, "cache")?, slots_arg(slots, n)?, slice_arg(window, dtype, len, "window")?) };
         let mut c = cache.write()?;
-        let buf = &c.layer(layer)?.conv;
-        check_disjoint(window, len * ws.dtype().size(), buf, "window")?;
-        check_disjoint(slots.cast(), slots_bytes(slots, n), buf, "slots")?;
+        check_outside(&c, window, len * ws.dtype().size(), "window")?;
+        check_outside(&c, slots.cast(), slots_bytes(slots, n), "slots")?;
         c.set_conv(layer, sl, ws)
     })
 }
@@ -294,9 +301,8 @@ pub unsafe extern "C" fn m2c_update_ssm(
         // SAFETY: pointer contracts as documented above.
         let (cache, sl, ss) = unsafe { (arg_ref(cache, "cache")?, slots_arg(slots, n)?, slice_arg(state, dtype, len, "state")?) };
         let mut c = cache.write()?;
-        let buf = &c.layer(layer)?.ssm;
-        check_disjoint(state, len * ss.dtype().size(), buf, "state")?;
-        check_disjoint(slots.cast(), slots_bytes(slots, n), buf, "slots")?;
+        check_outside(&c, state, len * ss.dtype().size(), "state")?;
+        check_outside(&c, slots.cast(), slots_bytes(slots, n), "slots")?;
         c.update_ssm(layer, sl, ss)
     })
 }
@@ -322,8 +328,10 @@ pub unsafe extern "C" fn m2c_read_conv(
     ffi_status("m2c_read_conv", || {
         // SAFETY: pointer contracts as documented above.
         let (cache, sl, os) = unsafe { (arg_ref(cache, "cache")?, slots_arg(slots, n)?, slice_mut_arg(out, dtype, len, "out")?) };
+        let out_bytes = len * os.dtype().size();
+        check_apart(out, out_bytes, slots.cast(), slots_bytes(slots, n), "out overlaps slots")?;
         let c = cache.read();
-        check_disjoint(out, len * os.dtype().size(), &c.layer(layer)?.conv, "out")?;
+        check_outside(&c, out, out_bytes, "out")?;
         c.read_conv(layer, sl, os)
     })
 }
@@ -345,8 +353,10 @@ pub unsafe extern "C" fn m2c_read_ssm(
     ffi_status("m2c_read_ssm", || {
         // SAFETY: pointer contracts as documented above.
         let (cache, sl, os) = unsafe { (arg_ref(cache, "cache")?, slots_arg(slots, n)?, slice_mut_arg(out, dtype, len, "out")?) };
+        let out_bytes = len * os.dtype().size();
+        check_apart(out, out_bytes, slots.cast(), slots_bytes(slots, n), "out overlaps slots")?;
         let c = cache.read();
-        check_disjoint(out, len * os.dtype().size(), &c.layer(layer)?.ssm, "out")?;
+        check_outside(&c, out, out_bytes, "out")?;
         c.read_ssm(layer, sl, os)
     })
 }

@@ -1,21 +1,10 @@
 //! Exported functions of the slot lifecycle, fork/reorder, snapshots and
 //! whole-cache files.
 
-use super::cache::check_disjoint;
+use super::cache::check_outside;
 use super::*;
-use crate::cache::Cache;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-
-/// `InvalidArg` if the caller's buffer overlaps any layer's storage.
-fn check_disjoint_all(ptr: *const c_void, bytes: usize, c: &Cache, what: &str) -> Result<(), Error> {
-    for l in 0..c.config().num_layers {
-        let layer = c.layer(l)?;
-        check_disjoint(ptr, bytes, &layer.conv, what)?;
-        check_disjoint(ptr, bytes, &layer.ssm, what)?;
-    }
-    Ok(())
-}
 
 /// Builds a read-only byte slice from a C buffer; `(NULL, 0)` is empty.
 ///
@@ -132,8 +121,8 @@ pub unsafe extern "C" fn m2c_copy_slots(cache: *mut m2c_cache, src: *const i32, 
         };
         let (s, d) = (list(src, "src")?, list(dst, "dst")?);
         let mut c = cache.write()?;
-        check_disjoint_all(src.cast(), s.len() * 4, &c, "src")?;
-        check_disjoint_all(dst.cast(), d.len() * 4, &c, "dst")?;
+        check_outside(&c, src.cast(), s.len() * 4, "src")?;
+        check_outside(&c, dst.cast(), d.len() * 4, "dst")?;
         c.copy_slots(s, d)
     })
 }
@@ -189,7 +178,7 @@ pub unsafe extern "C" fn m2c_slot_save(
         if len < size {
             return Err(Error::ShapeMismatch(format!("buffer of {len} bytes is smaller than the snapshot ({size} bytes)")));
         }
-        check_disjoint_all(buf, size, &c, "buf")?;
+        check_outside(&c, buf, size, "buf")?;
         // SAFETY: non-NULL, at least `size` writable bytes per the contract.
         let dst = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), size) };
         let n = c.slot_save(slot, dst)?;
@@ -216,7 +205,7 @@ pub unsafe extern "C" fn m2c_slot_load(cache: *mut m2c_cache, slot: i32, buf: *c
         // SAFETY: pointer contracts as documented above.
         let (cache, bytes) = unsafe { (arg_ref(cache, "cache")?, bytes_arg(buf, len, "buf")?) };
         let mut c = cache.write()?;
-        check_disjoint_all(buf, len, &c, "buf")?;
+        check_outside(&c, buf, len, "buf")?;
         c.slot_load(slot, bytes)
     })
 }

@@ -72,9 +72,12 @@ pub const M2C_DEVICE_CPU: m2c_device = 0;
 pub const M2C_DEVICE_CUDA: m2c_device = 1;
 
 /// The shape of a cache. Always start from `m2c_config_init()`, which sets
-/// `struct_size` and fills in defaults, then change the fields you need:
-/// fields added in later versions go at the end and get defaults there, so
-/// code written against this header keeps working.
+/// `struct_size` and fills in defaults, then change the fields you need.
+/// Fields are only ever added at the end. A library whose `m2c_config`
+/// grows also gets a new `M2C_ABI_VERSION` (and SONAME), so a program never
+/// meets an `m2c_config_init()` that writes more than its own struct holds;
+/// `struct_size` catches a struct that was never initialised or comes from
+/// another header.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct m2c_config {

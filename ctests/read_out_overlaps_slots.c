@@ -1,19 +1,9 @@
 /*
- * Known issue (library): m2c_read_conv / m2c_read_ssm validate the slot
- * list, then read it again row by row while writing `out`. When `out`
- * overlaps `slots` (nothing in the header forbids it), the first output
- * row overwrites the remaining slot indices, the library indexes with the
- * garbage (a Rust panic, printed to the host's stderr with a backtrace),
- * and the call returns M2C_STATUS_PANIC with `out` partly written, against
- * "out is written only on success". In Rust terms `&[i32]` and
- * `&mut [T]` alias: undefined behaviour.
- *
- * Expected: either the overlap is refused up front (INVALID_ARG, `out`
- * untouched) or the read is correct (the slots copied before writing).
- * This test asserts that; it fails today. Registered only with
- * -DM2C_KNOWN_ISSUES=ON.
+ * Regression: a read whose `out` overlaps its own `slots` list must be
+ * refused (M2C_STATUS_INVALID_ARG, `out` untouched) or be correct; it once
+ * overwrote the slot list mid-call and panicked.
  */
-#include "../common.h"
+#include "common.h"
 
 int main(void) {
     m2c_config c = small_config(4, M2C_DTYPE_F32, M2C_DTYPE_F32);

@@ -1,18 +1,10 @@
 /*
- * Known issue (library): m2c_read_conv / m2c_read_ssm check that `out` does
- * not overlap the one buffer they read (that layer's conv, resp. ssm,
- * storage) but not the cache's other buffers. A read whose `out` lies in
- * the SSM storage of the same layer, or in any other layer's storage,
- * returns M2C_STATUS_OK and writes into the cache through a
- * `const m2c_cache *` while holding only the shared (read) lock, racing
- * every concurrent reader of that storage.
- *
- * The header says buffers "must not overlap the cache's storage" and
- * documents M2C_STATUS_INVALID_ARG for "a buffer ... overlapping the
- * cache's own storage". This test asserts that contract; it fails today.
- * Registered only with -DM2C_KNOWN_ISSUES=ON.
+ * Regression: a read whose `out` lies anywhere in the cache's storage (the
+ * SSM storage of the same layer, or any other layer's storage) must be
+ * refused with M2C_STATUS_INVALID_ARG and change nothing; it once returned
+ * OK and wrote into the cache through a `const m2c_cache *`.
  */
-#include "../common.h"
+#include "common.h"
 
 int main(void) {
     m2c_config c = small_config(4, M2C_DTYPE_F32, M2C_DTYPE_F32);
