@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Runs every test suite of m2c: Rust (unit, FFI, model, header), clippy,
+# the C tests under ctest (plain, ASan+UBSan, valgrind). Installs what is
+# missing on a fresh Debian machine (cmake from apt) and is safe to rerun.
+# Exit status 0 only if every suite passed; the last line counts suites.
+set -u
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+export CARGO_TERM_COLOR=never
+# The header check: build.rs must not rewrite include/m2c.h here, so a stale
+# committed header fails the header test instead of being silently fixed.
+export M2C_HEADER_CHECK=1
+
+log() { printf '\n=== %s\n' "$*"; }
+
+need_apt_update=1
+apt_install() {
+    if [ "$need_apt_update" = 1 ]; then
+        apt-get update -qq >/dev/null 2>&1 || true
+        need_apt_update=0
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+log "toolchains"
+command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first"; exit 1; }
+if ! command -v cmake >/dev/null || ! command -v ctest >/dev/null; then
+    echo "installing cmake (apt)"
+    apt_install cmake || { echo "cannot install cmake"; exit 1; }
+fi
+command -v valgrind >/dev/null || apt_install valgrind || { echo "cannot install valgrind"; exit 1; }
+cargo --version; cmake --version | head -1; gcc --version | head -1; valgrind --version
+
+passed=0
+failed=0
+failed_names=()
+stage() {
+    # stage NAME COMMAND...: runs one suite and records its result.
+    local name=$1
+    shift
+    log "$name"
+    local start=$SECONDS
+    "$@"
+    local rc=$?
+    if [ $rc -eq 0 ]; then
+        passed=$((passed + 1))
+        echo "--- $name: ok ($((SECONDS - start)) s)"
+    else
+        failed=$((failed + 1))
+        failed_names+=("$name")
+        echo "--- $name: FAILED (exit $rc, $((SECONDS - start)) s)"
+    fi
+    return 0
+}
+
+header_committed() {
+    # In a git checkout, the build must not have changed the committed header.
+    if git -C "$root" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        git -C "$root" diff --exit-code -- include/m2c.h || {
+            echo "include/m2c.h differs from the committed one"
+            return 1
+        }
+    fi
+    return 0
+}
+
+stage "cargo build" cargo build --release --all-targets
+stage "cargo test" cargo test --release
+stage "clippy" cargo clippy --release --all-targets -- -D warnings
+stage "header is committed" header_committed
+stage "C tests (plain, ASan+UBSan, valgrind)" bash scripts/ctest.sh
+
+log "summary"
+if [ $failed -ne 0 ]; then
+    echo "failed: ${failed_names[*]}"
+fi
+echo "suites: $passed passed, $failed failed"
+[ $failed -eq 0 ]
