@@ -302,7 +302,7 @@ mod tests {
         }
         for s in 0..c.num_slots() {
             v.extend_from_slice(&c.positions[s].to_le_bytes());
-            v.push(c.in_use[s] as u8);
+            v.push(c.in_use[s]);
         }
         v
     }
