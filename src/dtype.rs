@@ -60,6 +60,10 @@ pub trait Elem: Copy + Send + Sync + PartialEq + std::fmt::Debug + 'static {
     const ZERO: Self;
     fn to_f32(self) -> f32;
     fn from_f32(v: f32) -> Self;
+    /// The typed slice inside `s`, if `s` holds this type.
+    fn of(s: Slice<'_>) -> Option<&[Self]>;
+    /// The typed slice inside `s`, if `s` holds this type.
+    fn of_mut(s: SliceMut<'_>) -> Option<&mut [Self]>;
     /// Wraps a typed slice into the dtype-tagged `Slice`.
     fn wrap(s: &[Self]) -> Slice<'_>;
     /// Wraps a typed slice into the dtype-tagged `SliceMut`.
@@ -79,6 +83,18 @@ pub trait Elem: Copy + Send + Sync + PartialEq + std::fmt::Debug + 'static {
 
 impl Elem for f32 {
     const DTYPE: DType = DType::F32;
+    fn of(s: Slice<'_>) -> Option<&[Self]> {
+        match s {
+            Slice::F32(s) => Some(s),
+            _ => None,
+        }
+    }
+    fn of_mut(s: SliceMut<'_>) -> Option<&mut [Self]> {
+        match s {
+            SliceMut::F32(s) => Some(s),
+            _ => None,
+        }
+    }
     fn wrap(s: &[Self]) -> Slice<'_> {
         Slice::F32(s)
     }
@@ -98,6 +114,18 @@ impl Elem for f32 {
 
 impl Elem for bf16 {
     const DTYPE: DType = DType::BF16;
+    fn of(s: Slice<'_>) -> Option<&[Self]> {
+        match s {
+            Slice::BF16(s) => Some(s),
+            _ => None,
+        }
+    }
+    fn of_mut(s: SliceMut<'_>) -> Option<&mut [Self]> {
+        match s {
+            SliceMut::BF16(s) => Some(s),
+            _ => None,
+        }
+    }
     fn wrap(s: &[Self]) -> Slice<'_> {
         Slice::BF16(s)
     }
@@ -117,6 +145,18 @@ impl Elem for bf16 {
 
 impl Elem for f16 {
     const DTYPE: DType = DType::F16;
+    fn of(s: Slice<'_>) -> Option<&[Self]> {
+        match s {
+            Slice::F16(s) => Some(s),
+            _ => None,
+        }
+    }
+    fn of_mut(s: SliceMut<'_>) -> Option<&mut [Self]> {
+        match s {
+            SliceMut::F16(s) => Some(s),
+            _ => None,
+        }
+    }
     fn wrap(s: &[Self]) -> Slice<'_> {
         Slice::F16(s)
     }

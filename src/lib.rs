@@ -16,6 +16,7 @@ pub mod config;
 pub mod dtype;
 pub mod error;
 pub mod ffi;
+pub mod kernels;
 mod lifecycle;
 mod persist;
 pub mod snapshot;

@@ -1,0 +1,342 @@
+//! The decode-step kernels of Mamba2, run in place on the cache: the
+//! causal conv1d update (`conv_step`) and the selective-state update
+//! (`ssm_step`). Validation happens here, in full, before any state is
+//! touched; the arithmetic lives in `conv` and `ssm`.
+
+pub(crate) mod conv;
+pub(crate) mod convert;
+pub mod isa;
+pub(crate) mod math;
+pub(crate) mod ssm;
+
+use crate::cache::{Cache, PAR_MIN_BYTES};
+use crate::dtype::{DType, Elem, Slice, SliceMut};
+use crate::error::{Error, Result};
+use crate::slots::{slot_chunks, Selection, Slots};
+use convert::Lane;
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+/// Parameters of the causal conv (per layer, f32).
+#[derive(Clone, Copy, Debug)]
+pub struct ConvParams<'a> {
+    /// `[conv_dim, conv_kernel_size]`, oldest tap first.
+    pub weight: &'a [f32],
+    /// `[conv_dim]`, or none.
+    pub bias: Option<&'a [f32]>,
+    /// Apply SiLU to the output.
+    pub silu: bool,
+}
+
+/// Parameters of the selective-state update (per layer, f32).
+#[derive(Clone, Copy, Debug)]
+pub struct SsmParams<'a> {
+    /// `[num_heads]`, already `-exp(A_log)`.
+    pub a: &'a [f32],
+    /// `[num_heads]` skip connection, or none.
+    pub d: Option<&'a [f32]>,
+    /// `[num_heads]` added to dt, or none.
+    pub dt_bias: Option<&'a [f32]>,
+    /// Apply softplus to dt (after the bias); identity above 20.
+    pub dt_softplus: bool,
+    /// Clamp dt to `[min, max]` after softplus.
+    pub dt_limit: Option<(f32, f32)>,
+}
+
+/// Per-token activations of the selective-state update, one dtype for all.
+#[derive(Clone, Copy, Debug)]
+pub struct SsmInputs<'a> {
+    /// `[rows, num_heads, head_dim]`.
+    pub x: Slice<'a>,
+    /// `[rows, num_heads]`.
+    pub dt: Slice<'a>,
+    /// `[rows, n_groups, state_size]`.
+    pub b: Slice<'a>,
+    /// `[rows, n_groups, state_size]`.
+    pub c: Slice<'a>,
+    /// `[rows, num_heads, head_dim]` gate, or none.
+    pub z: Option<Slice<'a>>,
+}
+
+fn check(what: &str, got: usize, want: usize) -> Result<()> {
+    if got != want {
+        return Err(Error::ShapeMismatch(format!("{what}: len = {got} elements, but the shape needs {want}")));
+    }
+    Ok(())
+}
+
+fn check_param(what: &str, p: Option<&[f32]>, want: usize) -> Result<()> {
+    match p {
+        Some(p) => check(what, p.len(), want),
+        None => Ok(()),
+    }
+}
+
+fn same_dtype(what: &str, got: DType, want: DType) -> Result<()> {
+    if got != want {
+        return Err(Error::InvalidArg(format!(
+            "{what} is {} but the call's activations are {}",
+            got.name(),
+            want.name()
+        )));
+    }
+    Ok(())
+}
+
+/// Zeroes the output rows of padding entries.
+fn zero_padding<I: Elem>(out: &mut [I], per: usize, sel: &Selection<'_>) {
+    for r in 0..sel.rows() {
+        if sel.slot(r).is_none() {
+            out[r * per..(r + 1) * per].fill(I::ZERO);
+        }
+    }
+}
+
+/// Runs `$body` with `$S` bound to the storage type of `$buf` (a
+/// `SliceMut`) as `$s`, and `$I` to the element type named by `$io`.
+macro_rules! dispatch {
+    ($buf:expr, $s:ident: $S:ident, $io:expr, $I:ident => $body:expr) => {
+        match $buf {
+            SliceMut::F32($s) => dispatch!(@io f32, $s, $S, $io, $I => $body),
+            SliceMut::BF16($s) => dispatch!(@io bf16, $s, $S, $io, $I => $body),
+            SliceMut::F16($s) => dispatch!(@io f16, $s, $S, $io, $I => $body),
+        }
+    };
+    (@io $st:ty, $s:ident, $S:ident, $io:expr, $I:ident => $body:expr) => {{
+        type $S = $st;
+        match $io {
+            DType::F32 => {
+                type $I = f32;
+                $body
+            }
+            DType::BF16 => {
+                type $I = bf16;
+                $body
+            }
+            DType::F16 => {
+                type $I = f16;
+                $body
+            }
+        }
+    }};
+}
+
+impl Cache {
+    /// One decode token through the causal conv of `layer` for each
+    /// selected slot: pushes `x[row]` (`[rows, conv_dim]`) into the slot's
+    /// window and writes `out[row]` (`[rows, conv_dim]`, the dtype of `x`).
+    /// Padding rows leave their window alone and get zero outputs.
+    pub fn conv_step(&mut self, layer: u32, slots: Slots<'_>, x: Slice<'_>, out: SliceMut<'_>, p: &ConvParams<'_>) -> Result<()> {
+        self.layer(layer)?;
+        let sel = slots.validate(self.num_slots())?;
+        let cfg = *self.config();
+        let (dim, w, k) = (self.shape().conv_dim, self.shape().conv_width, cfg.conv_kernel_size as usize);
+        let rows = sel.rows();
+        check("x", x.len(), rows * dim)?;
+        check("out", out.len(), rows * dim)?;
+        check("weight", p.weight.len(), dim * k)?;
+        check_param("bias", p.bias, dim)?;
+        same_dtype("out", out.dtype(), x.dtype())?;
+        let par = sel.active() >= 2 && sel.active() * dim * w * cfg.conv_dtype.size() >= PAR_MIN_BYTES;
+        let io = x.dtype();
+        let buf = self.layers[layer as usize].conv.slice_mut();
+        dispatch!(buf, st: S, io, I => {
+            let xs = I::of(x).expect("dtype checked");
+            let out = I::of_mut(out).expect("dtype checked");
+            let job = conv::ConvJob { x: xs, weight: p.weight, bias: p.bias, silu: p.silu, dim, kernel: k, width: w };
+            conv_rows::<S, I>(&job, st, out, &sel, par);
+        });
+        Ok(())
+    }
+
+    /// One decode token through the selective-state update of `layer` for
+    /// each selected slot, in place on the slot's SSM state; writes
+    /// `y[row]` (`[rows, num_heads, head_dim]`, the activations' dtype).
+    /// Padding rows leave their state alone and get zero outputs.
+    pub fn ssm_step(&mut self, layer: u32, slots: Slots<'_>, inp: &SsmInputs<'_>, y: SliceMut<'_>, p: &SsmParams<'_>) -> Result<()> {
+        self.layer(layer)?;
+        let sel = slots.validate(self.num_slots())?;
+        let cfg = *self.config();
+        let (h, hd, n, g) = (cfg.num_heads as usize, cfg.head_dim as usize, cfg.state_size as usize, cfg.n_groups as usize);
+        let rows = sel.rows();
+        check("x", inp.x.len(), rows * h * hd)?;
+        check("dt", inp.dt.len(), rows * h)?;
+        check("B", inp.b.len(), rows * g * n)?;
+        check("C", inp.c.len(), rows * g * n)?;
+        if let Some(z) = inp.z {
+            check("z", z.len(), rows * h * hd)?;
+        }
+        check("y", y.len(), rows * h * hd)?;
+        check("A", p.a.len(), h)?;
+        check_param("D", p.d, h)?;
+        check_param("dt_bias", p.dt_bias, h)?;
+        let io = inp.x.dtype();
+        for (what, d) in [("dt", inp.dt.dtype()), ("B", inp.b.dtype()), ("C", inp.c.dtype()), ("y", y.dtype())] {
+            same_dtype(what, d, io)?;
+        }
+        if let Some(z) = inp.z {
+            same_dtype("z", z.dtype(), io)?;
+        }
+        if let Some((lo, hi)) = p.dt_limit {
+            if lo.is_nan() || hi.is_nan() || lo > hi {
+                return Err(Error::InvalidArg(format!("dt limits [{lo}, {hi}] are not an interval")));
+            }
+        }
+        let head_bytes = hd * n * cfg.ssm_dtype.size();
+        let par = sel.active() * h * head_bytes >= PAR_MIN_BYTES && rayon::current_num_threads() > 1;
+        let buf = self.layers[layer as usize].ssm.slice_mut();
+        dispatch!(buf, st: S, io, I => {
+            let job = ssm::SsmJob::<I> {
+                x: I::of(inp.x).expect("dtype checked"),
+                dt: I::of(inp.dt).expect("dtype checked"),
+                b: I::of(inp.b).expect("dtype checked"),
+                c: I::of(inp.c).expect("dtype checked"),
+                z: inp.z.map(|z| I::of(z).expect("dtype checked")),
+                a: p.a,
+                d: p.d,
+                dt_bias: p.dt_bias,
+                dt_softplus: p.dt_softplus,
+                dt_limit: p.dt_limit,
+                heads: h,
+                head_dim: hd,
+                state_size: n,
+                groups: g,
+            };
+            ssm_rows::<S, I>(&job, st, I::of_mut(y).expect("dtype checked"), &sel, par, head_bytes);
+        });
+        Ok(())
+    }
+}
+
+fn conv_rows<S: Lane, I: Lane>(job: &conv::ConvJob<'_, I>, st: &mut [S], out: &mut [I], sel: &Selection<'_>, par: bool) {
+    let (dim, w) = (job.dim, job.width);
+    zero_padding(out, dim, sel);
+    if par {
+        let mut outs: Vec<&mut [I]> = out.chunks_exact_mut(dim).collect();
+        let items: Vec<(usize, &mut [S], &mut [I])> = slot_chunks(st, dim * w, sel)
+            .into_iter()
+            .map(|(r, win)| (r, win, std::mem::take(&mut outs[r])))
+            .collect();
+        items.into_par_iter().for_each(|(r, win, o)| conv::conv_token(job, 0, win, &job.x[r * dim..(r + 1) * dim], o));
+    } else {
+        for (r, s) in sel.pairs() {
+            let win = &mut st[s * dim * w..(s + 1) * dim * w];
+            conv::conv_token(job, 0, win, &job.x[r * dim..(r + 1) * dim], &mut out[r * dim..(r + 1) * dim]);
+        }
+    }
+}
+
+fn ssm_rows<S: Lane, I: Lane>(job: &ssm::SsmJob<'_, I>, st: &mut [S], y: &mut [I], sel: &Selection<'_>, par: bool, head_bytes: usize) {
+    let (h, p, n) = (job.heads, job.head_dim, job.state_size);
+    let per_slot = h * p * n;
+    zero_padding(y, h * p, sel);
+    if par {
+        // Tasks of whole heads, at least ~256 KiB of state each.
+        let heads_per_task = (256 * 1024 / head_bytes.max(1)).clamp(1, h);
+        let mut ys: Vec<&mut [I]> = y.chunks_exact_mut(h * p).collect();
+        let mut items: Vec<(usize, usize, &mut [S], &mut [I])> = Vec::new();
+        for (r, slot_state) in slot_chunks(st, per_slot, sel) {
+            let yr = std::mem::take(&mut ys[r]);
+            for (i, (sc, yc)) in slot_state
+                .chunks_mut(heads_per_task * p * n)
+                .zip(yr.chunks_mut(heads_per_task * p))
+                .enumerate()
+            {
+                items.push((r, i * heads_per_task, sc, yc));
+            }
+        }
+        items.into_par_iter().for_each(|(r, h0, sc, yc)| ssm::ssm_heads(job, r, h0, sc, yc));
+    } else {
+        for (r, s) in sel.pairs() {
+            ssm::ssm_heads(job, r, 0, &mut st[s * per_slot..(s + 1) * per_slot], &mut y[r * h * p..(r + 1) * h * p]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn run(cache: &mut Cache, ssm_io: DType, seed: u32) -> (Vec<f32>, Vec<f32>, Vec<u8>) {
+        let cfg = *cache.config();
+        let (h, p, n) = (cfg.num_heads as usize, cfg.head_dim as usize, cfg.state_size as usize);
+        let dim = cache.shape().conv_dim;
+        let val = |i: usize, s: f32| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32 * s - s / 2.0;
+        let rows = 3;
+        let slots = [2, -1, 0];
+        let to = |v: Vec<f32>| -> Vec<half::bf16> { v.into_iter().map(half::bf16::from_f32).collect() };
+        let x: Vec<f32> = (0..rows * h * p).map(|i| val(i, 2.0)).collect();
+        let dt: Vec<f32> = (0..rows * h).map(|i| val(i + 7, 1.0)).collect();
+        let b: Vec<f32> = (0..rows * n).map(|i| val(i + 11, 1.0)).collect();
+        let c: Vec<f32> = (0..rows * n).map(|i| val(i + 13, 1.0)).collect();
+        let z: Vec<f32> = (0..rows * h * p).map(|i| val(i + 17, 3.0)).collect();
+        let a: Vec<f32> = (0..h).map(|i| -0.5 - i as f32 * 0.1).collect();
+        let params = SsmParams { a: &a, d: Some(&a), dt_bias: Some(&a), dt_softplus: true, dt_limit: None };
+        let mut y = vec![0f32; rows * h * p];
+        if ssm_io == DType::F32 {
+            let inp = SsmInputs { x: Slice::F32(&x), dt: Slice::F32(&dt), b: Slice::F32(&b), c: Slice::F32(&c), z: Some(Slice::F32(&z)) };
+            cache.ssm_step(0, Slots::List(&slots), &inp, SliceMut::F32(&mut y), &params).unwrap();
+        } else {
+            let (x, dt, b, c, z) = (to(x), to(dt), to(b), to(c), to(z));
+            let mut yb = vec![half::bf16::ZERO; y.len()];
+            let inp = SsmInputs { x: Slice::BF16(&x), dt: Slice::BF16(&dt), b: Slice::BF16(&b), c: Slice::BF16(&c), z: Some(Slice::BF16(&z)) };
+            cache.ssm_step(0, Slots::List(&slots), &inp, SliceMut::BF16(&mut yb), &params).unwrap();
+            y = yb.iter().map(|v| v.to_f32()).collect();
+        }
+        let cx: Vec<f32> = (0..rows * dim).map(|i| val(i + 19, 2.0)).collect();
+        let w: Vec<f32> = (0..dim * 4).map(|i| val(i + 23, 1.0)).collect();
+        let mut co = vec![0f32; rows * dim];
+        let cp = ConvParams { weight: &w, bias: Some(&w[..dim]), silu: true };
+        cache.conv_step(0, Slots::List(&slots), Slice::F32(&cx), SliceMut::F32(&mut co), &cp).unwrap();
+        let mut state = Vec::new();
+        for part in cache.layer_bytes(0) {
+            state.extend_from_slice(part);
+        }
+        (y, co, state)
+    }
+
+    #[test]
+    fn every_instruction_set_and_the_thread_pool_give_bit_identical_results() {
+        // 8 heads of 64 x 128: 256 KiB of f32 state per slot, so two slots
+        // take the parallel path on a multi-threaded pool.
+        for (state, io) in [(DType::F32, DType::F32), (DType::BF16, DType::BF16), (DType::F16, DType::F32)] {
+            let cfg = Config {
+                num_layers: 1,
+                num_slots: 3,
+                intermediate_size: 512,
+                num_heads: 8,
+                head_dim: 64,
+                state_size: 128,
+                n_groups: 1,
+                ssm_dtype: state,
+                conv_dtype: state,
+                ..Config::default()
+            };
+            let mut results = Vec::new();
+            for isa_choice in isa::available() {
+                let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+                let r = one.install(|| {
+                    isa::FORCE.with(|f| f.set(Some(isa_choice)));
+                    let mut c = Cache::new(cfg).unwrap();
+                    let a = run(&mut c, io, 1);
+                    let b = run(&mut c, io, 2);
+                    (a, b)
+                });
+                results.push((isa_choice, r));
+            }
+            let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+            let par = two.install(|| {
+                let mut c = Cache::new(cfg).unwrap();
+                let a = run(&mut c, io, 1);
+                let b = run(&mut c, io, 2);
+                (a, b)
+            });
+            results.push((isa::isa(), par));
+            let (_, first) = &results[0];
+            for (which, r) in &results[1..] {
+                assert!(r == first, "{state:?}/{io:?}: {which:?} differs from {:?}", results[0].0);
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The selective-state update (one decode token) and its sequential form
+//! over many tokens (prefill), in place on the cache's SSM state.
+//!
+//! Per slot and head `h` (group `g = h / (num_heads / n_groups)`):
+//! `dt = dt[h] + dt_bias[h]`, then softplus and clamp if asked;
+//! `dA = exp(dt * A[h])`; for every channel `p` and state index `n`:
+//! `state[p][n] = state[p][n] * dA + dt * x[p] * B[g][n]`;
+//! `y[p] = sum_n state[p][n] * C[g][n] + D[h] * x[p]`, then
+//! `y[p] *= z[p] * sigmoid(z[p])` if `z` is given. Math in f32 whatever the
+//! storage dtype; each state element is read once and written once per
+//! token, and `y` is computed from the f32 state before it is rounded to
+//! the storage dtype.
+
+use super::convert::Lane;
+use super::math;
+use crate::multiversion;
+
+/// Everything about one call but the state itself.
+pub(crate) struct SsmJob<'a, I> {
+    pub x: &'a [I],
+    pub dt: &'a [I],
+    pub b: &'a [I],
+    pub c: &'a [I],
+    pub z: Option<&'a [I]>,
+    pub a: &'a [f32],
+    pub d: Option<&'a [f32]>,
+    pub dt_bias: Option<&'a [f32]>,
+    pub dt_softplus: bool,
+    pub dt_limit: Option<(f32, f32)>,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub state_size: usize,
+    pub groups: usize,
+}
+
+impl<I: Lane> SsmJob<'_, I> {
+    /// The processed time step of head `h` at token row `t`.
+    #[inline(always)]
+    fn dt(&self, t: usize, h: usize) -> f32 {
+        let mut dt = self.dt[t * self.heads + h].load() + self.dt_bias.map_or(0.0, |b| b[h]);
+        if self.dt_softplus {
+            dt = math::softplus(dt);
+        }
+        if let Some((lo, hi)) = self.dt_limit {
+            dt = dt.clamp(lo, hi);
+        }
+        dt
+    }
+}
+
+/// Largest state size converted on the stack; larger ones use the heap.
+const STACK_N: usize = 256;
+
+/// One head, one token: updates `st` (`[head_dim][state_size]`) and writes
+/// `y` (`[head_dim]`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn head_token<S: Lane, I: Lane>(
+    st: &mut [S],
+    n: usize,
+    x: &[I],
+    z: Option<&[I]>,
+    y: &mut [I],
+    b: &[f32],
+    c: &[f32],
+    dt: f32,
+    da: f32,
+    d: f32,
+) {
+    let (bc, br) = b.as_chunks::<16>();
+    let (cc, cr) = c.as_chunks::<16>();
+    for (p, row) in st.chunks_exact_mut(n).enumerate() {
+        let xp = x[p].load();
+        let dtx = dt * xp;
+        let (rc, rr) = row.as_chunks_mut::<16>();
+        let mut acc = [0f32; 16];
+        for ((s, b16), c16) in rc.iter_mut().zip(bc).zip(cc) {
+            for l in 0..16 {
+                let v = s[l].load() * da + dtx * b16[l];
+                s[l] = S::store(v);
+                acc[l] += v * c16[l];
+            }
+        }
+        let mut sum = 0f32;
+        for a in acc {
+            sum += a;
+        }
+        for ((s, &bv), &cv) in rr.iter_mut().zip(br).zip(cr) {
+            let v = s.load() * da + dtx * bv;
+            *s = S::store(v);
+            sum += v * cv;
+        }
+        let mut out = sum + d * xp;
+        if let Some(z) = z {
+            out *= math::silu(z[p].load());
+        }
+        y[p] = I::store(out);
+    }
+}
+
+/// Converts a run of io elements to f32 in `buf` (stack) or `heap`.
+#[inline(always)]
+fn to_f32<'b, I: Lane>(src: &[I], buf: &'b mut [f32; STACK_N], heap: &'b mut Vec<f32>) -> &'b [f32] {
+    if src.len() <= STACK_N {
+        for (d, s) in buf.iter_mut().zip(src) {
+            *d = s.load();
+        }
+        &buf[..src.len()]
+    } else {
+        heap.clear();
+        heap.extend(src.iter().map(|s| s.load()));
+        heap
+    }
+}
+
+multiversion! {
+    /// Heads `h0..h0 + k` of one slot for token row `t`: `state` holds
+    /// those heads' states, `y` their outputs.
+    fn ssm_heads<S: Lane, I: Lane>(job: &SsmJob<'_, I>, t: usize, h0: usize, state: &mut [S], y: &mut [I]) {
+        let (p, n) = (job.head_dim, job.state_size);
+        let per_group = job.heads / job.groups;
+        let (mut bbuf, mut cbuf) = ([0f32; STACK_N], [0f32; STACK_N]);
+        let (mut bheap, mut cheap) = (Vec::new(), Vec::new());
+        for (k, (st, yh)) in state.chunks_exact_mut(p * n).zip(y.chunks_exact_mut(p)).enumerate() {
+            let h = h0 + k;
+            let g = h / per_group;
+            let dt = job.dt(t, h);
+            let da = math::exp(dt * job.a[h]);
+            let d = job.d.map_or(0.0, |d| d[h]);
+            let off = (t * job.groups + g) * n;
+            let bf = to_f32(&job.b[off..off + n], &mut bbuf, &mut bheap);
+            let cf = to_f32(&job.c[off..off + n], &mut cbuf, &mut cheap);
+            let xo = (t * job.heads + h) * p;
+            let z = job.z.map(|z| &z[xo..xo + p]);
+            head_token(st, n, &job.x[xo..xo + p], z, yh, bf, cf, dt, da, d);
+        }
+    }
+}
