@@ -190,7 +190,167 @@ typedef struct m2c_tensor {
   int32_t device_index;
 } m2c_tensor;
 
+/**
+ * A conv activation code for `m2c_conv_args.activation`.
+ */
+typedef uint32_t m2c_activation;
 
+/**
+ * Parameters of the causal conv of one layer. Start from
+ * `m2c_conv_args_init()`. Weights are f32 and stay owned by the caller;
+ * m2c reads them during the call only.
+ */
+typedef struct m2c_conv_args {
+  /**
+   * `sizeof(m2c_conv_args)`; set by `m2c_conv_args_init()`.
+   */
+  uint32_t struct_size;
+  /**
+   * dtype of the per-token inputs and outputs (`M2C_DTYPE_*`); default
+   * f32.
+   */
+  m2c_dtype io_dtype;
+  /**
+   * `M2C_ACTIVATION_*`; default `M2C_ACTIVATION_SILU`.
+   */
+  m2c_activation activation;
+  /**
+   * Must be 0.
+   */
+  uint32_t reserved;
+  /**
+   * `[conv_dim, conv_kernel_size]` f32, oldest tap first (the layout of
+   * a PyTorch `Conv1d` weight `[conv_dim, 1, K]` with the 1 dropped).
+   */
+  const float *weight;
+  /**
+   * Elements at `weight`: `conv_dim * conv_kernel_size`.
+   */
+  size_t weight_len;
+  /**
+   * `[conv_dim]` f32 bias, or NULL for none.
+   */
+  const float *bias;
+  /**
+   * Elements at `bias`: `conv_dim`, or 0 when `bias` is NULL.
+   */
+  size_t bias_len;
+} m2c_conv_args;
+
+/**
+ * Parameters of the selective-state update of one layer. Start from
+ * `m2c_ssm_args_init()`. Arrays are f32, owned by the caller, read during
+ * the call only.
+ */
+typedef struct m2c_ssm_args {
+  /**
+   * `sizeof(m2c_ssm_args)`; set by `m2c_ssm_args_init()`.
+   */
+  uint32_t struct_size;
+  /**
+   * dtype of x, dt, B, C, z and y (`M2C_DTYPE_*`); default f32.
+   */
+  m2c_dtype io_dtype;
+  /**
+   * Non-zero: `dt = softplus(dt + dt_bias)` (identity above 20), as
+   * Mamba2 does; default 1.
+   */
+  uint32_t dt_softplus;
+  /**
+   * Non-zero: clamp dt to `[dt_min, dt_max]` after softplus; default 0.
+   */
+  uint32_t dt_clamp;
+  /**
+   * Lower clamp bound; default 0.
+   */
+  float dt_min;
+  /**
+   * Upper clamp bound; default +infinity.
+   */
+  float dt_max;
+  /**
+   * `[num_heads]` f32, already `-exp(A_log)`. Required.
+   */
+  const float *A;
+  /**
+   * Elements at `A`: `num_heads`.
+   */
+  size_t A_len;
+  /**
+   * `[num_heads]` f32 skip weights, or NULL for none.
+   */
+  const float *D;
+  /**
+   * Elements at `D`: `num_heads`, or 0.
+   */
+  size_t D_len;
+  /**
+   * `[num_heads]` f32 added to dt before softplus, or NULL for none.
+   */
+  const float *dt_bias;
+  /**
+   * Elements at `dt_bias`: `num_heads`, or 0.
+   */
+  size_t dt_bias_len;
+} m2c_ssm_args;
+
+/**
+ * The per-token buffers of an SSM call, all of `m2c_ssm_args.io_dtype`.
+ * `T` is the number of token rows: `n` for `m2c_ssm_step`, the total
+ * token count for `m2c_ssm_prefill`. Start from `m2c_ssm_io_init()`.
+ */
+typedef struct m2c_ssm_io {
+  /**
+   * `sizeof(m2c_ssm_io)`; set by `m2c_ssm_io_init()`.
+   */
+  uint32_t struct_size;
+  /**
+   * Must be 0.
+   */
+  uint32_t reserved;
+  /**
+   * Input `[T, num_heads, head_dim]`.
+   */
+  const void *x;
+  size_t x_len;
+  /**
+   * Time steps `[T, num_heads]` (before bias and softplus).
+   */
+  const void *dt;
+  size_t dt_len;
+  /**
+   * `[T, n_groups, state_size]`.
+   */
+  const void *B;
+  size_t B_len;
+  /**
+   * `[T, n_groups, state_size]`.
+   */
+  const void *C;
+  size_t C_len;
+  /**
+   * Gate `[T, num_heads, head_dim]`, or NULL for none.
+   */
+  const void *z;
+  size_t z_len;
+  /**
+   * Output `[T, num_heads, head_dim]`; written only on success.
+   */
+  void *y;
+  size_t y_len;
+} m2c_ssm_io;
+
+
+
+/**
+ * No activation: the conv output as computed.
+ */
+#define M2C_ACTIVATION_NONE 0
+
+/**
+ * SiLU, `v * sigmoid(v)` (what Mamba2 uses).
+ */
+#define M2C_ACTIVATION_SILU 1
 
 /**
  * Success.
@@ -503,6 +663,73 @@ const char *m2c_version(void);
  * mismatch.
  */
 uint32_t m2c_abi_version(void);
+
+/**
+ * Fills `*args` with `struct_size` and the defaults: f32 activations,
+ * SiLU, no weights (set `weight` before use). NULL is a no-op.
+ */
+void m2c_conv_args_init(struct m2c_conv_args *args);
+
+/**
+ * Fills `*args` with `struct_size` and the Mamba2 defaults: f32
+ * activations, softplus on, no clamp (`[0, +inf]`), no A/D/dt_bias (set
+ * `A` before use). NULL is a no-op.
+ */
+void m2c_ssm_args_init(struct m2c_ssm_args *args);
+
+/**
+ * Fills `*io` with `struct_size` and NULL buffers. NULL is a no-op.
+ */
+void m2c_ssm_io_init(struct m2c_ssm_io *io);
+
+/**
+ * One decode token through the depthwise causal conv of `layer`
+ * (causal_conv1d_update), in place on the cache: for each row, the new
+ * input `x[row]` (`[n, conv_dim]`) is pushed into the slot's conv window
+ * and `out[row]` (`[n, conv_dim]`) receives
+ * `act(sum_k inputs[k] * weight[c][k] + bias[c])` over the
+ * `conv_kernel_size` newest inputs, oldest first. Works with both window
+ * layouts (`conv_width` K or K-1). `x` and `out` use `args->io_dtype`;
+ * math is f32.
+ *
+ * Slots as for `m2c_update_conv`: `slots == NULL` means rows `0..n-1`;
+ * a negative entry is a padding row whose window is untouched and whose
+ * output row is written as zeros. The slot's position is not advanced
+ * (call `m2c_advance` once per token).
+ *
+ * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (struct_size,
+ * activation, reserved field, duplicate slot, misaligned or overlapping
+ * buffers), `M2C_STATUS_OUT_OF_RANGE`, `M2C_STATUS_SHAPE_MISMATCH` (any
+ * length), `M2C_STATUS_UNSUPPORTED_DTYPE`, `M2C_STATUS_POISONED`. On
+ * failure neither the cache nor `out` is written. Thread-safe: mutations
+ * of one handle are serialised.
+ */
+m2c_status m2c_conv_step(struct m2c_cache *cache, uint32_t layer, const int32_t *slots, size_t n, const void *x, size_t x_len, void *out, size_t out_len, const struct m2c_conv_args *args);
+
+/**
+ * One decode token through the selective-state update of `layer`
+ * (selective_state_update of Mamba2), in place on the cache. Per slot and
+ * head `h` (group `g = h / (num_heads / n_groups)`):
+ * `dt = softplus(dt[h] + dt_bias[h])` (as configured, then clamped if
+ * asked), `dA = exp(dt * A[h])`,
+ * `state = state * dA + (dt * x) outer B[g]`,
+ * `y = state . C[g] + D[h] * x`, and `y *= z * sigmoid(z)` when `z` is
+ * given. Buffers (`io`, with T = n rows) use `args->io_dtype`; math is f32
+ * whatever the storage dtype; each state element is read and written
+ * once; `y` comes from the f32 state before it is rounded for storage.
+ *
+ * Slots as for `m2c_update_conv`; padding rows keep their state and get
+ * zero `y` rows. Positions are not advanced.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (cache, io, args, a required buffer, or
+ * a NULL optional buffer with a non-zero length), `M2C_STATUS_INVALID_ARG`
+ * (struct_size, reserved field, duplicate slot, misaligned or overlapping
+ * buffers, dt_min > dt_max or NaN), `M2C_STATUS_OUT_OF_RANGE`,
+ * `M2C_STATUS_SHAPE_MISMATCH`, `M2C_STATUS_UNSUPPORTED_DTYPE`,
+ * `M2C_STATUS_POISONED`. On failure neither the cache nor `y` is written.
+ * Thread-safe.
+ */
+m2c_status m2c_ssm_step(struct m2c_cache *cache, uint32_t layer, const int32_t *slots, size_t n, const struct m2c_ssm_io *io, const struct m2c_ssm_args *args);
 
 /**
  * Hands out the lowest free slot: its state is zeroed in every layer, its

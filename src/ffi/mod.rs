@@ -4,9 +4,11 @@
 //! calling thread's last error.
 
 #![allow(non_camel_case_types)]
+#![allow(non_snake_case)]
 #![allow(clippy::missing_safety_doc)]
 
 pub mod cache;
+pub mod kernels;
 pub mod slots;
 pub mod types;
 
@@ -14,6 +16,7 @@ pub mod types;
 mod tests;
 
 pub use self::cache::*;
+pub use self::kernels::*;
 pub use self::slots::*;
 pub use self::types::*;
 

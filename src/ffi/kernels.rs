@@ -1,0 +1,434 @@
+//! Exported decode (and prefill) kernels: argument structs and functions.
+
+use super::cache::{check_apart, check_outside, slots_bytes};
+use super::*;
+use crate::cache::Cache;
+use crate::kernels::{ConvParams, SsmInputs, SsmParams};
+
+/// A conv activation code for `m2c_conv_args.activation`.
+pub type m2c_activation = u32;
+/// No activation: the conv output as computed.
+pub const M2C_ACTIVATION_NONE: m2c_activation = 0;
+/// SiLU, `v * sigmoid(v)` (what Mamba2 uses).
+pub const M2C_ACTIVATION_SILU: m2c_activation = 1;
+
+/// Parameters of the causal conv of one layer. Start from
+/// `m2c_conv_args_init()`. Weights are f32 and stay owned by the caller;
+/// m2c reads them during the call only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct m2c_conv_args {
+    /// `sizeof(m2c_conv_args)`; set by `m2c_conv_args_init()`.
+    pub struct_size: u32,
+    /// dtype of the per-token inputs and outputs (`M2C_DTYPE_*`); default
+    /// f32.
+    pub io_dtype: m2c_dtype,
+    /// `M2C_ACTIVATION_*`; default `M2C_ACTIVATION_SILU`.
+    pub activation: m2c_activation,
+    /// Must be 0.
+    pub reserved: u32,
+    /// `[conv_dim, conv_kernel_size]` f32, oldest tap first (the layout of
+    /// a PyTorch `Conv1d` weight `[conv_dim, 1, K]` with the 1 dropped).
+    pub weight: *const f32,
+    /// Elements at `weight`: `conv_dim * conv_kernel_size`.
+    pub weight_len: usize,
+    /// `[conv_dim]` f32 bias, or NULL for none.
+    pub bias: *const f32,
+    /// Elements at `bias`: `conv_dim`, or 0 when `bias` is NULL.
+    pub bias_len: usize,
+}
+
+/// Parameters of the selective-state update of one layer. Start from
+/// `m2c_ssm_args_init()`. Arrays are f32, owned by the caller, read during
+/// the call only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct m2c_ssm_args {
+    /// `sizeof(m2c_ssm_args)`; set by `m2c_ssm_args_init()`.
+    pub struct_size: u32,
+    /// dtype of x, dt, B, C, z and y (`M2C_DTYPE_*`); default f32.
+    pub io_dtype: m2c_dtype,
+    /// Non-zero: `dt = softplus(dt + dt_bias)` (identity above 20), as
+    /// Mamba2 does; default 1.
+    pub dt_softplus: u32,
+    /// Non-zero: clamp dt to `[dt_min, dt_max]` after softplus; default 0.
+    pub dt_clamp: u32,
+    /// Lower clamp bound; default 0.
+    pub dt_min: f32,
+    /// Upper clamp bound; default +infinity.
+    pub dt_max: f32,
+    /// `[num_heads]` f32, already `-exp(A_log)`. Required.
+    pub A: *const f32,
+    /// Elements at `A`: `num_heads`.
+    pub A_len: usize,
+    /// `[num_heads]` f32 skip weights, or NULL for none.
+    pub D: *const f32,
+    /// Elements at `D`: `num_heads`, or 0.
+    pub D_len: usize,
+    /// `[num_heads]` f32 added to dt before softplus, or NULL for none.
+    pub dt_bias: *const f32,
+    /// Elements at `dt_bias`: `num_heads`, or 0.
+    pub dt_bias_len: usize,
+}
+
+/// The per-token buffers of an SSM call, all of `m2c_ssm_args.io_dtype`.
+/// `T` is the number of token rows: `n` for `m2c_ssm_step`, the total
+/// token count for `m2c_ssm_prefill`. Start from `m2c_ssm_io_init()`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct m2c_ssm_io {
+    /// `sizeof(m2c_ssm_io)`; set by `m2c_ssm_io_init()`.
+    pub struct_size: u32,
+    /// Must be 0.
+    pub reserved: u32,
+    /// Input `[T, num_heads, head_dim]`.
+    pub x: *const c_void,
+    pub x_len: usize,
+    /// Time steps `[T, num_heads]` (before bias and softplus).
+    pub dt: *const c_void,
+    pub dt_len: usize,
+    /// `[T, n_groups, state_size]`.
+    pub B: *const c_void,
+    pub B_len: usize,
+    /// `[T, n_groups, state_size]`.
+    pub C: *const c_void,
+    pub C_len: usize,
+    /// Gate `[T, num_heads, head_dim]`, or NULL for none.
+    pub z: *const c_void,
+    pub z_len: usize,
+    /// Output `[T, num_heads, head_dim]`; written only on success.
+    pub y: *mut c_void,
+    pub y_len: usize,
+}
+
+fn check_size(got: u32, want: usize, what: &str) -> Result<(), Error> {
+    if got as usize != want {
+        return Err(Error::InvalidArg(format!(
+            "{what}->struct_size = {got}, but this library knows only {want}: initialise it with the matching _init()"
+        )));
+    }
+    Ok(())
+}
+
+fn reserved_zero(v: u32, what: &str) -> Result<(), Error> {
+    if v != 0 {
+        return Err(Error::InvalidArg(format!("{what}->reserved must be 0")));
+    }
+    Ok(())
+}
+
+/// An optional f32 parameter array: NULL means none (its length must be 0).
+///
+/// # Safety
+/// If non-NULL, `p` must be valid for reads of `len` floats.
+unsafe fn opt_f32<'a>(p: *const f32, len: usize, what: &str) -> Result<Option<&'a [f32]>, Error> {
+    if p.is_null() {
+        if len != 0 {
+            return Err(Error::NullArg(format!("{what} is NULL but {what}_len = {len}")));
+        }
+        return Ok(None);
+    }
+    // SAFETY: forwarded.
+    let s = unsafe { slice_arg(p.cast(), M2C_DTYPE_F32, len, what) }?;
+    match s {
+        Slice::F32(s) => Ok(Some(s)),
+        _ => unreachable!("requested f32"),
+    }
+}
+
+/// An optional activation buffer.
+///
+/// # Safety
+/// If non-NULL, `p` must be valid for reads of `len` elements of `dtype`.
+unsafe fn opt_slice<'a>(p: *const c_void, dtype: m2c_dtype, len: usize, what: &str) -> Result<Option<Slice<'a>>, Error> {
+    if p.is_null() {
+        if len != 0 {
+            return Err(Error::NullArg(format!("{what} is NULL but {what}_len = {len}")));
+        }
+        return Ok(None);
+    }
+    // SAFETY: forwarded.
+    unsafe { slice_arg(p, dtype, len, what) }.map(Some)
+}
+
+/// One buffer of a call, for the aliasing checks.
+struct Region {
+    ptr: *const c_void,
+    bytes: usize,
+    name: &'static str,
+    output: bool,
+}
+
+/// Every buffer must lie outside the cache, and every output apart from
+/// every other buffer.
+fn check_regions(c: &Cache, regions: &[Region]) -> Result<(), Error> {
+    for r in regions {
+        check_outside(c, r.ptr, r.bytes, r.name)?;
+    }
+    for (i, o) in regions.iter().enumerate().filter(|(_, r)| r.output) {
+        for (j, other) in regions.iter().enumerate() {
+            if i != j {
+                check_apart(o.ptr, o.bytes, other.ptr, other.bytes, &format!("{} overlaps {}", o.name, other.name))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn conv_params<'a>(a: &'a m2c_conv_args) -> Result<(DType, ConvParams<'a>), Error> {
+    check_size(a.struct_size, std::mem::size_of::<m2c_conv_args>(), "args")?;
+    reserved_zero(a.reserved, "args")?;
+    let io = dtype_arg(a.io_dtype, "args->io_dtype")?;
+    let silu = match a.activation {
+        M2C_ACTIVATION_NONE => false,
+        M2C_ACTIVATION_SILU => true,
+        other => return Err(Error::InvalidArg(format!("args->activation = {other} is not an M2C_ACTIVATION_* value"))),
+    };
+    if a.weight.is_null() {
+        return Err(Error::NullArg("args->weight is NULL".into()));
+    }
+    // SAFETY: pointer contracts of m2c_conv_args.
+    let weight = unsafe { opt_f32(a.weight, a.weight_len, "weight") }?.unwrap_or(&[]);
+    // SAFETY: as above.
+    let bias = unsafe { opt_f32(a.bias, a.bias_len, "bias") }?;
+    Ok((io, ConvParams { weight, bias, silu }))
+}
+
+fn ssm_params<'a>(a: &'a m2c_ssm_args) -> Result<(DType, SsmParams<'a>), Error> {
+    check_size(a.struct_size, std::mem::size_of::<m2c_ssm_args>(), "args")?;
+    let io = dtype_arg(a.io_dtype, "args->io_dtype")?;
+    if a.A.is_null() {
+        return Err(Error::NullArg("args->A is NULL".into()));
+    }
+    // SAFETY: pointer contracts of m2c_ssm_args.
+    let (aa, d, dt_bias) = unsafe {
+        (
+            opt_f32(a.A, a.A_len, "A")?.unwrap_or(&[]),
+            opt_f32(a.D, a.D_len, "D")?,
+            opt_f32(a.dt_bias, a.dt_bias_len, "dt_bias")?,
+        )
+    };
+    let p = SsmParams {
+        a: aa,
+        d,
+        dt_bias,
+        dt_softplus: a.dt_softplus != 0,
+        dt_limit: (a.dt_clamp != 0).then_some((a.dt_min, a.dt_max)),
+    };
+    Ok((io, p))
+}
+
+fn param_regions(a: &m2c_ssm_args, out: &mut Vec<Region>) {
+    for (p, len, name) in [(a.A, a.A_len, "A"), (a.D, a.D_len, "D"), (a.dt_bias, a.dt_bias_len, "dt_bias")] {
+        out.push(Region { ptr: p.cast(), bytes: len * 4, name, output: false });
+    }
+}
+
+fn io_regions(io: &m2c_ssm_io, size: usize, out: &mut Vec<Region>) {
+    for (p, len, name) in [(io.x, io.x_len, "x"), (io.dt, io.dt_len, "dt"), (io.B, io.B_len, "B"), (io.C, io.C_len, "C"), (io.z, io.z_len, "z")] {
+        out.push(Region { ptr: p, bytes: len * size, name, output: false });
+    }
+    out.push(Region { ptr: io.y.cast_const(), bytes: io.y_len * size, name: "y", output: true });
+}
+
+/// Fills `*args` with `struct_size` and the defaults: f32 activations,
+/// SiLU, no weights (set `weight` before use). NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_conv_args_init(args: *mut m2c_conv_args) {
+    ffi_value("m2c_conv_args_init", (), || {
+        if let Ok(p) = out_ptr(args, "args") {
+            let v = m2c_conv_args {
+                struct_size: std::mem::size_of::<m2c_conv_args>() as u32,
+                io_dtype: M2C_DTYPE_F32,
+                activation: M2C_ACTIVATION_SILU,
+                reserved: 0,
+                weight: std::ptr::null(),
+                weight_len: 0,
+                bias: std::ptr::null(),
+                bias_len: 0,
+            };
+            // SAFETY: non-NULL and aligned; the caller provides the storage.
+            unsafe { p.write(v) }
+        }
+    })
+}
+
+/// Fills `*args` with `struct_size` and the Mamba2 defaults: f32
+/// activations, softplus on, no clamp (`[0, +inf]`), no A/D/dt_bias (set
+/// `A` before use). NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_ssm_args_init(args: *mut m2c_ssm_args) {
+    ffi_value("m2c_ssm_args_init", (), || {
+        if let Ok(p) = out_ptr(args, "args") {
+            let v = m2c_ssm_args {
+                struct_size: std::mem::size_of::<m2c_ssm_args>() as u32,
+                io_dtype: M2C_DTYPE_F32,
+                dt_softplus: 1,
+                dt_clamp: 0,
+                dt_min: 0.0,
+                dt_max: f32::INFINITY,
+                A: std::ptr::null(),
+                A_len: 0,
+                D: std::ptr::null(),
+                D_len: 0,
+                dt_bias: std::ptr::null(),
+                dt_bias_len: 0,
+            };
+            // SAFETY: non-NULL and aligned; the caller provides the storage.
+            unsafe { p.write(v) }
+        }
+    })
+}
+
+/// Fills `*io` with `struct_size` and NULL buffers. NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_ssm_io_init(io: *mut m2c_ssm_io) {
+    ffi_value("m2c_ssm_io_init", (), || {
+        if let Ok(p) = out_ptr(io, "io") {
+            let v = m2c_ssm_io {
+                struct_size: std::mem::size_of::<m2c_ssm_io>() as u32,
+                reserved: 0,
+                x: std::ptr::null(),
+                x_len: 0,
+                dt: std::ptr::null(),
+                dt_len: 0,
+                B: std::ptr::null(),
+                B_len: 0,
+                C: std::ptr::null(),
+                C_len: 0,
+                z: std::ptr::null(),
+                z_len: 0,
+                y: std::ptr::null_mut(),
+                y_len: 0,
+            };
+            // SAFETY: non-NULL and aligned; the caller provides the storage.
+            unsafe { p.write(v) }
+        }
+    })
+}
+
+/// One decode token through the depthwise causal conv of `layer`
+/// (causal_conv1d_update), in place on the cache: for each row, the new
+/// input `x[row]` (`[n, conv_dim]`) is pushed into the slot's conv window
+/// and `out[row]` (`[n, conv_dim]`) receives
+/// `act(sum_k inputs[k] * weight[c][k] + bias[c])` over the
+/// `conv_kernel_size` newest inputs, oldest first. Works with both window
+/// layouts (`conv_width` K or K-1). `x` and `out` use `args->io_dtype`;
+/// math is f32.
+///
+/// Slots as for `m2c_update_conv`: `slots == NULL` means rows `0..n-1`;
+/// a negative entry is a padding row whose window is untouched and whose
+/// output row is written as zeros. The slot's position is not advanced
+/// (call `m2c_advance` once per token).
+///
+/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (struct_size,
+/// activation, reserved field, duplicate slot, misaligned or overlapping
+/// buffers), `M2C_STATUS_OUT_OF_RANGE`, `M2C_STATUS_SHAPE_MISMATCH` (any
+/// length), `M2C_STATUS_UNSUPPORTED_DTYPE`, `M2C_STATUS_POISONED`. On
+/// failure neither the cache nor `out` is written. Thread-safe: mutations
+/// of one handle are serialised.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_conv_step(
+    cache: *mut m2c_cache,
+    layer: u32,
+    slots: *const i32,
+    n: usize,
+    x: *const c_void,
+    x_len: usize,
+    out: *mut c_void,
+    out_len: usize,
+    args: *const m2c_conv_args,
+) -> m2c_status {
+    ffi_status("m2c_conv_step", || {
+        // SAFETY: NULL or valid pointers, per the contract.
+        let (cache, args) = unsafe { (arg_ref(cache, "cache")?, arg_ref(args, "args")?) };
+        let (io, params) = conv_params(args)?;
+        // SAFETY: pointer contracts as documented above.
+        let (sl, xs, os) = unsafe {
+            (slots_arg(slots, n)?, slice_arg(x, io.code(), x_len, "x")?, slice_mut_arg(out, io.code(), out_len, "out")?)
+        };
+        let mut c = cache.write()?;
+        let sz = io.size();
+        check_regions(
+            &c,
+            &[
+                Region { ptr: slots.cast(), bytes: slots_bytes(slots, n), name: "slots", output: false },
+                Region { ptr: x, bytes: x_len * sz, name: "x", output: false },
+                Region { ptr: args.weight.cast(), bytes: args.weight_len * 4, name: "weight", output: false },
+                Region { ptr: args.bias.cast(), bytes: args.bias_len * 4, name: "bias", output: false },
+                Region { ptr: out.cast_const(), bytes: out_len * sz, name: "out", output: true },
+            ],
+        )?;
+        c.conv_step(layer, sl, xs, os, &params)
+    })
+}
+
+/// One decode token through the selective-state update of `layer`
+/// (selective_state_update of Mamba2), in place on the cache. Per slot and
+/// head `h` (group `g = h / (num_heads / n_groups)`):
+/// `dt = softplus(dt[h] + dt_bias[h])` (as configured, then clamped if
+/// asked), `dA = exp(dt * A[h])`,
+/// `state = state * dA + (dt * x) outer B[g]`,
+/// `y = state . C[g] + D[h] * x`, and `y *= z * sigmoid(z)` when `z` is
+/// given. Buffers (`io`, with T = n rows) use `args->io_dtype`; math is f32
+/// whatever the storage dtype; each state element is read and written
+/// once; `y` comes from the f32 state before it is rounded for storage.
+///
+/// Slots as for `m2c_update_conv`; padding rows keep their state and get
+/// zero `y` rows. Positions are not advanced.
+///
+/// Errors: `M2C_STATUS_NULL_ARG` (cache, io, args, a required buffer, or
+/// a NULL optional buffer with a non-zero length), `M2C_STATUS_INVALID_ARG`
+/// (struct_size, reserved field, duplicate slot, misaligned or overlapping
+/// buffers, dt_min > dt_max or NaN), `M2C_STATUS_OUT_OF_RANGE`,
+/// `M2C_STATUS_SHAPE_MISMATCH`, `M2C_STATUS_UNSUPPORTED_DTYPE`,
+/// `M2C_STATUS_POISONED`. On failure neither the cache nor `y` is written.
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_ssm_step(
+    cache: *mut m2c_cache,
+    layer: u32,
+    slots: *const i32,
+    n: usize,
+    io: *const m2c_ssm_io,
+    args: *const m2c_ssm_args,
+) -> m2c_status {
+    ffi_status("m2c_ssm_step", || {
+        // SAFETY: NULL or valid pointers, per the contract.
+        let (cache, iob, args) = unsafe { (arg_ref(cache, "cache")?, arg_ref(io, "io")?, arg_ref(args, "args")?) };
+        let (dtype, params) = ssm_params(args)?;
+        let (inp, y) = ssm_buffers(iob, dtype)?;
+        // SAFETY: pointer contract of slots.
+        let sl = unsafe { slots_arg(slots, n) }?;
+        let mut c = cache.write()?;
+        let mut regions = vec![Region { ptr: slots.cast(), bytes: slots_bytes(slots, n), name: "slots", output: false }];
+        param_regions(args, &mut regions);
+        io_regions(iob, dtype.size(), &mut regions);
+        check_regions(&c, &regions)?;
+        c.ssm_step(layer, sl, &inp, y, &params)
+    })
+}
+
+/// Builds the typed views of an `m2c_ssm_io`.
+fn ssm_buffers<'a>(io: &'a m2c_ssm_io, dtype: DType) -> Result<(SsmInputs<'a>, SliceMut<'a>), Error> {
+    check_size(io.struct_size, std::mem::size_of::<m2c_ssm_io>(), "io")?;
+    reserved_zero(io.reserved, "io")?;
+    let d = dtype.code();
+    let req = |p: *const c_void, what: &str| if p.is_null() { Err(Error::NullArg(format!("io->{what} is NULL"))) } else { Ok(()) };
+    req(io.x, "x")?;
+    req(io.dt, "dt")?;
+    req(io.B, "B")?;
+    req(io.C, "C")?;
+    req(io.y.cast_const(), "y")?;
+    // SAFETY: pointer contracts of m2c_ssm_io.
+    unsafe {
+        let inp = SsmInputs {
+            x: slice_arg(io.x, d, io.x_len, "x")?,
+            dt: slice_arg(io.dt, d, io.dt_len, "dt")?,
+            b: slice_arg(io.B, d, io.B_len, "B")?,
+            c: slice_arg(io.C, d, io.C_len, "C")?,
+            z: opt_slice(io.z, d, io.z_len, "z")?,
+        };
+        Ok((inp, slice_mut_arg(io.y, d, io.y_len, "y")?))
+    }
+}
