@@ -302,4 +302,172 @@ static inline void expect_unchanged_at(const char *file, int line, m2c_cache *ca
 /* EXPECT_UNCHANGED(cache, &snap): the cache is bit-for-bit as in snap. */
 #define EXPECT_UNCHANGED(cache, snap) expect_unchanged_at(__FILE__, __LINE__, (cache), (snap))
 
+/* ------------------------------------------------------------------ */
+/* Filled caches, per-slot bytes and the acquired set                  */
+/* ------------------------------------------------------------------ */
+
+/* Gives every slot of every layer distinct non-zero conv and SSM contents
+ * that depend on seed (values exact in every dtype), then adds
+ * seed * 1000 + 10 * s + 1 to the position of each slot s. */
+static inline void fill_cache(m2c_cache *cache, uint32_t seed) {
+    m2c_config c;
+    m2c_config_init(&c);
+    EXPECT_OK(m2c_get_config(cache, &c));
+    const size_t n = c.num_slots, cper = conv_slot_elems(&c), sper = ssm_slot_elems(&c);
+    void *w = alloc_elems(M2C_DTYPE_F32, n * cper);
+    void *st = alloc_elems(M2C_DTYPE_F32, n * sper);
+    for (uint32_t l = 0; l < c.num_layers; l++) {
+        fill_values(w, M2C_DTYPE_F32, n * cper, seed * 64u + 2u * l);
+        fill_values(st, M2C_DTYPE_F32, n * sper, seed * 64u + 2u * l + 1u);
+        EXPECT_OK(m2c_set_conv(cache, l, NULL, n, w, M2C_DTYPE_F32, n * cper));
+        EXPECT_OK(m2c_update_ssm(cache, l, NULL, n, st, M2C_DTYPE_F32, n * sper));
+    }
+    free(w);
+    free(st);
+    for (int32_t s = 0; s < (int32_t)n; s++)
+        EXPECT_OK(m2c_advance(cache, &s, 1, seed * 1000u + 10u * (uint32_t)s + 1u));
+}
+
+/* Bytes of one slot's conv window / SSM state in the storage dtypes. */
+static inline size_t conv_slot_bytes(const m2c_config *c) {
+    return conv_slot_elems(c) * dtype_size(c->conv_dtype);
+}
+
+static inline size_t ssm_slot_bytes(const m2c_config *c) {
+    return ssm_slot_elems(c) * dtype_size(c->ssm_dtype);
+}
+
+/* Where slot s of layer l starts inside a snapshot's bytes (take_snapshot
+ * lays out, per layer, the conv view then the SSM view). */
+static inline size_t snapshot_conv_offset(const m2c_config *c, uint32_t l, size_t s) {
+    const size_t layer = c->num_slots * (conv_slot_bytes(c) + ssm_slot_bytes(c));
+    return l * layer + s * conv_slot_bytes(c);
+}
+
+static inline size_t snapshot_ssm_offset(const m2c_config *c, uint32_t l, size_t s) {
+    const size_t layer = c->num_slots * (conv_slot_bytes(c) + ssm_slot_bytes(c));
+    return l * layer + c->num_slots * conv_slot_bytes(c) + s * ssm_slot_bytes(c);
+}
+
+/* A deep copy of a snapshot. */
+static inline snapshot copy_snapshot(const snapshot *s) {
+    snapshot t = *s;
+    t.bytes = (unsigned char *)malloc(s->len);
+    t.positions = (uint64_t *)malloc(sizeof(uint64_t) * s->num_slots);
+    CHECK(t.bytes != NULL && t.positions != NULL);
+    memcpy(t.bytes, s->bytes, s->len);
+    memcpy(t.positions, s->positions, sizeof(uint64_t) * s->num_slots);
+    return t;
+}
+
+/* Whether slot a of snapshot x (of a cache with config cx) equals slot b
+ * of snapshot y (config cy, which may have another slot count): state in
+ * every layer and position. */
+static inline int slots_equal_across(const m2c_config *cx, const snapshot *x, size_t a,
+                                     const m2c_config *cy, const snapshot *y, size_t b) {
+    CHECK(cx->num_layers == cy->num_layers && conv_slot_bytes(cx) == conv_slot_bytes(cy) &&
+          ssm_slot_bytes(cx) == ssm_slot_bytes(cy));
+    CHECK(a < x->num_slots && b < y->num_slots);
+    for (uint32_t l = 0; l < cx->num_layers; l++) {
+        if (memcmp(x->bytes + snapshot_conv_offset(cx, l, a),
+                   y->bytes + snapshot_conv_offset(cy, l, b), conv_slot_bytes(cx)) != 0)
+            return 0;
+        if (memcmp(x->bytes + snapshot_ssm_offset(cx, l, a),
+                   y->bytes + snapshot_ssm_offset(cy, l, b), ssm_slot_bytes(cx)) != 0)
+            return 0;
+    }
+    return x->positions[a] == y->positions[b];
+}
+
+/* Whether slot a of snapshot x equals slot b of snapshot y, both of
+ * caches with config c. */
+static inline int slots_equal(const m2c_config *c, const snapshot *x, size_t a, const snapshot *y,
+                              size_t b) {
+    return slots_equal_across(c, x, a, c, y, b);
+}
+
+/* Whether slot s of snapshot x is all zero in every layer with position 0. */
+static inline int slot_is_zeroed(const m2c_config *c, const snapshot *x, size_t s) {
+    for (uint32_t l = 0; l < c->num_layers; l++) {
+        const unsigned char *cv = x->bytes + snapshot_conv_offset(c, l, s);
+        const unsigned char *sv = x->bytes + snapshot_ssm_offset(c, l, s);
+        for (size_t i = 0; i < conv_slot_bytes(c); i++)
+            if (cv[i] != 0) return 0;
+        for (size_t i = 0; i < ssm_slot_bytes(c); i++)
+            if (sv[i] != 0) return 0;
+    }
+    return x->positions[s] == 0;
+}
+
+static inline uint32_t slots_in_use_or_die(const m2c_cache *cache) {
+    uint32_t n = UINT32_MAX;
+    EXPECT_OK(m2c_slots_in_use(cache, &n));
+    return n;
+}
+
+/* The acquired set as a bit mask (bit s: slot s acquired; num_slots <= 32).
+ * DESTRUCTIVE: it acquires every free slot (which zeroes them) and then
+ * releases those again, so call it only when the states of free slots no
+ * longer matter. The acquired slots, their states and the count are kept.
+ * Also checks that acquire hands out free slots lowest first. */
+static inline uint32_t acquired_mask_destructive(m2c_cache *cache) {
+    m2c_config c;
+    m2c_config_init(&c);
+    EXPECT_OK(m2c_get_config(cache, &c));
+    CHECK(c.num_slots <= 32);
+    const uint32_t all = c.num_slots == 32 ? UINT32_MAX : ((1u << c.num_slots) - 1u);
+    const uint32_t count = slots_in_use_or_die(cache);
+    uint32_t free_mask = 0;
+    int32_t last = -1, s = -7;
+    m2c_status st;
+    while ((st = m2c_slot_acquire(cache, &s)) == M2C_STATUS_OK) {
+        CHECK(s > last && s < (int32_t)c.num_slots);
+        free_mask |= 1u << s;
+        last = s;
+    }
+    EXPECT_STATUS(st, M2C_STATUS_NO_FREE_SLOT);
+    for (uint32_t i = 0; i < c.num_slots; i++)
+        if (free_mask & (1u << i)) EXPECT_OK(m2c_slot_release(cache, (int32_t)i));
+    const uint32_t mask = all & ~free_mask;
+    CHECK(slots_in_use_or_die(cache) == count);
+    uint32_t bits = 0;
+    for (uint32_t i = 0; i < 32; i++) bits += (mask >> i) & 1u;
+    CHECK(bits == count);
+    return mask;
+}
+
+/* The C reference of m2c_copy_slots: the cache of `before` (config c)
+ * after slot dst[i] received the state and position slot src[i] had in
+ * `before`, for every row with dst[i] >= 0 (all reads before any write). */
+static inline snapshot expected_copy(const m2c_config *c, const snapshot *before,
+                                     const int32_t *src, const int32_t *dst, size_t n) {
+    snapshot want = copy_snapshot(before);
+    for (size_t i = 0; i < n; i++) {
+        if (dst[i] < 0) continue;
+        const size_t s = (size_t)src[i], d = (size_t)dst[i];
+        CHECK(s < c->num_slots && d < c->num_slots);
+        for (uint32_t l = 0; l < c->num_layers; l++) {
+            memcpy(want.bytes + snapshot_conv_offset(c, l, d),
+                   before->bytes + snapshot_conv_offset(c, l, s), conv_slot_bytes(c));
+            memcpy(want.bytes + snapshot_ssm_offset(c, l, d),
+                   before->bytes + snapshot_ssm_offset(c, l, s), ssm_slot_bytes(c));
+        }
+        want.positions[d] = before->positions[s];
+    }
+    return want;
+}
+
+static inline void expect_snapshot_at(const char *file, int line, m2c_cache *cache,
+                                      const snapshot *want) {
+    snapshot now = take_snapshot(cache);
+    if (!snapshots_equal(want, &now)) {
+        fprintf(stderr, "%s:%d: the cache differs from the expected state\n", file, line);
+        exit(1);
+    }
+    free_snapshot(&now);
+}
+
+/* EXPECT_SNAPSHOT(cache, &want): the cache is bit-for-bit as in want. */
+#define EXPECT_SNAPSHOT(cache, want) expect_snapshot_at(__FILE__, __LINE__, (cache), (want))
+
 #endif /* M2C_CTESTS_COMMON_H */
