@@ -1,0 +1,884 @@
+//! Zig bindings for m2c, the Mamba2 recurrent-state cache.
+//!
+//! A thin layer over the C API in `include/m2c.h` (reachable raw as `m2c.c`):
+//! slices instead of pointer/length pairs, an error set instead of status
+//! codes, an optional `Diagnostics` that keeps the library's message, and
+//! `Config`/`Tensor` as Zig structs. The C contract holds unchanged: a call
+//! that fails changes nothing and writes none of its outputs; every length is
+//! checked by the library against the cache's shape; calls on one cache may
+//! run on any thread (see `Cache` for the one exception, `Diagnostics`).
+//!
+//! ```zig
+//! var cfg = m2c.Config.default();
+//! cfg.num_slots = 4;
+//! var cache = try m2c.Cache.init(cfg, null);
+//! defer cache.deinit();
+//! try cache.updateConv(0, &.{ 2, -1 }, .{ .f32 = x });
+//! ```
+const std = @import("std");
+
+/// The raw C API (`@cImport` of m2c.h), for anything the bindings do not wrap.
+pub const c = @import("c.zig").c;
+
+/// The ABI version of the header these bindings were compiled against.
+/// `Cache.init` refuses a library that reports another one.
+pub const header_abi_version: u32 = c.M2C_ABI_VERSION;
+/// The library version of that header, "MAJOR.MINOR.PATCH".
+pub const header_version: [:0]const u8 = c.M2C_VERSION_STRING;
+
+// ---------------------------------------------------------------------------
+// Status codes and errors
+// ---------------------------------------------------------------------------
+
+/// Every failure a binding call can report. Each `M2C_STATUS_*` failure has
+/// its own error; `Unknown` is a status code this binding does not know (a
+/// newer library), never treated as success; `AbiMismatch` is a library whose
+/// ABI version differs from the header's.
+pub const Error = error{
+    NullArg,
+    InvalidArg,
+    InvalidConfig,
+    OutOfRange,
+    ShapeMismatch,
+    UnsupportedDtype,
+    OutOfMemory,
+    Poisoned,
+    Panic,
+    Unsupported,
+    NoFreeSlot,
+    Corrupt,
+    Incompatible,
+    Io,
+    Unknown,
+    AbiMismatch,
+};
+
+/// An `m2c_status` as a Zig enum. Non-exhaustive: any `i32` the library
+/// returns fits, and the ones the header does not define fall in `_`.
+/// A compile-time check below keeps it equal to the header's `M2C_STATUS_*`.
+pub const Status = enum(i32) {
+    ok = c.M2C_STATUS_OK,
+    null_arg = c.M2C_STATUS_NULL_ARG,
+    invalid_arg = c.M2C_STATUS_INVALID_ARG,
+    invalid_config = c.M2C_STATUS_INVALID_CONFIG,
+    out_of_range = c.M2C_STATUS_OUT_OF_RANGE,
+    shape_mismatch = c.M2C_STATUS_SHAPE_MISMATCH,
+    unsupported_dtype = c.M2C_STATUS_UNSUPPORTED_DTYPE,
+    out_of_memory = c.M2C_STATUS_OUT_OF_MEMORY,
+    poisoned = c.M2C_STATUS_POISONED,
+    panic = c.M2C_STATUS_PANIC,
+    unsupported = c.M2C_STATUS_UNSUPPORTED,
+    no_free_slot = c.M2C_STATUS_NO_FREE_SLOT,
+    corrupt = c.M2C_STATUS_CORRUPT,
+    incompatible = c.M2C_STATUS_INCOMPATIBLE,
+    io = c.M2C_STATUS_IO,
+    _,
+
+    /// The library's static description of the code.
+    pub fn str(s: Status) [:0]const u8 {
+        return statusStr(@intFromEnum(s));
+    }
+};
+
+/// Maps a status code to `{}` (OK) or its error. The switch names every
+/// status the header defines (the compiler rejects a missing one), and any
+/// other value is `error.Unknown`.
+pub fn check(code: c.m2c_status) Error!void {
+    return switch (@as(Status, @enumFromInt(code))) {
+        .ok => {},
+        .null_arg => error.NullArg,
+        .invalid_arg => error.InvalidArg,
+        .invalid_config => error.InvalidConfig,
+        .out_of_range => error.OutOfRange,
+        .shape_mismatch => error.ShapeMismatch,
+        .unsupported_dtype => error.UnsupportedDtype,
+        .out_of_memory => error.OutOfMemory,
+        .poisoned => error.Poisoned,
+        .panic => error.Panic,
+        .unsupported => error.Unsupported,
+        .no_free_slot => error.NoFreeSlot,
+        .corrupt => error.Corrupt,
+        .incompatible => error.Incompatible,
+        .io => error.Io,
+        _ => error.Unknown,
+    };
+}
+
+/// An element type (`M2C_DTYPE_*`). Non-exhaustive so that a `Config` can
+/// carry any code; the library validates it (`error.UnsupportedDtype`).
+pub const Dtype = enum(u32) {
+    f32 = c.M2C_DTYPE_F32,
+    bf16 = c.M2C_DTYPE_BF16,
+    f16 = c.M2C_DTYPE_F16,
+    _,
+};
+
+/// A device (`M2C_DEVICE_*`).
+pub const Device = enum(u32) {
+    cpu = c.M2C_DEVICE_CPU,
+    cuda = c.M2C_DEVICE_CUDA,
+    _,
+};
+
+/// A conv activation (`M2C_ACTIVATION_*`), for `ConvArgs`.
+pub const Activation = enum(u32) {
+    none = c.M2C_ACTIVATION_NONE,
+    silu = c.M2C_ACTIVATION_SILU,
+    _,
+};
+
+/// The Zig element type of a dtype in buffers: bf16 travels as its raw bits.
+pub fn Elem(comptime dt: Dtype) type {
+    return switch (dt) {
+        .f32 => f32,
+        .bf16 => u16,
+        .f16 => f16,
+        _ => @compileError("no element type for this dtype code"),
+    };
+}
+
+// Keep the enums equal to the header: every `M2C_STATUS_FOO` must be
+// `Status.foo` with the same value and vice versa (likewise dtypes and
+// devices), so a header that gains a code fails to compile here instead of
+// meeting `_ => error.Unknown` at run time.
+comptime {
+    checkEnumMatchesHeader(Status, "M2C_STATUS_");
+    checkEnumMatchesHeader(Dtype, "M2C_DTYPE_");
+    checkEnumMatchesHeader(Device, "M2C_DEVICE_");
+    checkEnumMatchesHeader(Activation, "M2C_ACTIVATION_");
+}
+
+fn checkEnumMatchesHeader(comptime E: type, comptime prefix: []const u8) void {
+    @setEvalBranchQuota(1_000_000);
+    var found = 0;
+    for (@typeInfo(c).@"struct".decls) |d| {
+        if (!std.mem.startsWith(u8, d.name, prefix)) continue;
+        found += 1;
+        const tag = lowerName(d.name[prefix.len..]);
+        if (!@hasField(E, tag))
+            @compileError("m2c.h defines " ++ d.name ++ " but " ++ @typeName(E) ++ " has no ." ++ tag);
+        if (@intFromEnum(@field(E, tag)) != @field(c, d.name))
+            @compileError(@typeName(E) ++ "." ++ tag ++ " differs from " ++ d.name);
+    }
+    if (found != @typeInfo(E).@"enum".fields.len)
+        @compileError(@typeName(E) ++ " has a tag that m2c.h does not define as " ++ prefix ++ "*");
+}
+
+fn lowerName(comptime s: []const u8) [:0]const u8 {
+    comptime {
+        var buf: [s.len:0]u8 = undefined;
+        for (s, 0..) |ch, i| buf[i] = std.ascii.toLower(ch);
+        const final = buf;
+        return &final;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Diagnostics and free functions
+// ---------------------------------------------------------------------------
+
+/// Where a failing call leaves its status and message. Pass one to
+/// `Cache.init` (the cache keeps the pointer and fills it on every failure
+/// of its methods) or to `configBytes`. It is written only when a call
+/// fails, right after the failing C call on the same thread, so the message
+/// is that call's. The message is copied: it stays valid as long as the
+/// `Diagnostics` does (truncated to `max_message` bytes, ending in "...").
+pub const Diagnostics = struct {
+    /// The status of the failing C call; null if nothing failed yet or the
+    /// binding refused the call before it reached C (the message says why).
+    status: ?Status = null,
+    msg_buf: [max_message]u8 = undefined,
+    msg_len: usize = 0,
+
+    pub const max_message = 1024;
+
+    /// The message of the last failure ("" if none).
+    pub fn message(self: *const Diagnostics) []const u8 {
+        return self.msg_buf[0..self.msg_len];
+    }
+
+    /// Prints "status text: message" (use with "{f}").
+    pub fn format(self: Diagnostics, w: *std.Io.Writer) std.Io.Writer.Error!void {
+        const what: []const u8 = if (self.status) |s| s.str() else "refused by the Zig binding";
+        try w.print("{s}: {s}", .{ what, self.message() });
+    }
+
+    fn record(self: *Diagnostics, status: ?Status, msg: []const u8) void {
+        self.status = status;
+        if (msg.len <= max_message) {
+            @memcpy(self.msg_buf[0..msg.len], msg);
+            self.msg_len = msg.len;
+        } else {
+            const keep = max_message - 3;
+            @memcpy(self.msg_buf[0..keep], msg[0..keep]);
+            @memcpy(self.msg_buf[keep..max_message], "...");
+            self.msg_len = max_message;
+        }
+    }
+};
+
+/// Turns a status into the result, recording a failure in `diag`.
+fn call(diag: ?*Diagnostics, code: c.m2c_status) Error!void {
+    check(code) catch |err| {
+        if (diag) |d| d.record(@enumFromInt(code), lastError());
+        return err;
+    };
+}
+
+/// A failure found by the binding itself, before any C call.
+fn refuse(diag: ?*Diagnostics, err: Error, comptime fmt: []const u8, args: anytype) Error {
+    if (diag) |d| {
+        var buf: [Diagnostics.max_message + 1]u8 = undefined;
+        const msg = std.fmt.bufPrint(&buf, "m2c.zig: " ++ fmt, args) catch &buf;
+        d.record(null, msg);
+    }
+    return err;
+}
+
+/// The library version, "MAJOR.MINOR.PATCH" (static).
+pub fn version() [:0]const u8 {
+    return std.mem.span(c.m2c_version());
+}
+
+/// The ABI version of the loaded library.
+pub fn abiVersion() u32 {
+    return c.m2c_abi_version();
+}
+
+/// The library's static text for any status code ("unknown status code"
+/// for one it does not define).
+pub fn statusStr(code: c.m2c_status) [:0]const u8 {
+    return std.mem.span(c.m2c_status_str(code));
+}
+
+/// The detail of the last failing m2c call on this thread ("" if none).
+/// Valid until the next failing m2c call on this thread; copy it to keep it.
+pub fn lastError() [:0]const u8 {
+    return std.mem.span(c.m2c_last_error());
+}
+
+/// Refuses a library whose ABI version is not the header's. `Cache.init`
+/// calls it with `abiVersion()`; public so that the refusal can be tested.
+pub fn checkAbi(library_abi: u32, diag: ?*Diagnostics) Error!void {
+    if (library_abi != header_abi_version)
+        return refuse(diag, error.AbiMismatch, "libm2c has ABI version {d}, these bindings were built for {d}", .{ library_abi, header_abi_version });
+}
+
+/// Bytes of state storage a cache with `cfg` would allocate
+/// (`m2c_config_bytes`): every layer's conv and SSM buffers.
+pub fn configBytes(cfg: Config, diag: ?*Diagnostics) Error!u64 {
+    const raw = cfg.toC();
+    var bytes: u64 = 0;
+    try call(diag, c.m2c_config_bytes(&raw, &bytes));
+    return bytes;
+}
+
+// ---------------------------------------------------------------------------
+// Config, buffers, views
+// ---------------------------------------------------------------------------
+
+/// The shape of a cache: `m2c_config` without `struct_size`, which the
+/// binding sets. Start from `Config.default()` and change what you need.
+pub const Config = struct {
+    num_layers: u32,
+    num_slots: u32,
+    intermediate_size: u32,
+    num_heads: u32,
+    head_dim: u32,
+    state_size: u32,
+    n_groups: u32,
+    conv_kernel_size: u32,
+    conv_width: u32,
+    conv_dtype: Dtype,
+    ssm_dtype: Dtype,
+    device: Device,
+    device_index: i32,
+
+    /// The library's defaults (`m2c_config_init`): Mamba2-130m shapes,
+    /// 1 slot, conv windows in bf16, SSM states in f32, CPU.
+    pub fn default() Config {
+        var raw: c.m2c_config = undefined;
+        c.m2c_config_init(&raw);
+        return fromC(raw);
+    }
+
+    pub fn fromC(raw: c.m2c_config) Config {
+        var cfg: Config = undefined;
+        inline for (@typeInfo(Config).@"struct".fields) |f| {
+            @field(cfg, f.name) = switch (@typeInfo(f.type)) {
+                .@"enum" => @enumFromInt(@field(raw, f.name)),
+                else => @field(raw, f.name),
+            };
+        }
+        return cfg;
+    }
+
+    /// The C struct, with `struct_size` from `m2c_config_init`.
+    pub fn toC(cfg: Config) c.m2c_config {
+        var raw: c.m2c_config = undefined;
+        c.m2c_config_init(&raw);
+        inline for (@typeInfo(Config).@"struct".fields) |f| {
+            @field(raw, f.name) = switch (@typeInfo(f.type)) {
+                .@"enum" => @intFromEnum(@field(cfg, f.name)),
+                else => @field(cfg, f.name),
+            };
+        }
+        return raw;
+    }
+
+    /// Conv channels: `intermediate_size + 2*n_groups*state_size`
+    /// (saturating, so any field values are safe to ask about).
+    pub fn convDim(cfg: Config) usize {
+        return @as(usize, cfg.intermediate_size) +| (2 *| @as(usize, cfg.n_groups) *| cfg.state_size);
+    }
+
+    /// Elements of one slot's conv window: `conv_dim * conv_width`.
+    pub fn convWindowLen(cfg: Config) usize {
+        return cfg.convDim() *| cfg.conv_width;
+    }
+
+    /// Elements of one slot's SSM state: `num_heads * head_dim * state_size`.
+    pub fn ssmStateLen(cfg: Config) usize {
+        return @as(usize, cfg.num_heads) *| cfg.head_dim *| cfg.state_size;
+    }
+};
+
+// `Config` must hold every field of `m2c_config` except `struct_size`.
+comptime {
+    const cf = @typeInfo(c.m2c_config).@"struct".fields;
+    if (!std.mem.eql(u8, cf[0].name, "struct_size")) @compileError("m2c_config no longer starts with struct_size");
+    const zf = @typeInfo(Config).@"struct".fields;
+    if (cf.len != zf.len + 1) @compileError("Config and m2c_config differ in their fields");
+    for (cf[1..], zf) |a, b| {
+        if (!std.mem.eql(u8, a.name, b.name)) @compileError("Config." ++ b.name ++ " is not m2c_config." ++ a.name);
+    }
+}
+
+/// Values handed to the cache, in one of the dtypes. Any dtype may go into
+/// any storage dtype: the library converts, rounding to nearest even.
+pub const Input = union(enum) {
+    f32: []const f32,
+    /// bfloat16 as raw bits (the upper half of a binary32).
+    bf16: []const u16,
+    f16: []const f16,
+
+    pub fn dtype(self: Input) Dtype {
+        return switch (self) {
+            .f32 => .f32,
+            .bf16 => .bf16,
+            .f16 => .f16,
+        };
+    }
+
+    pub fn len(self: Input) usize {
+        return switch (self) {
+            inline else => |s| s.len,
+        };
+    }
+
+    /// (NULL, 0) for an empty slice, whatever address Zig gave it.
+    fn ptr(self: Input) ?*const anyopaque {
+        return switch (self) {
+            inline else => |s| if (s.len == 0) null else @ptrCast(s.ptr),
+        };
+    }
+};
+
+/// A buffer the cache copies into, in one of the dtypes.
+pub const Output = union(enum) {
+    f32: []f32,
+    /// bfloat16 as raw bits.
+    bf16: []u16,
+    f16: []f16,
+
+    pub fn dtype(self: Output) Dtype {
+        return switch (self) {
+            .f32 => .f32,
+            .bf16 => .bf16,
+            .f16 => .f16,
+        };
+    }
+
+    pub fn len(self: Output) usize {
+        return switch (self) {
+            inline else => |s| s.len,
+        };
+    }
+
+    fn ptr(self: Output) ?*anyopaque {
+        return switch (self) {
+            inline else => |s| if (s.len == 0) null else @ptrCast(s.ptr),
+        };
+    }
+};
+
+/// A zero-copy view of one layer's storage for every slot
+/// (`m2c_conv_view` / `m2c_ssm_view`). `data` points into the cache and is
+/// valid until `Cache.deinit`; access through it is not synchronised with
+/// the cache's own calls (see m2c.h).
+pub const Tensor = struct {
+    data: *anyopaque,
+    dtype: Dtype,
+    /// Dimensions used: 3 for conv (`[slots, conv_dim, conv_width]`), 4 for
+    /// SSM (`[slots, heads, head_dim, state_size]`).
+    ndim: u32,
+    shape: [4]u64,
+    /// In elements, not bytes; unused dimensions have shape 1, stride 0.
+    strides: [4]u64,
+    device: Device,
+    device_index: i32,
+
+    /// The number of elements.
+    pub fn len(self: Tensor) usize {
+        var n: usize = 1;
+        for (self.shape[0..self.ndim]) |d| n *= @intCast(d);
+        return n;
+    }
+
+    /// The elements as a slice of `Elem(dt)`, or null unless the view holds
+    /// `dt`, lives in host memory and is dense row-major.
+    pub fn slice(self: Tensor, comptime dt: Dtype) ?[]Elem(dt) {
+        if (self.dtype != dt or self.device != .cpu or self.ndim == 0 or self.ndim > 4) return null;
+        var want: u64 = 1;
+        var i = self.ndim;
+        while (i > 0) {
+            i -= 1;
+            if (self.shape[i] != 1 and self.strides[i] != want) return null;
+            want *= self.shape[i];
+        }
+        const p: [*]Elem(dt) = @ptrCast(@alignCast(self.data));
+        return p[0..self.len()];
+    }
+
+    fn fromC(t: c.m2c_tensor, diag: ?*Diagnostics) Error!Tensor {
+        const data = t.data orelse return refuse(diag, error.Unknown, "the library returned a view without data", .{});
+        return .{
+            .data = data,
+            .dtype = @enumFromInt(t.dtype),
+            .ndim = t.ndim,
+            .shape = t.shape,
+            .strides = t.strides,
+            .device = @enumFromInt(t.device),
+            .device_index = t.device_index,
+        };
+    }
+};
+
+// ---------------------------------------------------------------------------
+// Decode-kernel arguments
+// ---------------------------------------------------------------------------
+
+/// The conv parameters of one layer for `Cache.convStep`
+/// (`m2c_conv_args`; the defaults are `m2c_conv_args_init`'s). The dtype of
+/// the token buffers comes from the `Input`/`Output` tags.
+pub const ConvArgs = struct {
+    /// `[conv_dim, conv_kernel_size]`, oldest tap first.
+    weight: []const f32,
+    /// `[conv_dim]`, or null for none.
+    bias: ?[]const f32 = null,
+    activation: Activation = .silu,
+
+    /// The C struct, from `m2c_conv_args_init` (for `m2c.c` users).
+    pub fn toC(self: ConvArgs, io_dtype: Dtype) c.m2c_conv_args {
+        var raw: c.m2c_conv_args = undefined;
+        c.m2c_conv_args_init(&raw);
+        raw.io_dtype = @intFromEnum(io_dtype);
+        raw.activation = @intFromEnum(self.activation);
+        raw.weight = ptrOrNull(f32, self.weight);
+        raw.weight_len = self.weight.len;
+        if (self.bias) |b| {
+            raw.bias = ptrOrNull(f32, b);
+            raw.bias_len = b.len;
+        }
+        return raw;
+    }
+};
+
+/// The selective-state parameters of one layer for `Cache.ssmStep`
+/// (`m2c_ssm_args`; the defaults are `m2c_ssm_args_init`'s).
+pub const SsmArgs = struct {
+    /// `[num_heads]`, already `-exp(A_log)`. Required.
+    A: []const f32,
+    /// `[num_heads]` skip weights, or null for none.
+    D: ?[]const f32 = null,
+    /// `[num_heads]` added to dt before softplus, or null for none.
+    dt_bias: ?[]const f32 = null,
+    /// `dt = softplus(dt + dt_bias)`, as Mamba2 does.
+    dt_softplus: bool = true,
+    /// Clamp dt to `[dt_min, dt_max]` after softplus.
+    dt_clamp: bool = false,
+    dt_min: f32 = 0,
+    dt_max: f32 = std.math.inf(f32),
+
+    /// The C struct, from `m2c_ssm_args_init` (for `m2c.c` users).
+    pub fn toC(self: SsmArgs, io_dtype: Dtype) c.m2c_ssm_args {
+        var raw: c.m2c_ssm_args = undefined;
+        c.m2c_ssm_args_init(&raw);
+        raw.io_dtype = @intFromEnum(io_dtype);
+        raw.dt_softplus = @intFromBool(self.dt_softplus);
+        raw.dt_clamp = @intFromBool(self.dt_clamp);
+        raw.dt_min = self.dt_min;
+        raw.dt_max = self.dt_max;
+        raw.A = ptrOrNull(f32, self.A);
+        raw.A_len = self.A.len;
+        if (self.D) |d| {
+            raw.D = ptrOrNull(f32, d);
+            raw.D_len = d.len;
+        }
+        if (self.dt_bias) |b| {
+            raw.dt_bias = ptrOrNull(f32, b);
+            raw.dt_bias_len = b.len;
+        }
+        return raw;
+    }
+};
+
+/// The per-token buffers of `Cache.ssmStep` (`m2c_ssm_io`), one row per
+/// slot row; all must have the same dtype.
+pub const SsmIo = struct {
+    /// `[rows, num_heads, head_dim]`.
+    x: Input,
+    /// `[rows, num_heads]`, before bias and softplus.
+    dt: Input,
+    /// `[rows, n_groups, state_size]`.
+    B: Input,
+    /// `[rows, n_groups, state_size]`.
+    C: Input,
+    /// Gate `[rows, num_heads, head_dim]`, or null for none.
+    z: ?Input = null,
+    /// Output `[rows, num_heads, head_dim]`; written only on success.
+    y: Output,
+
+    /// The C struct, from `m2c_ssm_io_init` (for `m2c.c` users).
+    pub fn toC(self: SsmIo) c.m2c_ssm_io {
+        var raw: c.m2c_ssm_io = undefined;
+        c.m2c_ssm_io_init(&raw);
+        raw.x = self.x.ptr();
+        raw.x_len = self.x.len();
+        raw.dt = self.dt.ptr();
+        raw.dt_len = self.dt.len();
+        raw.B = self.B.ptr();
+        raw.B_len = self.B.len();
+        raw.C = self.C.ptr();
+        raw.C_len = self.C.len();
+        if (self.z) |z| {
+            raw.z = z.ptr();
+            raw.z_len = z.len();
+        }
+        raw.y = self.y.ptr();
+        raw.y_len = self.y.len();
+        return raw;
+    }
+
+    /// The common dtype, or null if the buffers disagree.
+    fn dtype(self: SsmIo) ?Dtype {
+        const d = self.x.dtype();
+        if (self.dt.dtype() != d or self.B.dtype() != d or self.C.dtype() != d or self.y.dtype() != d) return null;
+        if (self.z) |z| if (z.dtype() != d) return null;
+        return d;
+    }
+};
+
+// The argument structs must still be the ones these wrappers fill in.
+comptime {
+    checkFields(c.m2c_conv_args, &.{ "struct_size", "io_dtype", "activation", "reserved", "weight", "weight_len", "bias", "bias_len" });
+    checkFields(c.m2c_ssm_args, &.{ "struct_size", "io_dtype", "dt_softplus", "dt_clamp", "dt_min", "dt_max", "A", "A_len", "D", "D_len", "dt_bias", "dt_bias_len" });
+    checkFields(c.m2c_ssm_io, &.{ "struct_size", "reserved", "x", "x_len", "dt", "dt_len", "B", "B_len", "C", "C_len", "z", "z_len", "y", "y_len" });
+}
+
+fn checkFields(comptime T: type, comptime names: []const []const u8) void {
+    const fields = @typeInfo(T).@"struct".fields;
+    if (fields.len != names.len) @compileError(@typeName(T) ++ " gained or lost fields: update the Zig wrapper");
+    for (fields, names) |f, n| {
+        if (!std.mem.eql(u8, f.name, n)) @compileError(@typeName(T) ++ "." ++ f.name ++ " is unexpected: update the Zig wrapper");
+    }
+}
+
+fn ptrOrNull(comptime T: type, s: []const T) ?[*]const T {
+    return if (s.len == 0) null else s.ptr;
+}
+
+// ---------------------------------------------------------------------------
+// The cache
+// ---------------------------------------------------------------------------
+
+/// A Mamba2 state cache (an owned `m2c_cache` handle).
+///
+/// Slot selection: a `slots` argument of null addresses dense rows,
+/// slots `0..n-1`; for calls with a buffer `n` is the buffer's length over
+/// one slot's element count (a length that is not a multiple is left to the
+/// library to refuse), for `reset`/`advance` it is every slot. Otherwise row
+/// `i` addresses `slots[i]`, and a negative entry is a padding row (skipped
+/// on writes, zeros on reads).
+///
+/// Threads: the methods may run concurrently on one cache, like the C
+/// calls, except that a `Diagnostics` given to `init` is written by every
+/// failing call: share a cache across threads with `diag == null` and read
+/// `lastError()` on the failing thread instead. `deinit` must not race
+/// anything.
+pub const Cache = struct {
+    /// Null after `deinit`; a call then fails with `error.NullArg`.
+    handle: ?*c.m2c_cache,
+    diag: ?*Diagnostics,
+    shape: Shape,
+
+    /// The per-slot sizes of this cache, fixed at creation.
+    pub const Shape = struct {
+        num_slots: u32,
+        /// Conv channels (one conv row).
+        conv_dim: usize,
+        conv_window_len: usize,
+        ssm_state_len: usize,
+        /// `num_heads * head_dim` (one row of x, z and y in `ssmStep`).
+        ssm_x_len: usize,
+    };
+
+    /// Creates a cache (`m2c_create`) after checking that the loaded
+    /// library's ABI version is the header's (`error.AbiMismatch`). Free it
+    /// with `deinit`. `diag`, if given, must outlive the cache.
+    pub fn init(cfg: Config, diag: ?*Diagnostics) Error!Cache {
+        try checkAbi(abiVersion(), diag);
+        const raw = cfg.toC();
+        var handle: ?*c.m2c_cache = null;
+        try call(diag, c.m2c_create(&raw, &handle));
+        var self: Cache = .{ .handle = handle, .diag = diag, .shape = undefined };
+        errdefer c.m2c_destroy(handle);
+        const got = try self.getConfig();
+        self.shape = .{
+            .num_slots = got.num_slots,
+            .conv_dim = got.convDim(),
+            .conv_window_len = got.convWindowLen(),
+            .ssm_state_len = got.ssmStateLen(),
+            .ssm_x_len = @as(usize, got.num_heads) * got.head_dim,
+        };
+        return self;
+    }
+
+    /// Frees the cache (`m2c_destroy`). Idempotent: the handle is cleared,
+    /// and later calls on this `Cache` fail with `error.NullArg`. Views
+    /// become invalid.
+    pub fn deinit(self: *Cache) void {
+        c.m2c_destroy(self.handle);
+        self.handle = null;
+    }
+
+    /// Where later failures are recorded (null: nowhere).
+    pub fn setDiagnostics(self: *Cache, diag: ?*Diagnostics) void {
+        self.diag = diag;
+    }
+
+    /// The cache's configuration (`m2c_get_config`).
+    pub fn getConfig(self: *const Cache) Error!Config {
+        var raw: c.m2c_config = undefined;
+        c.m2c_config_init(&raw);
+        try call(self.diag, c.m2c_get_config(self.handle, &raw));
+        return Config.fromC(raw);
+    }
+
+    /// Pushes one new conv input per row into the windows of `layer`
+    /// (`m2c_update_conv`): `x` is `[rows, conv_dim]`.
+    pub fn updateConv(self: *Cache, layer: u32, slots: ?[]const i32, x: Input) Error!void {
+        const r = rows(slots, x.len(), self.shape.conv_dim);
+        try call(self.diag, c.m2c_update_conv(self.handle, layer, r.ptr, r.n, x.ptr(), @intFromEnum(x.dtype()), x.len()));
+    }
+
+    /// Replaces whole conv windows of `layer` (`m2c_set_conv`): `window` is
+    /// `[rows, conv_dim, conv_width]`.
+    pub fn setConv(self: *Cache, layer: u32, slots: ?[]const i32, window: Input) Error!void {
+        const r = rows(slots, window.len(), self.shape.conv_window_len);
+        try call(self.diag, c.m2c_set_conv(self.handle, layer, r.ptr, r.n, window.ptr(), @intFromEnum(window.dtype()), window.len()));
+    }
+
+    /// Replaces whole SSM states of `layer` (`m2c_update_ssm`): `state` is
+    /// `[rows, num_heads, head_dim, state_size]`.
+    pub fn updateSsm(self: *Cache, layer: u32, slots: ?[]const i32, state: Input) Error!void {
+        const r = rows(slots, state.len(), self.shape.ssm_state_len);
+        try call(self.diag, c.m2c_update_ssm(self.handle, layer, r.ptr, r.n, state.ptr(), @intFromEnum(state.dtype()), state.len()));
+    }
+
+    /// Copies conv windows of `layer` into `out` (`m2c_read_conv`),
+    /// `[rows, conv_dim, conv_width]`, converting to `out`'s dtype.
+    pub fn readConv(self: *const Cache, layer: u32, slots: ?[]const i32, out: Output) Error!void {
+        const r = rows(slots, out.len(), self.shape.conv_window_len);
+        try call(self.diag, c.m2c_read_conv(self.handle, layer, r.ptr, r.n, out.ptr(), @intFromEnum(out.dtype()), out.len()));
+    }
+
+    /// Copies SSM states of `layer` into `out` (`m2c_read_ssm`),
+    /// `[rows, num_heads, head_dim, state_size]`.
+    pub fn readSsm(self: *const Cache, layer: u32, slots: ?[]const i32, out: Output) Error!void {
+        const r = rows(slots, out.len(), self.shape.ssm_state_len);
+        try call(self.diag, c.m2c_read_ssm(self.handle, layer, r.ptr, r.n, out.ptr(), @intFromEnum(out.dtype()), out.len()));
+    }
+
+    /// Zeroes the selected slots in every layer and sets their positions
+    /// to 0 (`m2c_reset`); null resets every slot.
+    pub fn reset(self: *Cache, slots: ?[]const i32) Error!void {
+        const r = rows(slots, self.shape.num_slots, 1);
+        try call(self.diag, c.m2c_reset(self.handle, r.ptr, r.n));
+    }
+
+    /// Adds `num_tokens` to the positions of the selected slots
+    /// (`m2c_advance`); null advances every slot.
+    pub fn advance(self: *Cache, slots: ?[]const i32, num_tokens: u32) Error!void {
+        const r = rows(slots, self.shape.num_slots, 1);
+        try call(self.diag, c.m2c_advance(self.handle, r.ptr, r.n, num_tokens));
+    }
+
+    /// Tokens `slot` has consumed (`m2c_position`).
+    pub fn position(self: *const Cache, slot: i32) Error!u64 {
+        var out: u64 = 0;
+        try call(self.diag, c.m2c_position(self.handle, slot, &out));
+        return out;
+    }
+
+    /// A zero-copy view of the conv storage of `layer` (`m2c_conv_view`).
+    pub fn convView(self: *Cache, layer: u32) Error!Tensor {
+        var t: c.m2c_tensor = undefined;
+        try call(self.diag, c.m2c_conv_view(self.handle, layer, &t));
+        return Tensor.fromC(t, self.diag);
+    }
+
+    /// A zero-copy view of the SSM storage of `layer` (`m2c_ssm_view`).
+    pub fn ssmView(self: *Cache, layer: u32) Error!Tensor {
+        var t: c.m2c_tensor = undefined;
+        try call(self.diag, c.m2c_ssm_view(self.handle, layer, &t));
+        return Tensor.fromC(t, self.diag);
+    }
+
+    /// One decode token through the causal conv of `layer`, in place
+    /// (`m2c_conv_step`): `x[row]` (`[rows, conv_dim]`) is pushed into the
+    /// slot's window and `out[row]` receives the activated conv output.
+    /// `x` and `out` must have the same dtype (else `error.InvalidArg`,
+    /// refused by the binding). Positions are not advanced.
+    pub fn convStep(self: *Cache, layer: u32, slots: ?[]const i32, x: Input, out: Output, args: ConvArgs) Error!void {
+        if (x.dtype() != out.dtype())
+            return refuse(self.diag, error.InvalidArg, "convStep: x is {s} but out is {s}", .{ @tagName(x), @tagName(out) });
+        const raw = args.toC(x.dtype());
+        const r = rows(slots, x.len(), self.shape.conv_dim);
+        try call(self.diag, c.m2c_conv_step(self.handle, layer, r.ptr, r.n, x.ptr(), x.len(), out.ptr(), out.len(), &raw));
+    }
+
+    /// One decode token through the selective-state update of `layer`, in
+    /// place (`m2c_ssm_step`); rows as for the other calls, counted from
+    /// `io.x` when `slots` is null. Every buffer in `io` must have the same
+    /// dtype (else `error.InvalidArg`, refused by the binding). Positions
+    /// are not advanced.
+    pub fn ssmStep(self: *Cache, layer: u32, slots: ?[]const i32, io: SsmIo, args: SsmArgs) Error!void {
+        const dt = io.dtype() orelse
+            return refuse(self.diag, error.InvalidArg, "ssmStep: the buffers of io differ in dtype", .{});
+        const raw_io = io.toC();
+        const raw_args = args.toC(dt);
+        const r = rows(slots, io.x.len(), self.shape.ssm_x_len);
+        try call(self.diag, c.m2c_ssm_step(self.handle, layer, r.ptr, r.n, &raw_io, &raw_args));
+    }
+
+    /// Hands out the lowest free slot, zeroed (`m2c_slot_acquire`);
+    /// `error.NoFreeSlot` when all are in use.
+    pub fn slotAcquire(self: *Cache) Error!i32 {
+        var slot: i32 = -1;
+        try call(self.diag, c.m2c_slot_acquire(self.handle, &slot));
+        return slot;
+    }
+
+    /// Returns `slot` to the free list (`m2c_slot_release`); releasing a
+    /// slot that is not in use is `error.InvalidArg`.
+    pub fn slotRelease(self: *Cache, slot: i32) Error!void {
+        try call(self.diag, c.m2c_slot_release(self.handle, slot));
+    }
+
+    /// The number of acquired slots (`m2c_slots_in_use`).
+    pub fn slotsInUse(self: *const Cache) Error!u32 {
+        var n: u32 = 0;
+        try call(self.diag, c.m2c_slots_in_use(self.handle, &n));
+        return n;
+    }
+
+    /// Slot `dst[i]` receives the state and position of `src[i]`, as if all
+    /// reads happened first (`m2c_copy_slots`). `src` and `dst` must have
+    /// the same length (else `error.ShapeMismatch`, refused by the binding).
+    pub fn copySlots(self: *Cache, src: []const i32, dst: []const i32) Error!void {
+        if (src.len != dst.len)
+            return refuse(self.diag, error.ShapeMismatch, "copySlots: src has {d} entries, dst {d}", .{ src.len, dst.len });
+        const n = src.len;
+        try call(self.diag, c.m2c_copy_slots(self.handle, if (n == 0) null else src.ptr, if (n == 0) null else dst.ptr, n));
+    }
+
+    /// The exact size in bytes of one slot's snapshot
+    /// (`m2c_slot_snapshot_size`).
+    pub fn slotSnapshotSize(self: *const Cache) Error!usize {
+        var n: usize = 0;
+        try call(self.diag, c.m2c_slot_snapshot_size(self.handle, &n));
+        return n;
+    }
+
+    /// Saves a snapshot of `slot` into `buf` (at least `slotSnapshotSize()`
+    /// bytes, else `error.ShapeMismatch`) and returns the written prefix.
+    pub fn slotSave(self: *const Cache, slot: i32, buf: []u8) Error![]u8 {
+        var written: usize = 0;
+        try call(self.diag, c.m2c_slot_save(self.handle, slot, if (buf.len == 0) null else buf.ptr, buf.len, &written));
+        return buf[0..written];
+    }
+
+    /// Saves a snapshot of `slot` into new memory from `gpa`; the caller
+    /// frees it with `gpa.free`.
+    pub fn slotSaveAlloc(self: *const Cache, gpa: std.mem.Allocator, slot: i32) Error![]u8 {
+        const size = try self.slotSnapshotSize();
+        const buf = gpa.alloc(u8, size) catch
+            return refuse(self.diag, error.OutOfMemory, "slotSaveAlloc: cannot allocate {d} bytes", .{size});
+        errdefer gpa.free(buf);
+        const written = (try self.slotSave(slot, buf)).len;
+        if (written == buf.len) return buf;
+        return gpa.realloc(buf, written) catch
+            return refuse(self.diag, error.OutOfMemory, "slotSaveAlloc: cannot shrink to {d} bytes", .{written});
+    }
+
+    /// Replaces the state and position of `slot` with a snapshot from
+    /// `slotSave` (`m2c_slot_load`); a damaged or foreign snapshot is
+    /// `error.Corrupt` / `error.Incompatible` and changes nothing.
+    pub fn slotLoad(self: *Cache, slot: i32, snapshot: []const u8) Error!void {
+        try call(self.diag, c.m2c_slot_load(self.handle, slot, if (snapshot.len == 0) null else snapshot.ptr, snapshot.len));
+    }
+
+    /// Saves the whole cache to the file `path` (`m2c_save_file`). The path
+    /// is copied to a NUL-terminated buffer; one with a NUL byte or longer
+    /// than `std.fs.max_path_bytes` is `error.InvalidArg`.
+    pub fn saveFile(self: *const Cache, path: []const u8) Error!void {
+        var buf: PathBuf = undefined;
+        return self.saveFileZ(try pathZ(self.diag, path, &buf));
+    }
+
+    pub fn saveFileZ(self: *const Cache, path: [:0]const u8) Error!void {
+        try call(self.diag, c.m2c_save_file(self.handle, path.ptr));
+    }
+
+    /// Replaces every slot from a file written by `saveFile`
+    /// (`m2c_load_file`). A missing file is `error.Io` with the OS error in
+    /// the message; a damaged or foreign one changes nothing.
+    pub fn loadFile(self: *Cache, path: []const u8) Error!void {
+        var buf: PathBuf = undefined;
+        return self.loadFileZ(try pathZ(self.diag, path, &buf));
+    }
+
+    pub fn loadFileZ(self: *Cache, path: [:0]const u8) Error!void {
+        try call(self.diag, c.m2c_load_file(self.handle, path.ptr));
+    }
+};
+
+const PathBuf = [std.fs.max_path_bytes + 1]u8;
+
+fn pathZ(diag: ?*Diagnostics, path: []const u8, buf: *PathBuf) Error![:0]const u8 {
+    if (std.mem.indexOfScalar(u8, path, 0) != null)
+        return refuse(diag, error.InvalidArg, "the path contains a NUL byte", .{});
+    if (path.len > std.fs.max_path_bytes)
+        return refuse(diag, error.InvalidArg, "the path is {d} bytes, more than {d}", .{ path.len, std.fs.max_path_bytes });
+    @memcpy(buf[0..path.len], path);
+    buf[path.len] = 0;
+    return buf[0..path.len :0];
+}
+
+/// The C slot arguments for `slots`: null means rows 0..n-1 with
+/// n = `len / row_len`.
+fn rows(slots: ?[]const i32, len: usize, row_len: usize) struct { ptr: ?[*]const i32, n: usize } {
+    if (slots) |s| return .{ .ptr = if (s.len == 0) null else s.ptr, .n = s.len };
+    return .{ .ptr = null, .n = if (row_len == 0) 0 else len / row_len };
+}
