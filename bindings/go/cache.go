@@ -1,0 +1,347 @@
+package m2c
+
+// #include "m2c.h"
+import "C"
+
+import (
+	"math"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+)
+
+// Cache is a Mamba2 state cache (m2c_cache): the conv windows and SSM states
+// of every layer for a fixed number of sequence slots, plus a position per
+// slot. Create it with [New] and free it with [Cache.Close]; a finalizer
+// frees a cache that was never closed, but only as a safety net.
+//
+// All methods may be called from many goroutines at once.
+type Cache struct {
+	// mu guards h: every call holds it for reading, Close for writing, so
+	// Close never races a call in progress (m2c_destroy must not).
+	mu  sync.RWMutex
+	h   *C.m2c_cache
+	cfg Config // as reported by m2c_get_config at creation; immutable
+}
+
+// finalized counts caches freed by the finalizer (for the tests).
+var finalized atomic.Int64
+
+// skipGoChecks disables the checks made in Go before a call, so that tests
+// can show that the library refuses the same inputs on its own.
+var skipGoChecks atomic.Bool
+
+// New creates a cache with configuration cfg (m2c_create). Every state
+// starts at zero and every position at 0.
+//
+// Errors: ErrInvalidConfig (the message names the field),
+// ErrUnsupportedDtype, ErrUnsupported (DeviceCUDA in a build without
+// CUDA), ErrOutOfMemory, and ErrIncompatible for a library whose ABI
+// version differs from the header's.
+func New(cfg Config) (*Cache, error) {
+	if abiErr != nil {
+		return nil, abiErr
+	}
+	c := cfg.toC()
+	var h *C.m2c_cache
+	debugGC()
+	err := callC("m2c_create", func() C.m2c_status { return C.m2c_create(&c, &h) })
+	runtime.KeepAlive(&c)
+	if err != nil {
+		return nil, err
+	}
+	var got C.m2c_config
+	C.m2c_config_init(&got)
+	err = callC("m2c_get_config", func() C.m2c_status { return C.m2c_get_config(h, &got) })
+	if err != nil {
+		C.m2c_destroy(h)
+		return nil, err
+	}
+	debugRegister(h)
+	cache := &Cache{h: h, cfg: configFromC(&got)}
+	runtime.SetFinalizer(cache, func(c *Cache) {
+		finalized.Add(1)
+		c.Close()
+	})
+	return cache, nil
+}
+
+// Close frees the cache and all of its storage (m2c_destroy). Views obtained
+// from it become invalid. It waits for calls in progress on other goroutines,
+// may be called any number of times, and always returns nil (it implements
+// io.Closer). Later calls on the cache fail with ErrClosed.
+func (c *Cache) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.h == nil {
+		return nil
+	}
+	// No debugGC here: Close also runs on the finalizer goroutine, where
+	// waiting for finalizers would wait for itself.
+	debugUnregister(c.h)
+	C.m2c_destroy(c.h)
+	c.h = nil
+	runtime.SetFinalizer(c, nil)
+	return nil
+}
+
+// do runs one C call on the open handle: it holds the read lock (so Close
+// waits), locks the goroutine to its OS thread for the call and the read of
+// its message, and keeps the Cache alive until the call has returned.
+func (c *Cache) do(op string, call func(h *C.m2c_cache) C.m2c_status) error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	h := c.handle()
+	if h == nil {
+		return closedError(op)
+	}
+	err := callC(op, func() C.m2c_status {
+		debugCheckLive(op, h)
+		return call(h)
+	})
+	runtime.KeepAlive(c)
+	return err
+}
+
+// handle returns the C handle (nil once closed). The caller holds c.mu. In
+// the m2cdebug build it first collects garbage and runs the finalizers that
+// queues, so a Cache that is not kept alive across the call gets destroyed
+// before the call, where debugCheckLive catches it.
+func (c *Cache) handle() *C.m2c_cache {
+	h := c.h
+	debugGC()
+	return h
+}
+
+// Config returns the cache's configuration as the library reports it
+// (m2c_get_config).
+func (c *Cache) Config() (Config, error) {
+	var out C.m2c_config
+	C.m2c_config_init(&out)
+	err := c.do("m2c_get_config", func(h *C.m2c_cache) C.m2c_status { return C.m2c_get_config(h, &out) })
+	runtime.KeepAlive(&out)
+	if err != nil {
+		return Config{}, err
+	}
+	return configFromC(&out), nil
+}
+
+// layerArg converts a layer index; one that does not fit the C type is
+// always refused in Go, one past the layer count unless checks are off.
+func (c *Cache) layerArg(op string, layer int) (C.uint32_t, error) {
+	if layer < 0 || uint64(layer) > math.MaxUint32 {
+		return 0, goError(StatusOutOfRange, op, "layer = %d is not a layer index", layer)
+	}
+	if !skipGoChecks.Load() && layer >= int(c.cfg.NumLayers) {
+		return 0, goError(StatusOutOfRange, op, "layer = %d is out of range (num_layers = %d)", layer, c.cfg.NumLayers)
+	}
+	return C.uint32_t(layer), nil
+}
+
+// slotArg converts a single slot index; one that does not fit int32 is
+// always refused in Go, the library checks the rest.
+func slotArg(op string, slot int) (C.int32_t, error) {
+	if slot < math.MinInt32 || slot > math.MaxInt32 {
+		return 0, goError(StatusOutOfRange, op, "slot = %d is not an int32", slot)
+	}
+	return C.int32_t(slot), nil
+}
+
+// rows returns the row count n of a batched call with rowLen elements per
+// row: len(slots), or, for nil slots, len(d)/rowLen. It checks in Go that
+// the buffer holds exactly n rows of a known dtype.
+func rows(op, what string, slots []int32, d Data, rowLen int) (int, error) {
+	n := len(slots)
+	if slots == nil && rowLen > 0 {
+		n = d.n / rowLen
+	}
+	if skipGoChecks.Load() {
+		return n, nil
+	}
+	if d.dtype.Size() == 0 {
+		return 0, goError(StatusUnsupportedDtype, op, "%s_dtype = %d is not an M2C_DTYPE_* value", what, uint32(d.dtype))
+	}
+	if d.rem != 0 {
+		return 0, goError(StatusShapeMismatch, op, "%s has %d bytes, not a whole number of %d-byte %s elements",
+			what, d.n*d.dtype.Size()+d.rem, d.dtype.Size(), d.dtype)
+	}
+	if slots == nil && rowLen > 0 && d.n%rowLen != 0 {
+		return 0, goError(StatusShapeMismatch, op, "%s has %d elements, not a whole number of rows of %d", what, d.n, rowLen)
+	}
+	if slots != nil && d.n != n*rowLen {
+		return 0, goError(StatusShapeMismatch, op, "%s has %d elements, but %d rows of %d need %d", what, d.n, n, rowLen, n*rowLen)
+	}
+	return n, nil
+}
+
+// slotsPtr returns the first entry of s, or NULL for an empty list.
+func slotsPtr(s []int32) *C.int32_t {
+	if len(s) == 0 {
+		return nil
+	}
+	return (*C.int32_t)(unsafe.Pointer(unsafe.SliceData(s)))
+}
+
+// batch is the shape of the five batched data calls.
+type batchFn func(h *C.m2c_cache, layer C.uint32_t, slots *C.int32_t, n C.size_t, p unsafe.Pointer, dt C.m2c_dtype, len C.size_t) C.m2c_status
+
+func (c *Cache) batch(op, what string, fn batchFn, layer int, slots []int32, d Data, rowLen int) error {
+	l, err := c.layerArg(op, layer)
+	if err != nil {
+		return err
+	}
+	n, err := rows(op, what, slots, d, rowLen)
+	if err != nil {
+		return err
+	}
+	sp := slotsPtr(slots)
+	err = c.do(op, func(h *C.m2c_cache) C.m2c_status {
+		return fn(h, l, sp, C.size_t(n), d.ptr, C.m2c_dtype(d.dtype), C.size_t(d.n))
+	})
+	runtime.KeepAlive(slots)
+	runtime.KeepAlive(d.ptr)
+	return err
+}
+
+func cUpdateConv(h *C.m2c_cache, l C.uint32_t, s *C.int32_t, n C.size_t, p unsafe.Pointer, dt C.m2c_dtype, ln C.size_t) C.m2c_status {
+	return C.m2c_update_conv(h, l, s, n, p, dt, ln)
+}
+
+func cSetConv(h *C.m2c_cache, l C.uint32_t, s *C.int32_t, n C.size_t, p unsafe.Pointer, dt C.m2c_dtype, ln C.size_t) C.m2c_status {
+	return C.m2c_set_conv(h, l, s, n, p, dt, ln)
+}
+
+func cUpdateSSM(h *C.m2c_cache, l C.uint32_t, s *C.int32_t, n C.size_t, p unsafe.Pointer, dt C.m2c_dtype, ln C.size_t) C.m2c_status {
+	return C.m2c_update_ssm(h, l, s, n, p, dt, ln)
+}
+
+func cReadConv(h *C.m2c_cache, l C.uint32_t, s *C.int32_t, n C.size_t, p unsafe.Pointer, dt C.m2c_dtype, ln C.size_t) C.m2c_status {
+	return C.m2c_read_conv(h, l, s, n, p, dt, ln)
+}
+
+func cReadSSM(h *C.m2c_cache, l C.uint32_t, s *C.int32_t, n C.size_t, p unsafe.Pointer, dt C.m2c_dtype, ln C.size_t) C.m2c_status {
+	return C.m2c_read_ssm(h, l, s, n, p, dt, ln)
+}
+
+// UpdateConv pushes one new conv input per row into the conv windows of
+// layer (m2c_update_conv): each selected slot's window shifts left by one
+// column and x's row becomes its newest column. x is [n, ConvDim] elements
+// of any dtype (converted, rounding to nearest even). slots nil: rows
+// 0..n-1 address slots 0..n-1, with n = x.Len()/ConvDim; otherwise row i
+// addresses slots[i], negative entries are padding, and a slot listed twice
+// is ErrInvalidArg.
+//
+// Errors: ErrOutOfRange (layer or slot), ErrShapeMismatch (x's length),
+// ErrInvalidArg, ErrUnsupportedDtype, ErrPoisoned, ErrClosed. On failure
+// the cache is unchanged.
+func (c *Cache) UpdateConv(layer int, slots []int32, x Data) error {
+	return c.batch("m2c_update_conv", "x", cUpdateConv, layer, slots, x, c.cfg.ConvDim())
+}
+
+// UpdateConvF32 is [Cache.UpdateConv] with float32 input.
+func (c *Cache) UpdateConvF32(layer int, slots []int32, x []float32) error {
+	return c.UpdateConv(layer, slots, F32Data(x))
+}
+
+// SetConv replaces whole conv windows of layer, for example after prefill
+// (m2c_set_conv). window is [n, ConvDim, ConvWidth] elements, column
+// ConvWidth-1 the newest; with nil slots n = window.Len()/ConvWindowLen.
+// Slots, conversion and errors as for [Cache.UpdateConv].
+func (c *Cache) SetConv(layer int, slots []int32, window Data) error {
+	return c.batch("m2c_set_conv", "window", cSetConv, layer, slots, window, c.cfg.ConvWindowLen())
+}
+
+// SetConvF32 is [Cache.SetConv] with float32 input.
+func (c *Cache) SetConvF32(layer int, slots []int32, window []float32) error {
+	return c.SetConv(layer, slots, F32Data(window))
+}
+
+// UpdateSSM replaces whole SSM states of layer (m2c_update_ssm). state is
+// [n, NumHeads, HeadDim, StateSize] elements; with nil slots
+// n = state.Len()/SSMStateLen. Slots, conversion and errors as for
+// [Cache.UpdateConv].
+func (c *Cache) UpdateSSM(layer int, slots []int32, state Data) error {
+	return c.batch("m2c_update_ssm", "state", cUpdateSSM, layer, slots, state, c.cfg.SSMStateLen())
+}
+
+// UpdateSSMF32 is [Cache.UpdateSSM] with float32 input.
+func (c *Cache) UpdateSSMF32(layer int, slots []int32, state []float32) error {
+	return c.UpdateSSM(layer, slots, F32Data(state))
+}
+
+// ReadConv copies the conv windows of layer for the selected slots into out
+// (m2c_read_conv), [n, ConvDim, ConvWidth] elements of out's dtype,
+// converting from the storage dtype; padding rows are written as zeros.
+// With nil slots n = out.Len()/ConvWindowLen. out is written only on
+// success. Works on a poisoned cache.
+func (c *Cache) ReadConv(layer int, slots []int32, out Data) error {
+	return c.batch("m2c_read_conv", "out", cReadConv, layer, slots, out, c.cfg.ConvWindowLen())
+}
+
+// ReadConvF32 is [Cache.ReadConv] into a float32 buffer.
+func (c *Cache) ReadConvF32(layer int, slots []int32, out []float32) error {
+	return c.ReadConv(layer, slots, F32Data(out))
+}
+
+// ReadSSM copies the SSM states of layer for the selected slots into out
+// (m2c_read_ssm), [n, NumHeads, HeadDim, StateSize] elements of out's
+// dtype; with nil slots n = out.Len()/SSMStateLen. Otherwise as
+// [Cache.ReadConv].
+func (c *Cache) ReadSSM(layer int, slots []int32, out Data) error {
+	return c.batch("m2c_read_ssm", "out", cReadSSM, layer, slots, out, c.cfg.SSMStateLen())
+}
+
+// ReadSSMF32 is [Cache.ReadSSM] into a float32 buffer.
+func (c *Cache) ReadSSMF32(layer int, slots []int32, out []float32) error {
+	return c.ReadSSM(layer, slots, F32Data(out))
+}
+
+// allRows returns (NULL, n) for a nil list, meaning every slot, and the
+// list itself otherwise.
+func (c *Cache) allRows(slots []int32) (*C.int32_t, C.size_t) {
+	if slots == nil {
+		return nil, C.size_t(c.cfg.NumSlots)
+	}
+	return slotsPtr(slots), C.size_t(len(slots))
+}
+
+// Reset zeroes the conv windows and SSM states of the selected slots in
+// every layer and sets their positions to 0 (m2c_reset); nil slots means
+// every slot. Errors: ErrOutOfRange, ErrInvalidArg (a slot listed twice),
+// ErrPoisoned, ErrClosed; on failure nothing changes.
+func (c *Cache) Reset(slots []int32) error {
+	sp, n := c.allRows(slots)
+	err := c.do("m2c_reset", func(h *C.m2c_cache) C.m2c_status { return C.m2c_reset(h, sp, n) })
+	runtime.KeepAlive(slots)
+	return err
+}
+
+// Advance adds numTokens to the position of each selected slot (m2c_advance);
+// nil slots means every slot. Errors: ErrOutOfRange (a slot, or a position
+// that would overflow uint64), ErrInvalidArg, ErrPoisoned, ErrClosed; on
+// failure no position changes.
+func (c *Cache) Advance(slots []int32, numTokens uint32) error {
+	sp, n := c.allRows(slots)
+	err := c.do("m2c_advance", func(h *C.m2c_cache) C.m2c_status {
+		return C.m2c_advance(h, sp, n, C.uint32_t(numTokens))
+	})
+	runtime.KeepAlive(slots)
+	return err
+}
+
+// Position returns the tokens slot has consumed (m2c_position). Errors:
+// ErrOutOfRange, ErrClosed.
+func (c *Cache) Position(slot int) (uint64, error) {
+	s, err := slotArg("m2c_position", slot)
+	if err != nil {
+		return 0, err
+	}
+	var out C.uint64_t
+	err = c.do("m2c_position", func(h *C.m2c_cache) C.m2c_status { return C.m2c_position(h, s, &out) })
+	runtime.KeepAlive(&out)
+	if err != nil {
+		return 0, err
+	}
+	return uint64(out), nil
+}

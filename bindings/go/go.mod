@@ -1,0 +1,3 @@
+module m2c.dev/m2c
+
+go 1.23
