@@ -18,8 +18,11 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 0.166_666_65;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    y * scale
+    // 2^n without a float-to-int conversion (which does not vectorise):
+    // adding 2^23 puts the integer n + 127 (in 1..=254) in the low
+    // mantissa bits.
+    let biased = (n + (127.0 + 8_388_608.0)).to_bits() & 0xFF;
+    y * f32::from_bits(biased << 23)
 }
 
 /// x * sigmoid(x).

@@ -137,7 +137,9 @@ impl Cache {
         check("weight", p.weight.len(), dim * k)?;
         check_param("bias", p.bias, dim)?;
         same_dtype("out", out.dtype(), x.dtype())?;
-        let par = sel.active() >= 2 && sel.active() * dim * w * cfg.conv_dtype.size() >= PAR_MIN_BYTES;
+        // Bytes a channel touches: window, weights, input and output.
+        let per_channel = w * cfg.conv_dtype.size() + k * 4 + 2 * x.dtype().size();
+        let par = rayon::current_num_threads() > 1 && sel.active() * dim * per_channel >= CONV_PAR_MIN_BYTES;
         let io = x.dtype();
         let buf = self.layers[layer as usize].conv.slice_mut();
         dispatch!(buf, st: S, io, I => {
@@ -208,16 +210,31 @@ impl Cache {
     }
 }
 
+/// A conv call touching at least this many bytes (windows, weights,
+/// activations) is split over the thread pool in channel ranges. Below it
+/// (one slot of Mamba2-2.7B is ~170 KiB), waking the pool costs more than
+/// a second core saves.
+const CONV_PAR_MIN_BYTES: usize = 512 * 1024;
+
+/// Channels per parallel conv task (a multiple of 16).
+const CONV_TASK_CHANNELS: usize = 1024;
+
 fn conv_rows<S: Lane, I: Lane>(job: &conv::ConvJob<'_, I>, st: &mut [S], out: &mut [I], sel: &Selection<'_>, par: bool) {
     let (dim, w) = (job.dim, job.width);
     zero_padding(out, dim, sel);
     if par {
         let mut outs: Vec<&mut [I]> = out.chunks_exact_mut(dim).collect();
-        let items: Vec<(usize, &mut [S], &mut [I])> = slot_chunks(st, dim * w, sel)
-            .into_iter()
-            .map(|(r, win)| (r, win, std::mem::take(&mut outs[r])))
-            .collect();
-        items.into_par_iter().for_each(|(r, win, o)| conv::conv_token(job, 0, win, &job.x[r * dim..(r + 1) * dim], o));
+        let mut items: Vec<(usize, usize, &mut [S], &mut [I])> = Vec::new();
+        for (r, win) in slot_chunks(st, dim * w, sel) {
+            let o = std::mem::take(&mut outs[r]);
+            for (i, (wc, oc)) in win.chunks_mut(CONV_TASK_CHANNELS * w).zip(o.chunks_mut(CONV_TASK_CHANNELS)).enumerate() {
+                items.push((r, i * CONV_TASK_CHANNELS, wc, oc));
+            }
+        }
+        items.into_par_iter().for_each(|(r, c0, wc, oc)| {
+            let xs = &job.x[r * dim + c0..r * dim + c0 + oc.len()];
+            conv::conv_token(job, c0, wc, xs, oc)
+        });
     } else {
         for (r, s) in sel.pairs() {
             let win = &mut st[s * dim * w..(s + 1) * dim * w];
