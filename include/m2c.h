@@ -764,13 +764,14 @@ m2c_status m2c_slots_in_use(const struct m2c_cache *cache, uint32_t *out);
  * The result is as if all reads happen before any write, so a permutation
  * (a beam-search reorder) and overlapping source and destination sets are
  * correct; one source may feed many destinations (parallel sampling).
- * A row with `dst[i] < 0` is padding. Whether a slot is acquired does not
- * move with its state.
+ * A row with `dst[i] < 0` is padding: nothing is written and its source
+ * is ignored. Whether a slot is acquired does not move with its state.
  *
  * Errors: `M2C_STATUS_NULL_ARG` (`src`/`dst` NULL with `n > 0`),
  * `M2C_STATUS_INVALID_ARG` (a destination listed twice),
- * `M2C_STATUS_OUT_OF_RANGE` (an index past the slot count, or a negative
- * source with a real destination), `M2C_STATUS_POISONED`. On failure
+ * `M2C_STATUS_OUT_OF_RANGE` (a destination past the slot count, or a
+ * source past the slot count or negative in a non-padding row),
+ * `M2C_STATUS_POISONED`. On failure
  * nothing changes. Thread-safe.
  */
 m2c_status m2c_copy_slots(struct m2c_cache *cache, const int32_t *src, const int32_t *dst, size_t n);
@@ -791,8 +792,8 @@ m2c_status m2c_slot_snapshot_size(const struct m2c_cache *cache, size_t *out);
  * same shape and storage dtypes, in this process or another.
  *
  * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (slot),
- * `M2C_STATUS_SHAPE_MISMATCH` (`len` too small), `M2C_STATUS_INVALID_ARG`
- * (`buf` overlaps the cache). On failure neither `buf` nor `*out_written`
+ * `M2C_STATUS_SHAPE_MISMATCH` (`len` too small, `(NULL, 0)` included),
+ * `M2C_STATUS_INVALID_ARG` (`buf` overlaps the cache). On failure neither `buf` nor `*out_written`
  * is written. Thread-safe (a read of the cache).
  */
 m2c_status m2c_slot_save(const struct m2c_cache *cache, int32_t slot, void *buf, size_t len, size_t *out_written);
@@ -820,9 +821,10 @@ m2c_status m2c_slot_load(struct m2c_cache *cache, int32_t slot, const void *buf,
  * fsynced and then renamed over `path`: an interrupted save never damages
  * an existing file, and a failed save removes its temporary file.
  *
- * `path` is a NUL-terminated byte string. Errors: `M2C_STATUS_NULL_ARG`,
- * `M2C_STATUS_INVALID_ARG` (empty path), `M2C_STATUS_IO` (with the OS
- * error in `m2c_last_error()`). Thread-safe; mutations of this cache wait
+ * `path` is a NUL-terminated byte string naming a file (not a directory
+ * such as "/", "." or ".."). Errors: `M2C_STATUS_NULL_ARG`,
+ * `M2C_STATUS_INVALID_ARG` (empty path, or a path that names no file),
+ * `M2C_STATUS_IO` (with the OS error in `m2c_last_error()`). Thread-safe; mutations of this cache wait
  * until the save ends.
  */
 m2c_status m2c_save_file(const struct m2c_cache *cache, const char *path);

@@ -118,7 +118,8 @@ impl Cache {
     /// For each `i`, slot `dst[i]` receives slot `src[i]`'s conv and ssm
     /// state in every layer and its position, as if every read happened
     /// before any write: permutations (beam-search reorders) and
-    /// overlapping sets are correct. A row with `dst[i] < 0` is padding.
+    /// overlapping sets are correct. A row with `dst[i] < 0` is padding
+    /// and its source is ignored.
     /// A destination listed twice is `InvalidArg`; a negative source with a
     /// real destination, or any index past the slot count, `OutOfRange`.
     /// Whether a slot is acquired does not move with its state.
@@ -127,7 +128,7 @@ impl Cache {
             return Err(Error::ShapeMismatch(format!("src has {} rows, dst {}", src.len(), dst.len())));
         }
         // Destinations: in range, distinct (as a slot selection).
-        crate::slots::Slots::List(dst).validate(self.num_slots())?;
+        crate::slots::Slots::List(dst).validate_named(self.num_slots(), "dst")?;
         let mut moves: Vec<(usize, usize)> = Vec::with_capacity(src.len());
         for (i, (&s, &d)) in src.iter().zip(dst).enumerate() {
             if d < 0 {

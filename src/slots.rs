@@ -29,6 +29,11 @@ const PAIRWISE_MAX: usize = 64;
 impl<'a> Slots<'a> {
     /// Checks the selection against a cache of `num_slots` slots.
     pub fn validate(self, num_slots: usize) -> Result<Selection<'a>> {
+        self.validate_named(num_slots, "slots")
+    }
+
+    /// As `validate`, naming the argument `name` in messages.
+    pub fn validate_named(self, num_slots: usize, name: &str) -> Result<Selection<'a>> {
         match self {
             Slots::Dense(n) => {
                 if n > num_slots {
@@ -41,7 +46,7 @@ impl<'a> Slots<'a> {
                 for (i, &s) in list.iter().enumerate() {
                     if s >= 0 && s as usize >= num_slots {
                         return Err(Error::OutOfRange(format!(
-                            "slots[{i}] = {s} is out of range (num_slots = {num_slots})"
+                            "{name}[{i}] = {s} is out of range (num_slots = {num_slots})"
                         )));
                     }
                 }
@@ -49,7 +54,7 @@ impl<'a> Slots<'a> {
                     for i in 0..list.len() {
                         if list[i] >= 0 {
                             if let Some(j) = list[..i].iter().position(|&t| t == list[i]) {
-                                return Err(duplicate(j, i, list[i]));
+                                return Err(duplicate(name, j, i, list[i]));
                             }
                         }
                     }
@@ -63,7 +68,7 @@ impl<'a> Slots<'a> {
                     sorted.extend(list.iter().enumerate().filter(|(_, &s)| s >= 0).map(|(i, &s)| (s, i)));
                     sorted.sort_unstable();
                     if let Some(w) = sorted.windows(2).find(|w| w[0].0 == w[1].0) {
-                        return Err(duplicate(w[0].1, w[1].1, w[0].0));
+                        return Err(duplicate(name, w[0].1, w[1].1, w[0].0));
                     }
                 }
             }
@@ -72,8 +77,8 @@ impl<'a> Slots<'a> {
     }
 }
 
-fn duplicate(j: usize, i: usize, s: i32) -> Error {
-    Error::InvalidArg(format!("slot {s} is listed twice (slots[{j}] and slots[{i}])"))
+fn duplicate(name: &str, j: usize, i: usize, s: i32) -> Error {
+    Error::InvalidArg(format!("slot {s} is listed twice ({name}[{j}] and {name}[{i}])"))
 }
 
 impl<'a> Selection<'a> {

@@ -93,13 +93,14 @@ pub unsafe extern "C" fn m2c_slots_in_use(cache: *const m2c_cache, out: *mut u32
 /// The result is as if all reads happen before any write, so a permutation
 /// (a beam-search reorder) and overlapping source and destination sets are
 /// correct; one source may feed many destinations (parallel sampling).
-/// A row with `dst[i] < 0` is padding. Whether a slot is acquired does not
-/// move with its state.
+/// A row with `dst[i] < 0` is padding: nothing is written and its source
+/// is ignored. Whether a slot is acquired does not move with its state.
 ///
 /// Errors: `M2C_STATUS_NULL_ARG` (`src`/`dst` NULL with `n > 0`),
 /// `M2C_STATUS_INVALID_ARG` (a destination listed twice),
-/// `M2C_STATUS_OUT_OF_RANGE` (an index past the slot count, or a negative
-/// source with a real destination), `M2C_STATUS_POISONED`. On failure
+/// `M2C_STATUS_OUT_OF_RANGE` (a destination past the slot count, or a
+/// source past the slot count or negative in a non-padding row),
+/// `M2C_STATUS_POISONED`. On failure
 /// nothing changes. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_copy_slots(cache: *mut m2c_cache, src: *const i32, dst: *const i32, n: usize) -> m2c_status {
@@ -151,8 +152,8 @@ pub unsafe extern "C" fn m2c_slot_snapshot_size(cache: *const m2c_cache, out: *m
 /// same shape and storage dtypes, in this process or another.
 ///
 /// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (slot),
-/// `M2C_STATUS_SHAPE_MISMATCH` (`len` too small), `M2C_STATUS_INVALID_ARG`
-/// (`buf` overlaps the cache). On failure neither `buf` nor `*out_written`
+/// `M2C_STATUS_SHAPE_MISMATCH` (`len` too small, `(NULL, 0)` included),
+/// `M2C_STATUS_INVALID_ARG` (`buf` overlaps the cache). On failure neither `buf` nor `*out_written`
 /// is written. Thread-safe (a read of the cache).
 #[no_mangle]
 pub unsafe extern "C" fn m2c_slot_save(
@@ -166,9 +167,6 @@ pub unsafe extern "C" fn m2c_slot_save(
         // SAFETY: NULL or a live handle, per the contract.
         let cache = unsafe { arg_ref(cache, "cache") }?;
         let out = out_ptr(out_written, "out_written")?;
-        if buf.is_null() {
-            return Err(Error::NullArg("buf is NULL".into()));
-        }
         if len > isize::MAX as usize {
             return Err(Error::InvalidArg(format!("len = {len} is too large")));
         }
@@ -178,7 +176,10 @@ pub unsafe extern "C" fn m2c_slot_save(
         if len < size {
             return Err(Error::ShapeMismatch(format!("buffer of {len} bytes is smaller than the snapshot ({size} bytes)")));
         }
-        check_outside(&c, buf, size, "buf")?;
+        if buf.is_null() {
+            return Err(Error::NullArg(format!("buf is NULL but len = {len}")));
+        }
+        check_outside(&c, buf, len, "buf")?;
         // SAFETY: non-NULL, at least `size` writable bytes per the contract.
         let dst = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), size) };
         let n = c.slot_save(slot, dst)?;
@@ -217,9 +218,10 @@ pub unsafe extern "C" fn m2c_slot_load(cache: *mut m2c_cache, slot: i32, buf: *c
 /// fsynced and then renamed over `path`: an interrupted save never damages
 /// an existing file, and a failed save removes its temporary file.
 ///
-/// `path` is a NUL-terminated byte string. Errors: `M2C_STATUS_NULL_ARG`,
-/// `M2C_STATUS_INVALID_ARG` (empty path), `M2C_STATUS_IO` (with the OS
-/// error in `m2c_last_error()`). Thread-safe; mutations of this cache wait
+/// `path` is a NUL-terminated byte string naming a file (not a directory
+/// such as "/", "." or ".."). Errors: `M2C_STATUS_NULL_ARG`,
+/// `M2C_STATUS_INVALID_ARG` (empty path, or a path that names no file),
+/// `M2C_STATUS_IO` (with the OS error in `m2c_last_error()`). Thread-safe; mutations of this cache wait
 /// until the save ends.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_save_file(cache: *const m2c_cache, path: *const c_char) -> m2c_status {
