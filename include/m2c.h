@@ -732,6 +732,48 @@ m2c_status m2c_conv_step(struct m2c_cache *cache, uint32_t layer, const int32_t 
 m2c_status m2c_ssm_step(struct m2c_cache *cache, uint32_t layer, const int32_t *slots, size_t n, const struct m2c_ssm_io *io, const struct m2c_ssm_args *args);
 
 /**
+ * Prefill (or one chunk of a chunked prefill) through the causal conv of
+ * `layer`. Sequence `i` of the batch is slot `slots[i]` (`slots == NULL`:
+ * slot `i`; negative: a padding sequence) and owns token rows
+ * `cu_seqlens[i] .. cu_seqlens[i+1]` of `x` and `out` (each
+ * `[T, conv_dim]` in `args->io_dtype`, `T = cu_seqlens[n]`). `cu_seqlens`
+ * has `cu_len = n + 1` entries, starts at 0 and never decreases; a
+ * sequence may be empty. Each sequence's tokens run in order with the
+ * slot's current window as left context (zeros for a fresh slot), and the
+ * window ends holding the last inputs: the result is bit-identical to
+ * `T` calls of `m2c_conv_step`, so a prompt gives the same outputs and
+ * state whether it arrives in one call or in chunks of any size. Padding
+ * sequences get zero output rows. Positions are not advanced.
+ *
+ * Errors: as `m2c_conv_step`, plus `M2C_STATUS_NULL_ARG` (cu_seqlens),
+ * `M2C_STATUS_SHAPE_MISMATCH` (`cu_len != n + 1`, or lengths that do not
+ * match `T`), `M2C_STATUS_INVALID_ARG` (`cu_seqlens[0] != 0`, or
+ * decreasing). On failure neither the cache nor `out` is written.
+ * Thread-safe.
+ */
+m2c_status m2c_conv_prefill(struct m2c_cache *cache, uint32_t layer, const int32_t *slots, size_t n, const uint64_t *cu_seqlens, size_t cu_len, const void *x, size_t x_len, void *out, size_t out_len, const struct m2c_conv_args *args);
+
+/**
+ * Prefill (or one chunk of a chunked prefill) through the
+ * selective-state update of `layer`: the exact sequential recurrence of
+ * `m2c_ssm_step` over many tokens. Sequences and `cu_seqlens` as for
+ * `m2c_conv_prefill`; the buffers of `io` hold `T = cu_seqlens[n]` token
+ * rows (`x`, `z`, `y`: `[T, num_heads, head_dim]`; `dt`:
+ * `[T, num_heads]`; `B`, `C`: `[T, n_groups, state_size]`). Each sequence
+ * starts from its slot's cached state and leaves the state after its last
+ * token there; `y` receives every token's output. Bit-identical to `T`
+ * calls of `m2c_ssm_step` (so chunking never changes results), but
+ * computed head by head over the tokens, so each head's state stays in
+ * cache for the whole chunk. Padding sequences get zero `y` rows.
+ * Positions are not advanced.
+ *
+ * Errors: as `m2c_ssm_step`, plus those of `cu_seqlens` listed for
+ * `m2c_conv_prefill`. On failure neither the cache nor `y` is written.
+ * Thread-safe.
+ */
+m2c_status m2c_ssm_prefill(struct m2c_cache *cache, uint32_t layer, const int32_t *slots, size_t n, const uint64_t *cu_seqlens, size_t cu_len, const struct m2c_ssm_io *io, const struct m2c_ssm_args *args);
+
+/**
  * Hands out the lowest free slot: its state is zeroed in every layer, its
  * position set to 0, and it counts as in use until `m2c_slot_release`.
  * Engines that manage slots themselves can ignore acquire/release: every

@@ -432,3 +432,129 @@ fn ssm_buffers<'a>(io: &'a m2c_ssm_io, dtype: DType) -> Result<(SsmInputs<'a>, S
         Ok((inp, slice_mut_arg(io.y, d, io.y_len, "y")?))
     }
 }
+
+/// Reads a `cu_seqlens` argument: `n + 1` offsets.
+///
+/// # Safety
+/// If non-NULL, `p` must be valid for reads of `len` `uint64_t`.
+unsafe fn cu_arg<'a>(p: *const u64, len: usize) -> Result<&'a [u64], Error> {
+    if p.is_null() {
+        return Err(Error::NullArg("cu_seqlens is NULL".into()));
+    }
+    if len > isize::MAX as usize / 8 {
+        return Err(Error::InvalidArg(format!("cu_len = {len} is too large")));
+    }
+    if !p.is_aligned() {
+        return Err(Error::InvalidArg("cu_seqlens is not aligned to uint64_t".into()));
+    }
+    // SAFETY: non-NULL, aligned, size checked, validity from the caller.
+    Ok(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
+/// Prefill (or one chunk of a chunked prefill) through the causal conv of
+/// `layer`. Sequence `i` of the batch is slot `slots[i]` (`slots == NULL`:
+/// slot `i`; negative: a padding sequence) and owns token rows
+/// `cu_seqlens[i] .. cu_seqlens[i+1]` of `x` and `out` (each
+/// `[T, conv_dim]` in `args->io_dtype`, `T = cu_seqlens[n]`). `cu_seqlens`
+/// has `cu_len = n + 1` entries, starts at 0 and never decreases; a
+/// sequence may be empty. Each sequence's tokens run in order with the
+/// slot's current window as left context (zeros for a fresh slot), and the
+/// window ends holding the last inputs: the result is bit-identical to
+/// `T` calls of `m2c_conv_step`, so a prompt gives the same outputs and
+/// state whether it arrives in one call or in chunks of any size. Padding
+/// sequences get zero output rows. Positions are not advanced.
+///
+/// Errors: as `m2c_conv_step`, plus `M2C_STATUS_NULL_ARG` (cu_seqlens),
+/// `M2C_STATUS_SHAPE_MISMATCH` (`cu_len != n + 1`, or lengths that do not
+/// match `T`), `M2C_STATUS_INVALID_ARG` (`cu_seqlens[0] != 0`, or
+/// decreasing). On failure neither the cache nor `out` is written.
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_conv_prefill(
+    cache: *mut m2c_cache,
+    layer: u32,
+    slots: *const i32,
+    n: usize,
+    cu_seqlens: *const u64,
+    cu_len: usize,
+    x: *const c_void,
+    x_len: usize,
+    out: *mut c_void,
+    out_len: usize,
+    args: *const m2c_conv_args,
+) -> m2c_status {
+    ffi_status("m2c_conv_prefill", || {
+        // SAFETY: NULL or valid pointers, per the contract.
+        let (cache, args) = unsafe { (arg_ref(cache, "cache")?, arg_ref(args, "args")?) };
+        let (io, params) = conv_params(args)?;
+        // SAFETY: pointer contracts as documented above.
+        let (sl, cu, xs, os) = unsafe {
+            (
+                slots_arg(slots, n)?,
+                cu_arg(cu_seqlens, cu_len)?,
+                slice_arg(x, io.code(), x_len, "x")?,
+                slice_mut_arg(out, io.code(), out_len, "out")?,
+            )
+        };
+        let mut c = cache.write()?;
+        let sz = io.size();
+        check_regions(
+            &c,
+            &[
+                Region { ptr: slots.cast(), bytes: slots_bytes(slots, n), name: "slots", output: false },
+                Region { ptr: cu_seqlens.cast(), bytes: cu_len * 8, name: "cu_seqlens", output: false },
+                Region { ptr: x, bytes: x_len * sz, name: "x", output: false },
+                Region { ptr: args.weight.cast(), bytes: args.weight_len * 4, name: "weight", output: false },
+                Region { ptr: args.bias.cast(), bytes: args.bias_len * 4, name: "bias", output: false },
+                Region { ptr: out.cast_const(), bytes: out_len * sz, name: "out", output: true },
+            ],
+        )?;
+        c.conv_prefill(layer, sl, cu, xs, os, &params)
+    })
+}
+
+/// Prefill (or one chunk of a chunked prefill) through the
+/// selective-state update of `layer`: the exact sequential recurrence of
+/// `m2c_ssm_step` over many tokens. Sequences and `cu_seqlens` as for
+/// `m2c_conv_prefill`; the buffers of `io` hold `T = cu_seqlens[n]` token
+/// rows (`x`, `z`, `y`: `[T, num_heads, head_dim]`; `dt`:
+/// `[T, num_heads]`; `B`, `C`: `[T, n_groups, state_size]`). Each sequence
+/// starts from its slot's cached state and leaves the state after its last
+/// token there; `y` receives every token's output. Bit-identical to `T`
+/// calls of `m2c_ssm_step` (so chunking never changes results), but
+/// computed head by head over the tokens, so each head's state stays in
+/// cache for the whole chunk. Padding sequences get zero `y` rows.
+/// Positions are not advanced.
+///
+/// Errors: as `m2c_ssm_step`, plus those of `cu_seqlens` listed for
+/// `m2c_conv_prefill`. On failure neither the cache nor `y` is written.
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_ssm_prefill(
+    cache: *mut m2c_cache,
+    layer: u32,
+    slots: *const i32,
+    n: usize,
+    cu_seqlens: *const u64,
+    cu_len: usize,
+    io: *const m2c_ssm_io,
+    args: *const m2c_ssm_args,
+) -> m2c_status {
+    ffi_status("m2c_ssm_prefill", || {
+        // SAFETY: NULL or valid pointers, per the contract.
+        let (cache, iob, args) = unsafe { (arg_ref(cache, "cache")?, arg_ref(io, "io")?, arg_ref(args, "args")?) };
+        let (dtype, params) = ssm_params(args)?;
+        let (inp, y) = ssm_buffers(iob, dtype)?;
+        // SAFETY: pointer contracts of slots and cu_seqlens.
+        let (sl, cu) = unsafe { (slots_arg(slots, n)?, cu_arg(cu_seqlens, cu_len)?) };
+        let mut c = cache.write()?;
+        let mut regions = vec![
+            Region { ptr: slots.cast(), bytes: slots_bytes(slots, n), name: "slots", output: false },
+            Region { ptr: cu_seqlens.cast(), bytes: cu_len * 8, name: "cu_seqlens", output: false },
+        ];
+        param_regions(args, &mut regions);
+        io_regions(iob, dtype.size(), &mut regions);
+        check_regions(&c, &regions)?;
+        c.ssm_prefill(layer, sl, cu, &inp, y, &params)
+    })
+}

@@ -58,6 +58,58 @@ pub struct SsmInputs<'a> {
     pub z: Option<Slice<'a>>,
 }
 
+/// Shared write access to disjoint rows of one output buffer from several
+/// tasks, for outputs whose rows interleave between tasks (`[token][head]`
+/// rows written head by head).
+pub(crate) struct RowWriter<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _buf: std::marker::PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: a RowWriter is a `&mut [T]` split between tasks that write
+// disjoint rows (the contract of `row`).
+unsafe impl<T: Send> Send for RowWriter<'_, T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for RowWriter<'_, T> {}
+
+impl<'a, T> RowWriter<'a, T> {
+    pub(crate) fn new(buf: &'a mut [T]) -> Self {
+        RowWriter { ptr: buf.as_mut_ptr(), len: buf.len(), _buf: std::marker::PhantomData }
+    }
+
+    /// Elements `off..off + len`.
+    ///
+    /// # Safety
+    /// No two live results may overlap.
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn row(&self, off: usize, len: usize) -> &mut [T] {
+        assert!(off <= self.len && len <= self.len - off, "row out of bounds");
+        // SAFETY: in bounds (checked); disjointness is the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(off), len) }
+    }
+}
+
+/// Checks `cu_seqlens` (`rows + 1` non-decreasing offsets from 0) and
+/// returns the token count.
+fn check_cu(cu: &[u64], rows: usize) -> Result<usize> {
+    if cu.len() != rows + 1 {
+        return Err(Error::ShapeMismatch(format!(
+            "cu_seqlens has {} entries, but {rows} sequences need {}",
+            cu.len(),
+            rows + 1
+        )));
+    }
+    if cu[0] != 0 {
+        return Err(Error::InvalidArg(format!("cu_seqlens[0] = {}, must be 0", cu[0])));
+    }
+    if let Some(i) = (1..cu.len()).find(|&i| cu[i] < cu[i - 1]) {
+        return Err(Error::InvalidArg(format!("cu_seqlens decreases at [{i}]: {} < {}", cu[i], cu[i - 1])));
+    }
+    usize::try_from(cu[rows]).map_err(|_| Error::InvalidArg("cu_seqlens total does not fit in memory".into()))
+}
+
 fn check(what: &str, got: usize, want: usize) -> Result<()> {
     if got != want {
         return Err(Error::ShapeMismatch(format!("{what}: len = {got} elements, but the shape needs {want}")));
@@ -158,17 +210,108 @@ impl Cache {
     pub fn ssm_step(&mut self, layer: u32, slots: Slots<'_>, inp: &SsmInputs<'_>, y: SliceMut<'_>, p: &SsmParams<'_>) -> Result<()> {
         self.layer(layer)?;
         let sel = slots.validate(self.num_slots())?;
+        let (cfg, row_bytes) = self.check_ssm_args(inp, &y, p, sel.rows())?;
+        let (h, hd, n, g) = (cfg.num_heads as usize, cfg.head_dim as usize, cfg.state_size as usize, cfg.n_groups as usize);
+        let head_bytes = hd * n * cfg.ssm_dtype.size();
+        let par = sel.active() * row_bytes >= PAR_MIN_BYTES && rayon::current_num_threads() > 1;
+        let io = inp.x.dtype();
+        let buf = self.layers[layer as usize].ssm.slice_mut();
+        dispatch!(buf, st: S, io, I => {
+            let job = ssm_job::<I>(inp, p, h, hd, n, g);
+            ssm_rows::<S, I>(&job, st, I::of_mut(y).expect("dtype checked"), &sel, par, head_bytes);
+        });
+        Ok(())
+    }
+}
+
+impl Cache {
+    /// Prefill through the causal conv of `layer`: sequence `i` (slot
+    /// `slots[i]`) brings tokens `cu_seqlens[i]..cu_seqlens[i + 1]` of `x`
+    /// (`[T, conv_dim]`), processed in order with the slot's window as left
+    /// context; `out` (`[T, conv_dim]`) receives every token's output and
+    /// the window ends holding the last inputs. Exactly `T` calls of
+    /// `conv_step`, so any split of a prompt into chunks gives bit-identical
+    /// outputs and windows. Padding sequences get zero outputs.
+    pub fn conv_prefill(
+        &mut self,
+        layer: u32,
+        slots: Slots<'_>,
+        cu_seqlens: &[u64],
+        x: Slice<'_>,
+        out: SliceMut<'_>,
+        p: &ConvParams<'_>,
+    ) -> Result<()> {
+        self.layer(layer)?;
+        let sel = slots.validate(self.num_slots())?;
+        let cfg = *self.config();
+        let (dim, w, k) = (self.shape().conv_dim, self.shape().conv_width, cfg.conv_kernel_size as usize);
+        let total = check_cu(cu_seqlens, sel.rows())?;
+        check("x", x.len(), total.saturating_mul(dim))?;
+        check("out", out.len(), total.saturating_mul(dim))?;
+        check("weight", p.weight.len(), dim * k)?;
+        check_param("bias", p.bias, dim)?;
+        same_dtype("out", out.dtype(), x.dtype())?;
+        let per_channel = w * cfg.conv_dtype.size() + k * 4 + 2 * x.dtype().size();
+        let tokens_active: usize = sel.pairs().map(|(r, _)| (cu_seqlens[r + 1] - cu_seqlens[r]) as usize).sum();
+        let par = rayon::current_num_threads() > 1 && tokens_active.saturating_mul(dim * per_channel) >= CONV_PAR_MIN_BYTES;
+        let io = x.dtype();
+        let buf = self.layers[layer as usize].conv.slice_mut();
+        dispatch!(buf, st: S, io, I => {
+            let job = conv::ConvJob { x: I::of(x).expect("dtype checked"), weight: p.weight, bias: p.bias, silu: p.silu, dim, kernel: k, width: w };
+            let out = I::of_mut(out).expect("dtype checked");
+            conv_prefill_rows::<S, I>(&job, st, out, &sel, cu_seqlens, par);
+        });
+        Ok(())
+    }
+
+    /// Prefill through the selective-state update of `layer`: sequence `i`
+    /// (slot `slots[i]`) brings token rows `cu_seqlens[i]..cu_seqlens[i+1]`
+    /// of the inputs (`x`, `z`, `y`: `[T, num_heads, head_dim]`; `dt`:
+    /// `[T, num_heads]`; `B`, `C`: `[T, n_groups, state_size]`), run in
+    /// order from the slot's cached state, which ends as the state after
+    /// the last token. Exactly `T` calls of `ssm_step` (bit-identical, so
+    /// any chunking gives the same results), computed head by head so each
+    /// head's state stays in cache. Padding sequences get zero outputs.
+    pub fn ssm_prefill(
+        &mut self,
+        layer: u32,
+        slots: Slots<'_>,
+        cu_seqlens: &[u64],
+        inp: &SsmInputs<'_>,
+        y: SliceMut<'_>,
+        p: &SsmParams<'_>,
+    ) -> Result<()> {
+        self.layer(layer)?;
+        let sel = slots.validate(self.num_slots())?;
+        let total = check_cu(cu_seqlens, sel.rows())?;
+        let (cfg, par_bytes) = self.check_ssm_args(inp, &y, p, total)?;
+        let (h, hd, n, g) = (cfg.num_heads as usize, cfg.head_dim as usize, cfg.state_size as usize, cfg.n_groups as usize);
+        let io = inp.x.dtype();
+        let head_bytes = hd * n * cfg.ssm_dtype.size();
+        let tokens_active: usize = sel.pairs().map(|(r, _)| (cu_seqlens[r + 1] - cu_seqlens[r]) as usize).sum();
+        let par = rayon::current_num_threads() > 1 && tokens_active.saturating_mul(par_bytes) >= PAR_MIN_BYTES;
+        let buf = self.layers[layer as usize].ssm.slice_mut();
+        dispatch!(buf, st: S, io, I => {
+            let job = ssm_job::<I>(inp, p, h, hd, n, g);
+            let y = I::of_mut(y).expect("dtype checked");
+            ssm_prefill_rows::<S, I>(&job, st, y, &sel, cu_seqlens, par, head_bytes);
+        });
+        Ok(())
+    }
+
+    /// Validates the SSM inputs for `rows` token rows; returns the config
+    /// and the state bytes one token row touches.
+    fn check_ssm_args(&self, inp: &SsmInputs<'_>, y: &SliceMut<'_>, p: &SsmParams<'_>, rows: usize) -> Result<(crate::config::Config, usize)> {
         let cfg = *self.config();
         let (h, hd, n, g) = (cfg.num_heads as usize, cfg.head_dim as usize, cfg.state_size as usize, cfg.n_groups as usize);
-        let rows = sel.rows();
-        check("x", inp.x.len(), rows * h * hd)?;
-        check("dt", inp.dt.len(), rows * h)?;
-        check("B", inp.b.len(), rows * g * n)?;
-        check("C", inp.c.len(), rows * g * n)?;
+        check("x", inp.x.len(), rows.saturating_mul(h * hd))?;
+        check("dt", inp.dt.len(), rows.saturating_mul(h))?;
+        check("B", inp.b.len(), rows.saturating_mul(g * n))?;
+        check("C", inp.c.len(), rows.saturating_mul(g * n))?;
         if let Some(z) = inp.z {
-            check("z", z.len(), rows * h * hd)?;
+            check("z", z.len(), rows.saturating_mul(h * hd))?;
         }
-        check("y", y.len(), rows * h * hd)?;
+        check("y", y.len(), rows.saturating_mul(h * hd))?;
         check("A", p.a.len(), h)?;
         check_param("D", p.d, h)?;
         check_param("dt_bias", p.dt_bias, h)?;
@@ -184,29 +327,93 @@ impl Cache {
                 return Err(Error::InvalidArg(format!("dt limits [{lo}, {hi}] are not an interval")));
             }
         }
-        let head_bytes = hd * n * cfg.ssm_dtype.size();
-        let par = sel.active() * h * head_bytes >= PAR_MIN_BYTES && rayon::current_num_threads() > 1;
-        let buf = self.layers[layer as usize].ssm.slice_mut();
-        dispatch!(buf, st: S, io, I => {
-            let job = ssm::SsmJob::<I> {
-                x: I::of(inp.x).expect("dtype checked"),
-                dt: I::of(inp.dt).expect("dtype checked"),
-                b: I::of(inp.b).expect("dtype checked"),
-                c: I::of(inp.c).expect("dtype checked"),
-                z: inp.z.map(|z| I::of(z).expect("dtype checked")),
-                a: p.a,
-                d: p.d,
-                dt_bias: p.dt_bias,
-                dt_softplus: p.dt_softplus,
-                dt_limit: p.dt_limit,
-                heads: h,
-                head_dim: hd,
-                state_size: n,
-                groups: g,
-            };
-            ssm_rows::<S, I>(&job, st, I::of_mut(y).expect("dtype checked"), &sel, par, head_bytes);
-        });
-        Ok(())
+        Ok((cfg, h * hd * n * cfg.ssm_dtype.size()))
+    }
+}
+
+fn ssm_job<'a, I: Lane>(inp: &SsmInputs<'a>, p: &SsmParams<'a>, h: usize, hd: usize, n: usize, g: usize) -> ssm::SsmJob<'a, I> {
+    ssm::SsmJob::<I> {
+        x: I::of(inp.x).expect("dtype checked"),
+        dt: I::of(inp.dt).expect("dtype checked"),
+        b: I::of(inp.b).expect("dtype checked"),
+        c: I::of(inp.c).expect("dtype checked"),
+        z: inp.z.map(|z| I::of(z).expect("dtype checked")),
+        a: p.a,
+        d: p.d,
+        dt_bias: p.dt_bias,
+        dt_softplus: p.dt_softplus,
+        dt_limit: p.dt_limit,
+        heads: h,
+        head_dim: hd,
+        state_size: n,
+        groups: g,
+    }
+}
+
+/// Zeroes the output rows of padding sequences.
+fn zero_padding_seqs<I: Elem>(out: &mut [I], per_token: usize, sel: &Selection<'_>, cu: &[u64]) {
+    for r in 0..sel.rows() {
+        if sel.slot(r).is_none() {
+            out[cu[r] as usize * per_token..cu[r + 1] as usize * per_token].fill(I::ZERO);
+        }
+    }
+}
+
+fn conv_prefill_rows<S: Lane, I: Lane>(job: &conv::ConvJob<'_, I>, st: &mut [S], out: &mut [I], sel: &Selection<'_>, cu: &[u64], par: bool) {
+    let (dim, w) = (job.dim, job.width);
+    zero_padding_seqs(out, dim, sel, cu);
+    let writer = RowWriter::new(out);
+    let run = |r: usize, c0: usize, win: &mut [S]| {
+        let len = win.len() / w;
+        for t in cu[r] as usize..cu[r + 1] as usize {
+            let xs = &job.x[t * dim + c0..t * dim + c0 + len];
+            // SAFETY: token t's channels c0..c0+len belong to this task.
+            let o = unsafe { writer.row(t * dim + c0, len) };
+            conv::conv_token(job, c0, win, xs, o);
+        }
+    };
+    let mut items: Vec<(usize, usize, &mut [S])> = Vec::new();
+    for (r, win) in slot_chunks(st, dim * w, sel) {
+        if par {
+            for (i, wc) in win.chunks_mut(CONV_TASK_CHANNELS * w).enumerate() {
+                items.push((r, i * CONV_TASK_CHANNELS, wc));
+            }
+        } else {
+            items.push((r, 0, win));
+        }
+    }
+    if par {
+        items.into_par_iter().for_each(|(r, c0, wc)| run(r, c0, wc));
+    } else {
+        items.into_iter().for_each(|(r, c0, wc)| run(r, c0, wc));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn ssm_prefill_rows<S: Lane, I: Lane>(
+    job: &ssm::SsmJob<'_, I>,
+    st: &mut [S],
+    y: &mut [I],
+    sel: &Selection<'_>,
+    cu: &[u64],
+    par: bool,
+    head_bytes: usize,
+) {
+    let (h, p, n) = (job.heads, job.head_dim, job.state_size);
+    zero_padding_seqs(y, h * p, sel, cu);
+    let writer = RowWriter::new(y);
+    let heads_per_task = if par { (256 * 1024 / head_bytes.max(1)).clamp(1, h) } else { h };
+    let mut items: Vec<(usize, usize, &mut [S])> = Vec::new();
+    for (r, slot_state) in slot_chunks(st, h * p * n, sel) {
+        for (i, sc) in slot_state.chunks_mut(heads_per_task * p * n).enumerate() {
+            items.push((r, i * heads_per_task, sc));
+        }
+    }
+    let run = |(r, h0, sc): (usize, usize, &mut [S])| ssm::ssm_prefill_heads(job, cu[r] as usize, cu[r + 1] as usize, h0, sc, &writer);
+    if par {
+        items.into_par_iter().for_each(run);
+    } else {
+        items.into_iter().for_each(run);
     }
 }
 

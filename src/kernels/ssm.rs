@@ -113,26 +113,65 @@ fn to_f32<'b, I: Lane>(src: &[I], buf: &'b mut [f32; STACK_N], heap: &'b mut Vec
     }
 }
 
+/// Scratch space for one task's B/C rows in f32.
+struct Scratch {
+    b: [f32; STACK_N],
+    c: [f32; STACK_N],
+    bheap: Vec<f32>,
+    cheap: Vec<f32>,
+}
+
+impl Scratch {
+    #[inline(always)]
+    fn new() -> Self {
+        Scratch { b: [0f32; STACK_N], c: [0f32; STACK_N], bheap: Vec::new(), cheap: Vec::new() }
+    }
+}
+
+/// Head `h` at token row `t`: updates `st` and writes `yh`.
+#[inline(always)]
+fn head_at<S: Lane, I: Lane>(job: &SsmJob<'_, I>, t: usize, h: usize, st: &mut [S], yh: &mut [I], sc: &mut Scratch) {
+    let (p, n) = (job.head_dim, job.state_size);
+    let g = h / (job.heads / job.groups);
+    let dt = job.dt(t, h);
+    let da = math::exp(dt * job.a[h]);
+    let d = job.d.map_or(0.0, |d| d[h]);
+    let off = (t * job.groups + g) * n;
+    let bf = to_f32(&job.b[off..off + n], &mut sc.b, &mut sc.bheap);
+    let cf = to_f32(&job.c[off..off + n], &mut sc.c, &mut sc.cheap);
+    let xo = (t * job.heads + h) * p;
+    let z = job.z.map(|z| &z[xo..xo + p]);
+    head_token(st, n, &job.x[xo..xo + p], z, yh, bf, cf, dt, da, d);
+}
+
 multiversion! {
     /// Heads `h0..h0 + k` of one slot for token row `t`: `state` holds
     /// those heads' states, `y` their outputs.
     fn ssm_heads<S: Lane, I: Lane>(job: &SsmJob<'_, I>, t: usize, h0: usize, state: &mut [S], y: &mut [I]) {
         let (p, n) = (job.head_dim, job.state_size);
-        let per_group = job.heads / job.groups;
-        let (mut bbuf, mut cbuf) = ([0f32; STACK_N], [0f32; STACK_N]);
-        let (mut bheap, mut cheap) = (Vec::new(), Vec::new());
+        let mut sc = Scratch::new();
         for (k, (st, yh)) in state.chunks_exact_mut(p * n).zip(y.chunks_exact_mut(p)).enumerate() {
+            head_at(job, t, h0 + k, st, yh, &mut sc);
+        }
+    }
+}
+
+multiversion! {
+    /// Token rows `t0..t1` of one sequence through heads `h0..h0 + k` of
+    /// its slot, head by head so each head's state stays in cache across
+    /// the tokens. Exactly the computation of `t1 - t0` calls of
+    /// `ssm_heads`, in the same order per head.
+    fn ssm_prefill_heads<S: Lane, I: Lane>(job: &SsmJob<'_, I>, t0: usize, t1: usize, h0: usize, state: &mut [S], y: &super::RowWriter<'_, I>) {
+        let (p, n) = (job.head_dim, job.state_size);
+        let mut sc = Scratch::new();
+        for (k, st) in state.chunks_exact_mut(p * n).enumerate() {
             let h = h0 + k;
-            let g = h / per_group;
-            let dt = job.dt(t, h);
-            let da = math::exp(dt * job.a[h]);
-            let d = job.d.map_or(0.0, |d| d[h]);
-            let off = (t * job.groups + g) * n;
-            let bf = to_f32(&job.b[off..off + n], &mut bbuf, &mut bheap);
-            let cf = to_f32(&job.c[off..off + n], &mut cbuf, &mut cheap);
-            let xo = (t * job.heads + h) * p;
-            let z = job.z.map(|z| &z[xo..xo + p]);
-            head_token(st, n, &job.x[xo..xo + p], z, yh, bf, cf, dt, da, d);
+            for t in t0..t1 {
+                // SAFETY: rows (t, h) of this sequence and head range belong
+                // to this task alone.
+                let yh = unsafe { y.row((t * job.heads + h) * p, p) };
+                head_at(job, t, h, st, yh, &mut sc);
+            }
         }
     }
 }
