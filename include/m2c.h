@@ -887,6 +887,24 @@ m2c_status m2c_save_file(const struct m2c_cache *cache, const char *path);
  */
 m2c_status m2c_load_file(struct m2c_cache *cache, const char *path);
 
+/**
+ * Counts the NaN and infinite elements in the state of `slot` (its conv
+ * windows and SSM states in every layer) and writes the count to
+ * `*out_nonfinite`: 0 means the sequence is numerically healthy.
+ *
+ * Non-finite values entering through one slot's inputs (`m2c_update_*`,
+ * `m2c_conv_step`, `m2c_ssm_step`, prefill) never reach another slot, but
+ * the recurrence carries them forward in that slot on every later token,
+ * so its outputs stay NaN until the slot is reset (`m2c_reset`,
+ * `m2c_slot_acquire`) or reloaded from a snapshot. Call this after a step
+ * that produced NaN outputs to decide whether to drop the sequence.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (slot).
+ * `*out_nonfinite` is written only on success. Thread-safe (a read; works
+ * on a poisoned handle).
+ */
+m2c_status m2c_check_finite(const struct m2c_cache *cache, int32_t slot, uint64_t *out_nonfinite);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -183,3 +183,30 @@ impl Cache {
         Ok(())
     }
 }
+
+/// Non-finite (NaN or infinite) elements in a run of stored elements,
+/// counted on the bit patterns: an all-ones exponent.
+fn count_nonfinite(s: crate::dtype::Slice<'_>) -> u64 {
+    use crate::dtype::Slice;
+    match s {
+        Slice::F32(v) => v.iter().filter(|x| x.to_bits() & 0x7F80_0000 == 0x7F80_0000).count() as u64,
+        Slice::BF16(v) => v.iter().filter(|x| x.to_bits() & 0x7F80 == 0x7F80).count() as u64,
+        Slice::F16(v) => v.iter().filter(|x| x.to_bits() & 0x7C00 == 0x7C00).count() as u64,
+    }
+}
+
+impl Cache {
+    /// The number of NaN or infinite elements in `slot`'s conv windows and
+    /// SSM states over every layer: 0 for a healthy sequence. Non-finite
+    /// inputs reach only the slot they are fed to, but the recurrence
+    /// carries them forward in that slot until it is reset or reloaded.
+    pub fn nonfinite(&self, slot: i32) -> Result<u64> {
+        let s = self.check_slot(slot)?;
+        let (cper, sper) = (self.shape().conv_slot_elems, self.shape().ssm_slot_elems);
+        Ok(self
+            .layers
+            .iter()
+            .map(|l| count_nonfinite(l.conv.slice().sub(s * cper..(s + 1) * cper)) + count_nonfinite(l.ssm.slice().sub(s * sper..(s + 1) * sper)))
+            .sum())
+    }
+}

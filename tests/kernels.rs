@@ -293,3 +293,33 @@ fn kernel_shape_errors_change_nothing() {
     assert_eq!(read_all(&cache, 0, true), before);
     assert!(out.to_f32().iter().all(|&v| v == 0.0));
 }
+
+#[test]
+fn nonfinite_inputs_stay_in_their_slot_and_are_detected() {
+    let mut cache = Cache::new(cfg(DType::BF16, DType::F32, 2, 4)).unwrap();
+    let (h, p, n, g) = (4usize, 8usize, 20usize, 2usize);
+    let a = vec![-0.5f32; h];
+    let params = SsmParams { a: &a, d: None, dt_bias: None, dt_softplus: true, dt_limit: None };
+    let mut x = vec![0.5f32; 2 * h * p];
+    x[3] = f32::NAN; // row 0 (slot 1) only
+    let dt = vec![0.1f32; 2 * h];
+    let bc = vec![0.3f32; 2 * g * n];
+    let inp = SsmInputs { x: m2c::Slice::F32(&x), dt: m2c::Slice::F32(&dt), b: m2c::Slice::F32(&bc), c: m2c::Slice::F32(&bc), z: None };
+    let mut y = vec![0f32; 2 * h * p];
+    cache.ssm_step(0, Slots::List(&[1, 2]), &inp, m2c::SliceMut::F32(&mut y), &params).unwrap();
+    assert_eq!(cache.nonfinite(1).unwrap(), n as u64, "one channel's state row is NaN");
+    assert_eq!(cache.nonfinite(2).unwrap(), 0);
+    assert!(y[h * p..].iter().all(|v| v.is_finite()), "the other slot's outputs are finite");
+    // It persists through later clean steps, and reset clears it.
+    let mut x2 = x.clone();
+    x2[3] = 0.5;
+    let inp = SsmInputs { x: m2c::Slice::F32(&x2), ..inp };
+    cache.ssm_step(0, Slots::List(&[1, 2]), &inp, m2c::SliceMut::F32(&mut y), &params).unwrap();
+    assert_eq!(cache.nonfinite(1).unwrap(), n as u64);
+    cache.reset(Slots::List(&[1])).unwrap();
+    assert_eq!(cache.nonfinite(1).unwrap(), 0);
+    let inf = vec![f32::INFINITY; cache.shape().conv_slot_elems];
+    cache.set_conv(1, Slots::List(&[3]), m2c::Slice::F32(&inf)).unwrap();
+    assert_eq!(cache.nonfinite(3).unwrap(), inf.len() as u64);
+    assert!(matches!(cache.nonfinite(4), Err(m2c::Error::OutOfRange(_))));
+}

@@ -252,3 +252,30 @@ pub unsafe extern "C" fn m2c_load_file(cache: *mut m2c_cache, path: *const c_cha
         cache.write()?.load_file(path)
     })
 }
+
+/// Counts the NaN and infinite elements in the state of `slot` (its conv
+/// windows and SSM states in every layer) and writes the count to
+/// `*out_nonfinite`: 0 means the sequence is numerically healthy.
+///
+/// Non-finite values entering through one slot's inputs (`m2c_update_*`,
+/// `m2c_conv_step`, `m2c_ssm_step`, prefill) never reach another slot, but
+/// the recurrence carries them forward in that slot on every later token,
+/// so its outputs stay NaN until the slot is reset (`m2c_reset`,
+/// `m2c_slot_acquire`) or reloaded from a snapshot. Call this after a step
+/// that produced NaN outputs to decide whether to drop the sequence.
+///
+/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (slot).
+/// `*out_nonfinite` is written only on success. Thread-safe (a read; works
+/// on a poisoned handle).
+#[no_mangle]
+pub unsafe extern "C" fn m2c_check_finite(cache: *const m2c_cache, slot: i32, out_nonfinite: *mut u64) -> m2c_status {
+    ffi_status("m2c_check_finite", || {
+        // SAFETY: NULL or a live handle, per the contract.
+        let cache = unsafe { arg_ref(cache, "cache") }?;
+        let out = out_ptr(out_nonfinite, "out_nonfinite")?;
+        let n = cache.read().nonfinite(slot)?;
+        // SAFETY: checked non-NULL and aligned.
+        unsafe { out.write(n) };
+        Ok(())
+    })
+}
