@@ -468,9 +468,10 @@ pub const Tensor = struct {
 // Decode-kernel arguments
 // ---------------------------------------------------------------------------
 
-/// The conv parameters of one layer for `Cache.convStep`
-/// (`m2c_conv_args`; the defaults are `m2c_conv_args_init`'s). The dtype of
-/// the token buffers comes from the `Input`/`Output` tags.
+/// The conv parameters of one layer for `Cache.convStep` and
+/// `Cache.convPrefill` (`m2c_conv_args`; the defaults are
+/// `m2c_conv_args_init`'s). The dtype of the token buffers comes from the
+/// `Input`/`Output` tags.
 pub const ConvArgs = struct {
     /// `[conv_dim, conv_kernel_size]`, oldest tap first.
     weight: []const f32,
@@ -494,8 +495,9 @@ pub const ConvArgs = struct {
     }
 };
 
-/// The selective-state parameters of one layer for `Cache.ssmStep`
-/// (`m2c_ssm_args`; the defaults are `m2c_ssm_args_init`'s).
+/// The selective-state parameters of one layer for `Cache.ssmStep` and
+/// `Cache.ssmPrefill` (`m2c_ssm_args`; the defaults are
+/// `m2c_ssm_args_init`'s).
 pub const SsmArgs = struct {
     /// `[num_heads]`, already `-exp(A_log)`. Required.
     A: []const f32,
@@ -533,8 +535,9 @@ pub const SsmArgs = struct {
     }
 };
 
-/// The per-token buffers of `Cache.ssmStep` (`m2c_ssm_io`), one row per
-/// slot row; all must have the same dtype.
+/// The per-token buffers of `Cache.ssmStep` and `Cache.ssmPrefill`
+/// (`m2c_ssm_io`): `rows` is one per slot row for a step, the total token
+/// count `T` for a prefill; all must have the same dtype.
 pub const SsmIo = struct {
     /// `[rows, num_heads, head_dim]`.
     x: Input,
@@ -772,6 +775,51 @@ pub const Cache = struct {
         try call(self.diag, c.m2c_ssm_step(self.handle, layer, r.ptr, r.n, &raw_io, &raw_args));
     }
 
+    /// Prefill, or one chunk of a chunked prefill, through the causal conv
+    /// of `layer`, in place (`m2c_conv_prefill`). Sequence `i` of the batch
+    /// is slot `slots[i]` (a negative entry is a padding sequence, whose
+    /// output rows are written as zeros and whose window is untouched) and
+    /// owns token rows `cu_seqlens[i]..cu_seqlens[i + 1]` of `x` and `out`
+    /// (each `[T, conv_dim]`, `T = cu_seqlens[n]`). With `slots == null`
+    /// there are `cu_seqlens.len - 1` sequences, on slots `0..n-1`.
+    /// `cu_seqlens` holds one offset more than there are sequences
+    /// (`error.ShapeMismatch` otherwise), starts at 0 and never decreases
+    /// (`error.InvalidArg` otherwise); a sequence may be empty. Each
+    /// sequence runs in order from its slot's current window, so the result
+    /// is bit-identical to `T` calls of `convStep` and any chunking of a
+    /// prompt gives the same outputs and windows. `x` and `out` must have
+    /// the same dtype (else `error.InvalidArg`, refused by the binding).
+    /// Positions are not advanced. An empty `cu_seqlens` goes to C as NULL,
+    /// which the library refuses with `error.NullArg`.
+    pub fn convPrefill(self: *Cache, layer: u32, slots: ?[]const i32, cu_seqlens: []const u64, x: Input, out: Output, args: ConvArgs) Error!void {
+        if (x.dtype() != out.dtype())
+            return refuse(self.diag, error.InvalidArg, "convPrefill: x is {s} but out is {s}", .{ @tagName(x), @tagName(out) });
+        const raw = args.toC(x.dtype());
+        const s = sequences(slots, cu_seqlens);
+        try call(self.diag, c.m2c_conv_prefill(self.handle, layer, s.ptr, s.n, ptrOrNull(u64, cu_seqlens), cu_seqlens.len, x.ptr(), x.len(), out.ptr(), out.len(), &raw));
+    }
+
+    /// Prefill, or one chunk of a chunked prefill, through the
+    /// selective-state update of `layer`, in place (`m2c_ssm_prefill`): the
+    /// exact recurrence of `ssmStep` over many tokens. Sequences, `slots`
+    /// and `cu_seqlens` as for `convPrefill`; the buffers of `io` hold
+    /// `T = cu_seqlens[n]` token rows. Each sequence starts from its slot's
+    /// cached state and leaves the state after its last token there;
+    /// padding sequences keep their state and get zero `y` rows.
+    /// Bit-identical to `T` calls of `ssmStep`. Every buffer in `io` must
+    /// have the same dtype (else `error.InvalidArg`, refused by the
+    /// binding). Positions are not advanced. A call without tokens
+    /// (`T == 0`) passes empty buffers as NULL, which the library refuses
+    /// with `error.NullArg` (as for `ssmStep` with no rows).
+    pub fn ssmPrefill(self: *Cache, layer: u32, slots: ?[]const i32, cu_seqlens: []const u64, io: SsmIo, args: SsmArgs) Error!void {
+        const dt = io.dtype() orelse
+            return refuse(self.diag, error.InvalidArg, "ssmPrefill: the buffers of io differ in dtype", .{});
+        const raw_io = io.toC();
+        const raw_args = args.toC(dt);
+        const s = sequences(slots, cu_seqlens);
+        try call(self.diag, c.m2c_ssm_prefill(self.handle, layer, s.ptr, s.n, ptrOrNull(u64, cu_seqlens), cu_seqlens.len, &raw_io, &raw_args));
+    }
+
     /// Hands out the lowest free slot, zeroed (`m2c_slot_acquire`);
     /// `error.NoFreeSlot` when all are in use.
     pub fn slotAcquire(self: *Cache) Error!i32 {
@@ -790,6 +838,17 @@ pub const Cache = struct {
     pub fn slotsInUse(self: *const Cache) Error!u32 {
         var n: u32 = 0;
         try call(self.diag, c.m2c_slots_in_use(self.handle, &n));
+        return n;
+    }
+
+    /// The number of NaN and infinite elements in the state of `slot`, its
+    /// conv windows and SSM states in every layer (`m2c_check_finite`): 0
+    /// means the sequence is numerically healthy. A non-finite input stays
+    /// in the slot it entered and is carried forward by the recurrence until
+    /// the slot is reset or reloaded. A read: it works on a poisoned cache.
+    pub fn checkFinite(self: *const Cache, slot: i32) Error!u64 {
+        var n: u64 = 0;
+        try call(self.diag, c.m2c_check_finite(self.handle, slot, &n));
         return n;
     }
 
@@ -874,6 +933,14 @@ fn pathZ(diag: ?*Diagnostics, path: []const u8, buf: *PathBuf) Error![:0]const u
     @memcpy(buf[0..path.len], path);
     buf[path.len] = 0;
     return buf[0..path.len :0];
+}
+
+/// The C slot arguments of a prefill: null means sequences 0..n-1 with
+/// n = `cu_seqlens.len - 1` (0 for an empty `cu_seqlens`, which the library
+/// then refuses).
+fn sequences(slots: ?[]const i32, cu_seqlens: []const u64) struct { ptr: ?[*]const i32, n: usize } {
+    if (slots) |s| return .{ .ptr = if (s.len == 0) null else s.ptr, .n = s.len };
+    return .{ .ptr = null, .n = cu_seqlens.len -| 1 };
 }
 
 /// The C slot arguments for `slots`: null means rows 0..n-1 with

@@ -146,6 +146,8 @@ const wrappers = .{
     .{ "m2c_ssm_io_init", m2c.SsmIo, "toC" },
     .{ "m2c_conv_step", m2c.Cache, "convStep" },
     .{ "m2c_ssm_step", m2c.Cache, "ssmStep" },
+    .{ "m2c_conv_prefill", m2c.Cache, "convPrefill" },
+    .{ "m2c_ssm_prefill", m2c.Cache, "ssmPrefill" },
     .{ "m2c_slot_acquire", m2c.Cache, "slotAcquire" },
     .{ "m2c_slot_release", m2c.Cache, "slotRelease" },
     .{ "m2c_slots_in_use", m2c.Cache, "slotsInUse" },
@@ -155,6 +157,7 @@ const wrappers = .{
     .{ "m2c_slot_load", m2c.Cache, "slotLoad" },
     .{ "m2c_save_file", m2c.Cache, "saveFile" },
     .{ "m2c_load_file", m2c.Cache, "loadFile" },
+    .{ "m2c_check_finite", m2c.Cache, "checkFinite" },
 };
 
 /// The functions m2c.h declares.
@@ -269,6 +272,12 @@ test "deinit is idempotent and a freed cache answers NullArg everywhere" {
     try expectError(error.NullArg, cache.slotSnapshotSize());
     try expectError(error.NullArg, cache.copySlots(&.{0}, &.{1}));
     try expectError(error.NullArg, cache.saveFile("/nonexistent/m2c"));
+    try expectError(error.NullArg, cache.checkFinite(0));
+    const w = [_]f32{1} ** 64;
+    var o = [_]f32{0} ** 16;
+    try expectError(error.NullArg, cache.convPrefill(0, &.{0}, &.{ 0, 1 }, .{ .f32 = &x }, .{ .f32 = &o }, .{ .weight = &w }));
+    try expectEqual(@as(?m2c.Status, .null_arg), diag.status);
+    try expect(contains(diag.message(), "m2c_conv_prefill"));
 }
 
 // ---------------------------------------------------------------------------
@@ -712,6 +721,743 @@ test "ssmStep refuses bad arguments and changes nothing" {
     for (cells) |v| try expectEqual(@as(f32, 0), v);
     // and a valid call still works
     try cache.ssmStep(0, &.{0}, io, args);
+}
+
+// ---------------------------------------------------------------------------
+// The math, against an f64 reference
+// ---------------------------------------------------------------------------
+
+/// A shape that exercises the kernels' vector loops: 2 layers, 4 slots,
+/// 4 heads of 4, state_size 20 (a 16-lane block and a tail), 2 groups;
+/// conv_dim = 16 + 2*2*20 = 96.
+fn kernelConfig(conv_width: u32, conv_dtype: m2c.Dtype, ssm_dtype: m2c.Dtype) m2c.Config {
+    var cfg = m2c.Config.default();
+    cfg.num_layers = 2;
+    cfg.num_slots = 4;
+    cfg.num_heads = kc.heads;
+    cfg.head_dim = kc.head_dim;
+    cfg.intermediate_size = kc.heads * kc.head_dim;
+    cfg.state_size = kc.state;
+    cfg.n_groups = kc.groups;
+    cfg.conv_kernel_size = kc.kernel;
+    cfg.conv_width = conv_width;
+    cfg.conv_dtype = conv_dtype;
+    cfg.ssm_dtype = ssm_dtype;
+    return cfg;
+}
+
+/// The sizes of `kernelConfig`, and the elements of one token row of each
+/// buffer.
+const kc = struct {
+    const heads = 4;
+    const head_dim = 4;
+    const state = 20;
+    const groups = 2;
+    const kernel = 4;
+    const conv_dim = heads * head_dim + 2 * groups * state; // 96
+    const x_row = heads * head_dim; // x, z, y
+    const dt_row = heads;
+    const bc_row = groups * state; // B, C
+    const state_len = heads * head_dim * state;
+};
+
+/// Uniform values in [-scale, scale).
+fn randomize(rand: std.Random, buf: []f32, scale: f32) void {
+    for (buf) |*v| v.* = (rand.float(f32) * 2 - 1) * scale;
+}
+
+/// max |got - want| / max |want|, the measure of tests/kernels.rs: the
+/// error relative to the tensor's scale, so that outputs near zero (a SiLU,
+/// a cancelling sum) do not make it meaningless.
+fn relErr(got: []const f32, want: []const f64) f64 {
+    var scale: f64 = 1e-30;
+    for (want) |w| scale = @max(scale, @abs(w));
+    var worst: f64 = 0;
+    for (got, want) |g, w| worst = @max(worst, @abs(@as(f64, g) - w));
+    return worst / scale;
+}
+
+fn silu64(v: f64) f64 {
+    return v / (1 + @exp(-v));
+}
+
+test "convStep matches an f64 reference over several tokens (f32, relative error <= 1e-5)" {
+    var prng = std.Random.DefaultPrng.init(0x5eed_c0);
+    const rand = prng.random();
+    const dim = kc.conv_dim;
+    const K = kc.kernel;
+    for ([_]u32{ K, K - 1 }) |width| {
+        for ([_]bool{ true, false }) |with_bias| {
+            var cache = try m2c.Cache.init(kernelConfig(width, .f32, .f32), null);
+            defer cache.deinit();
+            var weight: [dim * K]f32 = undefined;
+            randomize(rand, &weight, 0.5);
+            var bias: [dim]f32 = undefined;
+            randomize(rand, &bias, 0.5);
+            const args: m2c.ConvArgs = .{ .weight = &weight, .bias = if (with_bias) &bias else null };
+            const slots = [_]i32{ 3, -1, 1 };
+            // The inputs each slot has seen, oldest first, in f64 (zeros: a
+            // fresh window).
+            var hist = [_][K]f64{[_]f64{0} ** K} ** (slots.len * dim);
+            for (0..6) |step| {
+                var x: [slots.len * dim]f32 = undefined;
+                randomize(rand, &x, 2);
+                var out = [_]f32{7} ** (slots.len * dim);
+                try cache.convStep(1, &slots, .{ .f32 = &x }, .{ .f32 = &out }, args);
+
+                var want = [_]f64{0} ** (slots.len * dim);
+                for (slots, 0..) |s, r| {
+                    if (s < 0) continue;
+                    for (0..dim) |ch| {
+                        const h = &hist[r * dim + ch];
+                        std.mem.copyForwards(f64, h[0 .. K - 1], h[1..K]);
+                        h[K - 1] = x[r * dim + ch];
+                        var acc: f64 = if (with_bias) bias[ch] else 0;
+                        for (0..K) |k| acc += h[k] * weight[ch * K + k];
+                        want[r * dim + ch] = silu64(acc);
+                    }
+                }
+                const err = relErr(&out, &want);
+                if (err > 1e-5) {
+                    std.debug.print("conv width {d} bias {} step {d}: relative error {e}\n", .{ width, with_bias, step, err });
+                    return error.TestUnexpectedResult;
+                }
+                try expectAllZero(out[dim .. 2 * dim]); // the padding row
+            }
+            // The windows hold the newest `width` inputs, exactly (f32 in, f32 stored).
+            var win: [2 * dim * K]f32 = undefined;
+            const wl = dim * width;
+            try cache.readConv(1, &.{ 3, 1 }, .{ .f32 = win[0 .. 2 * wl] });
+            for ([_]usize{ 0, 2 }, 0..) |r, i| {
+                for (0..dim) |ch| {
+                    for (0..width) |col| {
+                        try expectEqual(hist[r * dim + ch][K - width + col], @as(f64, win[i * wl + ch * width + col]));
+                    }
+                }
+            }
+        }
+    }
+}
+
+test "ssmStep matches an f64 reference over several tokens (f32, relative error <= 1e-5)" {
+    var prng = std.Random.DefaultPrng.init(0x5eed_55);
+    const rand = prng.random();
+    const H = kc.heads;
+    const P = kc.head_dim;
+    const N = kc.state;
+    const G = kc.groups;
+    const cases = [_]struct { z: bool, d: bool, bias: bool, softplus: bool, clamp: bool }{
+        .{ .z = true, .d = true, .bias = true, .softplus = true, .clamp = false },
+        .{ .z = false, .d = false, .bias = false, .softplus = false, .clamp = false },
+        .{ .z = true, .d = false, .bias = true, .softplus = true, .clamp = true },
+    };
+    for (cases) |case| {
+        var cache = try m2c.Cache.init(kernelConfig(4, .f32, .f32), null);
+        defer cache.deinit();
+        var A: [H]f32 = undefined;
+        for (&A) |*a| a.* = -(rand.float(f32) * 2 + 0.1);
+        var D: [H]f32 = undefined;
+        randomize(rand, &D, 1);
+        var dt_bias: [H]f32 = undefined;
+        randomize(rand, &dt_bias, 0.5);
+        const args: m2c.SsmArgs = .{
+            .A = &A,
+            .D = if (case.d) &D else null,
+            .dt_bias = if (case.bias) &dt_bias else null,
+            .dt_softplus = case.softplus,
+            .dt_clamp = case.clamp,
+            .dt_min = 0.05,
+            .dt_max = 0.8,
+        };
+        const slots = [_]i32{ 2, -1, 0 };
+        const R = slots.len;
+        // A non-zero starting state for slot 2, and its f64 copy.
+        var init_state: [kc.state_len]f32 = undefined;
+        randomize(rand, &init_state, 1);
+        try cache.updateSsm(0, &.{2}, .{ .f32 = &init_state });
+        var want_state = [_]f64{0} ** (R * kc.state_len);
+        for (init_state, 0..) |v, i| want_state[i] = v;
+
+        for (0..5) |step| {
+            var x: [R * H * P]f32 = undefined;
+            randomize(rand, &x, 1);
+            var dt: [R * H]f32 = undefined;
+            if (case.softplus) {
+                randomize(rand, &dt, 3);
+            } else {
+                for (&dt) |*v| v.* = rand.float(f32) * 0.5;
+            }
+            var B: [R * G * N]f32 = undefined;
+            randomize(rand, &B, 1);
+            var C: [R * G * N]f32 = undefined;
+            randomize(rand, &C, 1);
+            var z: [R * H * P]f32 = undefined;
+            randomize(rand, &z, 2);
+            var y = [_]f32{7} ** (R * H * P);
+            try cache.ssmStep(0, &slots, .{
+                .x = .{ .f32 = &x },
+                .dt = .{ .f32 = &dt },
+                .B = .{ .f32 = &B },
+                .C = .{ .f32 = &C },
+                .z = if (case.z) .{ .f32 = &z } else null,
+                .y = .{ .f32 = &y },
+            }, args);
+
+            var want_y = [_]f64{0} ** (R * H * P);
+            for (slots, 0..) |s, r| {
+                if (s < 0) continue;
+                for (0..H) |h| {
+                    const g = h / (H / G);
+                    var dtv: f64 = dt[r * H + h];
+                    if (case.bias) dtv += dt_bias[h];
+                    if (case.softplus) dtv = if (dtv <= 20) std.math.log1p(@exp(dtv)) else dtv;
+                    if (case.clamp) dtv = std.math.clamp(dtv, 0.05, 0.8);
+                    const dA = @exp(dtv * A[h]);
+                    for (0..P) |p| {
+                        const xv: f64 = x[(r * H + h) * P + p];
+                        var acc: f64 = 0;
+                        for (0..N) |n| {
+                            const st = &want_state[((r * H + h) * P + p) * N + n];
+                            st.* = st.* * dA + dtv * xv * B[(r * G + g) * N + n];
+                            acc += st.* * C[(r * G + g) * N + n];
+                        }
+                        var yv = acc + (if (case.d) D[h] * xv else 0);
+                        if (case.z) yv *= silu64(z[(r * H + h) * P + p]);
+                        want_y[(r * H + h) * P + p] = yv;
+                    }
+                }
+            }
+            var got_state: [R * kc.state_len]f32 = undefined;
+            try cache.readSsm(0, &slots, .{ .f32 = &got_state });
+            const ey = relErr(&y, &want_y);
+            const es = relErr(&got_state, &want_state);
+            if (ey > 1e-5 or es > 1e-5) {
+                std.debug.print("ssm case {any} step {d}: y error {e}, state error {e}\n", .{ case, step, ey, es });
+                return error.TestUnexpectedResult;
+            }
+            try expectAllZero(y[H * P .. 2 * H * P]); // the padding row
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Prefill
+// ---------------------------------------------------------------------------
+
+/// `src` in the io dtype `dt` (bf16: the upper half of the f32 bits, so any
+/// bf16 value can occur). The caller frees the result.
+fn toIo(comptime dt: m2c.Dtype, gpa: std.mem.Allocator, src: []const f32) ![]m2c.Elem(dt) {
+    const out = try gpa.alloc(m2c.Elem(dt), src.len);
+    for (out, src) |*o, v| o.* = switch (dt) {
+        .f32 => v,
+        .f16 => @floatCast(v),
+        .bf16 => @truncate(@as(u32, @bitCast(v)) >> 16),
+        else => unreachable,
+    };
+    return out;
+}
+
+fn input(comptime dt: m2c.Dtype, s: []const m2c.Elem(dt)) m2c.Input {
+    return @unionInit(m2c.Input, @tagName(dt), s);
+}
+
+fn output(comptime dt: m2c.Dtype, s: []m2c.Elem(dt)) m2c.Output {
+    return @unionInit(m2c.Output, @tagName(dt), s);
+}
+
+/// Compares the bits, not the values (0.0 and -0.0 differ, NaN equals
+/// itself).
+fn expectSameBits(want: anytype, got: anytype) !void {
+    const a = std.mem.sliceAsBytes(want);
+    const b = std.mem.sliceAsBytes(got);
+    if (!std.mem.eql(u8, a, b)) {
+        const i = std.mem.indexOfDiff(u8, a, b).?;
+        std.debug.print("the bytes differ first at {d} of {d}/{d}\n", .{ i, a.len, b.len });
+        return error.TestExpectedEqual;
+    }
+}
+
+/// Every slot's snapshot (each layer's conv and SSM state, the position),
+/// concatenated: equal images mean bit-identical caches.
+fn cacheImage(gpa: std.mem.Allocator, cache: *const m2c.Cache) ![]u8 {
+    var image: std.ArrayList(u8) = .empty;
+    errdefer image.deinit(gpa);
+    for (0..cache.shape.num_slots) |s| {
+        const snap = try cache.slotSaveAlloc(gpa, @intCast(s));
+        defer gpa.free(snap);
+        try image.appendSlice(gpa, snap);
+    }
+    return image.toOwnedSlice(gpa);
+}
+
+/// Random conv windows and SSM states in every slot of both layers.
+fn seedStates(rand: std.Random, caches: []const *m2c.Cache) !void {
+    const cfg = try caches[0].getConfig();
+    var win: [4 * kc.conv_dim * kc.kernel]f32 = undefined;
+    var state: [4 * kc.state_len]f32 = undefined;
+    const wl = 4 * kc.conv_dim * cfg.conv_width;
+    for (0..2) |layer| {
+        randomize(rand, win[0..wl], 1);
+        randomize(rand, &state, 1);
+        for (caches) |cache| {
+            try cache.setConv(@intCast(layer), null, .{ .f32 = win[0..wl] });
+            try cache.updateSsm(@intCast(layer), null, .{ .f32 = &state });
+        }
+    }
+}
+
+/// The token rows of an SSM call on `kernelConfig`, in the io dtype `dt`.
+fn SsmTokens(comptime dt: m2c.Dtype) type {
+    return struct {
+        const Self = @This();
+        const E = m2c.Elem(dt);
+        const fields = .{ .{ "x", kc.x_row }, .{ "dt", kc.dt_row }, .{ "B", kc.bc_row }, .{ "C", kc.bc_row }, .{ "z", kc.x_row } };
+
+        x: []E,
+        dt: []E,
+        B: []E,
+        C: []E,
+        z: []E,
+
+        /// `tokens` random rows.
+        fn random(gpa: std.mem.Allocator, rand: std.Random, tokens: usize) !Self {
+            var self: Self = undefined;
+            inline for (fields, 0..) |f, i| {
+                errdefer inline for (fields, 0..) |g, j| {
+                    if (j < i) gpa.free(@field(self, g[0]));
+                };
+                const v = try gpa.alloc(f32, tokens * f[1]);
+                defer gpa.free(v);
+                randomize(rand, v, if (comptime std.mem.eql(u8, f[0], "z")) 2 else 1);
+                @field(self, f[0]) = try toIo(dt, gpa, v);
+            }
+            return self;
+        }
+
+        /// Rows `ranges[0]`, then `ranges[1]`, ... of `src`, concatenated.
+        fn gather(gpa: std.mem.Allocator, src: Self, ranges: []const [2]usize) !Self {
+            var self: Self = undefined;
+            var tokens: usize = 0;
+            for (ranges) |r| tokens += r[1] - r[0];
+            inline for (fields, 0..) |f, i| {
+                errdefer inline for (fields, 0..) |g, j| {
+                    if (j < i) gpa.free(@field(self, g[0]));
+                };
+                const w = f[1];
+                const dst = try gpa.alloc(E, tokens * w);
+                var at: usize = 0;
+                for (ranges) |r| {
+                    @memcpy(dst[at..][0 .. (r[1] - r[0]) * w], @field(src, f[0])[r[0] * w .. r[1] * w]);
+                    at += (r[1] - r[0]) * w;
+                }
+                @field(self, f[0]) = dst;
+            }
+            return self;
+        }
+
+        fn deinit(self: Self, gpa: std.mem.Allocator) void {
+            inline for (fields) |f| gpa.free(@field(self, f[0]));
+        }
+
+        /// The io of token rows `t0..t1`, writing `y` (`(t1 - t0)` rows).
+        fn io(self: Self, t0: usize, t1: usize, y: []E) m2c.SsmIo {
+            return .{
+                .x = input(dt, self.x[t0 * kc.x_row .. t1 * kc.x_row]),
+                .dt = input(dt, self.dt[t0 * kc.dt_row .. t1 * kc.dt_row]),
+                .B = input(dt, self.B[t0 * kc.bc_row .. t1 * kc.bc_row]),
+                .C = input(dt, self.C[t0 * kc.bc_row .. t1 * kc.bc_row]),
+                .z = input(dt, self.z[t0 * kc.x_row .. t1 * kc.x_row]),
+                .y = output(dt, y),
+            };
+        }
+    };
+}
+
+/// A varlen batch: slot 2 (3 tokens), a padding sequence (4), slot 0
+/// (empty), slot 3 (5); slot 1 is not in it.
+const batch_slots = [_]i32{ 2, -1, 0, 3 };
+const batch_cu = [_]u64{ 0, 3, 7, 7, 12 };
+const batch_tokens = 12;
+
+fn checkConvPrefillMatchesSteps(comptime io: m2c.Dtype, width: u32, storage: m2c.Dtype, seed: u64) !void {
+    const gpa = testing.allocator;
+    var prng = std.Random.DefaultPrng.init(seed);
+    const rand = prng.random();
+    const cfg = kernelConfig(width, storage, .f32);
+    var a = try m2c.Cache.init(cfg, null);
+    defer a.deinit();
+    var b = try m2c.Cache.init(cfg, null);
+    defer b.deinit();
+    try seedStates(rand, &.{ &a, &b }); // left context for every sequence
+
+    const dim = kc.conv_dim;
+    var weight: [dim * kc.kernel]f32 = undefined;
+    randomize(rand, &weight, 0.5);
+    var bias: [dim]f32 = undefined;
+    randomize(rand, &bias, 0.5);
+    const args: m2c.ConvArgs = .{ .weight = &weight, .bias = &bias };
+    var xf: [batch_tokens * dim]f32 = undefined;
+    randomize(rand, &xf, 2);
+    const x = try toIo(io, gpa, &xf);
+    defer gpa.free(x);
+    const E = m2c.Elem(io);
+    var out_prefill: [batch_tokens * dim]E = undefined;
+    @memset(std.mem.sliceAsBytes(&out_prefill), 0x55);
+    var out_steps: [batch_tokens * dim]E = undefined;
+    @memset(std.mem.sliceAsBytes(&out_steps), 0xAA);
+
+    try a.convPrefill(1, &batch_slots, &batch_cu, input(io, x), output(io, &out_prefill), args);
+    for (batch_slots, 0..) |s, i| {
+        for (batch_cu[i]..batch_cu[i + 1]) |t| {
+            try b.convStep(1, &.{s}, input(io, x[t * dim ..][0..dim]), output(io, out_steps[t * dim ..][0..dim]), args);
+        }
+    }
+    try expectSameBits(&out_steps, &out_prefill);
+    for (out_prefill[3 * dim .. 7 * dim]) |v| try expectEqual(@as(E, 0), v); // the padding sequence
+    var nonzero: usize = 0;
+    for (out_prefill[0 .. 3 * dim]) |v| nonzero += @intFromBool(v != 0);
+    try expect(nonzero > dim); // the test is not vacuous
+
+    var win_a: [4 * dim * kc.kernel]f32 = undefined;
+    var win_b: [4 * dim * kc.kernel]f32 = undefined;
+    const wl = 4 * dim * width;
+    try a.readConv(1, null, .{ .f32 = win_a[0..wl] });
+    try b.readConv(1, null, .{ .f32 = win_b[0..wl] });
+    try expectSameBits(win_b[0..wl], win_a[0..wl]);
+    const img_a = try cacheImage(gpa, &a);
+    defer gpa.free(img_a);
+    const img_b = try cacheImage(gpa, &b);
+    defer gpa.free(img_b);
+    try expectSameBits(img_b, img_a); // every layer, slot and position
+}
+
+test "convPrefill of a varlen batch with a padding sequence equals convStep token by token, bit for bit" {
+    var seed: u64 = 1;
+    for ([_]u32{ kc.kernel, kc.kernel - 1 }) |width| {
+        for ([_]m2c.Dtype{ .f32, .bf16, .f16 }) |storage| {
+            try checkConvPrefillMatchesSteps(.f32, width, storage, seed);
+            try checkConvPrefillMatchesSteps(.bf16, width, storage, seed + 1);
+            try checkConvPrefillMatchesSteps(.f16, width, storage, seed + 2);
+            seed += 3;
+        }
+    }
+}
+
+fn checkSsmPrefillMatchesSteps(comptime io: m2c.Dtype, storage: m2c.Dtype, seed: u64) !void {
+    const gpa = testing.allocator;
+    var prng = std.Random.DefaultPrng.init(seed);
+    const rand = prng.random();
+    const cfg = kernelConfig(kc.kernel, .f32, storage);
+    var a = try m2c.Cache.init(cfg, null);
+    defer a.deinit();
+    var b = try m2c.Cache.init(cfg, null);
+    defer b.deinit();
+    try seedStates(rand, &.{ &a, &b });
+
+    var A: [kc.heads]f32 = undefined;
+    for (&A) |*v| v.* = -(rand.float(f32) * 2 + 0.1);
+    var D: [kc.heads]f32 = undefined;
+    randomize(rand, &D, 1);
+    var dt_bias: [kc.heads]f32 = undefined;
+    randomize(rand, &dt_bias, 0.5);
+    const args: m2c.SsmArgs = .{ .A = &A, .D = &D, .dt_bias = &dt_bias };
+    const tok = try SsmTokens(io).random(gpa, rand, batch_tokens);
+    defer tok.deinit(gpa);
+    const E = m2c.Elem(io);
+    const w = kc.x_row;
+    var y_prefill: [batch_tokens * w]E = undefined;
+    @memset(std.mem.sliceAsBytes(&y_prefill), 0x55);
+    var y_steps: [batch_tokens * w]E = undefined;
+    @memset(std.mem.sliceAsBytes(&y_steps), 0xAA);
+
+    try a.ssmPrefill(0, &batch_slots, &batch_cu, tok.io(0, batch_tokens, &y_prefill), args);
+    for (batch_slots, 0..) |s, i| {
+        for (batch_cu[i]..batch_cu[i + 1]) |t| {
+            try b.ssmStep(0, &.{s}, tok.io(t, t + 1, y_steps[t * w ..][0..w]), args);
+        }
+    }
+    try expectSameBits(&y_steps, &y_prefill);
+    for (y_prefill[3 * w .. 7 * w]) |v| try expectEqual(@as(E, 0), v); // the padding sequence
+    var nonzero: usize = 0;
+    for (y_prefill[0 .. 3 * w]) |v| nonzero += @intFromBool(v != 0);
+    try expect(nonzero > w);
+
+    var st_a: [4 * kc.state_len]f32 = undefined;
+    var st_b: [4 * kc.state_len]f32 = undefined;
+    try a.readSsm(0, null, .{ .f32 = &st_a });
+    try b.readSsm(0, null, .{ .f32 = &st_b });
+    try expectSameBits(&st_b, &st_a);
+    const img_a = try cacheImage(gpa, &a);
+    defer gpa.free(img_a);
+    const img_b = try cacheImage(gpa, &b);
+    defer gpa.free(img_b);
+    try expectSameBits(img_b, img_a);
+}
+
+test "ssmPrefill of a varlen batch with a padding sequence equals ssmStep token by token, bit for bit" {
+    var seed: u64 = 100;
+    for ([_]m2c.Dtype{ .f32, .bf16, .f16 }) |storage| {
+        try checkSsmPrefillMatchesSteps(.f32, storage, seed);
+        try checkSsmPrefillMatchesSteps(.bf16, storage, seed + 1);
+        try checkSsmPrefillMatchesSteps(.f16, storage, seed + 2);
+        seed += 3;
+    }
+}
+
+test "a prompt split into chunks gives the outputs and states of one prefill call" {
+    const gpa = testing.allocator;
+    const dim = kc.conv_dim;
+    const w = kc.x_row;
+    // Two prompts, on slots 1 and 3: tokens 0..10 and 10..17 of the buffers.
+    const slots = [_]i32{ 1, 3 };
+    const whole_cu = [_]u64{ 0, 10, 17 };
+    const T = 17;
+    // The chunks: tokens of each prompt per call (a prompt may sit one out).
+    const chunks = [_][2]usize{ .{ 3, 0 }, .{ 1, 5 }, .{ 6, 2 } };
+    for ([_][2]m2c.Dtype{ .{ .f32, .f32 }, .{ .bf16, .f16 } }) |storage| {
+        var prng = std.Random.DefaultPrng.init(7);
+        const rand = prng.random();
+        const cfg = kernelConfig(kc.kernel - 1, storage[0], storage[1]);
+        var one = try m2c.Cache.init(cfg, null);
+        defer one.deinit();
+        var chunked = try m2c.Cache.init(cfg, null);
+        defer chunked.deinit();
+        try seedStates(rand, &.{ &one, &chunked });
+
+        var weight: [dim * kc.kernel]f32 = undefined;
+        randomize(rand, &weight, 0.5);
+        const conv_args: m2c.ConvArgs = .{ .weight = &weight };
+        var A: [kc.heads]f32 = undefined;
+        for (&A) |*v| v.* = -(rand.float(f32) * 2 + 0.1);
+        const ssm_args: m2c.SsmArgs = .{ .A = &A };
+
+        var x: [T * dim]f32 = undefined;
+        randomize(rand, &x, 2);
+        const tok = try SsmTokens(.f32).random(gpa, rand, T);
+        defer tok.deinit(gpa);
+
+        var out_one: [T * dim]f32 = undefined;
+        var y_one: [T * w]f32 = undefined;
+        try one.convPrefill(0, &slots, &whole_cu, .{ .f32 = &x }, .{ .f32 = &out_one }, conv_args);
+        try one.ssmPrefill(0, &slots, &whole_cu, tok.io(0, T, &y_one), ssm_args);
+
+        var out_chunked: [T * dim]f32 = undefined;
+        @memset(&out_chunked, std.math.nan(f32));
+        var y_chunked: [T * w]f32 = undefined;
+        @memset(&y_chunked, std.math.nan(f32));
+        var done = [2]usize{ 0, 0 }; // tokens of each prompt consumed
+        for (chunks) |chunk| {
+            const ranges = [_][2]usize{
+                .{ done[0], done[0] + chunk[0] },
+                .{ 10 + done[1], 10 + done[1] + chunk[1] },
+            };
+            const n = chunk[0] + chunk[1];
+            const cu = [_]u64{ 0, chunk[0], n };
+            var xc: [T * dim]f32 = undefined;
+            var oc: [T * dim]f32 = undefined;
+            var at: usize = 0;
+            for (ranges) |r| {
+                @memcpy(xc[at * dim ..][0 .. (r[1] - r[0]) * dim], x[r[0] * dim .. r[1] * dim]);
+                at += r[1] - r[0];
+            }
+            try chunked.convPrefill(0, &slots, &cu, .{ .f32 = xc[0 .. n * dim] }, .{ .f32 = oc[0 .. n * dim] }, conv_args);
+            const tc = try SsmTokens(.f32).gather(gpa, tok, &ranges);
+            defer tc.deinit(gpa);
+            var yc: [T * w]f32 = undefined;
+            try chunked.ssmPrefill(0, &slots, &cu, tc.io(0, n, yc[0 .. n * w]), ssm_args);
+            // Scatter the chunk's outputs back to the prompts' rows.
+            at = 0;
+            for (ranges) |r| {
+                @memcpy(out_chunked[r[0] * dim .. r[1] * dim], oc[at * dim ..][0 .. (r[1] - r[0]) * dim]);
+                @memcpy(y_chunked[r[0] * w .. r[1] * w], yc[at * w ..][0 .. (r[1] - r[0]) * w]);
+                at += r[1] - r[0];
+            }
+            done[0] += chunk[0];
+            done[1] += chunk[1];
+        }
+        try expectEqual([2]usize{ 10, 7 }, done);
+        try expectSameBits(&out_one, &out_chunked);
+        try expectSameBits(&y_one, &y_chunked);
+        const img_one = try cacheImage(gpa, &one);
+        defer gpa.free(img_one);
+        const img_chunked = try cacheImage(gpa, &chunked);
+        defer gpa.free(img_chunked);
+        try expectSameBits(img_one, img_chunked);
+    }
+}
+
+test "prefill with null slots runs sequence i on slot i" {
+    const gpa = testing.allocator;
+    var prng = std.Random.DefaultPrng.init(11);
+    const rand = prng.random();
+    const cfg = kernelConfig(kc.kernel, .f32, .f32);
+    var a = try m2c.Cache.init(cfg, null);
+    defer a.deinit();
+    var b = try m2c.Cache.init(cfg, null);
+    defer b.deinit();
+    const cu = [_]u64{ 0, 2, 2, 5 }; // slots 0, 1 (empty), 2
+    var weight: [kc.conv_dim * kc.kernel]f32 = undefined;
+    randomize(rand, &weight, 0.5);
+    var A = [_]f32{-0.5} ** kc.heads;
+    var x: [5 * kc.conv_dim]f32 = undefined;
+    randomize(rand, &x, 1);
+    var out_a: [5 * kc.conv_dim]f32 = undefined;
+    var out_b: [5 * kc.conv_dim]f32 = undefined;
+    const tok = try SsmTokens(.f32).random(gpa, rand, 5);
+    defer tok.deinit(gpa);
+    var y_a: [5 * kc.x_row]f32 = undefined;
+    var y_b: [5 * kc.x_row]f32 = undefined;
+    try a.convPrefill(1, null, &cu, .{ .f32 = &x }, .{ .f32 = &out_a }, .{ .weight = &weight });
+    try b.convPrefill(1, &.{ 0, 1, 2 }, &cu, .{ .f32 = &x }, .{ .f32 = &out_b }, .{ .weight = &weight });
+    try a.ssmPrefill(1, null, &cu, tok.io(0, 5, &y_a), .{ .A = &A });
+    try b.ssmPrefill(1, &.{ 0, 1, 2 }, &cu, tok.io(0, 5, &y_b), .{ .A = &A });
+    try expectSameBits(&out_b, &out_a);
+    try expectSameBits(&y_b, &y_a);
+    const img_a = try cacheImage(gpa, &a);
+    defer gpa.free(img_a);
+    const img_b = try cacheImage(gpa, &b);
+    defer gpa.free(img_b);
+    try expectSameBits(img_b, img_a);
+    // A cu_seqlens of one entry is an empty batch.
+    try a.convPrefill(1, null, &.{0}, .{ .f32 = &.{} }, .{ .f32 = &.{} }, .{ .weight = &weight });
+}
+
+test "prefill refuses bad cu_seqlens, lengths, dtypes and slots, and changes nothing" {
+    const gpa = testing.allocator;
+    var prng = std.Random.DefaultPrng.init(3);
+    const rand = prng.random();
+    var diag: m2c.Diagnostics = .{};
+    var cache = try m2c.Cache.init(kernelConfig(kc.kernel, .bf16, .f32), &diag);
+    defer cache.deinit();
+    try seedStates(rand, &.{&cache});
+    try cache.advance(null, 5);
+    const before = try cacheImage(gpa, &cache);
+    defer gpa.free(before);
+
+    const dim = kc.conv_dim;
+    const w = kc.x_row;
+    const slots = [_]i32{ 0, 2 };
+    const cu = [_]u64{ 0, 2, 3 }; // T = 3
+    var weight: [dim * kc.kernel]f32 = undefined;
+    randomize(rand, &weight, 0.5);
+    const conv_args: m2c.ConvArgs = .{ .weight = &weight };
+    var x: [4 * dim]f32 = undefined;
+    randomize(rand, &x, 1);
+    var out = [_]f32{5} ** (4 * dim);
+    var out16 = [_]f16{5} ** (3 * dim);
+    const xs: m2c.Input = .{ .f32 = x[0 .. 3 * dim] };
+    const os: m2c.Output = .{ .f32 = out[0 .. 3 * dim] };
+
+    // cu_seqlens: one entry more than there are sequences, from 0, never decreasing.
+    try expectError(error.ShapeMismatch, cache.convPrefill(0, &slots, &.{ 0, 3 }, xs, os, conv_args));
+    try expectEqual(@as(?m2c.Status, .shape_mismatch), diag.status);
+    try expect(contains(diag.message(), "m2c_conv_prefill"));
+    try expect(contains(diag.message(), "cu_seqlens"));
+    try expectError(error.ShapeMismatch, cache.convPrefill(0, &slots, &.{ 0, 2, 3, 3 }, xs, os, conv_args));
+    try expectError(error.InvalidArg, cache.convPrefill(0, &slots, &.{ 1, 2, 3 }, xs, os, conv_args));
+    try expectEqual(@as(?m2c.Status, .invalid_arg), diag.status);
+    try expect(contains(diag.message(), "cu_seqlens[0]"));
+    try expectError(error.InvalidArg, cache.convPrefill(0, &slots, &.{ 0, 3, 2 }, xs, os, conv_args));
+    try expect(contains(diag.message(), "decreases"));
+    try expectError(error.InvalidArg, cache.convPrefill(0, &slots, &.{ 0, std.math.maxInt(u64), 3 }, xs, os, conv_args));
+    // Buffers of another length than T rows.
+    try expectError(error.ShapeMismatch, cache.convPrefill(0, &slots, &cu, .{ .f32 = x[0 .. 3 * dim - 1] }, os, conv_args));
+    try expectEqual(@as(?m2c.Status, .shape_mismatch), diag.status);
+    try expectError(error.ShapeMismatch, cache.convPrefill(0, &slots, &cu, .{ .f32 = &x }, os, conv_args));
+    try expectError(error.ShapeMismatch, cache.convPrefill(0, &slots, &cu, xs, .{ .f32 = &out }, conv_args));
+    try expectError(error.ShapeMismatch, cache.convPrefill(0, &slots, &cu, xs, .{ .f32 = out[0..dim] }, conv_args));
+    try expectError(error.ShapeMismatch, cache.convPrefill(0, &slots, &cu, xs, os, .{ .weight = weight[1..] }));
+    // Dtypes that differ are refused by the binding.
+    try expectError(error.InvalidArg, cache.convPrefill(0, &slots, &cu, xs, .{ .f16 = &out16 }, conv_args));
+    try expectEqual(@as(?m2c.Status, null), diag.status);
+    try expect(contains(diag.message(), "convPrefill: x is f32 but out is f16"));
+    // Bad slots and layers.
+    try expectError(error.OutOfRange, cache.convPrefill(0, &.{ 0, 4 }, &cu, xs, os, conv_args));
+    try expectEqual(@as(?m2c.Status, .out_of_range), diag.status);
+    try expectError(error.OutOfRange, cache.convPrefill(0, &.{ std.math.maxInt(i32), 1 }, &cu, xs, os, conv_args));
+    try expectError(error.InvalidArg, cache.convPrefill(0, &.{ 2, 2 }, &cu, xs, os, conv_args));
+    try expect(contains(diag.message(), "twice"));
+    try expectError(error.OutOfRange, cache.convPrefill(2, &slots, &cu, xs, os, conv_args));
+    // Null slots: sequence i on slot i, and there are only 4 slots.
+    try expectError(error.OutOfRange, cache.convPrefill(0, null, &.{ 0, 0, 0, 1, 2, 3 }, xs, os, conv_args));
+    // x inside the cache's storage.
+    const cells = (try cache.convView(1)).slice(.bf16).?;
+    try expectError(error.InvalidArg, cache.convPrefill(0, &slots, &cu, .{ .bf16 = cells[0 .. 3 * dim] }, .{ .bf16 = @ptrCast(out16[0 .. 3 * dim]) }, conv_args));
+    for (out) |v| try expectEqual(@as(f32, 5), v);
+    for (out16) |v| try expectEqual(@as(f16, 5), v);
+
+    var A = [_]f32{-1} ** kc.heads;
+    const ssm_args: m2c.SsmArgs = .{ .A = &A };
+    const tok = try SsmTokens(.f32).random(gpa, rand, 4);
+    defer tok.deinit(gpa);
+    var y = [_]f32{5} ** (4 * w);
+    const io = tok.io(0, 3, y[0 .. 3 * w]);
+    try expectError(error.ShapeMismatch, cache.ssmPrefill(0, &slots, &.{ 0, 3 }, io, ssm_args));
+    try expectEqual(@as(?m2c.Status, .shape_mismatch), diag.status);
+    try expect(contains(diag.message(), "m2c_ssm_prefill"));
+    try expectError(error.ShapeMismatch, cache.ssmPrefill(0, &slots, &.{ 0, 2, 3, 3 }, io, ssm_args));
+    try expectError(error.InvalidArg, cache.ssmPrefill(0, &slots, &.{ 3, 3, 3 }, io, ssm_args));
+    try expectError(error.InvalidArg, cache.ssmPrefill(0, &slots, &.{ 0, 3, 2 }, io, ssm_args));
+    // Each buffer of io with one token row too many.
+    const long = tok.io(0, 4, y[0 .. 4 * w]);
+    inline for (.{ "x", "dt", "B", "C", "z", "y" }) |field| {
+        var bad = io;
+        @field(bad, field) = @field(long, field);
+        try expectError(error.ShapeMismatch, cache.ssmPrefill(0, &slots, &cu, bad, ssm_args));
+        try expectEqual(@as(?m2c.Status, .shape_mismatch), diag.status);
+    }
+    try expectError(error.ShapeMismatch, cache.ssmPrefill(0, &slots, &.{ 0, 2, 4 }, io, ssm_args)); // T = 4
+    var bad = io;
+    bad.z = .{ .f16 = out16[0 .. 3 * w] };
+    try expectError(error.InvalidArg, cache.ssmPrefill(0, &slots, &cu, bad, ssm_args));
+    try expectEqual(@as(?m2c.Status, null), diag.status);
+    try expect(contains(diag.message(), "ssmPrefill: the buffers of io differ in dtype"));
+    try expectError(error.OutOfRange, cache.ssmPrefill(0, &.{ -1, 4 }, &cu, io, ssm_args));
+    try expectError(error.InvalidArg, cache.ssmPrefill(0, &.{ 0, 0 }, &cu, io, ssm_args));
+    try expectError(error.OutOfRange, cache.ssmPrefill(2, &slots, &cu, io, ssm_args));
+    try expectError(error.ShapeMismatch, cache.ssmPrefill(0, &slots, &cu, io, .{ .A = A[1..] }));
+    for (y) |v| try expectEqual(@as(f32, 5), v);
+
+    const after = try cacheImage(gpa, &cache);
+    defer gpa.free(after);
+    try expectSameBits(before, after);
+    // and valid calls still work
+    try cache.convPrefill(0, &slots, &cu, xs, os, conv_args);
+    try cache.ssmPrefill(0, &slots, &cu, io, ssm_args);
+}
+
+test "checkFinite counts NaN and Inf in one slot; they stay in the slot they entered" {
+    const gpa = testing.allocator;
+    var diag: m2c.Diagnostics = .{};
+    var cache = try m2c.Cache.init(kernelConfig(kc.kernel, .bf16, .f32), &diag);
+    defer cache.deinit();
+    for (0..4) |s| try expectEqual(@as(u64, 0), try cache.checkFinite(@intCast(s)));
+
+    var state = [_]f32{1} ** kc.state_len;
+    state[3] = std.math.nan(f32);
+    state[7] = -std.math.inf(f32);
+    try cache.updateSsm(1, &.{2}, .{ .f32 = &state });
+    try expectEqual(@as(u64, 2), try cache.checkFinite(2));
+
+    // A NaN in one token of slot 0's prompt poisons slot 0 only.
+    var prng = std.Random.DefaultPrng.init(5);
+    var tok = try SsmTokens(.f32).random(gpa, prng.random(), 4);
+    defer tok.deinit(gpa);
+    tok.x[kc.x_row + 1] = std.math.nan(f32); // token 1: slot 0's second
+    var y: [4 * kc.x_row]f32 = undefined;
+    const A = [_]f32{-1} ** kc.heads;
+    try cache.ssmPrefill(0, &.{ 0, 3 }, &.{ 0, 2, 4 }, tok.io(0, 4, &y), .{ .A = &A });
+    try expect(try cache.checkFinite(0) > 0);
+    try expectEqual(@as(u64, 0), try cache.checkFinite(3));
+    try expectEqual(@as(u64, 0), try cache.checkFinite(1));
+
+    try cache.reset(&.{ 0, 2 });
+    try expectEqual(@as(u64, 0), try cache.checkFinite(0));
+    try expectEqual(@as(u64, 0), try cache.checkFinite(2));
+    try expectError(error.OutOfRange, cache.checkFinite(4));
+    try expectEqual(@as(?m2c.Status, .out_of_range), diag.status);
+    try expect(contains(diag.message(), "m2c_check_finite"));
+    try expectError(error.OutOfRange, cache.checkFinite(-1));
 }
 
 // ---------------------------------------------------------------------------
