@@ -721,8 +721,8 @@ m2c_status m2c_conv_step(struct m2c_cache *cache, uint32_t layer, const int32_t 
  * Slots as for `m2c_update_conv`; padding rows keep their state and get
  * zero `y` rows. Positions are not advanced.
  *
- * Errors: `M2C_STATUS_NULL_ARG` (cache, io, args, a required buffer, or
- * a NULL optional buffer with a non-zero length), `M2C_STATUS_INVALID_ARG`
+ * Errors: `M2C_STATUS_NULL_ARG` (cache, io, args, or a NULL buffer with a
+ * non-zero length; `(NULL, 0)` is an empty buffer, valid when `n == 0`), `M2C_STATUS_INVALID_ARG`
  * (struct_size, reserved field, duplicate slot, misaligned or overlapping
  * buffers, dt_min > dt_max or NaN), `M2C_STATUS_OUT_OF_RANGE`,
  * `M2C_STATUS_SHAPE_MISMATCH`, `M2C_STATUS_UNSUPPORTED_DTYPE`,
@@ -745,7 +745,8 @@ m2c_status m2c_ssm_step(struct m2c_cache *cache, uint32_t layer, const int32_t *
  * state whether it arrives in one call or in chunks of any size. Padding
  * sequences get zero output rows. Positions are not advanced.
  *
- * Errors: as `m2c_conv_step`, plus `M2C_STATUS_NULL_ARG` (cu_seqlens),
+ * Errors: as `m2c_conv_step`, plus `M2C_STATUS_NULL_ARG` (cu_seqlens NULL
+ * with `cu_len > 0`),
  * `M2C_STATUS_SHAPE_MISMATCH` (`cu_len != n + 1`, or lengths that do not
  * match `T`), `M2C_STATUS_INVALID_ARG` (`cu_seqlens[0] != 0`, or
  * decreasing). On failure neither the cache nor `out` is written.

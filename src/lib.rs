@@ -13,6 +13,8 @@ pub mod abi;
 pub mod buffer;
 pub mod cache;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod dtype;
 pub mod error;
 pub mod ffi;

@@ -377,8 +377,8 @@ pub unsafe extern "C" fn m2c_conv_step(
 /// Slots as for `m2c_update_conv`; padding rows keep their state and get
 /// zero `y` rows. Positions are not advanced.
 ///
-/// Errors: `M2C_STATUS_NULL_ARG` (cache, io, args, a required buffer, or
-/// a NULL optional buffer with a non-zero length), `M2C_STATUS_INVALID_ARG`
+/// Errors: `M2C_STATUS_NULL_ARG` (cache, io, args, or a NULL buffer with a
+/// non-zero length; `(NULL, 0)` is an empty buffer, valid when `n == 0`), `M2C_STATUS_INVALID_ARG`
 /// (struct_size, reserved field, duplicate slot, misaligned or overlapping
 /// buffers, dt_min > dt_max or NaN), `M2C_STATUS_OUT_OF_RANGE`,
 /// `M2C_STATUS_SHAPE_MISMATCH`, `M2C_STATUS_UNSUPPORTED_DTYPE`,
@@ -414,12 +414,6 @@ fn ssm_buffers<'a>(io: &'a m2c_ssm_io, dtype: DType) -> Result<(SsmInputs<'a>, S
     check_size(io.struct_size, std::mem::size_of::<m2c_ssm_io>(), "io")?;
     reserved_zero(io.reserved, "io")?;
     let d = dtype.code();
-    let req = |p: *const c_void, what: &str| if p.is_null() { Err(Error::NullArg(format!("io->{what} is NULL"))) } else { Ok(()) };
-    req(io.x, "x")?;
-    req(io.dt, "dt")?;
-    req(io.B, "B")?;
-    req(io.C, "C")?;
-    req(io.y.cast_const(), "y")?;
     // SAFETY: pointer contracts of m2c_ssm_io.
     unsafe {
         let inp = SsmInputs {
@@ -439,7 +433,10 @@ fn ssm_buffers<'a>(io: &'a m2c_ssm_io, dtype: DType) -> Result<(SsmInputs<'a>, S
 /// If non-NULL, `p` must be valid for reads of `len` `uint64_t`.
 unsafe fn cu_arg<'a>(p: *const u64, len: usize) -> Result<&'a [u64], Error> {
     if p.is_null() {
-        return Err(Error::NullArg("cu_seqlens is NULL".into()));
+        if len == 0 {
+            return Ok(&[]);
+        }
+        return Err(Error::NullArg(format!("cu_seqlens is NULL but cu_len = {len}")));
     }
     if len > isize::MAX as usize / 8 {
         return Err(Error::InvalidArg(format!("cu_len = {len} is too large")));
@@ -464,7 +461,8 @@ unsafe fn cu_arg<'a>(p: *const u64, len: usize) -> Result<&'a [u64], Error> {
 /// state whether it arrives in one call or in chunks of any size. Padding
 /// sequences get zero output rows. Positions are not advanced.
 ///
-/// Errors: as `m2c_conv_step`, plus `M2C_STATUS_NULL_ARG` (cu_seqlens),
+/// Errors: as `m2c_conv_step`, plus `M2C_STATUS_NULL_ARG` (cu_seqlens NULL
+/// with `cu_len > 0`),
 /// `M2C_STATUS_SHAPE_MISMATCH` (`cu_len != n + 1`, or lengths that do not
 /// match `T`), `M2C_STATUS_INVALID_ARG` (`cu_seqlens[0] != 0`, or
 /// decreasing). On failure neither the cache nor `out` is written.

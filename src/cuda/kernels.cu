@@ -1,0 +1,149 @@
+// m2c CUDA kernels, compiled at run time by NVRTC (no headers needed).
+// The same formulas as the CPU kernels (src/kernels): math in f32 whatever
+// the storage dtype; each SSM state element is read once and written once
+// per token, 16 bytes at a time, with a warp covering one state row.
+
+typedef unsigned short u16;
+struct bf16_t { u16 v; };
+struct f16_t { u16 v; };
+struct __attribute__((aligned(16))) vec16 { unsigned a, b, c, d; };
+
+__device__ __forceinline__ float ld(float v) { return v; }
+__device__ __forceinline__ float ld(bf16_t h) { return __uint_as_float(((unsigned)h.v) << 16); }
+__device__ __forceinline__ float ld(f16_t h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h.v));
+    return f;
+}
+
+template <typename T> __device__ __forceinline__ T st(float v);
+template <> __device__ __forceinline__ float st<float>(float v) { return v; }
+template <> __device__ __forceinline__ bf16_t st<bf16_t>(float v) {
+    unsigned u = __float_as_uint(v);
+    bf16_t r;
+    r.v = (v != v) ? (u16)((u >> 16) | 0x40u) : (u16)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    return r;
+}
+template <> __device__ __forceinline__ f16_t st<f16_t>(float v) {
+    f16_t r;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r.v) : "f"(v));
+    return r;
+}
+
+// One block per (head, row); warp w updates channels p = w, w + warps, ...;
+// lane l covers state elements [l*VEC, l*VEC + VEC) + 32*VEC*i of a row.
+template <typename S, typename I, int VEC>
+__device__ void ssm_step(S* __restrict__ state, const int* __restrict__ slots, const I* __restrict__ x,
+                         const I* __restrict__ dt, const I* __restrict__ B, const I* __restrict__ C,
+                         const I* __restrict__ z, I* __restrict__ y, const float* __restrict__ A,
+                         const float* __restrict__ D, const float* __restrict__ dt_bias, int H, int P, int N,
+                         int G, int softplus, int clamp, float dt_min, float dt_max) {
+    const int h = blockIdx.x, row = blockIdx.y;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    const int slot = slots[row];
+    I* yh = y + ((size_t)row * H + h) * P;
+    if (slot < 0) {
+        for (int p = threadIdx.x; p < P; p += blockDim.x) yh[p] = st<I>(0.f);
+        return;
+    }
+    const int g = h / (H / G);
+    float d = ld(dt[(size_t)row * H + h]) + (dt_bias ? dt_bias[h] : 0.f);
+    if (softplus) d = d <= 20.f ? log1pf(expf(d)) : d;
+    if (clamp) d = fminf(fmaxf(d, dt_min), dt_max);
+    const float dA = expf(d * A[h]);
+    const float Dh = D ? D[h] : 0.f;
+    const I* Bg = B + ((size_t)row * G + g) * N;
+    const I* Cg = C + ((size_t)row * G + g) * N;
+    const I* xh = x + ((size_t)row * H + h) * P;
+    S* sh = state + ((size_t)slot * H + h) * (size_t)P * N;
+    for (int p = warp; p < P; p += warps) {
+        const float xp = ld(xh[p]);
+        const float dtx = d * xp;
+        S* r = sh + (size_t)p * N;
+        float acc = 0.f;
+        for (int n0 = lane * VEC; n0 < N; n0 += 32 * VEC) {
+            S v[VEC];
+            if (VEC > 1) {
+                *(vec16*)v = *(const vec16*)(r + n0);
+            } else {
+                v[0] = r[n0];
+            }
+#pragma unroll
+            for (int k = 0; k < VEC; k++) {
+                const float s = ld(v[k]) * dA + dtx * ld(Bg[n0 + k]);
+                v[k] = st<S>(s);
+                acc += s * ld(Cg[n0 + k]);
+            }
+            if (VEC > 1) {
+                *(vec16*)(r + n0) = *(const vec16*)v;
+            } else {
+                r[n0] = v[0];
+            }
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+        if (lane == 0) {
+            float out = acc + Dh * xp;
+            if (z) {
+                const float zv = ld(z[((size_t)row * H + h) * P + p]);
+                out *= zv / (1.f + expf(-zv));
+            }
+            yh[p] = st<I>(out);
+        }
+    }
+}
+
+// One thread per (channel, row).
+template <typename S, typename I>
+__device__ void conv_step(S* __restrict__ win, const int* __restrict__ slots, const I* __restrict__ x,
+                          I* __restrict__ out, const float* __restrict__ weight, const float* __restrict__ bias,
+                          int dim, int K, int W, int silu) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x, row = blockIdx.y;
+    if (c >= dim) return;
+    const int slot = slots[row];
+    if (slot < 0) {
+        out[(size_t)row * dim + c] = st<I>(0.f);
+        return;
+    }
+    S* w = win + ((size_t)slot * dim + c) * W;
+    const float xv = ld(x[(size_t)row * dim + c]);
+    const float* t = weight + (size_t)c * K;
+    float sum = 0.f;
+    for (int k = 0; k < K - 1; k++) sum += ld(w[W - (K - 1) + k]) * t[k];
+    sum += xv * t[K - 1];
+    if (bias) sum += bias[c];
+    if (silu) sum = sum / (1.f + expf(-sum));
+    out[(size_t)row * dim + c] = st<I>(sum);
+    for (int k = 0; k < W - 1; k++) w[k] = w[k + 1];
+    w[W - 1] = st<S>(xv);
+}
+
+#define M2C_SSM(SN, S, IN, I)                                                                              \
+    extern "C" __global__ void ssm_step_##SN##_##IN##_vec(                                                 \
+        S* state, const int* slots, const I* x, const I* dt, const I* B, const I* C, const I* z, I* y,     \
+        const float* A, const float* D, const float* dt_bias, int H, int P, int N, int G, int softplus,    \
+        int clamp, float dt_min, float dt_max) {                                                           \
+        ssm_step<S, I, 16 / sizeof(S)>(state, slots, x, dt, B, C, z, y, A, D, dt_bias, H, P, N, G,         \
+                                       softplus, clamp, dt_min, dt_max);                                   \
+    }                                                                                                      \
+    extern "C" __global__ void ssm_step_##SN##_##IN##_scalar(                                              \
+        S* state, const int* slots, const I* x, const I* dt, const I* B, const I* C, const I* z, I* y,     \
+        const float* A, const float* D, const float* dt_bias, int H, int P, int N, int G, int softplus,    \
+        int clamp, float dt_min, float dt_max) {                                                           \
+        ssm_step<S, I, 1>(state, slots, x, dt, B, C, z, y, A, D, dt_bias, H, P, N, G, softplus, clamp,     \
+                          dt_min, dt_max);                                                                 \
+    }                                                                                                      \
+    extern "C" __global__ void conv_step_##SN##_##IN(S* win, const int* slots, const I* x, I* out,         \
+                                                     const float* weight, const float* bias, int dim,      \
+                                                     int K, int W, int silu) {                             \
+        conv_step<S, I>(win, slots, x, out, weight, bias, dim, K, W, silu);                               \
+    }
+
+#define M2C_IO(SN, S)          \
+    M2C_SSM(SN, S, f32, float) \
+    M2C_SSM(SN, S, bf16, bf16_t) \
+    M2C_SSM(SN, S, f16, f16_t)
+
+M2C_IO(f32, float)
+M2C_IO(bf16, bf16_t)
+M2C_IO(f16, f16_t)

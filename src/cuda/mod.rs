@@ -1,0 +1,201 @@
+//! The `cuda` feature: Mamba2 decode kernels on NVIDIA GPUs, written in CUDA
+//! C (`kernels.cu`) and compiled at run time by NVRTC, with the CUDA driver
+//! and NVRTC loaded dynamically (cudarc), so the crate builds on machines
+//! without a CUDA toolkit. Nothing here panics on a machine without a GPU:
+//! the libraries' presence is checked before any call.
+//!
+//! This module runs the kernels on device buffers; the device-resident
+//! cache behind the C API (`M2C_DEVICE_CUDA`) is built on it.
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use std::sync::Arc;
+
+/// The CUDA C source of every kernel.
+pub const KERNELS_CU: &str = include_str!("kernels.cu");
+
+fn unsupported(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Unsupported(format!("CUDA: {what}: {e}"))
+}
+
+/// Whether the CUDA driver library and NVRTC can be loaded here.
+pub fn libraries_present() -> bool {
+    // SAFETY: these only try to dlopen the libraries.
+    unsafe { cudarc::driver::sys::is_culib_present() && cudarc::nvrtc::sys::is_culib_present() }
+}
+
+/// Compiles the kernels to PTX for `arch` (e.g. "compute_90"); needs only
+/// NVRTC, no GPU. Returns the PTX size in bytes.
+pub fn compile(arch: &'static str) -> Result<usize> {
+    // SAFETY: only tries to dlopen the library.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(Error::Unsupported("CUDA: NVRTC (libnvrtc) not found".into()));
+    }
+    let ptx = ptx(arch)?;
+    Ok(ptx.to_src().len())
+}
+
+fn ptx(arch: &'static str) -> Result<cudarc::nvrtc::Ptx> {
+    let opts = cudarc::nvrtc::CompileOptions { arch: Some(arch), ..Default::default() };
+    cudarc::nvrtc::compile_ptx_with_opts(KERNELS_CU, opts).map_err(|e| unsupported("NVRTC compile", e))
+}
+
+/// One GPU with the kernels loaded.
+pub struct Gpu {
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    module: Arc<CudaModule>,
+    /// Device name.
+    pub name: String,
+    /// Compute capability.
+    pub cc: (i32, i32),
+}
+
+/// The optional f32 arrays and flags of an SSM step.
+pub struct SsmDeviceParams<'a> {
+    pub a: &'a CudaSlice<f32>,
+    pub d: Option<&'a CudaSlice<f32>>,
+    pub dt_bias: Option<&'a CudaSlice<f32>>,
+    pub dt_softplus: bool,
+    pub dt_limit: Option<(f32, f32)>,
+}
+
+/// Activations of an SSM step, device buffers of the io dtype.
+pub struct SsmDeviceIo<'a> {
+    pub x: &'a CudaSlice<u8>,
+    pub dt: &'a CudaSlice<u8>,
+    pub b: &'a CudaSlice<u8>,
+    pub c: &'a CudaSlice<u8>,
+    pub z: Option<&'a CudaSlice<u8>>,
+    pub y: &'a mut CudaSlice<u8>,
+}
+
+/// SSM shape: heads, head_dim, state_size, groups.
+#[derive(Clone, Copy, Debug)]
+pub struct SsmShape {
+    pub heads: usize,
+    pub head_dim: usize,
+    pub state_size: usize,
+    pub groups: usize,
+}
+
+impl Gpu {
+    /// Opens device `index` and compiles the kernels for it. Fails with
+    /// `Unsupported` (never a panic) when the driver, NVRTC or the device
+    /// is missing.
+    pub fn new(index: usize) -> Result<Gpu> {
+        if !libraries_present() {
+            return Err(Error::Unsupported("CUDA: the driver library (libcuda) or NVRTC was not found".into()));
+        }
+        let ctx = CudaContext::new(index).map_err(|e| unsupported(&format!("device {index}"), e))?;
+        let name = ctx.name().map_err(|e| unsupported("device name", e))?;
+        let cc = ctx.compute_capability().map_err(|e| unsupported("compute capability", e))?;
+        let arch: &'static str = Box::leak(format!("compute_{}{}", cc.0, cc.1).into_boxed_str());
+        let module = ctx.load_module(ptx(arch)?).map_err(|e| unsupported("load module", e))?;
+        let stream = ctx.default_stream();
+        Ok(Gpu { ctx, stream, module, name, cc })
+    }
+
+    fn function(&self, name: &str) -> Result<CudaFunction> {
+        self.module.load_function(name).map_err(|e| unsupported(name, e))
+    }
+
+    /// One SSM decode step on `rows` rows: `state` is the layer's
+    /// `[num_slots][H][P][N]` buffer in `state_dtype`, `slots` `[rows]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ssm_step(
+        &self,
+        state_dtype: DType,
+        io_dtype: DType,
+        shape: SsmShape,
+        state: &mut CudaSlice<u8>,
+        slots: &CudaSlice<i32>,
+        rows: usize,
+        io: SsmDeviceIo<'_>,
+        p: &SsmDeviceParams<'_>,
+    ) -> Result<()> {
+        let vec = 16 / state_dtype.size();
+        let kind = if shape.state_size % vec == 0 { "vec" } else { "scalar" };
+        let f = self.function(&format!("ssm_step_{}_{}_{kind}", state_dtype.name(), io_dtype.name()))?;
+        let null = 0u64;
+        let (h, pp, n, g) = (shape.heads as i32, shape.head_dim as i32, shape.state_size as i32, shape.groups as i32);
+        let (softplus, clamp) = (p.dt_softplus as i32, p.dt_limit.is_some() as i32);
+        let (lo, hi) = p.dt_limit.unwrap_or((0.0, f32::INFINITY));
+        let cfg = LaunchConfig { grid_dim: (shape.heads as u32, rows as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(state).arg(slots).arg(io.x).arg(io.dt).arg(io.b).arg(io.c);
+        match io.z {
+            Some(z) => b.arg(z),
+            None => b.arg(&null),
+        };
+        b.arg(io.y).arg(p.a);
+        match p.d {
+            Some(d) => b.arg(d),
+            None => b.arg(&null),
+        };
+        match p.dt_bias {
+            Some(d) => b.arg(d),
+            None => b.arg(&null),
+        };
+        b.arg(&h).arg(&pp).arg(&n).arg(&g).arg(&softplus).arg(&clamp).arg(&lo).arg(&hi);
+        // SAFETY: the argument list matches the kernel's signature; the
+        // buffers hold the sizes the shape implies (the caller's contract).
+        unsafe { b.launch(cfg) }.map_err(|e| unsupported("launch ssm_step", e))?;
+        Ok(())
+    }
+
+    /// One conv decode step: `win` is the layer's `[num_slots][dim][W]`
+    /// windows in `conv_dtype`; `x`, `out` `[rows][dim]` in `io_dtype`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_step(
+        &self,
+        conv_dtype: DType,
+        io_dtype: DType,
+        dim: usize,
+        kernel: usize,
+        width: usize,
+        win: &mut CudaSlice<u8>,
+        slots: &CudaSlice<i32>,
+        rows: usize,
+        x: &CudaSlice<u8>,
+        out: &mut CudaSlice<u8>,
+        weight: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
+        silu: bool,
+    ) -> Result<()> {
+        let f = self.function(&format!("conv_step_{}_{}", conv_dtype.name(), io_dtype.name()))?;
+        let null = 0u64;
+        let (d, k, w, s) = (dim as i32, kernel as i32, width as i32, silu as i32);
+        let cfg = LaunchConfig { grid_dim: (dim.div_ceil(128) as u32, rows as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(win).arg(slots).arg(x).arg(out).arg(weight);
+        match bias {
+            Some(bb) => b.arg(bb),
+            None => b.arg(&null),
+        };
+        b.arg(&d).arg(&k).arg(&w).arg(&s);
+        // SAFETY: as in `ssm_step`.
+        unsafe { b.launch(cfg) }.map_err(|e| unsupported("launch conv_step", e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn no_gpu_means_unsupported_not_a_panic() {
+        if !super::libraries_present() {
+            assert!(matches!(super::Gpu::new(0), Err(crate::Error::Unsupported(_))));
+        }
+    }
+
+    #[test]
+    fn kernels_compile_with_nvrtc_when_it_is_available() {
+        // SAFETY: only tries to dlopen the library.
+        if unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            let n = super::compile("compute_90").expect("kernels.cu compiles");
+            assert!(n > 1000);
+        }
+    }
+}
