@@ -124,6 +124,7 @@ func badCases(t *testing.T, dir string) []badCase {
 		{name: "copy_slots lengths differ", call: func(c *Cache) error { return c.CopySlots([]int32{0, 1}, []int32{2}) }, want: ErrShapeMismatch, goOnly: true},
 		// snapshots
 		{name: "slot_save slot past the end", call: func(c *Cache) error { _, err := c.SaveSlot(4); return err }, want: ErrOutOfRange},
+		{name: "slot_save empty buffer (NULL, 0)", call: func(c *Cache) error { _, err := c.SaveSlotTo(0, nil); return err }, want: ErrShapeMismatch},
 		{name: "slot_save buffer too small", call: func(c *Cache) error { _, err := c.SaveSlotTo(0, make([]byte, 64)); return err }, want: ErrShapeMismatch},
 		{name: "slot_load flipped byte", call: func(c *Cache) error { return c.LoadSlot(1, flipped) }, want: ErrCorrupt},
 		{name: "slot_load bad magic", call: func(c *Cache) error { return c.LoadSlot(1, badMagic) }, want: ErrCorrupt},
@@ -150,7 +151,7 @@ func badCases(t *testing.T, dir string) []badCase {
 // the binding's own checks, and with them off so that the library alone
 // must refuse it with the same status. Either way the cache is unchanged.
 func TestBadInputsAreRefusedAndChangeNothing(t *testing.T) {
-	cases := badCases(t, t.TempDir())
+	cases := append(badCases(t, t.TempDir()), kernelBadCases()...)
 	for _, mode := range []struct {
 		name string
 		skip bool

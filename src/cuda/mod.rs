@@ -116,7 +116,7 @@ impl Gpu {
         p: &SsmDeviceParams<'_>,
     ) -> Result<()> {
         let vec = 16 / state_dtype.size();
-        let kind = if shape.state_size % vec == 0 { "vec" } else { "scalar" };
+        let kind = if shape.state_size.is_multiple_of(vec) { "vec" } else { "scalar" };
         let f = self.function(&format!("ssm_step_{}_{}_{kind}", state_dtype.name(), io_dtype.name()))?;
         let null = 0u64;
         let (h, pp, n, g) = (shape.heads as i32, shape.head_dim as i32, shape.state_size as i32, shape.groups as i32);
