@@ -3,6 +3,7 @@
 package m2c
 
 import (
+	"math/rand"
 	"runtime"
 	"testing"
 	"time"
@@ -120,6 +121,55 @@ func TestTemporaryBuffersSurviveTheCall(t *testing.T) {
 			t.Fatal(err)
 		}
 		if err := c.LoadSlot((i+1)%4, append([]byte(nil), snap...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestKernelTemporariesSurviveTheCall passes the kernels buffers and
+// parameters that nothing references after the call is set up, some only
+// through the argument structs (m2c_conv_args, m2c_ssm_io), and compares
+// the results with the same calls on buffers that stay referenced.
+func TestKernelTemporariesSurviveTheCall(t *testing.T) {
+	cfg := kernelConfig(4, F32, F32)
+	a, b := mustNew(t, cfg), mustNew(t, cfg)
+	dim, hd := cfg.ConvDim(), int(cfg.NumHeads*cfg.HeadDim)
+	for i := 0; i < 10; i++ {
+		seed := int64(i)
+		cp, sp := kernelParams(rand.New(rand.NewSource(seed)), cfg)
+		tk := randomTokens(rand.New(rand.NewSource(seed)), cfg, F32, 2)
+		want := runPrefill(t, b, F32, i%2, []int32{int32(i % 4)}, []uint64{0, 2}, tk, cp, sp)
+
+		out, y := make([]float32, 2*dim), make([]float32, 2*hd)
+		fresh := func() (ConvParams, SSMParams, tokens) {
+			cp, sp := kernelParams(rand.New(rand.NewSource(seed)), cfg)
+			return cp, sp, randomTokens(rand.New(rand.NewSource(seed)), cfg, F32, 2)
+		}
+		cp2, _, tk2 := fresh()
+		if err := a.ConvPrefillF32(i%2, []int32{int32(i % 4)}, []uint64{0, 2}, tk2.x, out, cp2); err != nil {
+			t.Fatal(err)
+		}
+		_ = make([]byte, 1<<16) // garbage between calls
+		_, sp2, tk3 := fresh()
+		io := SSMIO{X: F32Data(tk3.sx), Dt: F32Data(tk3.dt), B: F32Data(tk3.b), C: F32Data(tk3.c), Z: F32Data(tk3.z), Y: F32Data(y)}
+		if err := a.SSMPrefill(i%2, []int32{int32(i % 4)}, []uint64{0, 2}, io, sp2); err != nil {
+			t.Fatal(err)
+		}
+		if !sameBits(out, want.conv) || !sameBits(y, want.y) {
+			t.Fatalf("iteration %d: outputs differ after GC", i)
+		}
+	}
+	sameLayer(t, a, b, 0)
+	sameLayer(t, a, b, 1)
+
+	// A cache used only by a kernel call must stay alive until it returns.
+	for i := 0; i < 10; i++ {
+		cache, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cp, _ := kernelParams(rand.New(rand.NewSource(1)), cfg)
+		if err := cache.ConvStepF32(1, []int32{3}, filled(dim, 1), make([]float32, dim), cp); err != nil { // last use of cache
 			t.Fatal(err)
 		}
 	}

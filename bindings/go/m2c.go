@@ -21,6 +21,15 @@
 // addresses slots[i] and a negative entry is a padding row. Lengths are
 // checked in Go before the call, and the library checks them again.
 //
+// # Kernels
+//
+// [Cache.ConvStep], [Cache.SSMStep], [Cache.ConvPrefill] and
+// [Cache.SSMPrefill] run Mamba2's causal conv and selective-state update in
+// place on the cache, with parameters in [ConvParams] and [SSMParams] (start
+// from [DefaultConvParams] and [DefaultSSMParams]) and per-token buffers as
+// [Data] of one dtype. The C argument structs hold the addresses of Go
+// slices, which the binding pins for the duration of each call.
+//
 // # Threads
 //
 // A Cache may be used from many goroutines at once: the library serialises

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"io"
 	"math"
+	"math/rand"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -235,6 +237,12 @@ func TestCloseIsIdempotentAndLaterCallsFail(t *testing.T) {
 	calls["LoadSlot"] = c.LoadSlot(0, []byte{1})
 	calls["SaveFile"] = c.SaveFile(filepath.Join(t.TempDir(), "x"))
 	calls["LoadFile"] = c.LoadFile(filepath.Join(t.TempDir(), "x"))
+	calls["CheckFinite"] = func() error { _, err := c.CheckFinite(0); return err }()
+	cp, sp := kernelParams(rand.New(rand.NewSource(1)), smallConfig())
+	calls["ConvStep"] = c.ConvStepF32(0, nil, nil, nil, cp)
+	calls["ConvPrefill"] = c.ConvPrefillF32(0, nil, []uint64{0}, nil, nil, cp)
+	calls["SSMStep"] = c.SSMStep(0, nil, SSMIO{}, sp)
+	calls["SSMPrefill"] = c.SSMPrefill(0, nil, []uint64{0}, SSMIO{}, sp)
 	for name, err := range calls {
 		if !errors.Is(err, ErrClosed) || !errors.Is(err, ErrNullArg) {
 			t.Errorf("%s after Close = %v, want ErrClosed and ErrNullArg", name, err)
@@ -566,4 +574,61 @@ func TestRawDataLengths(t *testing.T) {
 		Device(3).String() != "Device(3)" || BF16.Size() != 2 || DType(5).Size() != 0 {
 		t.Fatal("DType/Device strings")
 	}
+}
+
+func TestCheckFiniteCountsNaNAndInfInOneSlot(t *testing.T) {
+	cfg := smallConfig()
+	c := mustNew(t, cfg)
+	fill(t, c)
+	st := ramp(cfg.SSMStateLen(), 1)
+	st[3], st[7] = float32(math.NaN()), float32(math.Inf(-1))
+	checkErr(t, c.UpdateSSMF32(1, []int32{2}, st), nil)
+	win := ramp(cfg.ConvWindowLen(), 1)
+	win[0] = float32(math.Inf(1))
+	checkErr(t, c.SetConvF32(0, []int32{2}, win), nil)
+	for slot, want := range []uint64{0, 0, 3, 0} {
+		n, err := c.CheckFinite(slot)
+		checkErr(t, err, nil)
+		if n != want {
+			t.Fatalf("CheckFinite(%d) = %d, want %d", slot, n, want)
+		}
+	}
+	checkErr(t, c.Reset([]int32{2}), nil)
+	if n, err := c.CheckFinite(2); err != nil || n != 0 {
+		t.Fatalf("CheckFinite after Reset = %d, %v", n, err)
+	}
+	for _, slot := range []int{-1, 4, 1 << 40} {
+		_, err := c.CheckFinite(slot)
+		checkErr(t, err, ErrOutOfRange)
+	}
+}
+
+// TestEveryHeaderFunctionIsWrapped reads include/m2c.h and checks that the
+// package's sources call every function it declares.
+func TestEveryHeaderFunctionIsWrapped(t *testing.T) {
+	header, err := os.ReadFile("../../include/m2c.h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	decls := regexp.MustCompile(`(?m)^[a-z_0-9 ]+[ *]+(m2c_[a-z0-9_]+)\(`).FindAllSubmatch(header, -1)
+	if len(decls) < 30 {
+		t.Fatalf("found only %d declarations in m2c.h", len(decls))
+	}
+	var src strings.Builder
+	files, _ := filepath.Glob("*.go")
+	for _, f := range files {
+		if !strings.HasSuffix(f, "_test.go") {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			src.Write(b)
+		}
+	}
+	for _, d := range decls {
+		if name := string(d[1]); !strings.Contains(src.String(), "C."+name+"(") {
+			t.Errorf("%s is declared in m2c.h but never called by the binding", name)
+		}
+	}
+	t.Logf("%d functions, all wrapped", len(decls))
 }

@@ -66,6 +66,28 @@ func (c *Cache) CopySlots(src, dst []int32) error {
 	return err
 }
 
+// CheckFinite returns the number of NaN and infinite elements in the state
+// of slot, its conv windows and SSM states in every layer
+// (m2c_check_finite); 0 means the sequence is numerically healthy.
+// Non-finite inputs never reach another slot, but the recurrence carries
+// them forward in their own slot until it is reset or reloaded: call this
+// after a step that produced NaN outputs to decide whether to drop the
+// sequence. Works on a poisoned cache. Errors: ErrOutOfRange, ErrClosed.
+func (c *Cache) CheckFinite(slot int) (uint64, error) {
+	const op = "m2c_check_finite"
+	s, err := slotArg(op, slot)
+	if err != nil {
+		return 0, err
+	}
+	var out C.uint64_t
+	err = c.do(op, func(h *C.m2c_cache) C.m2c_status { return C.m2c_check_finite(h, s, &out) })
+	runtime.KeepAlive(&out)
+	if err != nil {
+		return 0, err
+	}
+	return uint64(out), nil
+}
+
 // SnapshotSize returns the exact size in bytes of a snapshot of one slot
 // (m2c_slot_snapshot_size); the format is in docs/FORMATS.md.
 func (c *Cache) SnapshotSize() (int, error) {
