@@ -52,8 +52,18 @@ __device__ void ssm_step(S* __restrict__ state, const int* __restrict__ slots, c
     if (clamp) d = fminf(fmaxf(d, dt_min), dt_max);
     const float dA = expf(d * A[h]);
     const float Dh = D ? D[h] : 0.f;
+    // B and C of this head's group, converted to f32 once per block: every
+    // warp reuses them for each of its channels.
+    extern __shared__ float bc[];
+    float* Bs = bc;
+    float* Cs = bc + N;
     const I* Bg = B + ((size_t)row * G + g) * N;
     const I* Cg = C + ((size_t)row * G + g) * N;
+    for (int i = threadIdx.x; i < N; i += blockDim.x) {
+        Bs[i] = ld(Bg[i]);
+        Cs[i] = ld(Cg[i]);
+    }
+    __syncthreads();
     const I* xh = x + ((size_t)row * H + h) * P;
     S* sh = state + ((size_t)slot * H + h) * (size_t)P * N;
     for (int p = warp; p < P; p += warps) {
@@ -70,9 +80,9 @@ __device__ void ssm_step(S* __restrict__ state, const int* __restrict__ slots, c
             }
 #pragma unroll
             for (int k = 0; k < VEC; k++) {
-                const float s = ld(v[k]) * dA + dtx * ld(Bg[n0 + k]);
+                const float s = ld(v[k]) * dA + dtx * Bs[n0 + k];
                 v[k] = st<S>(s);
-                acc += s * ld(Cg[n0 + k]);
+                acc += s * Cs[n0 + k];
             }
             if (VEC > 1) {
                 *(vec16*)(r + n0) = *(const vec16*)v;

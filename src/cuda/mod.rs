@@ -122,7 +122,12 @@ impl Gpu {
         let (h, pp, n, g) = (shape.heads as i32, shape.head_dim as i32, shape.state_size as i32, shape.groups as i32);
         let (softplus, clamp) = (p.dt_softplus as i32, p.dt_limit.is_some() as i32);
         let (lo, hi) = p.dt_limit.unwrap_or((0.0, f32::INFINITY));
-        let cfg = LaunchConfig { grid_dim: (shape.heads as u32, rows as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        // Shared memory: B and C of the head's group in f32.
+        let cfg = LaunchConfig {
+            grid_dim: (shape.heads as u32, rows as u32, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: (2 * shape.state_size * 4) as u32,
+        };
         let mut b = self.stream.launch_builder(&f);
         b.arg(state).arg(slots).arg(io.x).arg(io.dt).arg(io.b).arg(io.c);
         match io.z {
