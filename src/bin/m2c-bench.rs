@@ -437,6 +437,19 @@ fn table(s: &Shape) {
     });
     row("slot_save (one slot, to memory)", 1, tsave, size, bw1);
     row("slot_load (one slot, validated)", 1, tload, size, bw1);
+    // Whole-cache files: crash-safe save (temp file, fsync, rename) and a
+    // validating two-pass load, through the page cache of this machine.
+    let dir = std::env::temp_dir().join(format!("m2c-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = std::ffi::CString::new(dir.join("cache.m2c").to_string_lossy().as_bytes()).expect("path");
+    let file_iters = iters.min(5);
+    // SAFETY: valid handle and NUL-terminated path.
+    let tfs = median_secs(file_iters, || check(unsafe { m2c_save_file(cache, path.as_ptr()) }, "m2c_save_file"));
+    // SAFETY: as above.
+    let tfl = median_secs(file_iters, || check(unsafe { m2c_load_file(cache, path.as_ptr()) }, "m2c_load_file"));
+    row("save_file (all slots, fsync)", 1, tfs, cb + sb, bw1);
+    row("load_file (all slots, 2 passes)", 1, tfl, cb + sb, bw1);
+    let _ = std::fs::remove_dir_all(&dir);
     println!(
         "GB/s = bytes of state covered / median time (each byte read once and written once counts once, as for memcpy);\n\
          memcpy1 = one-thread memcpy bandwidth measured above; 'vs memcpy1' = (state bytes / memcpy1) / time: above 1x is faster than copying the state."
