@@ -219,12 +219,14 @@ fn ssm_params<'a>(a: &'a m2c_ssm_args) -> Result<(DType, SsmParams<'a>), Error> 
 }
 
 fn param_regions(a: &m2c_ssm_args, out: &mut Vec<Region>) {
+    out.push(Region { ptr: (a as *const m2c_ssm_args).cast(), bytes: std::mem::size_of::<m2c_ssm_args>(), name: "args", output: false });
     for (p, len, name) in [(a.A, a.A_len, "A"), (a.D, a.D_len, "D"), (a.dt_bias, a.dt_bias_len, "dt_bias")] {
         out.push(Region { ptr: p.cast(), bytes: len * 4, name, output: false });
     }
 }
 
 fn io_regions(io: &m2c_ssm_io, size: usize, out: &mut Vec<Region>) {
+    out.push(Region { ptr: (io as *const m2c_ssm_io).cast(), bytes: std::mem::size_of::<m2c_ssm_io>(), name: "io", output: false });
     for (p, len, name) in [(io.x, io.x_len, "x"), (io.dt, io.dt_len, "dt"), (io.B, io.B_len, "B"), (io.C, io.C_len, "C"), (io.z, io.z_len, "z")] {
         out.push(Region { ptr: p, bytes: len * size, name, output: false });
     }
@@ -356,6 +358,7 @@ pub unsafe extern "C" fn m2c_conv_step(
                 Region { ptr: x, bytes: x_len * sz, name: "x", output: false },
                 Region { ptr: args.weight.cast(), bytes: args.weight_len * 4, name: "weight", output: false },
                 Region { ptr: args.bias.cast(), bytes: args.bias_len * 4, name: "bias", output: false },
+                Region { ptr: (args as *const m2c_conv_args).cast(), bytes: std::mem::size_of::<m2c_conv_args>(), name: "args", output: false },
                 Region { ptr: out.cast_const(), bytes: out_len * sz, name: "out", output: true },
             ],
         )?;
@@ -504,6 +507,7 @@ pub unsafe extern "C" fn m2c_conv_prefill(
                 Region { ptr: x, bytes: x_len * sz, name: "x", output: false },
                 Region { ptr: args.weight.cast(), bytes: args.weight_len * 4, name: "weight", output: false },
                 Region { ptr: args.bias.cast(), bytes: args.bias_len * 4, name: "bias", output: false },
+                Region { ptr: (args as *const m2c_conv_args).cast(), bytes: std::mem::size_of::<m2c_conv_args>(), name: "args", output: false },
                 Region { ptr: out.cast_const(), bytes: out_len * sz, name: "out", output: true },
             ],
         )?;

@@ -110,7 +110,10 @@ pub(crate) fn ffi_value<T>(name: &str, fallback: T, f: impl FnOnce() -> T) -> T 
 /// # Safety
 /// `p` must be NULL or valid for reads of `T` for the returned lifetime.
 pub(crate) unsafe fn arg_ref<'a, T>(p: *const T, what: &str) -> Result<&'a T, Error> {
-    // SAFETY: forwarded from the caller's contract.
+    if !p.is_null() && !p.is_aligned() {
+        return Err(Error::InvalidArg(format!("{what} is not aligned for its type")));
+    }
+    // SAFETY: aligned (checked); validity forwarded from the caller.
     unsafe { p.as_ref() }.ok_or_else(|| Error::NullArg(format!("{what} is NULL")))
 }
 

@@ -273,3 +273,19 @@ fn views_describe_the_storage() {
     // SAFETY: handle from m2c_create.
     unsafe { m2c_destroy(c) };
 }
+
+#[test]
+fn misaligned_struct_pointers_are_refused() {
+    let cfg = tiny_config(1);
+    // A config copied to an odd address.
+    let mut raw = vec![0u8; std::mem::size_of::<m2c_config>() + 8];
+    let p = raw.as_mut_ptr().wrapping_add(1);
+    // SAFETY: the buffer holds size_of::<m2c_config>() bytes after p.
+    unsafe { std::ptr::copy_nonoverlapping((&cfg as *const m2c_config).cast::<u8>(), p, std::mem::size_of::<m2c_config>()) };
+    let mut bytes = 0u64;
+    // SAFETY: a misaligned pointer is refused before it is read as a config.
+    let s = unsafe { m2c_config_bytes(p.cast(), &mut bytes) };
+    assert_eq!(s, M2C_STATUS_INVALID_ARG);
+    assert!(last_error().contains("aligned"), "{}", last_error());
+    assert_eq!(bytes, 0);
+}

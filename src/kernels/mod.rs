@@ -112,7 +112,8 @@ fn check_cu(cu: &[u64], rows: usize) -> Result<usize> {
 
 fn check(what: &str, got: usize, want: usize) -> Result<()> {
     if got != want {
-        return Err(Error::ShapeMismatch(format!("{what}: len = {got} elements, but the shape needs {want}")));
+        let need = if want == usize::MAX { "more than fits in memory".to_string() } else { want.to_string() };
+        return Err(Error::ShapeMismatch(format!("{what}: len = {got} elements, but the shape needs {need}")));
     }
     Ok(())
 }
@@ -324,7 +325,7 @@ impl Cache {
         }
         if let Some((lo, hi)) = p.dt_limit {
             if lo.is_nan() || hi.is_nan() || lo > hi {
-                return Err(Error::InvalidArg(format!("dt limits [{lo}, {hi}] are not an interval")));
+                return Err(Error::InvalidArg(format!("dt_min = {lo}, dt_max = {hi} are not an interval")));
             }
         }
         Ok((cfg, h * hd * n * cfg.ssm_dtype.size()))
