@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test suite of m2c: Rust (unit, FFI, model, kernels, header),
 # clippy, the C tests under ctest (plain, ASan+UBSan, valgrind), the
-# installed-prefix consumers (CMake, pkg-config, static, C++17), and the Go
-# and Zig bindings. Installs what is missing on a fresh Debian machine
+# installed-prefix consumers (CMake, pkg-config, static, C++17), the Go
+# and Zig bindings, and the fuzz targets (cargo-fuzz, 30 s each; the stress
+# and fault tests run inside "cargo test" and the C tests, see
+# RELIABILITY.md). Installs what is missing on a fresh Debian machine
 # (cmake and valgrind from apt, Go 1.23 from bookworm-backports, Zig 0.15.2
 # from PyPI: the Go and Zig scripts install their own) and is safe to rerun.
 # Exit status 0 only if every suite passed; the last line counts suites.
@@ -95,6 +97,7 @@ stage "C tests (plain, ASan+UBSan, valgrind)" bash scripts/ctest.sh
 stage "installed prefix: CMake, pkg-config, static, C++" bash scripts/test-install.sh
 stage "Go binding (vet, -race, m2cdebug)" bash scripts/test-go.sh
 stage "Zig binding (shared, static)" bash scripts/test-zig.sh
+stage "fuzz (30 s per target)" bash scripts/fuzz.sh 30
 
 log "summary"
 if [ $failed -ne 0 ]; then
