@@ -322,13 +322,13 @@ int main(void) {
          c.slots = (const int32_t *)sv1.data);
 
     /* dt limits. */
-    CASE("dt_min > dt_max", M2C_STATUS_INVALID_ARG, "dt", NULL, c.a.dt_min = 2.0f;
+    CASE("dt_min > dt_max", M2C_STATUS_INVALID_ARG, "dt_min", "dt_max", c.a.dt_min = 2.0f;
          c.a.dt_max = 1.0f);
-    CASE("dt_min NaN", M2C_STATUS_INVALID_ARG, "dt", NULL, c.a.dt_min = NAN);
-    CASE("dt_max NaN", M2C_STATUS_INVALID_ARG, "dt", NULL, c.a.dt_max = NAN);
-    CASE("both bounds NaN", M2C_STATUS_INVALID_ARG, "dt", NULL, c.a.dt_min = NAN;
+    CASE("dt_min NaN", M2C_STATUS_INVALID_ARG, "dt_min", "dt_max", c.a.dt_min = NAN);
+    CASE("dt_max NaN", M2C_STATUS_INVALID_ARG, "dt_min", "dt_max", c.a.dt_max = NAN);
+    CASE("both bounds NaN", M2C_STATUS_INVALID_ARG, "dt_min", "dt_max", c.a.dt_min = NAN;
          c.a.dt_max = NAN);
-    CASE("dt_min +inf, dt_max 1", M2C_STATUS_INVALID_ARG, "dt", NULL, c.a.dt_min = INFINITY;
+    CASE("dt_min +inf, dt_max 1", M2C_STATUS_INVALID_ARG, "dt_min", "dt_max", c.a.dt_min = INFINITY;
          c.a.dt_max = 1.0f);
 
 #if M2C_TEST_PREFILL

@@ -1,6 +1,7 @@
 //! Slot lifecycle (acquire, release), fork and reorder (`copy_slots`), and
 //! the byte-level accessors snapshots and files use.
 
+use crate::buffer::{try_vec, try_with_capacity};
 use crate::cache::{Cache, PAR_MIN_BYTES};
 use crate::error::{Error, Result};
 use rayon::prelude::*;
@@ -129,7 +130,9 @@ impl Cache {
         }
         // Destinations: in range, distinct (as a slot selection).
         crate::slots::Slots::List(dst).validate_named(self.num_slots(), "dst")?;
-        let mut moves: Vec<(usize, usize)> = Vec::with_capacity(src.len());
+        // Everything this call allocates is allocated here, before the
+        // first write: an allocation failure changes nothing.
+        let mut moves: Vec<(usize, usize)> = try_with_capacity(src.len(), "copy list")?;
         for (i, (&s, &d)) in src.iter().zip(dst).enumerate() {
             if d < 0 {
                 continue;
@@ -145,21 +148,32 @@ impl Cache {
             return Ok(());
         }
         // Sources that are also destinations must be read before anything
-        // is written: stage those (once each) in a scratch buffer.
-        let mut is_dst = vec![false; self.num_slots()];
+        // is written: stage those (once each) in scratch space.
+        let mut is_dst = try_vec(self.num_slots(), false, "destination table")?;
         for &(_, d) in &moves {
             is_dst[d] = true;
         }
-        let mut staged: Vec<usize> = moves.iter().map(|&(s, _)| s).filter(|&s| is_dst[s]).collect();
+        let mut staged: Vec<usize> = try_with_capacity(moves.len(), "staging list")?;
+        staged.extend(moves.iter().map(|&(s, _)| s).filter(|&s| is_dst[s]));
         staged.sort_unstable();
         staged.dedup();
+        let mut old_pos: Vec<u64> = try_with_capacity(moves.len(), "positions")?;
+        old_pos.extend(moves.iter().map(|&(s, _)| self.positions[s]));
 
         let (cb, sb) = self.slot_byte_sizes();
         let bytes = moves.len() * (cb + sb) * self.layers.len();
-        let copy_layer = |layer: &mut crate::cache::Layer| {
+        let parallel = bytes >= PAR_MIN_BYTES && self.layers.len() >= 2;
+        // One scratch buffer per worker, each processing a run of layers.
+        let workers = if parallel { rayon::current_num_threads().clamp(1, self.layers.len()) } else { 1 };
+        let scratch_bytes = staged.len() * cb.max(sb);
+        let mut scratches: Vec<Vec<u8>> = try_with_capacity(workers, "scratch table")?;
+        for _ in 0..workers {
+            scratches.push(try_with_capacity(scratch_bytes, "copy scratch")?);
+        }
+        let copy_layer = |layer: &mut crate::cache::Layer, scratch: &mut Vec<u8>| {
             for (buf, per) in [(&mut layer.conv, cb), (&mut layer.ssm, sb)] {
                 let bytes = buf.bytes_mut();
-                let mut scratch = Vec::with_capacity(staged.len() * per);
+                scratch.clear(); // keeps its capacity: no allocation here
                 for &s in &staged {
                     scratch.extend_from_slice(&bytes[s * per..(s + 1) * per]);
                 }
@@ -171,13 +185,17 @@ impl Cache {
                 }
             }
         };
-        if bytes >= PAR_MIN_BYTES && self.layers.len() >= 2 {
-            self.layers.par_iter_mut().for_each(copy_layer);
+        let per_worker = self.layers.len().div_ceil(workers);
+        if parallel {
+            self.layers
+                .par_chunks_mut(per_worker)
+                .zip(scratches.par_iter_mut())
+                .for_each(|(layers, scratch)| layers.iter_mut().for_each(|l| copy_layer(l, scratch)));
         } else {
-            self.layers.iter_mut().for_each(copy_layer);
+            let scratch = &mut scratches[0];
+            self.layers.iter_mut().for_each(|l| copy_layer(l, scratch));
         }
-        let old: Vec<u64> = moves.iter().map(|&(s, _)| self.positions[s]).collect();
-        for (&(_, d), p) in moves.iter().zip(old) {
+        for (&(_, d), p) in moves.iter().zip(old_pos) {
             self.positions[d] = p;
         }
         Ok(())

@@ -5,6 +5,7 @@
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::snapshot::*;
+use crate::buffer::{try_vec, try_with_capacity};
 use crate::xxh64::Xxh64;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
@@ -72,13 +73,13 @@ impl Cache {
         h
     }
 
-    fn slot_table(&self) -> Vec<u8> {
-        let mut t = Vec::with_capacity(self.num_slots() * SLOT_TABLE_ENTRY_BYTES);
+    fn slot_table(&self) -> Result<Vec<u8>> {
+        let mut t = try_with_capacity(self.num_slots() * SLOT_TABLE_ENTRY_BYTES, "slot table")?;
         for s in 0..self.num_slots() {
             t.extend_from_slice(&self.positions[s].to_le_bytes());
             t.extend_from_slice(&u64::from(self.in_use[s]).to_le_bytes());
         }
-        t
+        Ok(t)
     }
 
     /// Saves every slot (state, position, whether it is acquired) to
@@ -124,9 +125,10 @@ impl Cache {
 
     fn write_file(&self, file: File, tmp: &Path) -> Result<()> {
         let werr = |e| io_err("cannot write", tmp, e);
+        let table = self.slot_table()?;
         let mut w = HashingWriter { inner: BufWriter::with_capacity(IO_CHUNK, file), hash: Xxh64::new(), written: 0 };
         w.put(&self.file_header()).map_err(werr)?;
-        w.put(&self.slot_table()).map_err(werr)?;
+        w.put(&table).map_err(werr)?;
         for l in 0..self.config().num_layers {
             for part in self.layer_bytes(l) {
                 for chunk in part.chunks(IO_CHUNK) {
@@ -162,8 +164,12 @@ impl Cache {
         // Pass 1: the checksum over everything.
         let mut hash = Xxh64::new();
         hash.update(&header);
+        // Everything the load allocates is allocated here, before the
+        // cache is touched.
+        let mut buf = try_vec(IO_CHUNK, 0u8, "read buffer")?;
+        let mut table = try_vec(self.num_slots() * SLOT_TABLE_ENTRY_BYTES, 0u8, "slot table")?;
+        let mut entries: Vec<(u64, bool)> = try_with_capacity(self.num_slots(), "slot entries")?;
         let mut left = len - min;
-        let mut buf = vec![0u8; IO_CHUNK];
         while left > 0 {
             let n = left.min(IO_CHUNK as u64) as usize;
             read_full(&mut f, &mut buf[..n], path)?;
@@ -198,10 +204,11 @@ impl Cache {
                 self.file_size()
             )));
         }
-        let mut table = vec![0u8; self.num_slots() * SLOT_TABLE_ENTRY_BYTES];
+        if u32_at(&header, 60) != 0 {
+            return Err(Error::Corrupt(format!("{}: reserved header field is not 0", path.display())));
+        }
         f.seek(SeekFrom::Start(FILE_HEADER_BYTES as u64)).map_err(rerr)?;
         read_full(&mut f, &mut table, path)?;
-        let mut entries = Vec::with_capacity(self.num_slots());
         for e in table.chunks_exact(SLOT_TABLE_ENTRY_BYTES) {
             let flags = u64_at(e, 8);
             if flags > 1 {

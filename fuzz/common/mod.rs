@@ -430,9 +430,8 @@ pub fn valid_snapshot(b: &[u8], sh: &Shape) -> bool {
         && u64_at(b, 64) == sh.payload() as u64
 }
 
-/// Whether `b` is a cache file a cache of this shape must accept. The
-/// reserved field at offset 60 is not checked: FORMATS.md does not list it
-/// among the checks a reader makes.
+/// Whether `b` is a cache file a cache of this shape must accept; the
+/// reserved field at offset 60 must be 0 (FORMATS.md).
 pub fn valid_file(b: &[u8], sh: &Shape) -> bool {
     b.len() == sh.file_size()
         && b[0..8] == *b"M2CCACHE"
@@ -441,6 +440,7 @@ pub fn valid_file(b: &[u8], sh: &Shape) -> bool {
         && u32_at(b, 12) == 64
         && b[16..56] == sh.fingerprint()
         && u32_at(b, 56) as usize == sh.slots
+        && u32_at(b, 60) == 0
         && (0..sh.slots).all(|s| u64_at(b, 64 + 16 * s + 8) <= 1)
 }
 
