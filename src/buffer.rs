@@ -166,6 +166,24 @@ impl<T: Zeroable> std::ops::DerefMut for ZeroedVec<T> {
 }
 
 
+/// A vector of `n` copies of `v`, or `OutOfMemory` (never an abort) when
+/// the allocator refuses. For scratch space sized by caller input.
+pub fn try_vec<T: Clone>(n: usize, v: T, what: &str) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(n)
+        .map_err(|_| Error::OutOfMemory(format!("cannot allocate {what} ({n} elements)")))?;
+    out.resize(n, v);
+    Ok(out)
+}
+
+/// An empty vector with room for `n` elements, or `OutOfMemory`.
+pub fn try_with_capacity<T>(n: usize, what: &str) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(n)
+        .map_err(|_| Error::OutOfMemory(format!("cannot allocate {what} ({n} elements)")))?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,22 +204,4 @@ mod tests {
         // Larger than this machine's memory and swap: calloc refuses.
         assert!(matches!(AlignedBuf::zeroed(1 << 46, DType::F32), Err(Error::OutOfMemory(_))));
     }
-}
-
-/// A vector of `n` copies of `v`, or `OutOfMemory` (never an abort) when
-/// the allocator refuses. For scratch space sized by caller input.
-pub fn try_vec<T: Clone>(n: usize, v: T, what: &str) -> Result<Vec<T>> {
-    let mut out = Vec::new();
-    out.try_reserve_exact(n)
-        .map_err(|_| Error::OutOfMemory(format!("cannot allocate {what} ({n} elements)")))?;
-    out.resize(n, v);
-    Ok(out)
-}
-
-/// An empty vector with room for `n` elements, or `OutOfMemory`.
-pub fn try_with_capacity<T>(n: usize, what: &str) -> Result<Vec<T>> {
-    let mut out = Vec::new();
-    out.try_reserve_exact(n)
-        .map_err(|_| Error::OutOfMemory(format!("cannot allocate {what} ({n} elements)")))?;
-    Ok(out)
 }
