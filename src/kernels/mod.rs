@@ -403,7 +403,7 @@ fn ssm_prefill_rows<S: Lane, I: Lane>(
     let (h, p, n) = (job.heads, job.head_dim, job.state_size);
     zero_padding_seqs(y, h * p, sel, cu);
     let writer = RowWriter::new(y);
-    let heads_per_task = if par { (256 * 1024 / head_bytes.max(1)).clamp(1, h) } else { h };
+    let heads_per_task = if par { (128 * 1024 / head_bytes.max(1)).clamp(1, h) } else { h };
     let mut items: Vec<(usize, usize, &mut [S])> = Vec::new();
     for (r, slot_state) in slot_chunks(st, h * p * n, sel) {
         for (i, sc) in slot_state.chunks_mut(heads_per_task * p * n).enumerate() {
@@ -457,7 +457,7 @@ fn ssm_rows<S: Lane, I: Lane>(job: &ssm::SsmJob<'_, I>, st: &mut [S], y: &mut [I
     zero_padding(y, h * p, sel);
     if par {
         // Tasks of whole heads, at least ~256 KiB of state each.
-        let heads_per_task = (256 * 1024 / head_bytes.max(1)).clamp(1, h);
+        let heads_per_task = (128 * 1024 / head_bytes.max(1)).clamp(1, h);
         let mut ys: Vec<&mut [I]> = y.chunks_exact_mut(h * p).collect();
         let mut items: Vec<(usize, usize, &mut [S], &mut [I])> = Vec::new();
         for (r, slot_state) in slot_chunks(st, per_slot, sel) {
