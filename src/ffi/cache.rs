@@ -127,12 +127,7 @@ fn config_from_c(c: &m2c_config) -> Result<Config, Error> {
 /// NULL is a no-op. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_config_init(cfg: *mut m2c_config) {
-    ffi_value("m2c_config_init", (), || {
-        if let Ok(p) = out_ptr(cfg, "cfg") {
-            // SAFETY: non-NULL and aligned; the caller provides the storage.
-            unsafe { p.write(config_to_c(&Config::default())) }
-        }
-    })
+    init_struct("m2c_config_init", cfg, || config_to_c(&Config::default()))
 }
 
 /// Computes the bytes of state storage a cache with configuration `*cfg`

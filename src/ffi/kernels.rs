@@ -237,21 +237,15 @@ fn io_regions(io: &m2c_ssm_io, size: usize, out: &mut Vec<Region>) {
 /// SiLU, no weights (set `weight` before use). NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_conv_args_init(args: *mut m2c_conv_args) {
-    ffi_value("m2c_conv_args_init", (), || {
-        if let Ok(p) = out_ptr(args, "args") {
-            let v = m2c_conv_args {
-                struct_size: std::mem::size_of::<m2c_conv_args>() as u32,
-                io_dtype: M2C_DTYPE_F32,
-                activation: M2C_ACTIVATION_SILU,
-                reserved: 0,
-                weight: std::ptr::null(),
-                weight_len: 0,
-                bias: std::ptr::null(),
-                bias_len: 0,
-            };
-            // SAFETY: non-NULL and aligned; the caller provides the storage.
-            unsafe { p.write(v) }
-        }
+    init_struct("m2c_conv_args_init", args, || m2c_conv_args {
+        struct_size: std::mem::size_of::<m2c_conv_args>() as u32,
+        io_dtype: M2C_DTYPE_F32,
+        activation: M2C_ACTIVATION_SILU,
+        reserved: 0,
+        weight: std::ptr::null(),
+        weight_len: 0,
+        bias: std::ptr::null(),
+        bias_len: 0,
     })
 }
 
@@ -260,52 +254,40 @@ pub unsafe extern "C" fn m2c_conv_args_init(args: *mut m2c_conv_args) {
 /// `A` before use). NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_ssm_args_init(args: *mut m2c_ssm_args) {
-    ffi_value("m2c_ssm_args_init", (), || {
-        if let Ok(p) = out_ptr(args, "args") {
-            let v = m2c_ssm_args {
-                struct_size: std::mem::size_of::<m2c_ssm_args>() as u32,
-                io_dtype: M2C_DTYPE_F32,
-                dt_softplus: 1,
-                dt_clamp: 0,
-                dt_min: 0.0,
-                dt_max: f32::INFINITY,
-                A: std::ptr::null(),
-                A_len: 0,
-                D: std::ptr::null(),
-                D_len: 0,
-                dt_bias: std::ptr::null(),
-                dt_bias_len: 0,
-            };
-            // SAFETY: non-NULL and aligned; the caller provides the storage.
-            unsafe { p.write(v) }
-        }
+    init_struct("m2c_ssm_args_init", args, || m2c_ssm_args {
+        struct_size: std::mem::size_of::<m2c_ssm_args>() as u32,
+        io_dtype: M2C_DTYPE_F32,
+        dt_softplus: 1,
+        dt_clamp: 0,
+        dt_min: 0.0,
+        dt_max: f32::INFINITY,
+        A: std::ptr::null(),
+        A_len: 0,
+        D: std::ptr::null(),
+        D_len: 0,
+        dt_bias: std::ptr::null(),
+        dt_bias_len: 0,
     })
 }
 
 /// Fills `*io` with `struct_size` and NULL buffers. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_ssm_io_init(io: *mut m2c_ssm_io) {
-    ffi_value("m2c_ssm_io_init", (), || {
-        if let Ok(p) = out_ptr(io, "io") {
-            let v = m2c_ssm_io {
-                struct_size: std::mem::size_of::<m2c_ssm_io>() as u32,
-                reserved: 0,
-                x: std::ptr::null(),
-                x_len: 0,
-                dt: std::ptr::null(),
-                dt_len: 0,
-                B: std::ptr::null(),
-                B_len: 0,
-                C: std::ptr::null(),
-                C_len: 0,
-                z: std::ptr::null(),
-                z_len: 0,
-                y: std::ptr::null_mut(),
-                y_len: 0,
-            };
-            // SAFETY: non-NULL and aligned; the caller provides the storage.
-            unsafe { p.write(v) }
-        }
+    init_struct("m2c_ssm_io_init", io, || m2c_ssm_io {
+        struct_size: std::mem::size_of::<m2c_ssm_io>() as u32,
+        reserved: 0,
+        x: std::ptr::null(),
+        x_len: 0,
+        dt: std::ptr::null(),
+        dt_len: 0,
+        B: std::ptr::null(),
+        B_len: 0,
+        C: std::ptr::null(),
+        C_len: 0,
+        z: std::ptr::null(),
+        z_len: 0,
+        y: std::ptr::null_mut(),
+        y_len: 0,
     })
 }
 

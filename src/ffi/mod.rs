@@ -105,6 +105,17 @@ pub(crate) fn ffi_value<T>(name: &str, fallback: T, f: impl FnOnce() -> T) -> T 
     }
 }
 
+/// The body of every `*_init` function: writes `value()` to `*p` inside
+/// the panic boundary; NULL (or a misaligned pointer) is a no-op.
+pub(crate) fn init_struct<T>(name: &str, p: *mut T, value: impl FnOnce() -> T) {
+    ffi_value(name, (), || {
+        if let Ok(p) = out_ptr(p, "argument") {
+            // SAFETY: non-NULL and aligned; the caller provides the storage.
+            unsafe { p.write(value()) }
+        }
+    })
+}
+
 /// A reference to `*p`, or `NullArg` naming the parameter.
 ///
 /// # Safety
