@@ -77,19 +77,8 @@ fn config_to_c(c: &Config) -> m2c_config {
     }
 }
 
-fn check_struct_size(size: u32, what: &str) -> Result<(), Error> {
-    let want = std::mem::size_of::<m2c_config>();
-    if size as usize != want {
-        return Err(Error::InvalidArg(format!(
-            "{what}->struct_size = {size}, but this library knows only sizeof(m2c_config) = {want}: \
-             initialise it with m2c_config_init()"
-        )));
-    }
-    Ok(())
-}
-
 fn config_from_c(c: &m2c_config) -> Result<Config, Error> {
-    check_struct_size(c.struct_size, "cfg")?;
+    check_struct_size::<m2c_config>(c.struct_size, "cfg", "m2c_config_init")?;
     let dtype = |code: m2c_dtype, field: &str| {
         DType::from_code(code).ok_or_else(|| {
             Error::UnsupportedDtype(format!("{field} = {code} is not an M2C_DTYPE_* value"))
@@ -205,7 +194,7 @@ pub unsafe extern "C" fn m2c_get_config(cache: *const m2c_cache, out: *mut m2c_c
         let cache = unsafe { arg_ref(cache, "cache") }?;
         let out = out_ptr(out, "out")?;
         // SAFETY: non-NULL and aligned; the caller provides a config.
-        check_struct_size(unsafe { (*out).struct_size }, "out")?;
+        check_struct_size::<m2c_config>(unsafe { (*out).struct_size }, "out", "m2c_config_init")?;
         let cfg = config_to_c(cache.read().config());
         // SAFETY: as above.
         unsafe { out.write(cfg) };

@@ -101,15 +101,6 @@ pub struct m2c_ssm_io {
     pub y_len: usize,
 }
 
-fn check_size(got: u32, want: usize, what: &str) -> Result<(), Error> {
-    if got as usize != want {
-        return Err(Error::InvalidArg(format!(
-            "{what}->struct_size = {got}, but this library knows only {want}: initialise it with the matching _init()"
-        )));
-    }
-    Ok(())
-}
-
 fn reserved_zero(v: u32, what: &str) -> Result<(), Error> {
     if v != 0 {
         return Err(Error::InvalidArg(format!("{what}->reserved must be 0")));
@@ -176,7 +167,7 @@ fn check_regions(c: &Cache, regions: &[Region]) -> Result<(), Error> {
 }
 
 fn conv_params<'a>(a: &'a m2c_conv_args) -> Result<(DType, ConvParams<'a>), Error> {
-    check_size(a.struct_size, std::mem::size_of::<m2c_conv_args>(), "args")?;
+    check_struct_size::<m2c_conv_args>(a.struct_size, "args", "m2c_conv_args_init")?;
     reserved_zero(a.reserved, "args")?;
     let io = dtype_arg(a.io_dtype, "args->io_dtype")?;
     let silu = match a.activation {
@@ -195,7 +186,7 @@ fn conv_params<'a>(a: &'a m2c_conv_args) -> Result<(DType, ConvParams<'a>), Erro
 }
 
 fn ssm_params<'a>(a: &'a m2c_ssm_args) -> Result<(DType, SsmParams<'a>), Error> {
-    check_size(a.struct_size, std::mem::size_of::<m2c_ssm_args>(), "args")?;
+    check_struct_size::<m2c_ssm_args>(a.struct_size, "args", "m2c_ssm_args_init")?;
     let io = dtype_arg(a.io_dtype, "args->io_dtype")?;
     if a.A.is_null() {
         return Err(Error::NullArg("args->A is NULL".into()));
@@ -216,6 +207,30 @@ fn ssm_params<'a>(a: &'a m2c_ssm_args) -> Result<(DType, SsmParams<'a>), Error> 
         dt_limit: (a.dt_clamp != 0).then_some((a.dt_min, a.dt_max)),
     };
     Ok((io, p))
+}
+
+/// The regions of a conv call: its inputs (slots, x, weight, bias, the
+/// args struct itself) and its output.
+#[allow(clippy::too_many_arguments)]
+fn conv_regions(
+    slots: *const i32,
+    n: usize,
+    x: *const c_void,
+    x_len: usize,
+    out: *mut c_void,
+    out_len: usize,
+    io: DType,
+    args: &m2c_conv_args,
+) -> Vec<Region> {
+    let sz = io.size();
+    vec![
+        Region { ptr: slots.cast(), bytes: slots_bytes(slots, n), name: "slots", output: false },
+        Region { ptr: x, bytes: x_len * sz, name: "x", output: false },
+        Region { ptr: args.weight.cast(), bytes: args.weight_len * 4, name: "weight", output: false },
+        Region { ptr: args.bias.cast(), bytes: args.bias_len * 4, name: "bias", output: false },
+        Region { ptr: (args as *const m2c_conv_args).cast(), bytes: std::mem::size_of::<m2c_conv_args>(), name: "args", output: false },
+        Region { ptr: out.cast_const(), bytes: out_len * sz, name: "out", output: true },
+    ]
 }
 
 fn param_regions(a: &m2c_ssm_args, out: &mut Vec<Region>) {
@@ -332,18 +347,7 @@ pub unsafe extern "C" fn m2c_conv_step(
             (slots_arg(slots, n)?, slice_arg(x, io.code(), x_len, "x")?, slice_mut_arg(out, io.code(), out_len, "out")?)
         };
         let mut c = cache.write()?;
-        let sz = io.size();
-        check_regions(
-            &c,
-            &[
-                Region { ptr: slots.cast(), bytes: slots_bytes(slots, n), name: "slots", output: false },
-                Region { ptr: x, bytes: x_len * sz, name: "x", output: false },
-                Region { ptr: args.weight.cast(), bytes: args.weight_len * 4, name: "weight", output: false },
-                Region { ptr: args.bias.cast(), bytes: args.bias_len * 4, name: "bias", output: false },
-                Region { ptr: (args as *const m2c_conv_args).cast(), bytes: std::mem::size_of::<m2c_conv_args>(), name: "args", output: false },
-                Region { ptr: out.cast_const(), bytes: out_len * sz, name: "out", output: true },
-            ],
-        )?;
+        check_regions(&c, &conv_regions(slots, n, x, x_len, out, out_len, io, args))?;
         c.conv_step(layer, sl, xs, os, &params)
     })
 }
@@ -396,7 +400,7 @@ pub unsafe extern "C" fn m2c_ssm_step(
 
 /// Builds the typed views of an `m2c_ssm_io`.
 fn ssm_buffers<'a>(io: &'a m2c_ssm_io, dtype: DType) -> Result<(SsmInputs<'a>, SliceMut<'a>), Error> {
-    check_size(io.struct_size, std::mem::size_of::<m2c_ssm_io>(), "io")?;
+    check_struct_size::<m2c_ssm_io>(io.struct_size, "io", "m2c_ssm_io_init")?;
     reserved_zero(io.reserved, "io")?;
     let d = dtype.code();
     // SAFETY: pointer contracts of m2c_ssm_io.
@@ -480,19 +484,9 @@ pub unsafe extern "C" fn m2c_conv_prefill(
             )
         };
         let mut c = cache.write()?;
-        let sz = io.size();
-        check_regions(
-            &c,
-            &[
-                Region { ptr: slots.cast(), bytes: slots_bytes(slots, n), name: "slots", output: false },
-                Region { ptr: cu_seqlens.cast(), bytes: cu_len * 8, name: "cu_seqlens", output: false },
-                Region { ptr: x, bytes: x_len * sz, name: "x", output: false },
-                Region { ptr: args.weight.cast(), bytes: args.weight_len * 4, name: "weight", output: false },
-                Region { ptr: args.bias.cast(), bytes: args.bias_len * 4, name: "bias", output: false },
-                Region { ptr: (args as *const m2c_conv_args).cast(), bytes: std::mem::size_of::<m2c_conv_args>(), name: "args", output: false },
-                Region { ptr: out.cast_const(), bytes: out_len * sz, name: "out", output: true },
-            ],
-        )?;
+        let mut regions = conv_regions(slots, n, x, x_len, out, out_len, io, args);
+        regions.push(Region { ptr: cu_seqlens.cast(), bytes: cu_len * 8, name: "cu_seqlens", output: false });
+        check_regions(&c, &regions)?;
         c.conv_prefill(layer, sl, cu, xs, os, &params)
     })
 }

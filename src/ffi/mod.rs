@@ -105,6 +105,18 @@ pub(crate) fn ffi_value<T>(name: &str, fallback: T, f: impl FnOnce() -> T) -> T 
     }
 }
 
+/// Checks the `struct_size` of a versioned struct `T` passed as `what`:
+/// only sizes this library knows are accepted (today: its own).
+pub(crate) fn check_struct_size<T>(got: u32, what: &str, init: &str) -> Result<(), Error> {
+    let want = std::mem::size_of::<T>();
+    if got as usize != want {
+        return Err(Error::InvalidArg(format!(
+            "{what}->struct_size = {got}, but this library knows only {want}: initialise it with {init}()"
+        )));
+    }
+    Ok(())
+}
+
 /// The body of every `*_init` function: writes `value()` to `*p` inside
 /// the panic boundary; NULL (or a misaligned pointer) is a no-op.
 pub(crate) fn init_struct<T>(name: &str, p: *mut T, value: impl FnOnce() -> T) {
