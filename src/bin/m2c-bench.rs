@@ -331,7 +331,7 @@ fn header(b: &Bench, s: &Shape, iters: usize) {
         b.cfg.state_size,
         dname(b.io),
         total as f64 / 1e6,
-        m2c::kernels::isa::isa().name(),
+        if m2c::kernels::isa::avx512_bf16() { "avx512+bf16" } else { m2c::kernels::isa::isa().name() },
         iters
     );
 }

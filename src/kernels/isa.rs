@@ -47,6 +47,34 @@ thread_local! {
     pub(crate) static FORCE: std::cell::Cell<Option<Isa>> = const { std::cell::Cell::new(None) };
 }
 
+/// Whether the AVX-512 kernels may also use the AVX-512 BF16 conversion
+/// instruction (`vcvtneps2bf16`) and AVX-512DQ: true only when `isa()` is
+/// `Avx512` and the CPU has both. `M2C_ISA=avx512-nobf16` turns it off.
+pub fn avx512_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[cfg(test)]
+        if let Some(forced) = FORCE_BF16.with(|f| f.get()) {
+            return forced && isa() == Isa::Avx512;
+        }
+        static BF16: OnceLock<bool> = OnceLock::new();
+        isa() == Isa::Avx512
+            && *BF16.get_or_init(|| {
+                std::env::var("M2C_ISA").ok().as_deref() != Some("avx512-nobf16")
+                    && std::arch::is_x86_feature_detected!("avx512bf16")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
+            })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test-only: overrides `avx512_bf16()`'s CPU check on this thread.
+    pub(crate) static FORCE_BF16: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
 /// The instruction sets this CPU can run, widest first.
 pub fn available() -> Vec<Isa> {
     let best = detect(None);

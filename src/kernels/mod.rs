@@ -539,16 +539,23 @@ mod tests {
                 ..Config::default()
             };
             let mut results = Vec::new();
-            for isa_choice in isa::available() {
+            // Each instruction set, and AVX-512 with and without its BF16
+            // conversions (the latter only where the CPU has them).
+            let mut choices: Vec<(isa::Isa, Option<bool>)> = isa::available().into_iter().map(|i| (i, None)).collect();
+            if choices[0].0 == isa::Isa::Avx512 {
+                choices.push((isa::Isa::Avx512, Some(false)));
+            }
+            for (isa_choice, bf16) in choices {
                 let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
                 let r = one.install(|| {
                     isa::FORCE.with(|f| f.set(Some(isa_choice)));
+                    isa::FORCE_BF16.with(|f| f.set(bf16));
                     let mut c = Cache::new(cfg).unwrap();
                     let a = run(&mut c, io, 1);
                     let b = run(&mut c, io, 2);
                     (a, b)
                 });
-                results.push((isa_choice, r));
+                results.push(((isa_choice, bf16), r));
             }
             let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
             let par = two.install(|| {
@@ -557,7 +564,7 @@ mod tests {
                 let b = run(&mut c, io, 2);
                 (a, b)
             });
-            results.push((isa::isa(), par));
+            results.push(((isa::isa(), None), par));
             let (_, first) = &results[0];
             for (which, r) in &results[1..] {
                 assert!(r == first, "{state:?}/{io:?}: {which:?} differs from {:?}", results[0].0);

@@ -56,6 +56,7 @@ const STACK_N: usize = 256;
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn head_token<S: Lane, I: Lane>(
+    fast: bool,
     st: &mut [S],
     n: usize,
     x: &[I],
@@ -80,14 +81,22 @@ fn head_token<S: Lane, I: Lane>(
             xs[k] = xp;
             let dtx = dt * xp;
             let (rc, rr) = row.as_chunks_mut::<16>();
-            let mut acc = [0f32; 16];
-            for ((s, b16), c16) in rc.iter_mut().zip(bc).zip(cc) {
-                for l in 0..16 {
-                    let v = s[l].load() * da + dtx * b16[l];
-                    s[l] = S::store(v);
-                    acc[l] += v * c16[l];
+            let acc = match bf16_rows(fast, rc) {
+                // SAFETY: `fast` is true only when `avx512_bf16()` is.
+                #[cfg(target_arch = "x86_64")]
+                Some(rc) => unsafe { avx512bf16::rows16(rc, bc, cc, da, dtx) },
+                _ => {
+                    let mut acc = [0f32; 16];
+                    for ((s, b16), c16) in rc.iter_mut().zip(bc).zip(cc) {
+                        for l in 0..16 {
+                            let v = s[l].load() * da + dtx * b16[l];
+                            s[l] = S::store(v);
+                            acc[l] += v * c16[l];
+                        }
+                    }
+                    acc
                 }
-            }
+            };
             let mut sum = hsum16(&acc);
             for ((s, &bv), &cv) in rr.iter_mut().zip(br).zip(cr) {
                 let v = s.load() * da + dtx * bv;
@@ -113,6 +122,67 @@ fn head_token<S: Lane, I: Lane>(
         for k in 0..m {
             y[p0 + k] = I::store(out[k]);
         }
+    }
+}
+
+/// `rows` as bf16 lanes when `fast` is set and the state is bf16: the
+/// state rows that the hand-written AVX-512 BF16 path takes.
+#[inline(always)]
+fn bf16_rows<S: Lane>(fast: bool, rows: &mut [[S; 16]]) -> Option<&mut [[half::bf16; 16]]> {
+    if fast && std::any::TypeId::of::<S>() == std::any::TypeId::of::<half::bf16>() {
+        // SAFETY: S is bf16 (checked above), so this is the same slice.
+        Some(unsafe { std::slice::from_raw_parts_mut(rows.as_mut_ptr().cast(), rows.len()) })
+    } else {
+        None
+    }
+}
+
+/// The bf16 state rows on CPUs with AVX-512 BF16: one `vcvtneps2bf16`
+/// rounds 16 lanes to nearest even where the portable path needs eight
+/// integer operations. That instruction flushes subnormal inputs to zero,
+/// so any vector holding one is rounded again the portable way: results
+/// stay bit-identical to every other path.
+#[cfg(target_arch = "x86_64")]
+mod avx512bf16 {
+    use half::bf16;
+    use std::arch::x86_64::*;
+
+    /// The 16-lane body of one state row (see `head_token`): updates
+    /// `rows` in place and returns the 16 lane sums of `state * C`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")]
+    pub(super) unsafe fn rows16(rows: &mut [[bf16; 16]], b: &[[f32; 16]], c: &[[f32; 16]], da: f32, dtx: f32) -> [f32; 16] {
+        let vda = _mm512_set1_ps(da);
+        let vdtx = _mm512_set1_ps(dtx);
+        let mut acc = _mm512_setzero_ps();
+        for ((s, b16), c16) in rows.iter_mut().zip(b).zip(c) {
+            let p = s.as_mut_ptr().cast::<__m256i>();
+            // SAFETY: `p`, `b16` and `c16` point to 16 valid lanes each;
+            // the unaligned forms are used.
+            unsafe {
+                let old = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p))));
+                let v = _mm512_add_ps(_mm512_mul_ps(old, vda), _mm512_mul_ps(vdtx, _mm512_loadu_ps(b16.as_ptr())));
+                let mut out: __m256i = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v));
+                let subnormal = _mm512_fpclass_ps_mask::<0x20>(v);
+                if subnormal != 0 {
+                    out = portable(v);
+                }
+                _mm256_storeu_si256(p, out);
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(v, _mm512_loadu_ps(c16.as_ptr())));
+            }
+        }
+        // SAFETY: __m512 and [f32; 16] have the same size and any bits are valid.
+        unsafe { std::mem::transmute::<__m512, [f32; 16]>(acc) }
+    }
+
+    /// The portable rounding of 16 lanes (the rare vectors with subnormals).
+    #[cold]
+    #[inline(never)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    fn portable(v: __m512) -> __m256i {
+        // SAFETY: same-size plain-data transmutes.
+        let lanes = unsafe { std::mem::transmute::<__m512, [f32; 16]>(v) };
+        let bits = lanes.map(super::super::convert::f32_to_bf16_bits);
+        unsafe { std::mem::transmute::<[u16; 16], __m256i>(bits) }
     }
 }
 
@@ -150,12 +220,14 @@ struct Scratch {
     c: [f32; STACK_N],
     bheap: Vec<f32>,
     cheap: Vec<f32>,
+    /// Whether the AVX-512 BF16 state path runs (read once per task).
+    fast: bool,
 }
 
 impl Scratch {
     #[inline(always)]
     fn new() -> Self {
-        Scratch { b: [0f32; STACK_N], c: [0f32; STACK_N], bheap: Vec::new(), cheap: Vec::new() }
+        Scratch { b: [0f32; STACK_N], c: [0f32; STACK_N], bheap: Vec::new(), cheap: Vec::new(), fast: super::isa::avx512_bf16() }
     }
 }
 
@@ -172,7 +244,7 @@ fn head_at<S: Lane, I: Lane>(job: &SsmJob<'_, I>, t: usize, h: usize, st: &mut [
     let cf = to_f32(&job.c[off..off + n], &mut sc.c, &mut sc.cheap);
     let xo = (t * job.heads + h) * p;
     let z = job.z.map(|z| &z[xo..xo + p]);
-    head_token(st, n, &job.x[xo..xo + p], z, yh, bf, cf, dt, da, d);
+    head_token(sc.fast, st, n, &job.x[xo..xo + p], z, yh, bf, cf, dt, da, d);
 }
 
 multiversion! {
@@ -202,6 +274,68 @@ multiversion! {
                 // to this task alone.
                 let yh = unsafe { y.row((t * job.heads + h) * p, p) };
                 head_at(job, t, h, st, yh, &mut sc);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::bf16;
+
+    #[test]
+    fn the_avx512_bf16_rows_round_exactly_like_the_portable_path() {
+        if !super::super::isa::avx512_bf16() {
+            eprintln!("skipped: this CPU has no AVX-512 BF16");
+            return;
+        }
+        // Values whose update lands on every rounding class: subnormal
+        // results (flushed by vcvtneps2bf16, so taken the portable way),
+        // ties, overflow to infinity, infinities and NaNs.
+        let specials = [
+            0.0f32, -0.0, 1.0e-39, -1.0e-39, 1.1754942e-38, 1.0e-45, 1.0, f32::from_bits(0x3F80_8000), f32::from_bits(0x3F81_8000),
+            3.389e38, f32::MAX, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -2.5, 65504.0, 1.0e-30,
+        ];
+        let mut seed = 0x9E37_79B9u32;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        for round in 0..200 {
+            let n = 128;
+            let row: Vec<bf16> = (0..n)
+                .map(|i| {
+                    let r = next();
+                    let v = if r % 4 == 0 { specials[(r as usize / 4) % specials.len()] } else { f32::from_bits(r) };
+                    bf16::from_f32(if i % 3 == 0 { v } else { v.clamp(-1.0e3, 1.0e3) })
+                })
+                .collect();
+            let b: Vec<f32> = (0..n).map(|i| if (i + round) % 5 == 0 { 1.0e-39 } else { (next() % 1000) as f32 / 250.0 - 2.0 }).collect();
+            let c: Vec<f32> = (0..n).map(|_| (next() % 1000) as f32 / 500.0 - 1.0).collect();
+            let (da, dtx) = if round % 2 == 0 { (0.999, 1.0e-38) } else { (0.5, (next() % 100) as f32 / 10.0) };
+            let (bc, _) = b.as_chunks::<16>();
+            let (cc, _) = c.as_chunks::<16>();
+            let mut want = row.clone();
+            let (wc, _) = want.as_chunks_mut::<16>();
+            let mut acc_want = [0f32; 16];
+            for ((s, b16), c16) in wc.iter_mut().zip(bc).zip(cc) {
+                for l in 0..16 {
+                    let v = s[l].load() * da + dtx * b16[l];
+                    s[l] = bf16::store(v);
+                    acc_want[l] += v * c16[l];
+                }
+            }
+            let mut got = row.clone();
+            let (gc, _) = got.as_chunks_mut::<16>();
+            // SAFETY: `avx512_bf16()` is true.
+            let acc_got = unsafe { avx512bf16::rows16(gc, bc, cc, da, dtx) };
+            let bits = |v: &[bf16]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "round {round}");
+            for l in 0..16 {
+                assert!(acc_got[l].to_bits() == acc_want[l].to_bits() || acc_got[l].is_nan() && acc_want[l].is_nan(), "round {round} lane {l}");
             }
         }
     }
