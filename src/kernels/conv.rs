@@ -113,10 +113,257 @@ fn channels_any<S: Lane, I: Lane>(job: &ConvJob<'_, I>, c0: usize, win: &mut [S]
     }
 }
 
+/// `s` as a slice of `U` when `T` is `U`.
+#[inline(always)]
+fn same<T: 'static, U: 'static>(s: &mut [T]) -> Option<&mut [U]> {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>() {
+        // SAFETY: T and U are the same type.
+        Some(unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
+    } else {
+        None
+    }
+}
+
+/// The hand-written AVX-512 path for the common shape (K = W = 4, the
+/// HF/JAX layout, f32 activations, f32 or bf16 windows), 16 channels per
+/// step. The generic block code lets the compiler gather the 4-tap
+/// windows lane by lane (~77 cycles per 16 channels); here the windows
+/// stay channel-major in registers: one permute shifts each window and
+/// inserts the new input, the products are formed against the weights as
+/// stored, and 8 permutes transpose them for the tap sums, which are added
+/// in the generic order (0, tap 0..3, bias), so results are bit-identical.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::super::math;
+    use half::bf16;
+    use std::arch::x86_64::*;
+
+    /// Word `4c + t` of 8 bf16 windows (channels `8j..8j + 8`): old word
+    /// `4c + t + 1`, or `x[8j + c]` (word `32 + 8j + c` of the second
+    /// operand) for `t = 3`.
+    const BF16_SHIFT: [[i16; 32]; 2] = {
+        let mut t = [[0i16; 32]; 2];
+        let mut j = 0;
+        while j < 2 {
+            let mut l = 0;
+            while l < 32 {
+                t[j][l] = if l % 4 == 3 { 32 + 8 * j as i16 + l as i16 / 4 } else { l as i16 + 1 };
+                l += 1;
+            }
+            j += 1;
+        }
+        t
+    };
+
+    /// Lane `4c + t` of the windows of channels `4i..4i + 4`: old lane
+    /// `4c + t + 1`, or `x[4i + c]` (lane `16 + 4i + c` of the second
+    /// operand) for `t = 3`.
+    const SHIFT: [[i32; 16]; 4] = {
+        let mut t = [[0i32; 16]; 4];
+        let mut i = 0;
+        while i < 4 {
+            let mut l = 0;
+            while l < 16 {
+                t[i][l] = if l % 4 == 3 { 16 + 4 * i as i32 + l as i32 / 4 } else { l as i32 + 1 };
+                l += 1;
+            }
+            i += 1;
+        }
+        t
+    };
+
+    /// Taps 0 (lanes 0..8) and 1 (lanes 8..16) of channels 0..8 from the
+    /// products of channels 0..4 and 4..8; `TRANSPOSE[1]` the same for taps
+    /// 2 and 3.
+    const TRANSPOSE: [[i32; 16]; 2] = {
+        let mut t = [[0i32; 16]; 2];
+        let mut h = 0;
+        while h < 2 {
+            let mut l = 0;
+            while l < 16 {
+                t[h][l] = (l % 8 / 4) as i32 * 16 + (l % 4) as i32 * 4 + (l / 8) as i32 + 2 * h as i32;
+                l += 1;
+            }
+            h += 1;
+        }
+        t
+    };
+
+    /// The window element types this path handles.
+    pub(super) trait Win: Copy {
+        /// Loads the 16 windows at `p` as 4 vectors of 4 channels x 4 taps.
+        unsafe fn load(p: *const [Self; 4]) -> [__m512; 4];
+        /// Stores the shifted windows: `new` (f32, x in tap 3) and the
+        /// old windows at `p`.
+        unsafe fn store(p: *mut [Self; 4], new: &[__m512; 4], x: __m512);
+    }
+
+    impl Win for f32 {
+        #[inline(always)]
+        unsafe fn load(p: *const [f32; 4]) -> [__m512; 4] {
+            let p = p.cast::<f32>();
+            // SAFETY: the caller passes 16 windows of 4 f32.
+            unsafe { [_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)), _mm512_loadu_ps(p.add(32)), _mm512_loadu_ps(p.add(48))] }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut [f32; 4], new: &[__m512; 4], _x: __m512) {
+            let p = p.cast::<f32>();
+            for (i, v) in new.iter().enumerate() {
+                // SAFETY: as for `load`.
+                unsafe { _mm512_storeu_ps(p.add(16 * i), *v) };
+            }
+        }
+    }
+
+    impl Win for bf16 {
+        #[inline(always)]
+        unsafe fn load(p: *const [bf16; 4]) -> [__m512; 4] {
+            let p = p.cast::<__m256i>();
+            #[inline(always)]
+            unsafe fn one(p: *const __m256i) -> __m512 {
+                // SAFETY: 32 readable bytes at `p` (the caller's promise).
+                unsafe { _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p)))) }
+            }
+            // SAFETY: the caller passes 16 windows of 4 bf16 (4 x 32 bytes).
+            unsafe { [one(p), one(p.add(1)), one(p.add(2)), one(p.add(3))] }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut [bf16; 4], _new: &[__m512; 4], x: __m512) {
+            // The stored taps move as they are (already bf16); only x is
+            // rounded: to nearest even, NaN kept quiet, exactly as
+            // `f32_to_bf16_bits`.
+            // SAFETY: AVX-512F/BW are enabled in every caller (`k4w4`).
+            let xb = unsafe {
+                let bits = _mm512_castps_si512(x);
+                let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+                let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF))));
+                let nan = _mm512_or_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(0x40));
+                let is_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+                _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(rounded, is_nan, nan))
+            };
+            let p = p.cast::<__m512i>();
+            for (j, idx) in BF16_SHIFT.iter().enumerate() {
+                // SAFETY: 2 x 64 bytes of windows at `p`; plain-data transmute.
+                unsafe {
+                    let xb = _mm512_castsi256_si512(xb);
+                    let old = _mm512_loadu_si512(p.add(j));
+                    let idx = std::mem::transmute::<[i16; 32], __m512i>(*idx);
+                    _mm512_storeu_si512(p.add(j), _mm512_permutex2var_epi16(old, idx, xb));
+                }
+            }
+        }
+    }
+
+    /// Channels in blocks of 16: `win` their windows, `x` their inputs,
+    /// `w` their weights, `bias` their biases, `out` their outputs (all
+    /// the same number of channels, a multiple of 16).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub(super) unsafe fn k4w4<S: Win>(win: &mut [[S; 4]], x: &[f32], w: &[[f32; 4]], bias: Option<&[f32]>, silu: bool, out: &mut [f32]) {
+        // SAFETY: plain-data transmutes.
+        let (shift, lo, hi) = unsafe {
+            (
+                SHIFT.map(|t| std::mem::transmute::<[i32; 16], __m512i>(t)),
+                std::mem::transmute::<[i32; 16], __m512i>(TRANSPOSE[0]),
+                std::mem::transmute::<[i32; 16], __m512i>(TRANSPOSE[1]),
+            )
+        };
+        let n = x.len() / 16;
+        for b in 0..n {
+            // SAFETY: every block index is below `n`, and all slices hold
+            // 16 * n channels (the caller checks).
+            unsafe {
+                let xv = _mm512_loadu_ps(x.as_ptr().add(16 * b));
+                let wp = win.as_mut_ptr().add(16 * b);
+                let old = S::load(wp);
+                let new = [
+                    _mm512_permutex2var_ps(old[0], shift[0], xv),
+                    _mm512_permutex2var_ps(old[1], shift[1], xv),
+                    _mm512_permutex2var_ps(old[2], shift[2], xv),
+                    _mm512_permutex2var_ps(old[3], shift[3], xv),
+                ];
+                let wt = w.as_ptr().add(16 * b).cast::<f32>();
+                let p = [
+                    _mm512_mul_ps(new[0], _mm512_loadu_ps(wt)),
+                    _mm512_mul_ps(new[1], _mm512_loadu_ps(wt.add(16))),
+                    _mm512_mul_ps(new[2], _mm512_loadu_ps(wt.add(32))),
+                    _mm512_mul_ps(new[3], _mm512_loadu_ps(wt.add(48))),
+                ];
+                let a = _mm512_permutex2var_ps(p[0], lo, p[1]);
+                let c = _mm512_permutex2var_ps(p[2], lo, p[3]);
+                let bb = _mm512_permutex2var_ps(p[0], hi, p[1]);
+                let d = _mm512_permutex2var_ps(p[2], hi, p[3]);
+                let t0 = _mm512_shuffle_f32x4::<0x44>(a, c);
+                let t1 = _mm512_shuffle_f32x4::<0xEE>(a, c);
+                let t2 = _mm512_shuffle_f32x4::<0x44>(bb, d);
+                let t3 = _mm512_shuffle_f32x4::<0xEE>(bb, d);
+                let mut acc = _mm512_add_ps(_mm512_setzero_ps(), t0);
+                acc = _mm512_add_ps(acc, t1);
+                acc = _mm512_add_ps(acc, t2);
+                acc = _mm512_add_ps(acc, t3);
+                if let Some(bias) = bias {
+                    acc = _mm512_add_ps(acc, _mm512_loadu_ps(bias.as_ptr().add(16 * b)));
+                }
+                if silu {
+                    let mut v = std::mem::transmute::<__m512, [f32; 16]>(acc);
+                    for e in v.iter_mut() {
+                        *e = math::silu(*e);
+                    }
+                    acc = std::mem::transmute::<[f32; 16], __m512>(v);
+                }
+                _mm512_storeu_ps(out.as_mut_ptr().add(16 * b), acc);
+                S::store(wp, &new, xv);
+            }
+        }
+    }
+}
+
+/// `s` as a slice of `U` when `T` is `U`.
+#[inline(always)]
+fn same_ref<T: 'static, U: 'static>(s: &[T]) -> Option<&[U]> {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>() {
+        // SAFETY: T and U are the same type.
+        Some(unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
+    } else {
+        None
+    }
+}
+
+/// Runs the AVX-512 path on the channels it covers and returns how many
+/// (a multiple of 16), or 0 where it does not apply.
+#[inline(always)]
+fn fast_channels<S: Lane, I: Lane>(job: &ConvJob<'_, I>, c0: usize, win: &mut [S], xs: &[I], out: &mut [I]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if job.kernel == 4 && job.width == 4 && super::isa::isa() == super::isa::Isa::Avx512 {
+        let len = xs.len() / 16 * 16;
+        let (Some(x), Some(o)) = (same_ref::<I, f32>(&xs[..len]), same::<I, f32>(&mut out[..len])) else {
+            return 0;
+        };
+        let (w, _) = job.weight[c0 * 4..(c0 + len) * 4].as_chunks::<4>();
+        let bias = job.bias.map(|b| &b[c0..c0 + len]);
+        let (wins, _) = win[..len * 4].as_chunks_mut::<4>();
+        if let Some(wf) = same::<[S; 4], [f32; 4]>(&mut *wins) {
+            // SAFETY: `isa()` detected AVX-512; all slices hold `len` channels.
+            unsafe { avx512::k4w4(wf, x, w, bias, job.silu, o) };
+            return len;
+        }
+        if let Some(wb) = same::<[S; 4], [half::bf16; 4]>(wins) {
+            // SAFETY: as above.
+            unsafe { avx512::k4w4(wb, x, w, bias, job.silu, o) };
+            return len;
+        }
+    }
+    0
+}
+
 multiversion! {
     /// One token through channels `c0..` of one slot: `win` is their
     /// windows, `xs` their inputs, `out` their outputs.
     fn conv_token<S: Lane, I: Lane>(job: &ConvJob<'_, I>, c0: usize, win: &mut [S], xs: &[I], out: &mut [I]) {
+        let done = fast_channels(job, c0, win, xs, out);
+        if done == xs.len() {
+            return;
+        }
+        let (c0, win, xs, out) = (c0 + done, &mut win[done * job.width..], &xs[done..], &mut out[done..]);
         match (job.kernel, job.width) {
             (4, 4) => channels::<S, I, 4, 4>(job, c0, win, xs, out),
             (4, 3) => channels::<S, I, 4, 3>(job, c0, win, xs, out),
