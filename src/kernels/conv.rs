@@ -269,6 +269,14 @@ mod avx512 {
         };
         let n = x.len() / 16;
         for b in 0..n {
+            // The activation of the previous 64 channels, once they are
+            // done: their long dependency chains then overlap with this
+            // block's loads.
+            if silu && b % 4 == 0 && b >= 4 {
+                for e in &mut out[16 * (b - 4)..16 * b] {
+                    *e = math::silu(*e);
+                }
+            }
             // SAFETY: every block index is below `n`, and all slices hold
             // 16 * n channels (the caller checks).
             unsafe {
@@ -303,15 +311,13 @@ mod avx512 {
                 if let Some(bias) = bias {
                     acc = _mm512_add_ps(acc, _mm512_loadu_ps(bias.as_ptr().add(16 * b)));
                 }
-                if silu {
-                    let mut v = std::mem::transmute::<__m512, [f32; 16]>(acc);
-                    for e in v.iter_mut() {
-                        *e = math::silu(*e);
-                    }
-                    acc = std::mem::transmute::<[f32; 16], __m512>(v);
-                }
                 _mm512_storeu_ps(out.as_mut_ptr().add(16 * b), acc);
                 S::store(wp, &new, xv);
+            }
+        }
+        if silu {
+            for e in &mut out[16 * (n.saturating_sub(1) / 4 * 4)..16 * n] {
+                *e = math::silu(*e);
             }
         }
     }
