@@ -124,149 +124,127 @@ fn same<T: 'static, U: 'static>(s: &mut [T]) -> Option<&mut [U]> {
     }
 }
 
-/// The hand-written AVX-512 path for the common shape (K = W = 4, the
-/// HF/JAX layout, f32 activations, f32 or bf16 windows), 16 channels per
-/// step. The generic block code lets the compiler gather the 4-tap
-/// windows lane by lane (~77 cycles per 16 channels); here the windows
-/// stay channel-major in registers: one permute shifts each window and
-/// inserts the new input, the products are formed against the weights as
-/// stored, and 8 permutes transpose them for the tap sums, which are added
-/// in the generic order (0, tap 0..3, bias), so results are bit-identical.
+/// The hand-written AVX-512 path for kernel size 4 (what every Mamba2
+/// checkpoint uses), both window layouts (W = 4, HF/JAX; W = 3,
+/// vLLM/llama.cpp), f32 activations, f32 or bf16 windows; 16 channels per
+/// step. The generic block code lets the compiler gather the windows lane
+/// by lane (~77 cycles per 16 channels); here each group of 4 channels'
+/// inputs (stored taps, then x) is assembled channel-major in a register
+/// by permutes, multiplied by the weights as they are stored, and the
+/// products are transposed (8 permutes) so the tap sums are added in the
+/// generic order (0, tap 0..3, bias): results are bit-identical.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::super::math;
     use half::bf16;
     use std::arch::x86_64::*;
 
-    /// Word `4c + t` of 8 bf16 windows (channels `8j..8j + 8`): old word
-    /// `4c + t + 1`, or `x[8j + c]` (word `32 + 8j + c` of the second
-    /// operand) for `t = 3`.
-    const BF16_SHIFT: [[i16; 32]; 2] = {
-        let mut t = [[0i16; 32]; 2];
-        let mut j = 0;
-        while j < 2 {
-            let mut l = 0;
-            while l < 32 {
-                t[j][l] = if l % 4 == 3 { 32 + 8 * j as i16 + l as i16 / 4 } else { l as i16 + 1 };
-                l += 1;
+    /// `[[e; 16]; n]` with `e` evaluated for every `i < n` and lane `l`.
+    macro_rules! table {
+        ($n:expr, |$i:ident, $l:ident| $e:expr) => {{
+            let mut t = [[0i32; 16]; $n];
+            let mut $i = 0usize;
+            while $i < $n {
+                let mut $l = 0usize;
+                while $l < 16 {
+                    t[$i][$l] = $e;
+                    $l += 1;
+                }
+                $i += 1;
             }
-            j += 1;
-        }
-        t
-    };
+            t
+        }};
+    }
 
-    /// Lane `4c + t` of the windows of channels `4i..4i + 4`: old lane
-    /// `4c + t + 1`, or `x[4i + c]` (lane `16 + 4i + c` of the second
-    /// operand) for `t = 3`.
-    const SHIFT: [[i32; 16]; 4] = {
-        let mut t = [[0i32; 16]; 4];
-        let mut i = 0;
-        while i < 4 {
-            let mut l = 0;
-            while l < 16 {
-                t[i][l] = if l % 4 == 3 { 16 + 4 * i as i32 + l as i32 / 4 } else { l as i32 + 1 };
-                l += 1;
-            }
-            i += 1;
-        }
-        t
-    };
+    /// Lane `4c + t` of the inputs of channels `4i..4i + 4` with W = 4:
+    /// stored tap `t + 1` of the window (lane `4c + t + 1`), or
+    /// `x[4i + c]` (lane `16 + 4i + c` of the second operand) for `t = 3`.
+    const SHIFT4: [[i32; 16]; 4] = table!(4, |i, l| if l % 4 == 3 { 16 + 4 * i as i32 + l as i32 / 4 } else { l as i32 + 1 });
+
+    /// With W = 3 the 16 windows are 48 values in 3 vectors; inputs of
+    /// channels `4i..4i + 4` come from vectors `W3_SRC[i]` and the next:
+    /// lane `4c + t` (`t < 3`) is stored value `12i + 3c + t`.
+    const W3_SRC: [usize; 4] = [0, 0, 1, 2];
+    const GATHER3: [[i32; 16]; 4] = table!(4, |i, l| if l % 4 == 3 { 0 } else { (12 * i + 3 * (l / 4) + l % 4) as i32 - 16 * W3_SRC[i] as i32 });
+    /// Lane `4c + 3` of the inputs of channels `4i..4i + 4`: `x[4i + c]`.
+    const INSERT_X: [[i32; 16]; 4] = table!(4, |i, l| 4 * i as i32 + l as i32 / 4);
+    /// The new W = 3 windows, packed: value `q = 16j + m` of the 48 is tap
+    /// `q % 3 + 1` of the inputs of channel `q / 3`, which are in vector
+    /// `j` or `j + 1` of the inputs.
+    const PACK3: [[i32; 16]; 3] = table!(3, |j, m| {
+        let q = 16 * j + m;
+        let (c, u) = (q / 3, q % 3);
+        let lane = (4 * (c % 4) + u + 1) as i32;
+        if c / 4 == j { lane } else { 16 + lane }
+    });
 
     /// Taps 0 (lanes 0..8) and 1 (lanes 8..16) of channels 0..8 from the
-    /// products of channels 0..4 and 4..8; `TRANSPOSE[1]` the same for taps
-    /// 2 and 3.
-    const TRANSPOSE: [[i32; 16]; 2] = {
-        let mut t = [[0i32; 16]; 2];
-        let mut h = 0;
-        while h < 2 {
-            let mut l = 0;
-            while l < 16 {
-                t[h][l] = (l % 8 / 4) as i32 * 16 + (l % 4) as i32 * 4 + (l / 8) as i32 + 2 * h as i32;
-                l += 1;
-            }
-            h += 1;
-        }
-        t
-    };
+    /// products of channels 0..4 and 4..8; `TRANSPOSE[1]` the same for
+    /// taps 2 and 3.
+    const TRANSPOSE: [[i32; 16]; 2] = table!(2, |h, l| (l % 8 / 4) as i32 * 16 + (l % 4) as i32 * 4 + (l / 8) as i32 + 2 * h as i32);
 
-    /// The window element types this path handles.
+    #[inline(always)]
+    fn idx(t: [i32; 16]) -> __m512i {
+        // SAFETY: plain-data transmute.
+        unsafe { std::mem::transmute::<[i32; 16], __m512i>(t) }
+    }
+
+    /// f32 -> bf16 bits of 16 lanes, exactly as `f32_to_bf16_bits`
+    /// (nearest even, NaN kept quiet).
+    #[inline(always)]
+    unsafe fn round_bf16(x: __m512) -> __m256i {
+        // SAFETY: the callers enable AVX-512F/BW.
+        unsafe {
+            let bits = _mm512_castps_si512(x);
+            let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+            let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF))));
+            let nan = _mm512_or_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(0x40));
+            let is_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+            _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(rounded, is_nan, nan))
+        }
+    }
+
+    /// The window element types this path handles: loads and stores of
+    /// 16 consecutive values as f32 (stored values are exact in f32).
     pub(super) trait Win: Copy {
-        /// Loads the 16 windows at `p` as 4 vectors of 4 channels x 4 taps.
-        unsafe fn load(p: *const [Self; 4]) -> [__m512; 4];
-        /// Stores the shifted windows: `new` (f32, x in tap 3) and the
-        /// old windows at `p`.
-        unsafe fn store(p: *mut [Self; 4], new: &[__m512; 4], x: __m512);
+        unsafe fn load16(p: *const Self) -> __m512;
+        unsafe fn store16(p: *mut Self, v: __m512);
     }
 
     impl Win for f32 {
         #[inline(always)]
-        unsafe fn load(p: *const [f32; 4]) -> [__m512; 4] {
-            let p = p.cast::<f32>();
-            // SAFETY: the caller passes 16 windows of 4 f32.
-            unsafe { [_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)), _mm512_loadu_ps(p.add(32)), _mm512_loadu_ps(p.add(48))] }
+        unsafe fn load16(p: *const f32) -> __m512 {
+            // SAFETY: 16 readable values at `p` (the caller's promise).
+            unsafe { _mm512_loadu_ps(p) }
         }
         #[inline(always)]
-        unsafe fn store(p: *mut [f32; 4], new: &[__m512; 4], _x: __m512) {
-            let p = p.cast::<f32>();
-            for (i, v) in new.iter().enumerate() {
-                // SAFETY: as for `load`.
-                unsafe { _mm512_storeu_ps(p.add(16 * i), *v) };
-            }
+        unsafe fn store16(p: *mut f32, v: __m512) {
+            // SAFETY: 16 writable values at `p` (the caller's promise).
+            unsafe { _mm512_storeu_ps(p, v) }
         }
     }
 
     impl Win for bf16 {
         #[inline(always)]
-        unsafe fn load(p: *const [bf16; 4]) -> [__m512; 4] {
-            let p = p.cast::<__m256i>();
-            #[inline(always)]
-            unsafe fn one(p: *const __m256i) -> __m512 {
-                // SAFETY: 32 readable bytes at `p` (the caller's promise).
-                unsafe { _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p)))) }
-            }
-            // SAFETY: the caller passes 16 windows of 4 bf16 (4 x 32 bytes).
-            unsafe { [one(p), one(p.add(1)), one(p.add(2)), one(p.add(3))] }
+        unsafe fn load16(p: *const bf16) -> __m512 {
+            // SAFETY: 16 readable values at `p` (the caller's promise).
+            unsafe { _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast())))) }
         }
         #[inline(always)]
-        unsafe fn store(p: *mut [bf16; 4], _new: &[__m512; 4], x: __m512) {
-            // The stored taps move as they are (already bf16); only x is
-            // rounded: to nearest even, NaN kept quiet, exactly as
-            // `f32_to_bf16_bits`.
-            // SAFETY: AVX-512F/BW are enabled in every caller (`k4w4`).
-            let xb = unsafe {
-                let bits = _mm512_castps_si512(x);
-                let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
-                let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF))));
-                let nan = _mm512_or_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(0x40));
-                let is_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
-                _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(rounded, is_nan, nan))
-            };
-            let p = p.cast::<__m512i>();
-            for (j, idx) in BF16_SHIFT.iter().enumerate() {
-                // SAFETY: 2 x 64 bytes of windows at `p`; plain-data transmute.
-                unsafe {
-                    let xb = _mm512_castsi256_si512(xb);
-                    let old = _mm512_loadu_si512(p.add(j));
-                    let idx = std::mem::transmute::<[i16; 32], __m512i>(*idx);
-                    _mm512_storeu_si512(p.add(j), _mm512_permutex2var_epi16(old, idx, xb));
-                }
-            }
+        unsafe fn store16(p: *mut bf16, v: __m512) {
+            // SAFETY: 16 writable values at `p` (the caller's promise).
+            unsafe { _mm256_storeu_si256(p.cast(), round_bf16(v)) }
         }
     }
 
-    /// Channels in blocks of 16: `win` their windows, `x` their inputs,
-    /// `w` their weights, `bias` their biases, `out` their outputs (all
-    /// the same number of channels, a multiple of 16).
+    /// Channels in blocks of 16 with kernel size 4 and window width `W`
+    /// (3 or 4): `win` their windows (`[len][W]`), `x` their inputs, `w`
+    /// their weights, `bias` their biases, `out` their outputs (`len` a
+    /// multiple of 16).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-    pub(super) unsafe fn k4w4<S: Win>(win: &mut [[S; 4]], x: &[f32], w: &[[f32; 4]], bias: Option<&[f32]>, silu: bool, out: &mut [f32]) {
-        // SAFETY: plain-data transmutes.
-        let (shift, lo, hi) = unsafe {
-            (
-                SHIFT.map(|t| std::mem::transmute::<[i32; 16], __m512i>(t)),
-                std::mem::transmute::<[i32; 16], __m512i>(TRANSPOSE[0]),
-                std::mem::transmute::<[i32; 16], __m512i>(TRANSPOSE[1]),
-            )
-        };
+    pub(super) unsafe fn k4<S: Win, const W: usize>(win: &mut [S], x: &[f32], w: &[[f32; 4]], bias: Option<&[f32]>, silu: bool, out: &mut [f32]) {
+        let (shift4, gather3, insert_x, pack3) = (SHIFT4.map(idx), GATHER3.map(idx), INSERT_X.map(idx), PACK3.map(idx));
+        let (lo, hi) = (idx(TRANSPOSE[0]), idx(TRANSPOSE[1]));
         let n = x.len() / 16;
         for b in 0..n {
             // The activation of the previous 64 channels, once they are
@@ -281,14 +259,26 @@ mod avx512 {
             // 16 * n channels (the caller checks).
             unsafe {
                 let xv = _mm512_loadu_ps(x.as_ptr().add(16 * b));
-                let wp = win.as_mut_ptr().add(16 * b);
-                let old = S::load(wp);
-                let new = [
-                    _mm512_permutex2var_ps(old[0], shift[0], xv),
-                    _mm512_permutex2var_ps(old[1], shift[1], xv),
-                    _mm512_permutex2var_ps(old[2], shift[2], xv),
-                    _mm512_permutex2var_ps(old[3], shift[3], xv),
-                ];
+                let wp = win.as_mut_ptr().add(16 * W * b);
+                let mut new = [_mm512_setzero_ps(); 4];
+                if W == 4 {
+                    for (i, v) in new.iter_mut().enumerate() {
+                        *v = _mm512_permutex2var_ps(S::load16(wp.add(16 * i)), shift4[i], xv);
+                    }
+                    for (i, v) in new.iter().enumerate() {
+                        S::store16(wp.add(16 * i), *v);
+                    }
+                } else {
+                    let old = [S::load16(wp), S::load16(wp.add(16)), S::load16(wp.add(32))];
+                    for (i, v) in new.iter_mut().enumerate() {
+                        let s = W3_SRC[i];
+                        let g = _mm512_permutex2var_ps(old[s], gather3[i], old[(s + 1).min(2)]);
+                        *v = _mm512_mask_permutexvar_ps(g, 0x8888, insert_x[i], xv);
+                    }
+                    for (j, t) in pack3.iter().enumerate() {
+                        S::store16(wp.add(16 * j), _mm512_permutex2var_ps(new[j], *t, new[j + 1]));
+                    }
+                }
                 let wt = w.as_ptr().add(16 * b).cast::<f32>();
                 let p = [
                     _mm512_mul_ps(new[0], _mm512_loadu_ps(wt)),
@@ -312,7 +302,6 @@ mod avx512 {
                     acc = _mm512_add_ps(acc, _mm512_loadu_ps(bias.as_ptr().add(16 * b)));
                 }
                 _mm512_storeu_ps(out.as_mut_ptr().add(16 * b), acc);
-                S::store(wp, &new, xv);
             }
         }
         if silu {
@@ -339,22 +328,28 @@ fn same_ref<T: 'static, U: 'static>(s: &[T]) -> Option<&[U]> {
 #[inline(always)]
 fn fast_channels<S: Lane, I: Lane>(job: &ConvJob<'_, I>, c0: usize, win: &mut [S], xs: &[I], out: &mut [I]) -> usize {
     #[cfg(target_arch = "x86_64")]
-    if job.kernel == 4 && job.width == 4 && super::isa::isa() == super::isa::Isa::Avx512 {
+    if job.kernel == 4 && (job.width == 4 || job.width == 3) && super::isa::isa() == super::isa::Isa::Avx512 {
         let len = xs.len() / 16 * 16;
         let (Some(x), Some(o)) = (same_ref::<I, f32>(&xs[..len]), same::<I, f32>(&mut out[..len])) else {
             return 0;
         };
         let (w, _) = job.weight[c0 * 4..(c0 + len) * 4].as_chunks::<4>();
         let bias = job.bias.map(|b| &b[c0..c0 + len]);
-        let (wins, _) = win[..len * 4].as_chunks_mut::<4>();
-        if let Some(wf) = same::<[S; 4], [f32; 4]>(&mut *wins) {
-            // SAFETY: `isa()` detected AVX-512; all slices hold `len` channels.
-            unsafe { avx512::k4w4(wf, x, w, bias, job.silu, o) };
+        let wins = &mut win[..len * job.width];
+        // SAFETY (all four calls): `isa()` detected AVX-512; the slices
+        // hold `len` channels.
+        if let Some(wf) = same::<S, f32>(&mut *wins) {
+            match job.width {
+                4 => unsafe { avx512::k4::<f32, 4>(wf, x, w, bias, job.silu, o) },
+                _ => unsafe { avx512::k4::<f32, 3>(wf, x, w, bias, job.silu, o) },
+            }
             return len;
         }
-        if let Some(wb) = same::<[S; 4], [half::bf16; 4]>(wins) {
-            // SAFETY: as above.
-            unsafe { avx512::k4w4(wb, x, w, bias, job.silu, o) };
+        if let Some(wb) = same::<S, half::bf16>(wins) {
+            match job.width {
+                4 => unsafe { avx512::k4::<half::bf16, 4>(wb, x, w, bias, job.silu, o) },
+                _ => unsafe { avx512::k4::<half::bf16, 3>(wb, x, w, bias, job.silu, o) },
+            }
             return len;
         }
     }

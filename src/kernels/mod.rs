@@ -538,7 +538,16 @@ mod tests {
         // take the parallel path on a multi-threaded pool.
         // State size 124: rows and a conv dimension (760) that are not
         // whole vectors.
-        for (state, io, n) in [(DType::F32, DType::F32, 128), (DType::BF16, DType::BF16, 128), (DType::F16, DType::F32, 128), (DType::BF16, DType::F32, 124), (DType::F32, DType::F32, 124)] {
+        // Conv widths 4 and 3 (the two window layouts).
+        for (state, io, n, width) in [
+            (DType::F32, DType::F32, 128, 4),
+            (DType::BF16, DType::BF16, 128, 4),
+            (DType::F16, DType::F32, 128, 4),
+            (DType::BF16, DType::F32, 124, 4),
+            (DType::F32, DType::F32, 124, 3),
+            (DType::BF16, DType::F32, 128, 3),
+            (DType::F16, DType::F32, 124, 3),
+        ] {
             let cfg = Config {
                 num_layers: 1,
                 num_slots: 3,
@@ -546,6 +555,7 @@ mod tests {
                 num_heads: 8,
                 head_dim: 64,
                 state_size: n,
+                conv_width: width,
                 n_groups: 1,
                 ssm_dtype: state,
                 conv_dtype: state,
@@ -580,7 +590,7 @@ mod tests {
             results.push(((isa::isa(), None), par));
             let (_, first) = &results[0];
             for (which, r) in &results[1..] {
-                assert!(r == first, "{state:?}/{io:?}: {which:?} differs from {:?}", results[0].0);
+                assert!(r == first, "{state:?}/{io:?}/n {n}/width {width}: {which:?} differs from {:?}", results[0].0);
             }
         }
     }
