@@ -3,7 +3,9 @@
 as one jitted JAX step with donated buffers, and the same in numpy, timed on
 this machine so m2c-bench's numbers have a same-machine baseline.
 
-Usage: python3 benches/jax_baseline.py [--slots 8] [--layers 64] [--state f32|bf16] [--iters 7]
+Usage: python3 benches/jax_baseline.py [--slots 8] [--layers 64] [--state f32|bf16] [--iters 7] [--conv-only]
+(--conv-only: the conv update alone over every layer, jitted the same way,
+the figure m2c's conv_step is compared with.)
 Shapes: Mamba2-2.7B (intermediate 5120, 80 heads x 64, state 128, 1 group,
 kernel 4, conv window K, conv state bf16), f32 activations.
 Prints the median ms per token and the memcpy bandwidth of this machine
@@ -22,6 +24,7 @@ ap.add_argument("--layers", type=int, default=64)
 ap.add_argument("--state", default="f32", choices=["f32", "bf16"])
 ap.add_argument("--iters", type=int, default=7)
 ap.add_argument("--skip-numpy", action="store_true")
+ap.add_argument("--conv-only", action="store_true")
 a = ap.parse_args()
 
 H, P, N, G, K = 80, 64, 128, 1, 4
@@ -95,6 +98,36 @@ def run():
     y.block_until_ready()
     state[0], state[1] = c, s
 
+
+if a.conv_only:
+    # Every layer's conv output is returned (an engine consumes each one in
+    # that layer's SSM). Returning only the last layer's output lets XLA
+    # drop the other layers' sums and activations (only their window
+    # updates remain): that figure is printed too, marked as such.
+    def make(all_outs):
+        def conv_step(conv_states):
+            new_c, outs = [], []
+            for l in range(L):
+                cs = jnp.roll(conv_states[l], -1, axis=-1).at[:, :, -1].set(xs.astype(conv_states[l].dtype))
+                co = jnp.sum(cs.astype(jnp.float32) * conv_w[l], axis=-1) + conv_b[l]
+                new_c.append(cs)
+                outs.append(co * jax.nn.sigmoid(co))
+            return new_c, (jnp.stack(outs) if all_outs else outs[-1])
+        return jax.jit(conv_step, donate_argnums=(0,))
+
+    for all_outs in (True, False):
+        jconv = make(all_outs)
+        cstate = [[jnp.zeros((S, CONV, K), jnp.bfloat16) for _ in range(L)]]
+
+        def run_conv():
+            c, outs = jconv(cstate[0])
+            outs.block_until_ready()
+            cstate[0] = c
+
+        t_conv = median_ms(run_conv, max(a.iters, 51))
+        what = "every layer's output" if all_outs else "last layer's output only (XLA drops the rest: NOT the same work)"
+        print(f"JAX {jax.__version__} jit, donated buffers: conv update alone, {L} layers, {S} slots, {what}: {t_conv:.3f} ms per token")
+    raise SystemExit(0)
 
 t_jax = median_ms(run, a.iters)
 print(f"JAX {jax.__version__} jit, donated buffers, {jax.device_count()} CPU device: {t_jax:.1f} ms per token "

@@ -77,6 +77,7 @@ fn head_token<S: Lane, I: Lane>(
         let mut sums = [0f32; 16];
         let mut xs = [0f32; 16];
         for (k, row) in rows.chunks_exact_mut(n).enumerate() {
+            prefetch_ahead(row);
             let xp = x[p0 + k].load();
             xs[k] = xp;
             let dtx = dt * xp;
@@ -123,6 +124,34 @@ fn head_token<S: Lane, I: Lane>(
             y[p0 + k] = I::store(out[k]);
         }
     }
+}
+
+/// How far ahead of the row being updated the state is prefetched. The
+/// hardware prefetchers stop at 4 KiB page boundaries; asking for the
+/// lines 2 KiB ahead keeps the stream going across them (measured on
+/// Mamba2-2.7B x 8 slots, f32 state, 2 threads: 75 -> 61 ms per token;
+/// 4 KiB ahead was no better).
+const PREFETCH_BYTES: usize = 2048;
+
+/// Prefetches the cache lines `PREFETCH_BYTES` after those of `row`.
+/// Prefetches never fault, so running past the end of the state is
+/// harmless; they change no result.
+#[inline(always)]
+fn prefetch_ahead<S>(row: &[S]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let start = row.as_ptr().cast::<i8>().wrapping_add(PREFETCH_BYTES);
+        let bytes = std::mem::size_of_val(row);
+        let mut off = 0;
+        while off < bytes {
+            // SAFETY: a prefetch is a hint that never faults, whatever the
+            // address; SSE is part of the x86-64 baseline.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(start.wrapping_add(off)) };
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
 }
 
 /// `rows` as bf16 lanes when `fast` is set and the state is bf16: the
