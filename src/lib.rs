@@ -12,6 +12,7 @@
 pub mod abi;
 pub mod buffer;
 pub mod cache;
+pub mod device;
 pub mod config;
 #[cfg(feature = "cuda")]
 pub mod cuda;

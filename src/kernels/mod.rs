@@ -93,7 +93,7 @@ impl<'a, T> RowWriter<'a, T> {
 
 /// Checks `cu_seqlens` (`rows + 1` non-decreasing offsets from 0) and
 /// returns the token count.
-fn check_cu(cu: &[u64], rows: usize) -> Result<usize> {
+pub(crate) fn check_cu(cu: &[u64], rows: usize) -> Result<usize> {
     if cu.len() != rows + 1 {
         return Err(Error::ShapeMismatch(format!(
             "cu_seqlens has {} entries, but {rows} sequences need {}",

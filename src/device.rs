@@ -1,0 +1,505 @@
+//! The cache resident in accelerator memory, written against two small
+//! traits rather than any one GPU API: [`DeviceMem`] (zeroed allocations,
+//! uploads, downloads and clears of byte ranges) and [`DeviceKernels`]
+//! (the decode kernels on device addresses). The `cuda` feature implements
+//! them with cudarc; the tests implement them with host memory, so every
+//! line of this module runs on machines without a GPU.
+//!
+//! The device holds the conv windows and SSM states. A host [`Cache`] of the
+//! same shape (its pages untouched until used, since its storage comes
+//! zeroed from the OS) holds the slot table and positions, and serves as
+//! staging for the copy-style calls: each one downloads the slot rows it
+//! reads, runs the host code (which validates every argument before it
+//! writes anything), then uploads the rows it wrote. So those calls keep
+//! the host cache's exact semantics, formats and error behaviour, and an
+//! invalid call leaves the device untouched. Only the kernel calls
+//! (`conv_step`, `ssm_step` and their prefill forms) run on the device, on
+//! device addresses the caller provides.
+//!
+//! A failure of the device itself (a transfer or launch the driver
+//! refuses) is reported as such; the state of the rows that call was
+//! writing is then unspecified, as after any CUDA error.
+
+use crate::buffer::try_with_capacity;
+use crate::cache::Cache;
+use crate::config::{Config, Device, Shape};
+use crate::dtype::{DType, Slice, SliceMut};
+use crate::error::{Error, Result};
+use crate::slots::Slots;
+use std::path::Path;
+
+/// Byte buffers in device memory.
+pub trait DeviceMem {
+    /// One allocation.
+    type Buf;
+    /// A zero-filled allocation of `bytes` bytes.
+    fn alloc_zeroed(&self, bytes: usize) -> Result<Self::Buf>;
+    /// Copies `src` to `dst` at byte `offset`.
+    fn upload(&self, dst: &mut Self::Buf, offset: usize, src: &[u8]) -> Result<()>;
+    /// Copies `dst.len()` bytes at byte `offset` of `src` to `dst`.
+    fn download(&self, src: &Self::Buf, offset: usize, dst: &mut [u8]) -> Result<()>;
+    /// Zeroes `bytes` bytes at byte `offset`.
+    fn zero(&self, dst: &mut Self::Buf, offset: usize, bytes: usize) -> Result<()>;
+    /// The device address of the allocation's first byte.
+    fn address(&self, buf: &Self::Buf) -> u64;
+}
+
+/// Activations of an SSM step or prefill, as device addresses of arrays in
+/// `dtype` (shapes as in [`crate::kernels::SsmInputs`]).
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceSsmIo {
+    pub dtype: DType,
+    pub x: u64,
+    pub dt: u64,
+    pub b: u64,
+    pub c: u64,
+    /// 0 for none.
+    pub z: u64,
+    pub y: u64,
+}
+
+/// SSM parameters as device addresses of f32 arrays `[num_heads]`.
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceSsmParams {
+    pub a: u64,
+    /// 0 for none.
+    pub d: u64,
+    /// 0 for none.
+    pub dt_bias: u64,
+    pub dt_softplus: bool,
+    pub dt_limit: Option<(f32, f32)>,
+}
+
+/// Conv activations and parameters as device addresses: `x` and `out` in
+/// `dtype`, `weight` (`[conv_dim, K]`) and `bias` (`[conv_dim]`) in f32.
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceConvArgs {
+    pub dtype: DType,
+    pub x: u64,
+    pub out: u64,
+    pub weight: u64,
+    /// 0 for none.
+    pub bias: u64,
+    pub silu: bool,
+}
+
+/// The decode kernels on device memory. `slots` has one entry per row
+/// (negative: padding, output zeroed, state untouched); row `r`'s
+/// activations start `r` rows into each array.
+pub trait DeviceKernels: DeviceMem {
+    /// One SSM step on `state` (one layer, `[num_slots][H][P][N]`).
+    fn ssm_step(&self, cfg: &Config, state: &mut Self::Buf, slots: &[i32], io: &DeviceSsmIo, p: &DeviceSsmParams) -> Result<()>;
+    /// One conv step on `win` (one layer, `[num_slots][conv_dim][W]`).
+    fn conv_step(&self, cfg: &Config, win: &mut Self::Buf, slots: &[i32], a: &DeviceConvArgs) -> Result<()>;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    Conv,
+    Ssm,
+}
+
+/// A cache whose state lives in device memory.
+pub struct DeviceCache<D: DeviceMem> {
+    cfg: Config,
+    dev: D,
+    host: Cache,
+    conv: Vec<D::Buf>,
+    ssm: Vec<D::Buf>,
+}
+
+impl<D: DeviceMem> std::fmt::Debug for DeviceCache<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceCache").field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+impl<D: DeviceMem> DeviceCache<D> {
+    /// A zeroed cache for `cfg` (whose `device` fields name the device
+    /// `dev` drives) on `dev`.
+    pub fn new(cfg: Config, dev: D) -> Result<Self> {
+        let host = Cache::new(Config { device: Device::Cpu, device_index: 0, ..cfg })?;
+        let shape = *host.shape();
+        let n = cfg.num_layers as usize;
+        let (mut conv, mut ssm) = (try_with_capacity(n, "layer table")?, try_with_capacity(n, "layer table")?);
+        for _ in 0..n {
+            conv.push(dev.alloc_zeroed(shape.conv_layer_bytes)?);
+            ssm.push(dev.alloc_zeroed(shape.ssm_layer_bytes)?);
+        }
+        Ok(DeviceCache { cfg, dev, host, conv, ssm })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn shape(&self) -> &Shape {
+        self.host.shape()
+    }
+
+    pub fn num_slots(&self) -> usize {
+        self.host.num_slots()
+    }
+
+    /// The device.
+    pub fn device(&self) -> &D {
+        &self.dev
+    }
+
+    /// Device address of `layer`'s conv windows and SSM states.
+    pub fn addresses(&self, layer: u32) -> Result<(u64, u64)> {
+        self.host.layer(layer)?;
+        Ok((self.dev.address(&self.conv[layer as usize]), self.dev.address(&self.ssm[layer as usize])))
+    }
+
+    fn row_bytes(&self, part: Part) -> usize {
+        let s = self.host.shape();
+        match part {
+            Part::Conv => s.conv_slot_elems * self.cfg.conv_dtype.size(),
+            Part::Ssm => s.ssm_slot_elems * self.cfg.ssm_dtype.size(),
+        }
+    }
+
+    /// Copies the rows of `slots` in `layers` from the device to the host
+    /// staging cache.
+    fn pull(&mut self, part: Part, layers: std::ops::Range<usize>, slots: &[usize]) -> Result<()> {
+        let rb = self.row_bytes(part);
+        for l in layers {
+            let (dev, host) = match part {
+                Part::Conv => (&self.conv[l], self.host.layers[l].conv.bytes_mut()),
+                Part::Ssm => (&self.ssm[l], self.host.layers[l].ssm.bytes_mut()),
+            };
+            for &s in slots {
+                self.dev.download(dev, s * rb, &mut host[s * rb..(s + 1) * rb])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the rows of `slots` in `layers` from the host staging cache
+    /// to the device.
+    fn push(&mut self, part: Part, layers: std::ops::Range<usize>, slots: &[usize]) -> Result<()> {
+        let rb = self.row_bytes(part);
+        for l in layers {
+            let (dev, host) = match part {
+                Part::Conv => (&mut self.conv[l], self.host.layers[l].conv.bytes()),
+                Part::Ssm => (&mut self.ssm[l], self.host.layers[l].ssm.bytes()),
+            };
+            for &s in slots {
+                self.dev.upload(dev, s * rb, &host[s * rb..(s + 1) * rb])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn all_layers(&self) -> std::ops::Range<usize> {
+        0..self.cfg.num_layers as usize
+    }
+
+    fn one_layer(&self, layer: u32) -> Result<std::ops::Range<usize>> {
+        self.host.layer(layer)?;
+        Ok(layer as usize..layer as usize + 1)
+    }
+
+    /// The slots `slots` addresses (padding left out), validated.
+    fn selected(&self, slots: Slots<'_>) -> Result<Vec<usize>> {
+        let sel = slots.validate(self.num_slots())?;
+        let mut v = try_with_capacity(sel.rows(), "slot list")?;
+        v.extend(sel.pairs().map(|(_, s)| s));
+        Ok(v)
+    }
+
+    /// As [`Cache::update_conv`].
+    pub fn update_conv(&mut self, layer: u32, slots: Slots<'_>, x: Slice<'_>) -> Result<()> {
+        let (ls, ss) = (self.one_layer(layer)?, self.selected(slots)?);
+        self.pull(Part::Conv, ls.clone(), &ss)?;
+        self.host.update_conv(layer, slots, x)?;
+        self.push(Part::Conv, ls, &ss)
+    }
+
+    /// As [`Cache::set_conv`].
+    pub fn set_conv(&mut self, layer: u32, slots: Slots<'_>, window: Slice<'_>) -> Result<()> {
+        let (ls, ss) = (self.one_layer(layer)?, self.selected(slots)?);
+        self.host.set_conv(layer, slots, window)?;
+        self.push(Part::Conv, ls, &ss)
+    }
+
+    /// As [`Cache::update_ssm`].
+    pub fn update_ssm(&mut self, layer: u32, slots: Slots<'_>, state: Slice<'_>) -> Result<()> {
+        let (ls, ss) = (self.one_layer(layer)?, self.selected(slots)?);
+        self.host.update_ssm(layer, slots, state)?;
+        self.push(Part::Ssm, ls, &ss)
+    }
+
+    /// As [`Cache::read_conv`].
+    pub fn read_conv(&mut self, layer: u32, slots: Slots<'_>, out: SliceMut<'_>) -> Result<()> {
+        let (ls, ss) = (self.one_layer(layer)?, self.selected(slots)?);
+        self.pull(Part::Conv, ls, &ss)?;
+        self.host.read_conv(layer, slots, out)
+    }
+
+    /// As [`Cache::read_ssm`].
+    pub fn read_ssm(&mut self, layer: u32, slots: Slots<'_>, out: SliceMut<'_>) -> Result<()> {
+        let (ls, ss) = (self.one_layer(layer)?, self.selected(slots)?);
+        self.pull(Part::Ssm, ls, &ss)?;
+        self.host.read_ssm(layer, slots, out)
+    }
+
+    /// As [`Cache::reset`]: zeroes the slots' state on the device.
+    pub fn reset(&mut self, slots: Slots<'_>) -> Result<()> {
+        let ss = self.selected(slots)?;
+        self.host.reset(slots)?;
+        self.zero_rows(&ss)
+    }
+
+    /// Zeroes the state of `slots` on the device, in every layer.
+    fn zero_rows(&mut self, slots: &[usize]) -> Result<()> {
+        let (cb, sb) = (self.row_bytes(Part::Conv), self.row_bytes(Part::Ssm));
+        for (rb, bufs) in [(cb, &mut self.conv), (sb, &mut self.ssm)] {
+            for b in bufs.iter_mut() {
+                for &s in slots {
+                    self.dev.zero(b, s * rb, rb)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// As [`Cache::advance`].
+    pub fn advance(&mut self, slots: Slots<'_>, num_tokens: u32) -> Result<()> {
+        self.host.advance(slots, num_tokens)
+    }
+
+    /// As [`Cache::position`].
+    pub fn position(&self, slot: i32) -> Result<u64> {
+        self.host.position(slot)
+    }
+
+    /// As [`Cache::slot_acquire`]: the slot's state is zeroed on the
+    /// device (if that fails, the slot is released again).
+    pub fn slot_acquire(&mut self) -> Result<i32> {
+        let s = self.host.slot_acquire()?;
+        if let Err(e) = self.zero_rows(&[s as usize]) {
+            self.host.slot_release(s)?;
+            return Err(e);
+        }
+        Ok(s)
+    }
+
+    /// As [`Cache::slot_release`].
+    pub fn slot_release(&mut self, slot: i32) -> Result<()> {
+        self.host.slot_release(slot)
+    }
+
+    /// As [`Cache::slots_in_use`].
+    pub fn slots_in_use(&self) -> u32 {
+        self.host.slots_in_use()
+    }
+
+    /// As [`Cache::copy_slots`] (sources read before any destination is
+    /// written, whatever the overlap).
+    pub fn copy_slots(&mut self, src: &[i32], dst: &[i32]) -> Result<()> {
+        let n = self.num_slots();
+        let mut srcs = self.selected(Slots::List(src))?;
+        let dsts = self.selected(Slots::List(dst))?;
+        if src.len() != dst.len() {
+            // Let the host code name the error.
+            return self.host.copy_slots(src, dst);
+        }
+        srcs.sort_unstable();
+        srcs.dedup();
+        debug_assert!(srcs.iter().all(|&s| s < n));
+        let ls = self.all_layers();
+        self.pull(Part::Conv, ls.clone(), &srcs)?;
+        self.pull(Part::Ssm, ls.clone(), &srcs)?;
+        self.host.copy_slots(src, dst)?;
+        self.push(Part::Conv, ls.clone(), &dsts)?;
+        self.push(Part::Ssm, ls, &dsts)
+    }
+
+    /// As [`Cache::nonfinite`].
+    pub fn nonfinite(&mut self, slot: i32) -> Result<u64> {
+        let s = self.host.check_slot(slot)?;
+        let ls = self.all_layers();
+        self.pull(Part::Conv, ls.clone(), &[s])?;
+        self.pull(Part::Ssm, ls, &[s])?;
+        self.host.nonfinite(slot)
+    }
+
+    /// As [`Cache::slot_snapshot_size`].
+    pub fn slot_snapshot_size(&self) -> usize {
+        self.host.slot_snapshot_size()
+    }
+
+    /// As [`Cache::slot_save`].
+    pub fn slot_save(&mut self, slot: i32, buf: &mut [u8]) -> Result<usize> {
+        let s = self.host.check_slot(slot)?;
+        let ls = self.all_layers();
+        self.pull(Part::Conv, ls.clone(), &[s])?;
+        self.pull(Part::Ssm, ls, &[s])?;
+        self.host.slot_save(slot, buf)
+    }
+
+    /// As [`Cache::slot_load`].
+    pub fn slot_load(&mut self, slot: i32, buf: &[u8]) -> Result<()> {
+        let s = self.host.check_slot(slot)?;
+        self.host.slot_load(slot, buf)?;
+        let ls = self.all_layers();
+        self.push(Part::Conv, ls.clone(), &[s])?;
+        self.push(Part::Ssm, ls, &[s])
+    }
+
+    /// As [`Cache::file_size`].
+    pub fn file_size(&self) -> u64 {
+        self.host.file_size()
+    }
+
+    /// As [`Cache::save_file`].
+    pub fn save_file(&mut self, path: &Path) -> Result<()> {
+        let all: Vec<usize> = (0..self.num_slots()).collect();
+        let ls = self.all_layers();
+        self.pull(Part::Conv, ls.clone(), &all)?;
+        self.pull(Part::Ssm, ls, &all)?;
+        self.host.save_file(path)
+    }
+
+    /// As [`Cache::load_file`]. The host load either changes nothing or,
+    /// when the file changes under it, resets every slot; the staging copy
+    /// is made whole first so that both outcomes reach the device.
+    pub fn load_file(&mut self, path: &Path) -> Result<()> {
+        let all: Vec<usize> = (0..self.num_slots()).collect();
+        let ls = self.all_layers();
+        self.pull(Part::Conv, ls.clone(), &all)?;
+        self.pull(Part::Ssm, ls.clone(), &all)?;
+        let loaded = self.host.load_file(path);
+        self.push(Part::Conv, ls.clone(), &all)?;
+        self.push(Part::Ssm, ls, &all)?;
+        loaded
+    }
+}
+
+/// The slot of each row of `slots` (-1 for padding), validated.
+fn row_slots(slots: Slots<'_>, num_slots: usize) -> Result<Vec<i32>> {
+    let sel = slots.validate(num_slots)?;
+    let mut v = try_with_capacity(sel.rows(), "slot list")?;
+    v.extend((0..sel.rows()).map(|r| sel.slot(r).map_or(-1, |s| s as i32)));
+    Ok(v)
+}
+
+fn need(what: &str, addr: u64) -> Result<()> {
+    if addr == 0 {
+        return Err(Error::NullArg(format!("{what} is a null device address")));
+    }
+    Ok(())
+}
+
+impl<D: DeviceKernels> DeviceCache<D> {
+    /// As [`Cache::ssm_step`], on device arrays (the caller guarantees
+    /// their sizes: `[rows, ...]` as for the host call).
+    pub fn ssm_step(&mut self, layer: u32, slots: Slots<'_>, io: &DeviceSsmIo, p: &DeviceSsmParams) -> Result<()> {
+        self.one_layer(layer)?;
+        let rs = row_slots(slots, self.num_slots())?;
+        check_ssm(io, p)?;
+        if rs.is_empty() {
+            return Ok(());
+        }
+        self.dev.ssm_step(&self.cfg, &mut self.ssm[layer as usize], &rs, io, p)
+    }
+
+    /// As [`Cache::conv_step`], on device arrays.
+    pub fn conv_step(&mut self, layer: u32, slots: Slots<'_>, a: &DeviceConvArgs) -> Result<()> {
+        self.one_layer(layer)?;
+        let rs = row_slots(slots, self.num_slots())?;
+        check_conv(a)?;
+        if rs.is_empty() {
+            return Ok(());
+        }
+        self.dev.conv_step(&self.cfg, &mut self.conv[layer as usize], &rs, a)
+    }
+
+    /// As [`Cache::ssm_prefill`], on device arrays: token by token (the
+    /// same computation as the host prefill, which is bit-identical to
+    /// token-by-token steps), one launch per token position across the
+    /// sequences that still have tokens.
+    pub fn ssm_prefill(&mut self, layer: u32, slots: Slots<'_>, cu_seqlens: &[u64], io: &DeviceSsmIo, p: &DeviceSsmParams) -> Result<()> {
+        self.one_layer(layer)?;
+        let rs = row_slots(slots, self.num_slots())?;
+        crate::kernels::check_cu(cu_seqlens, rs.len())?;
+        check_ssm(io, p)?;
+        let cfg = self.cfg;
+        let (h, hd, n, g) = (cfg.num_heads as u64, cfg.head_dim as u64, cfg.state_size as u64, cfg.n_groups as u64);
+        let es = io.dtype.size() as u64;
+        let at = |base: u64, t: u64, per: u64| if base == 0 { 0 } else { base + t * per * es };
+        self.prefill_tokens(&rs, cu_seqlens, |dev, buf, slot, t| {
+            let io1 = DeviceSsmIo {
+                dtype: io.dtype,
+                x: at(io.x, t, h * hd),
+                dt: at(io.dt, t, h),
+                b: at(io.b, t, g * n),
+                c: at(io.c, t, g * n),
+                z: at(io.z, t, h * hd),
+                y: at(io.y, t, h * hd),
+            };
+            dev.ssm_step(&cfg, buf, &[slot], &io1, p)
+        }, Part::Ssm, layer)
+    }
+
+    /// As [`Cache::conv_prefill`], on device arrays, token by token.
+    pub fn conv_prefill(&mut self, layer: u32, slots: Slots<'_>, cu_seqlens: &[u64], a: &DeviceConvArgs) -> Result<()> {
+        self.one_layer(layer)?;
+        let rs = row_slots(slots, self.num_slots())?;
+        crate::kernels::check_cu(cu_seqlens, rs.len())?;
+        check_conv(a)?;
+        let cfg = self.cfg;
+        let per = self.shape().conv_dim as u64 * a.dtype.size() as u64;
+        self.prefill_tokens(&rs, cu_seqlens, |dev, buf, slot, t| {
+            let a1 = DeviceConvArgs { x: a.x + t * per, out: a.out + t * per, ..*a };
+            dev.conv_step(&cfg, buf, &[slot], &a1)
+        }, Part::Conv, layer)
+    }
+
+    /// Runs `step` for every token `t` of every sequence, in order within
+    /// each sequence (padding sequences included: their outputs are
+    /// zeroed by the step and their state untouched).
+    fn prefill_tokens(
+        &mut self,
+        rs: &[i32],
+        cu: &[u64],
+        step: impl Fn(&D, &mut D::Buf, i32, u64) -> Result<()>,
+        part: Part,
+        layer: u32,
+    ) -> Result<()> {
+        let buf = match part {
+            Part::Conv => &mut self.conv[layer as usize],
+            Part::Ssm => &mut self.ssm[layer as usize],
+        };
+        for (r, &slot) in rs.iter().enumerate() {
+            for t in cu[r]..cu[r + 1] {
+                step(&self.dev, buf, slot, t)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_ssm(io: &DeviceSsmIo, p: &DeviceSsmParams) -> Result<()> {
+    for (what, a) in [("x", io.x), ("dt", io.dt), ("B", io.b), ("C", io.c), ("y", io.y), ("A", p.a)] {
+        need(what, a)?;
+    }
+    if let Some((lo, hi)) = p.dt_limit {
+        if lo.is_nan() || hi.is_nan() || lo > hi {
+            return Err(Error::InvalidArg(format!("dt_limit [{lo}, {hi}] is not an interval")));
+        }
+    }
+    Ok(())
+}
+
+fn check_conv(a: &DeviceConvArgs) -> Result<()> {
+    for (what, v) in [("x", a.x), ("out", a.out), ("weight", a.weight)] {
+        need(what, v)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod emulated;
