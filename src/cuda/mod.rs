@@ -9,7 +9,7 @@
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 use std::sync::Arc;
 
 /// The CUDA C source of every kernel.
@@ -115,10 +115,51 @@ impl Gpu {
         io: SsmDeviceIo<'_>,
         p: &SsmDeviceParams<'_>,
     ) -> Result<()> {
+        let s = &self.stream;
+        let (state, _g0) = state.device_ptr_mut(s);
+        let (slots, _g1) = slots.device_ptr(s);
+        let (x, _g2) = io.x.device_ptr(s);
+        let (dt, _g3) = io.dt.device_ptr(s);
+        let (b, _g4) = io.b.device_ptr(s);
+        let (c, _g5) = io.c.device_ptr(s);
+        let z = io.z.map(|z| z.device_ptr(s));
+        let (y, _g6) = io.y.device_ptr_mut(s);
+        let (a, _g7) = p.a.device_ptr(s);
+        let d = p.d.map(|d| d.device_ptr(s));
+        let bias = p.dt_bias.map(|d| d.device_ptr(s));
+        let io = crate::device::DeviceSsmIo { dtype: io_dtype, x, dt, b, c, z: z.as_ref().map_or(0, |z| z.0), y };
+        let params = crate::device::DeviceSsmParams {
+            a,
+            d: d.as_ref().map_or(0, |d| d.0),
+            dt_bias: bias.as_ref().map_or(0, |d| d.0),
+            dt_softplus: p.dt_softplus,
+            dt_limit: p.dt_limit,
+        };
+        // SAFETY: every address comes from a live buffer held (with its
+        // guard) until the launch is queued; sizes are the caller's contract.
+        unsafe { self.launch_ssm(state_dtype, shape, state, slots, rows, &io, &params) }
+    }
+
+    /// Launches the SSM step kernel on device addresses.
+    ///
+    /// # Safety
+    /// Every address must point to a live device array of the size the
+    /// shape and `rows` imply (0 for the optional ones), `slots` to `rows`
+    /// int32 slot indices below the buffer's slot count (or negative).
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn launch_ssm(
+        &self,
+        state_dtype: DType,
+        shape: SsmShape,
+        state: u64,
+        slots: u64,
+        rows: usize,
+        io: &crate::device::DeviceSsmIo,
+        p: &crate::device::DeviceSsmParams,
+    ) -> Result<()> {
         let vec = 16 / state_dtype.size();
         let kind = if shape.state_size.is_multiple_of(vec) { "vec" } else { "scalar" };
-        let f = self.function(&format!("ssm_step_{}_{}_{kind}", state_dtype.name(), io_dtype.name()))?;
-        let null = 0u64;
+        let f = self.function(&format!("ssm_step_{}_{}_{kind}", state_dtype.name(), io.dtype.name()))?;
         let (h, pp, n, g) = (shape.heads as i32, shape.head_dim as i32, shape.state_size as i32, shape.groups as i32);
         let (softplus, clamp) = (p.dt_softplus as i32, p.dt_limit.is_some() as i32);
         let (lo, hi) = p.dt_limit.unwrap_or((0.0, f32::INFINITY));
@@ -129,23 +170,12 @@ impl Gpu {
             shared_mem_bytes: (2 * shape.state_size * 4) as u32,
         };
         let mut b = self.stream.launch_builder(&f);
-        b.arg(state).arg(slots).arg(io.x).arg(io.dt).arg(io.b).arg(io.c);
-        match io.z {
-            Some(z) => b.arg(z),
-            None => b.arg(&null),
-        };
-        b.arg(io.y).arg(p.a);
-        match p.d {
-            Some(d) => b.arg(d),
-            None => b.arg(&null),
-        };
-        match p.dt_bias {
-            Some(d) => b.arg(d),
-            None => b.arg(&null),
-        };
+        b.arg(&state).arg(&slots).arg(&io.x).arg(&io.dt).arg(&io.b).arg(&io.c).arg(&io.z).arg(&io.y);
+        b.arg(&p.a).arg(&p.d).arg(&p.dt_bias);
         b.arg(&h).arg(&pp).arg(&n).arg(&g).arg(&softplus).arg(&clamp).arg(&lo).arg(&hi);
-        // SAFETY: the argument list matches the kernel's signature; the
-        // buffers hold the sizes the shape implies (the caller's contract).
+        // SAFETY: the argument list matches the kernel's signature (device
+        // pointers passed as 64-bit addresses); the caller vouches for the
+        // addresses.
         unsafe { b.launch(cfg) }.map_err(|e| unsupported("launch ssm_step", e))?;
         Ok(())
     }
@@ -169,20 +199,114 @@ impl Gpu {
         bias: Option<&CudaSlice<f32>>,
         silu: bool,
     ) -> Result<()> {
-        let f = self.function(&format!("conv_step_{}_{}", conv_dtype.name(), io_dtype.name()))?;
-        let null = 0u64;
-        let (d, k, w, s) = (dim as i32, kernel as i32, width as i32, silu as i32);
+        let s = &self.stream;
+        let (win, _g0) = win.device_ptr_mut(s);
+        let (slots, _g1) = slots.device_ptr(s);
+        let (x, _g2) = x.device_ptr(s);
+        let (out, _g3) = out.device_ptr_mut(s);
+        let (weight, _g4) = weight.device_ptr(s);
+        let bias = bias.map(|b| b.device_ptr(s));
+        let a = crate::device::DeviceConvArgs { dtype: io_dtype, x, out, weight, bias: bias.as_ref().map_or(0, |b| b.0), silu };
+        // SAFETY: as in `ssm_step`.
+        unsafe { self.launch_conv(conv_dtype, dim, kernel, width, win, slots, rows, &a) }
+    }
+
+    /// Launches the conv step kernel on device addresses.
+    ///
+    /// # Safety
+    /// As for `launch_ssm`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn launch_conv(
+        &self,
+        conv_dtype: DType,
+        dim: usize,
+        kernel: usize,
+        width: usize,
+        win: u64,
+        slots: u64,
+        rows: usize,
+        a: &crate::device::DeviceConvArgs,
+    ) -> Result<()> {
+        let f = self.function(&format!("conv_step_{}_{}", conv_dtype.name(), a.dtype.name()))?;
+        let (d, k, w, s) = (dim as i32, kernel as i32, width as i32, a.silu as i32);
         let cfg = LaunchConfig { grid_dim: (dim.div_ceil(128) as u32, rows as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
         let mut b = self.stream.launch_builder(&f);
-        b.arg(win).arg(slots).arg(x).arg(out).arg(weight);
-        match bias {
-            Some(bb) => b.arg(bb),
-            None => b.arg(&null),
-        };
+        b.arg(&win).arg(&slots).arg(&a.x).arg(&a.out).arg(&a.weight).arg(&a.bias);
         b.arg(&d).arg(&k).arg(&w).arg(&s);
-        // SAFETY: as in `ssm_step`.
+        // SAFETY: as in `launch_ssm`.
         unsafe { b.launch(cfg) }.map_err(|e| unsupported("launch conv_step", e))?;
         Ok(())
+    }
+}
+
+fn driver(what: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
+    move |e| Error::Unsupported(format!("CUDA: {what}: {e}"))
+}
+
+/// The device cache's memory on this GPU: plain `cuMemAlloc` allocations
+/// (never managed memory), transfers on the GPU's stream, each finished
+/// before the call returns (host buffers are the caller's, pageable).
+impl crate::device::DeviceMem for Gpu {
+    type Buf = CudaSlice<u8>;
+
+    fn alloc_zeroed(&self, bytes: usize) -> Result<CudaSlice<u8>> {
+        self.stream.alloc_zeros::<u8>(bytes.max(1)).map_err(|e| Error::OutOfMemory(format!("CUDA: cannot allocate {bytes} bytes: {e}")))
+    }
+
+    fn upload(&self, dst: &mut CudaSlice<u8>, offset: usize, src: &[u8]) -> Result<()> {
+        let mut v = dst.slice_mut(offset..offset + src.len());
+        self.stream.memcpy_htod(src, &mut v).map_err(driver("upload"))?;
+        self.stream.synchronize().map_err(driver("upload"))
+    }
+
+    fn download(&self, src: &CudaSlice<u8>, offset: usize, dst: &mut [u8]) -> Result<()> {
+        let v = src.slice(offset..offset + dst.len());
+        self.stream.memcpy_dtoh(&v, dst).map_err(driver("download"))?;
+        self.stream.synchronize().map_err(driver("download"))
+    }
+
+    fn zero(&self, dst: &mut CudaSlice<u8>, offset: usize, bytes: usize) -> Result<()> {
+        let mut v = dst.slice_mut(offset..offset + bytes);
+        self.stream.memset_zeros(&mut v).map_err(driver("memset"))
+    }
+
+    fn address(&self, buf: &CudaSlice<u8>) -> u64 {
+        let (p, _g) = buf.device_ptr(&self.stream);
+        p
+    }
+}
+
+impl crate::device::DeviceKernels for Gpu {
+    fn ssm_step(
+        &self,
+        cfg: &crate::Config,
+        state: &mut CudaSlice<u8>,
+        slots: &[i32],
+        io: &crate::device::DeviceSsmIo,
+        p: &crate::device::DeviceSsmParams,
+    ) -> Result<()> {
+        let dev_slots = self.stream.clone_htod(slots).map_err(driver("slots upload"))?;
+        let shape = SsmShape {
+            heads: cfg.num_heads as usize,
+            head_dim: cfg.head_dim as usize,
+            state_size: cfg.state_size as usize,
+            groups: cfg.n_groups as usize,
+        };
+        let (sp, _g0) = state.device_ptr_mut(&self.stream);
+        let (slp, _g1) = dev_slots.device_ptr(&self.stream);
+        // SAFETY: `state` is a layer of a cache of `cfg`; `slots` were
+        // validated against its slot count; the activations are the
+        // caller's contract (documented on the C API).
+        unsafe { self.launch_ssm(cfg.ssm_dtype, shape, sp, slp, slots.len(), io, p) }
+    }
+
+    fn conv_step(&self, cfg: &crate::Config, win: &mut CudaSlice<u8>, slots: &[i32], a: &crate::device::DeviceConvArgs) -> Result<()> {
+        let dev_slots = self.stream.clone_htod(slots).map_err(driver("slots upload"))?;
+        let dim = cfg.shape()?.conv_dim;
+        let (wp, _g0) = win.device_ptr_mut(&self.stream);
+        let (slp, _g1) = dev_slots.device_ptr(&self.stream);
+        // SAFETY: as in `ssm_step`.
+        unsafe { self.launch_conv(cfg.conv_dtype, dim, cfg.conv_kernel_size as usize, cfg.conv_width as usize, wp, slp, slots.len(), a) }
     }
 }
 
