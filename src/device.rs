@@ -25,6 +25,7 @@ use crate::cache::Cache;
 use crate::config::{Config, Device, Shape};
 use crate::dtype::{DType, Slice, SliceMut};
 use crate::error::{Error, Result};
+use crate::kernels::check;
 use crate::slots::Slots;
 use std::path::Path;
 
@@ -44,42 +45,58 @@ pub trait DeviceMem {
     fn address(&self, buf: &Self::Buf) -> u64;
 }
 
-/// Activations of an SSM step or prefill, as device addresses of arrays in
-/// `dtype` (shapes as in [`crate::kernels::SsmInputs`]).
+/// A device array: its address and its length in elements, which the
+/// caller declares (m2c checks it against the shape; it cannot check the
+/// allocation behind the address).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DevArray {
+    /// 0 for none.
+    pub addr: u64,
+    pub len: usize,
+}
+
+impl DevArray {
+    pub fn new(addr: u64, len: usize) -> Self {
+        DevArray { addr, len }
+    }
+}
+
+/// Activations of an SSM step or prefill, as device arrays in `dtype`
+/// (shapes as in [`crate::kernels::SsmInputs`]).
 #[derive(Clone, Copy, Debug)]
 pub struct DeviceSsmIo {
     pub dtype: DType,
-    pub x: u64,
-    pub dt: u64,
-    pub b: u64,
-    pub c: u64,
-    /// 0 for none.
-    pub z: u64,
-    pub y: u64,
+    pub x: DevArray,
+    pub dt: DevArray,
+    pub b: DevArray,
+    pub c: DevArray,
+    /// Optional (address 0).
+    pub z: DevArray,
+    pub y: DevArray,
 }
 
-/// SSM parameters as device addresses of f32 arrays `[num_heads]`.
+/// SSM parameters as device f32 arrays `[num_heads]`.
 #[derive(Clone, Copy, Debug)]
 pub struct DeviceSsmParams {
-    pub a: u64,
-    /// 0 for none.
-    pub d: u64,
-    /// 0 for none.
-    pub dt_bias: u64,
+    pub a: DevArray,
+    /// Optional (address 0).
+    pub d: DevArray,
+    /// Optional (address 0).
+    pub dt_bias: DevArray,
     pub dt_softplus: bool,
     pub dt_limit: Option<(f32, f32)>,
 }
 
-/// Conv activations and parameters as device addresses: `x` and `out` in
+/// Conv activations and parameters as device arrays: `x` and `out` in
 /// `dtype`, `weight` (`[conv_dim, K]`) and `bias` (`[conv_dim]`) in f32.
 #[derive(Clone, Copy, Debug)]
 pub struct DeviceConvArgs {
     pub dtype: DType,
-    pub x: u64,
-    pub out: u64,
-    pub weight: u64,
-    /// 0 for none.
-    pub bias: u64,
+    pub x: DevArray,
+    pub out: DevArray,
+    pub weight: DevArray,
+    /// Optional (address 0).
+    pub bias: DevArray,
     pub silu: bool,
 }
 
@@ -394,12 +411,12 @@ fn need(what: &str, addr: u64) -> Result<()> {
 }
 
 impl<D: DeviceKernels> DeviceCache<D> {
-    /// As [`Cache::ssm_step`], on device arrays (the caller guarantees
-    /// their sizes: `[rows, ...]` as for the host call).
+    /// As [`Cache::ssm_step`], on device arrays whose declared lengths are
+    /// checked against the shape (`[rows, ...]` as for the host call).
     pub fn ssm_step(&mut self, layer: u32, slots: Slots<'_>, io: &DeviceSsmIo, p: &DeviceSsmParams) -> Result<()> {
         self.one_layer(layer)?;
         let rs = row_slots(slots, self.num_slots())?;
-        check_ssm(io, p)?;
+        self.check_ssm(io, p, rs.len())?;
         if rs.is_empty() {
             return Ok(());
         }
@@ -410,7 +427,7 @@ impl<D: DeviceKernels> DeviceCache<D> {
     pub fn conv_step(&mut self, layer: u32, slots: Slots<'_>, a: &DeviceConvArgs) -> Result<()> {
         self.one_layer(layer)?;
         let rs = row_slots(slots, self.num_slots())?;
-        check_conv(a)?;
+        self.check_conv(a, rs.len())?;
         if rs.is_empty() {
             return Ok(());
         }
@@ -419,17 +436,22 @@ impl<D: DeviceKernels> DeviceCache<D> {
 
     /// As [`Cache::ssm_prefill`], on device arrays: token by token (the
     /// same computation as the host prefill, which is bit-identical to
-    /// token-by-token steps), one launch per token position across the
-    /// sequences that still have tokens.
+    /// token-by-token steps), one launch per token.
     pub fn ssm_prefill(&mut self, layer: u32, slots: Slots<'_>, cu_seqlens: &[u64], io: &DeviceSsmIo, p: &DeviceSsmParams) -> Result<()> {
         self.one_layer(layer)?;
         let rs = row_slots(slots, self.num_slots())?;
-        crate::kernels::check_cu(cu_seqlens, rs.len())?;
-        check_ssm(io, p)?;
+        let total = crate::kernels::check_cu(cu_seqlens, rs.len())?;
+        self.check_ssm(io, p, total)?;
         let cfg = self.cfg;
-        let (h, hd, n, g) = (cfg.num_heads as u64, cfg.head_dim as u64, cfg.state_size as u64, cfg.n_groups as u64);
+        let (h, hd, n, g) = (cfg.num_heads as usize, cfg.head_dim as usize, cfg.state_size as usize, cfg.n_groups as usize);
         let es = io.dtype.size() as u64;
-        let at = |base: u64, t: u64, per: u64| if base == 0 { 0 } else { base + t * per * es };
+        let at = |a: DevArray, t: u64, per: usize| {
+            if a.addr == 0 {
+                a
+            } else {
+                DevArray::new(a.addr + t * per as u64 * es, per)
+            }
+        };
         self.prefill_tokens(&rs, cu_seqlens, |dev, buf, slot, t| {
             let io1 = DeviceSsmIo {
                 dtype: io.dtype,
@@ -448,12 +470,13 @@ impl<D: DeviceKernels> DeviceCache<D> {
     pub fn conv_prefill(&mut self, layer: u32, slots: Slots<'_>, cu_seqlens: &[u64], a: &DeviceConvArgs) -> Result<()> {
         self.one_layer(layer)?;
         let rs = row_slots(slots, self.num_slots())?;
-        crate::kernels::check_cu(cu_seqlens, rs.len())?;
-        check_conv(a)?;
+        let total = crate::kernels::check_cu(cu_seqlens, rs.len())?;
+        self.check_conv(a, total)?;
         let cfg = self.cfg;
-        let per = self.shape().conv_dim as u64 * a.dtype.size() as u64;
+        let dim = self.shape().conv_dim;
+        let per = dim as u64 * a.dtype.size() as u64;
         self.prefill_tokens(&rs, cu_seqlens, |dev, buf, slot, t| {
-            let a1 = DeviceConvArgs { x: a.x + t * per, out: a.out + t * per, ..*a };
+            let a1 = DeviceConvArgs { x: DevArray::new(a.x.addr + t * per, dim), out: DevArray::new(a.out.addr + t * per, dim), ..*a };
             dev.conv_step(&cfg, buf, &[slot], &a1)
         }, Part::Conv, layer)
     }
@@ -480,25 +503,52 @@ impl<D: DeviceKernels> DeviceCache<D> {
         }
         Ok(())
     }
-}
 
-fn check_ssm(io: &DeviceSsmIo, p: &DeviceSsmParams) -> Result<()> {
-    for (what, a) in [("x", io.x), ("dt", io.dt), ("B", io.b), ("C", io.c), ("y", io.y), ("A", p.a)] {
-        need(what, a)?;
-    }
-    if let Some((lo, hi)) = p.dt_limit {
-        if lo.is_nan() || hi.is_nan() || lo > hi {
-            return Err(Error::InvalidArg(format!("dt_limit [{lo}, {hi}] is not an interval")));
+    /// The checks of the host `ssm_step` that do not read the arrays.
+    fn check_ssm(&self, io: &DeviceSsmIo, p: &DeviceSsmParams, rows: usize) -> Result<()> {
+        let c = &self.cfg;
+        let (h, hd, n, g) = (c.num_heads as usize, c.head_dim as usize, c.state_size as usize, c.n_groups as usize);
+        for (what, a) in [("x", io.x), ("dt", io.dt), ("B", io.b), ("C", io.c), ("y", io.y), ("A", p.a)] {
+            need(what, a.addr)?;
         }
+        let mul = |a: usize, b: usize| a.saturating_mul(b);
+        check("x", io.x.len, mul(rows, h * hd))?;
+        check("dt", io.dt.len, mul(rows, h))?;
+        check("B", io.b.len, mul(rows, g * n))?;
+        check("C", io.c.len, mul(rows, g * n))?;
+        check("y", io.y.len, mul(rows, h * hd))?;
+        if io.z.addr != 0 {
+            check("z", io.z.len, mul(rows, h * hd))?;
+        }
+        check("A", p.a.len, h)?;
+        for (what, a) in [("D", p.d), ("dt_bias", p.dt_bias)] {
+            if a.addr != 0 {
+                check(what, a.len, h)?;
+            }
+        }
+        if let Some((lo, hi)) = p.dt_limit {
+            if lo.is_nan() || hi.is_nan() || lo > hi {
+                return Err(Error::InvalidArg(format!("dt_min = {lo}, dt_max = {hi} are not an interval")));
+            }
+        }
+        Ok(())
     }
-    Ok(())
-}
 
-fn check_conv(a: &DeviceConvArgs) -> Result<()> {
-    for (what, v) in [("x", a.x), ("out", a.out), ("weight", a.weight)] {
-        need(what, v)?;
+    /// The checks of the host `conv_step` that do not read the arrays.
+    fn check_conv(&self, a: &DeviceConvArgs, rows: usize) -> Result<()> {
+        let dim = self.shape().conv_dim;
+        for (what, v) in [("x", a.x), ("out", a.out), ("weight", a.weight)] {
+            need(what, v.addr)?;
+        }
+        let want = rows.saturating_mul(dim);
+        check("x", a.x.len, want)?;
+        check("out", a.out.len, want)?;
+        check("weight", a.weight.len, dim * self.cfg.conv_kernel_size as usize)?;
+        if a.bias.addr != 0 {
+            check("bias", a.bias.len, dim)?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]

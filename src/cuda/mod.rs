@@ -7,6 +7,7 @@
 //! This module runs the kernels on device buffers; the device-resident
 //! cache behind the C API (`M2C_DEVICE_CUDA`) is built on it.
 
+use crate::device::DevArray;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
@@ -127,11 +128,13 @@ impl Gpu {
         let (a, _g7) = p.a.device_ptr(s);
         let d = p.d.map(|d| d.device_ptr(s));
         let bias = p.dt_bias.map(|d| d.device_ptr(s));
-        let io = crate::device::DeviceSsmIo { dtype: io_dtype, x, dt, b, c, z: z.as_ref().map_or(0, |z| z.0), y };
+        // Lengths are not used by the launch (the shape gives them).
+        let arr = |a: u64| DevArray::new(a, 0);
+        let io = crate::device::DeviceSsmIo { dtype: io_dtype, x: arr(x), dt: arr(dt), b: arr(b), c: arr(c), z: arr(z.as_ref().map_or(0, |z| z.0)), y: arr(y) };
         let params = crate::device::DeviceSsmParams {
-            a,
-            d: d.as_ref().map_or(0, |d| d.0),
-            dt_bias: bias.as_ref().map_or(0, |d| d.0),
+            a: arr(a),
+            d: arr(d.as_ref().map_or(0, |d| d.0)),
+            dt_bias: arr(bias.as_ref().map_or(0, |d| d.0)),
             dt_softplus: p.dt_softplus,
             dt_limit: p.dt_limit,
         };
@@ -170,8 +173,8 @@ impl Gpu {
             shared_mem_bytes: (2 * shape.state_size * 4) as u32,
         };
         let mut b = self.stream.launch_builder(&f);
-        b.arg(&state).arg(&slots).arg(&io.x).arg(&io.dt).arg(&io.b).arg(&io.c).arg(&io.z).arg(&io.y);
-        b.arg(&p.a).arg(&p.d).arg(&p.dt_bias);
+        b.arg(&state).arg(&slots).arg(&io.x.addr).arg(&io.dt.addr).arg(&io.b.addr).arg(&io.c.addr).arg(&io.z.addr).arg(&io.y.addr);
+        b.arg(&p.a.addr).arg(&p.d.addr).arg(&p.dt_bias.addr);
         b.arg(&h).arg(&pp).arg(&n).arg(&g).arg(&softplus).arg(&clamp).arg(&lo).arg(&hi);
         // SAFETY: the argument list matches the kernel's signature (device
         // pointers passed as 64-bit addresses); the caller vouches for the
@@ -206,7 +209,8 @@ impl Gpu {
         let (out, _g3) = out.device_ptr_mut(s);
         let (weight, _g4) = weight.device_ptr(s);
         let bias = bias.map(|b| b.device_ptr(s));
-        let a = crate::device::DeviceConvArgs { dtype: io_dtype, x, out, weight, bias: bias.as_ref().map_or(0, |b| b.0), silu };
+        let arr = |a: u64| DevArray::new(a, 0);
+        let a = crate::device::DeviceConvArgs { dtype: io_dtype, x: arr(x), out: arr(out), weight: arr(weight), bias: arr(bias.as_ref().map_or(0, |b| b.0)), silu };
         // SAFETY: as in `ssm_step`.
         unsafe { self.launch_conv(conv_dtype, dim, kernel, width, win, slots, rows, &a) }
     }
@@ -231,7 +235,7 @@ impl Gpu {
         let (d, k, w, s) = (dim as i32, kernel as i32, width as i32, a.silu as i32);
         let cfg = LaunchConfig { grid_dim: (dim.div_ceil(128) as u32, rows as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
         let mut b = self.stream.launch_builder(&f);
-        b.arg(&win).arg(&slots).arg(&a.x).arg(&a.out).arg(&a.weight).arg(&a.bias);
+        b.arg(&win).arg(&slots).arg(&a.x.addr).arg(&a.out.addr).arg(&a.weight.addr).arg(&a.bias.addr);
         b.arg(&d).arg(&k).arg(&w).arg(&s);
         // SAFETY: as in `launch_ssm`.
         unsafe { b.launch(cfg) }.map_err(|e| unsupported("launch conv_step", e))?;

@@ -4,7 +4,7 @@
 //! the device addresses point to (host addresses here). Transfers can be
 //! made to fail after a given number, to test error paths.
 
-use super::{DeviceConvArgs, DeviceKernels, DeviceMem, DeviceSsmIo, DeviceSsmParams};
+use super::{DevArray, DeviceConvArgs, DeviceKernels, DeviceMem, DeviceSsmIo, DeviceSsmParams};
 use crate::cache::Cache;
 use crate::config::{Config, Device};
 use crate::dtype::{DType, Slice, SliceMut};
@@ -93,9 +93,9 @@ unsafe fn at_mut<'a>(dtype: DType, addr: u64, len: usize) -> SliceMut<'a> {
     }
 }
 
-fn f32s<'a>(addr: u64, len: usize) -> Option<&'a [f32]> {
+fn f32s<'a>(a: DevArray) -> Option<&'a [f32]> {
     // SAFETY: test code passes addresses of live f32 arrays of `len`.
-    (addr != 0).then(|| unsafe { std::slice::from_raw_parts(addr as *const f32, len) })
+    (a.addr != 0).then(|| unsafe { std::slice::from_raw_parts(a.addr as *const f32, a.len) })
 }
 
 fn one_layer(cfg: &Config) -> Result<Cache> {
@@ -106,28 +106,21 @@ impl DeviceKernels for Emu {
     fn ssm_step(&self, cfg: &Config, state: &mut EmuBuf, slots: &[i32], io: &DeviceSsmIo, p: &DeviceSsmParams) -> Result<()> {
         let mut c = one_layer(cfg)?;
         c.layers[0].ssm.bytes_mut().copy_from_slice(&state.0);
-        let rows = slots.len();
-        let (h, hd, n, g) = (cfg.num_heads as usize, cfg.head_dim as usize, cfg.state_size as usize, cfg.n_groups as usize);
-        // SAFETY: the tests pass live host arrays of these sizes.
+        // SAFETY: the tests pass live host arrays of the declared lengths
+        // (checked against the shape by the device cache).
         let (inp, y) = unsafe {
             (
                 SsmInputs {
-                    x: at(io.dtype, io.x, rows * h * hd),
-                    dt: at(io.dtype, io.dt, rows * h),
-                    b: at(io.dtype, io.b, rows * g * n),
-                    c: at(io.dtype, io.c, rows * g * n),
-                    z: (io.z != 0).then(|| at(io.dtype, io.z, rows * h * hd)),
+                    x: at(io.dtype, io.x.addr, io.x.len),
+                    dt: at(io.dtype, io.dt.addr, io.dt.len),
+                    b: at(io.dtype, io.b.addr, io.b.len),
+                    c: at(io.dtype, io.c.addr, io.c.len),
+                    z: (io.z.addr != 0).then(|| at(io.dtype, io.z.addr, io.z.len)),
                 },
-                at_mut(io.dtype, io.y, rows * h * hd),
+                at_mut(io.dtype, io.y.addr, io.y.len),
             )
         };
-        let params = SsmParams {
-            a: f32s(p.a, h).expect("A"),
-            d: f32s(p.d, h),
-            dt_bias: f32s(p.dt_bias, h),
-            dt_softplus: p.dt_softplus,
-            dt_limit: p.dt_limit,
-        };
+        let params = SsmParams { a: f32s(p.a).expect("A"), d: f32s(p.d), dt_bias: f32s(p.dt_bias), dt_softplus: p.dt_softplus, dt_limit: p.dt_limit };
         c.ssm_step(0, Slots::List(slots), &inp, y, &params)?;
         state.0.copy_from_slice(c.layers[0].ssm.bytes());
         Ok(())
@@ -136,15 +129,9 @@ impl DeviceKernels for Emu {
     fn conv_step(&self, cfg: &Config, win: &mut EmuBuf, slots: &[i32], a: &DeviceConvArgs) -> Result<()> {
         let mut c = one_layer(cfg)?;
         c.layers[0].conv.bytes_mut().copy_from_slice(&win.0);
-        let dim = c.shape().conv_dim;
-        let rows = slots.len();
         // SAFETY: as above.
-        let (x, out) = unsafe { (at(a.dtype, a.x, rows * dim), at_mut(a.dtype, a.out, rows * dim)) };
-        let p = ConvParams {
-            weight: f32s(a.weight, dim * cfg.conv_kernel_size as usize).expect("weight"),
-            bias: f32s(a.bias, dim),
-            silu: a.silu,
-        };
+        let (x, out) = unsafe { (at(a.dtype, a.x.addr, a.x.len), at_mut(a.dtype, a.out.addr, a.out.len)) };
+        let p = ConvParams { weight: f32s(a.weight).expect("weight"), bias: f32s(a.bias), silu: a.silu };
         c.conv_step(0, Slots::List(slots), x, out, &p)?;
         win.0.copy_from_slice(c.layers[0].conv.bytes());
         Ok(())
@@ -154,7 +141,7 @@ impl DeviceKernels for Emu {
 #[cfg(test)]
 mod tests {
     use super::super::*;
-    use super::Emu;
+    use super::{DevArray, Emu};
     use crate::error::Error;
     use crate::kernels::{ConvParams, SsmInputs, SsmParams};
 
@@ -185,6 +172,14 @@ mod tests {
             }
             all
         }
+    }
+
+    fn arr(v: &[f32]) -> DevArray {
+        DevArray::new(v.as_ptr() as u64, v.len())
+    }
+
+    fn arr_mut(v: &mut [f32]) -> DevArray {
+        DevArray::new(v.as_mut_ptr() as u64, v.len())
     }
 
     fn kind(r: &crate::error::Result<impl std::fmt::Debug>) -> String {
@@ -318,7 +313,7 @@ mod tests {
                     let mut o2 = vec![7f32; rows * dim];
                     let p = ConvParams { weight: &w, bias: Some(&bias), silu };
                     let a = host.conv_step(layer, Slots::List(&sl), Slice::F32(&x), SliceMut::F32(&mut o1), &p);
-                    let args = DeviceConvArgs { dtype: DType::F32, x: x.as_ptr() as u64, out: o2.as_mut_ptr() as u64, weight: w.as_ptr() as u64, bias: bias.as_ptr() as u64, silu };
+                    let args = DeviceConvArgs { dtype: DType::F32, x: arr(&x), out: arr_mut(&mut o2), weight: arr(&w), bias: arr(&bias), silu };
                     let b = dev.conv_step(layer, Slots::List(&sl), &args);
                     assert_eq!(kind(&a), kind(&b), "{ctx} conv_step");
                     assert!(o1.iter().zip(&o2).all(|(p, q)| p.to_bits() == q.to_bits()), "{ctx}: conv outputs differ");
@@ -335,8 +330,8 @@ mod tests {
                     let inp = SsmInputs { x: Slice::F32(&x), dt: Slice::F32(&dt), b: Slice::F32(&b), c: Slice::F32(&c), z: Some(Slice::F32(&z)) };
                     let p = SsmParams { a: &a, d: Some(&a), dt_bias: None, dt_softplus: true, dt_limit: None };
                     let r1 = host.ssm_step(layer, Slots::List(&sl), &inp, SliceMut::F32(&mut y1), &p);
-                    let io = DeviceSsmIo { dtype: DType::F32, x: x.as_ptr() as u64, dt: dt.as_ptr() as u64, b: b.as_ptr() as u64, c: c.as_ptr() as u64, z: z.as_ptr() as u64, y: y2.as_mut_ptr() as u64 };
-                    let dp = DeviceSsmParams { a: a.as_ptr() as u64, d: a.as_ptr() as u64, dt_bias: 0, dt_softplus: true, dt_limit: None };
+                    let io = DeviceSsmIo { dtype: DType::F32, x: arr(&x), dt: arr(&dt), b: arr(&b), c: arr(&c), z: arr(&z), y: arr_mut(&mut y2) };
+                    let dp = DeviceSsmParams { a: arr(&a), d: arr(&a), dt_bias: DevArray::default(), dt_softplus: true, dt_limit: None };
                     let r2 = dev.ssm_step(layer, Slots::List(&sl), &io, &dp);
                     assert_eq!(kind(&r1), kind(&r2), "{ctx} ssm_step");
                     assert!(y1.iter().zip(&y2).all(|(p, q)| p.to_bits() == q.to_bits()), "{ctx}: ssm outputs differ");
@@ -354,7 +349,7 @@ mod tests {
                     let mut o2 = vec![7f32; t * dim];
                     let p = ConvParams { weight: &w, bias: None, silu: true };
                     let a = host.conv_prefill(layer, Slots::List(&sl), &cu, Slice::F32(&x), SliceMut::F32(&mut o1), &p);
-                    let args = DeviceConvArgs { dtype: DType::F32, x: x.as_ptr() as u64, out: o2.as_mut_ptr() as u64, weight: w.as_ptr() as u64, bias: 0, silu: true };
+                    let args = DeviceConvArgs { dtype: DType::F32, x: arr(&x), out: arr_mut(&mut o2), weight: arr(&w), bias: DevArray::default(), silu: true };
                     let b = dev.conv_prefill(layer, Slots::List(&sl), &cu, &args);
                     assert_eq!(kind(&a), kind(&b), "{ctx} conv_prefill");
                     assert!(o1.iter().zip(&o2).all(|(p, q)| p.to_bits() == q.to_bits()), "{ctx}: conv prefill outputs differ");
@@ -365,8 +360,8 @@ mod tests {
                     let inp = SsmInputs { x: Slice::F32(&xs), dt: Slice::F32(&dts), b: Slice::F32(&bs), c: Slice::F32(&cs), z: None };
                     let p = SsmParams { a: &a, d: None, dt_bias: Some(&a), dt_softplus: false, dt_limit: Some((0.0, 0.5)) };
                     let r1 = host.ssm_prefill(layer, Slots::List(&sl), &cu, &inp, SliceMut::F32(&mut y1), &p);
-                    let io = DeviceSsmIo { dtype: DType::F32, x: xs.as_ptr() as u64, dt: dts.as_ptr() as u64, b: bs.as_ptr() as u64, c: cs.as_ptr() as u64, z: 0, y: y2.as_mut_ptr() as u64 };
-                    let dp = DeviceSsmParams { a: a.as_ptr() as u64, d: 0, dt_bias: a.as_ptr() as u64, dt_softplus: false, dt_limit: Some((0.0, 0.5)) };
+                    let io = DeviceSsmIo { dtype: DType::F32, x: arr(&xs), dt: arr(&dts), b: arr(&bs), c: arr(&cs), z: DevArray::default(), y: arr_mut(&mut y2) };
+                    let dp = DeviceSsmParams { a: arr(&a), d: DevArray::default(), dt_bias: arr(&a), dt_softplus: false, dt_limit: Some((0.0, 0.5)) };
                     let r2 = dev.ssm_prefill(layer, Slots::List(&sl), &cu, &io, &dp);
                     assert_eq!(kind(&r1), kind(&r2), "{ctx} ssm_prefill");
                     assert!(y1.iter().zip(&y2).all(|(p, q)| p.to_bits() == q.to_bits()), "{ctx}: ssm prefill outputs differ");
@@ -448,8 +443,9 @@ mod tests {
         assert!(dev.reset(Slots::List(&[1, 1])).is_err()); // duplicate
         assert!(dev.copy_slots(&[0, 1], &[2]).is_err());
         assert!(dev.slot_load(0, &[0u8; 16]).is_err());
-        let io = DeviceSsmIo { dtype: DType::F32, x: 0, dt: 1, b: 1, c: 1, z: 0, y: 1 };
-        let p = DeviceSsmParams { a: 1, d: 0, dt_bias: 0, dt_softplus: false, dt_limit: None };
+        let one = DevArray::new(1, 1);
+        let io = DeviceSsmIo { dtype: DType::F32, x: DevArray::default(), dt: one, b: one, c: one, z: DevArray::default(), y: one };
+        let p = DeviceSsmParams { a: one, d: DevArray::default(), dt_bias: DevArray::default(), dt_softplus: false, dt_limit: None };
         assert!(matches!(dev.ssm_step(0, Slots::List(&[0]), &io, &p), Err(Error::NullArg(_))));
         assert_eq!(dev.device().transfers.get(), before);
     }

@@ -110,7 +110,7 @@ pub(crate) fn check_cu(cu: &[u64], rows: usize) -> Result<usize> {
     usize::try_from(cu[rows]).map_err(|_| Error::InvalidArg("cu_seqlens total does not fit in memory".into()))
 }
 
-fn check(what: &str, got: usize, want: usize) -> Result<()> {
+pub(crate) fn check(what: &str, got: usize, want: usize) -> Result<()> {
     if got != want {
         let need = if want == usize::MAX { "more than fits in memory".to_string() } else { want.to_string() };
         return Err(Error::ShapeMismatch(format!("{what}: len = {got} elements, but the shape needs {need}")));
