@@ -497,10 +497,24 @@ m2c_status m2c_config_bytes(const struct m2c_config *cfg, uint64_t *out_bytes);
  * On success `*out` receives a new handle the caller owns and must free
  * with `m2c_destroy`. On failure `*out` is not written.
  *
+ * With `device = M2C_DEVICE_CUDA` (a build with the `cuda` feature, on a
+ * machine with the CUDA driver and NVRTC) the conv windows and SSM states
+ * are plain device allocations on GPU `device_index`, and every function
+ * works on the handle: the copy-style calls (update, set, read, reset,
+ * copy_slots, snapshots, files, check_finite) take and fill host buffers
+ * and stage the slot rows they touch through host memory; the views
+ * return device pointers (`m2c_tensor.device`); the kernel calls
+ * (`m2c_conv_step`, `m2c_ssm_step`, the prefills) take device pointers
+ * for the activations, weights and parameters (`slots` and `cu_seqlens`
+ * stay host arrays), check their declared lengths against the shape,
+ * and run on the GPU's stream, ordered with the other calls on the
+ * handle.
+ *
  * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (unknown
  * `struct_size`), `M2C_STATUS_INVALID_CONFIG` (the message names the
  * field), `M2C_STATUS_UNSUPPORTED_DTYPE`, `M2C_STATUS_UNSUPPORTED`
- * (`M2C_DEVICE_CUDA` in a build without CUDA), `M2C_STATUS_OUT_OF_MEMORY`.
+ * (`M2C_DEVICE_CUDA` in a build without CUDA, or with no usable GPU or
+ * driver), `M2C_STATUS_OUT_OF_MEMORY` (host or device memory).
  * Thread-safe.
  */
 m2c_status m2c_create(const struct m2c_config *cfg, struct m2c_cache **out);

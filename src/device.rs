@@ -553,3 +553,114 @@ impl<D: DeviceKernels> DeviceCache<D> {
 
 #[cfg(test)]
 pub(crate) mod emulated;
+
+/// A device cache of any device, as the C API holds it (object-safe).
+pub trait DeviceApi: Send + Sync {
+    fn config(&self) -> &Config;
+    fn shape(&self) -> &Shape;
+    fn addresses(&self, layer: u32) -> Result<(u64, u64)>;
+    fn update_conv(&mut self, layer: u32, slots: Slots<'_>, x: Slice<'_>) -> Result<()>;
+    fn set_conv(&mut self, layer: u32, slots: Slots<'_>, window: Slice<'_>) -> Result<()>;
+    fn update_ssm(&mut self, layer: u32, slots: Slots<'_>, state: Slice<'_>) -> Result<()>;
+    fn read_conv(&mut self, layer: u32, slots: Slots<'_>, out: SliceMut<'_>) -> Result<()>;
+    fn read_ssm(&mut self, layer: u32, slots: Slots<'_>, out: SliceMut<'_>) -> Result<()>;
+    fn reset(&mut self, slots: Slots<'_>) -> Result<()>;
+    fn advance(&mut self, slots: Slots<'_>, num_tokens: u32) -> Result<()>;
+    fn position(&self, slot: i32) -> Result<u64>;
+    fn slot_acquire(&mut self) -> Result<i32>;
+    fn slot_release(&mut self, slot: i32) -> Result<()>;
+    fn slots_in_use(&self) -> u32;
+    fn copy_slots(&mut self, src: &[i32], dst: &[i32]) -> Result<()>;
+    fn nonfinite(&mut self, slot: i32) -> Result<u64>;
+    fn slot_snapshot_size(&self) -> usize;
+    fn slot_save(&mut self, slot: i32, buf: &mut [u8]) -> Result<usize>;
+    fn slot_load(&mut self, slot: i32, buf: &[u8]) -> Result<()>;
+    fn save_file(&mut self, path: &Path) -> Result<()>;
+    fn load_file(&mut self, path: &Path) -> Result<()>;
+    fn ssm_step(&mut self, layer: u32, slots: Slots<'_>, io: &DeviceSsmIo, p: &DeviceSsmParams) -> Result<()>;
+    fn conv_step(&mut self, layer: u32, slots: Slots<'_>, a: &DeviceConvArgs) -> Result<()>;
+    fn ssm_prefill(&mut self, layer: u32, slots: Slots<'_>, cu: &[u64], io: &DeviceSsmIo, p: &DeviceSsmParams) -> Result<()>;
+    fn conv_prefill(&mut self, layer: u32, slots: Slots<'_>, cu: &[u64], a: &DeviceConvArgs) -> Result<()>;
+}
+
+impl<D> DeviceApi for DeviceCache<D>
+where
+    D: DeviceKernels + Send + Sync,
+    D::Buf: Send + Sync,
+{
+    fn config(&self) -> &Config {
+        DeviceCache::config(self)
+    }
+    fn shape(&self) -> &Shape {
+        DeviceCache::shape(self)
+    }
+    fn addresses(&self, layer: u32) -> Result<(u64, u64)> {
+        DeviceCache::addresses(self, layer)
+    }
+    fn update_conv(&mut self, layer: u32, slots: Slots<'_>, x: Slice<'_>) -> Result<()> {
+        DeviceCache::update_conv(self, layer, slots, x)
+    }
+    fn set_conv(&mut self, layer: u32, slots: Slots<'_>, window: Slice<'_>) -> Result<()> {
+        DeviceCache::set_conv(self, layer, slots, window)
+    }
+    fn update_ssm(&mut self, layer: u32, slots: Slots<'_>, state: Slice<'_>) -> Result<()> {
+        DeviceCache::update_ssm(self, layer, slots, state)
+    }
+    fn read_conv(&mut self, layer: u32, slots: Slots<'_>, out: SliceMut<'_>) -> Result<()> {
+        DeviceCache::read_conv(self, layer, slots, out)
+    }
+    fn read_ssm(&mut self, layer: u32, slots: Slots<'_>, out: SliceMut<'_>) -> Result<()> {
+        DeviceCache::read_ssm(self, layer, slots, out)
+    }
+    fn reset(&mut self, slots: Slots<'_>) -> Result<()> {
+        DeviceCache::reset(self, slots)
+    }
+    fn advance(&mut self, slots: Slots<'_>, num_tokens: u32) -> Result<()> {
+        DeviceCache::advance(self, slots, num_tokens)
+    }
+    fn position(&self, slot: i32) -> Result<u64> {
+        DeviceCache::position(self, slot)
+    }
+    fn slot_acquire(&mut self) -> Result<i32> {
+        DeviceCache::slot_acquire(self)
+    }
+    fn slot_release(&mut self, slot: i32) -> Result<()> {
+        DeviceCache::slot_release(self, slot)
+    }
+    fn slots_in_use(&self) -> u32 {
+        DeviceCache::slots_in_use(self)
+    }
+    fn copy_slots(&mut self, src: &[i32], dst: &[i32]) -> Result<()> {
+        DeviceCache::copy_slots(self, src, dst)
+    }
+    fn nonfinite(&mut self, slot: i32) -> Result<u64> {
+        DeviceCache::nonfinite(self, slot)
+    }
+    fn slot_snapshot_size(&self) -> usize {
+        DeviceCache::slot_snapshot_size(self)
+    }
+    fn slot_save(&mut self, slot: i32, buf: &mut [u8]) -> Result<usize> {
+        DeviceCache::slot_save(self, slot, buf)
+    }
+    fn slot_load(&mut self, slot: i32, buf: &[u8]) -> Result<()> {
+        DeviceCache::slot_load(self, slot, buf)
+    }
+    fn save_file(&mut self, path: &Path) -> Result<()> {
+        DeviceCache::save_file(self, path)
+    }
+    fn load_file(&mut self, path: &Path) -> Result<()> {
+        DeviceCache::load_file(self, path)
+    }
+    fn ssm_step(&mut self, layer: u32, slots: Slots<'_>, io: &DeviceSsmIo, p: &DeviceSsmParams) -> Result<()> {
+        DeviceCache::ssm_step(self, layer, slots, io, p)
+    }
+    fn conv_step(&mut self, layer: u32, slots: Slots<'_>, a: &DeviceConvArgs) -> Result<()> {
+        DeviceCache::conv_step(self, layer, slots, a)
+    }
+    fn ssm_prefill(&mut self, layer: u32, slots: Slots<'_>, cu: &[u64], io: &DeviceSsmIo, p: &DeviceSsmParams) -> Result<()> {
+        DeviceCache::ssm_prefill(self, layer, slots, cu, io, p)
+    }
+    fn conv_prefill(&mut self, layer: u32, slots: Slots<'_>, cu: &[u64], a: &DeviceConvArgs) -> Result<()> {
+        DeviceCache::conv_prefill(self, layer, slots, cu, a)
+    }
+}

@@ -11,28 +11,33 @@ use crate::dtype::{DType, Slice, SliceMut};
 use crate::error::{Error, Result};
 use crate::kernels::{ConvParams, SsmInputs, SsmParams};
 use crate::slots::Slots;
-use std::cell::Cell;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
-#[derive(Default)]
 pub(crate) struct Emu {
-    /// Transfers left before every transfer fails (None: never).
-    pub fail_after: Cell<Option<usize>>,
+    /// Transfers left before every transfer fails (negative: never).
+    pub fail_after: AtomicI64,
     /// Transfers done.
-    pub transfers: Cell<usize>,
+    pub transfers: AtomicUsize,
+}
+
+impl Default for Emu {
+    fn default() -> Self {
+        Emu { fail_after: AtomicI64::new(-1), transfers: AtomicUsize::new(0) }
+    }
 }
 
 pub(crate) struct EmuBuf(Vec<u8>);
 
 impl Emu {
     fn transfer(&self) -> Result<()> {
-        self.transfers.set(self.transfers.get() + 1);
-        match self.fail_after.get() {
-            Some(0) => Err(Error::Unsupported("emulated device: transfer failed".into())),
-            Some(n) => {
-                self.fail_after.set(Some(n - 1));
+        self.transfers.fetch_add(1, Ordering::Relaxed);
+        match self.fail_after.load(Ordering::Relaxed) {
+            0 => Err(Error::Unsupported("emulated device: transfer failed".into())),
+            n if n > 0 => {
+                self.fail_after.store(n - 1, Ordering::Relaxed);
                 Ok(())
             }
-            None => Ok(()),
+            _ => Ok(()),
         }
     }
 }
@@ -142,6 +147,7 @@ impl DeviceKernels for Emu {
 mod tests {
     use super::super::*;
     use super::{DevArray, Emu};
+    use std::sync::atomic::Ordering;
     use crate::error::Error;
     use crate::kernels::{ConvParams, SsmInputs, SsmParams};
 
@@ -421,12 +427,12 @@ mod tests {
         let c = cfg(DType::F32, DType::F32, 4);
         let mut dev = DeviceCache::new(Config { device: Device::Cuda, ..c }, Emu::default()).unwrap();
         let shape = *dev.shape();
-        dev.device().fail_after.set(Some(0));
+        dev.device().fail_after.store(0, Ordering::Relaxed);
         let st = vec![1f32; shape.ssm_slot_elems];
         assert!(matches!(dev.update_ssm(0, Slots::List(&[1]), Slice::F32(&st)), Err(Error::Unsupported(_))));
         let mut out = vec![0f32; shape.ssm_slot_elems];
         assert!(dev.read_ssm(0, Slots::List(&[1]), SliceMut::F32(&mut out)).is_err());
-        dev.device().fail_after.set(None);
+        dev.device().fail_after.store(-1, Ordering::Relaxed);
         dev.update_ssm(0, Slots::List(&[1]), Slice::F32(&st)).unwrap();
         dev.read_ssm(0, Slots::List(&[1]), SliceMut::F32(&mut out)).unwrap();
         assert_eq!(out, st);
@@ -436,7 +442,7 @@ mod tests {
     fn invalid_calls_touch_no_device_memory() {
         let c = cfg(DType::F32, DType::F32, 4);
         let mut dev = DeviceCache::new(Config { device: Device::Cuda, ..c }, Emu::default()).unwrap();
-        let before = dev.device().transfers.get();
+        let before = dev.device().transfers.load(Ordering::Relaxed);
         let st = vec![1f32; 3];
         assert!(dev.update_ssm(0, Slots::List(&[1]), Slice::F32(&st)).is_err()); // wrong length
         assert!(dev.update_ssm(9, Slots::List(&[1]), Slice::F32(&st)).is_err()); // bad layer
@@ -447,6 +453,6 @@ mod tests {
         let io = DeviceSsmIo { dtype: DType::F32, x: DevArray::default(), dt: one, b: one, c: one, z: DevArray::default(), y: one };
         let p = DeviceSsmParams { a: one, d: DevArray::default(), dt_bias: DevArray::default(), dt_softplus: false, dt_limit: None };
         assert!(matches!(dev.ssm_step(0, Slots::List(&[0]), &io, &p), Err(Error::NullArg(_))));
-        assert_eq!(dev.device().transfers.get(), before);
+        assert_eq!(dev.device().transfers.load(Ordering::Relaxed), before);
     }
 }

@@ -1,6 +1,7 @@
 //! The exported functions of the cache.
 
 use super::*;
+use super::store::Store;
 use crate::cache::Cache;
 use crate::config::{Config, Device};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -9,17 +10,17 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 /// for a fixed number of sequence slots, plus a position per slot. Created
 /// by `m2c_create`, freed by `m2c_destroy`. Opaque.
 pub struct m2c_cache {
-    pub(crate) inner: RwLock<Cache>,
+    pub(crate) inner: RwLock<Store>,
 }
 
 impl m2c_cache {
     /// Shared access for queries. A poisoned handle can still be read.
-    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Cache> {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Store> {
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Exclusive access for mutation; refused once a mutation panicked.
-    pub(crate) fn write(&self) -> Result<RwLockWriteGuard<'_, Cache>, Error> {
+    pub(crate) fn write(&self) -> Result<RwLockWriteGuard<'_, Store>, Error> {
         self.inner.write().map_err(|_| {
             Error::Poisoned("the cache panicked during an earlier mutation; destroy it".into())
         })
@@ -29,8 +30,9 @@ impl m2c_cache {
 /// `Err(InvalidArg)` if the `bytes` bytes at `ptr` overlap any of the
 /// cache's storage: a caller buffer must never alias the state, or a read
 /// could write the cache through a shared handle.
-pub(crate) fn check_outside(c: &Cache, ptr: *const c_void, bytes: usize, what: &str) -> Result<(), Error> {
-    if c.overlaps_storage(ptr as usize, bytes) {
+pub(crate) fn check_outside(c: &Store, ptr: *const c_void, bytes: usize, what: &str) -> Result<(), Error> {
+    // Host buffers cannot overlap a device cache's storage.
+    if c.host().is_some_and(|c| c.overlaps_storage(ptr as usize, bytes)) {
         return Err(Error::InvalidArg(format!("{what} overlaps the cache's own storage")));
     }
     Ok(())
@@ -55,6 +57,19 @@ pub(crate) fn slots_bytes(slots: *const i32, n: usize) -> usize {
     }
 }
 
+/// The storage for `cfg`: a host cache, or with `M2C_DEVICE_CUDA` (in a
+/// build with the `cuda` feature and a GPU) a device cache.
+fn new_store(cfg: Config) -> Result<Store, Error> {
+    #[cfg(feature = "cuda")]
+    if cfg.device == Device::Cuda {
+        cfg.shape()?;
+        let gpu = crate::cuda::Gpu::new(cfg.device_index as usize)?;
+        let dev = crate::device::DeviceCache::new(cfg, gpu)?;
+        return Ok(Store::Device(std::sync::Mutex::new(Box::new(dev))));
+    }
+    Ok(Store::Host(Cache::new(cfg)?))
+}
+
 fn config_to_c(c: &Config) -> m2c_config {
     m2c_config {
         struct_size: std::mem::size_of::<m2c_config>() as u32,
@@ -77,7 +92,7 @@ fn config_to_c(c: &Config) -> m2c_config {
     }
 }
 
-fn config_from_c(c: &m2c_config) -> Result<Config, Error> {
+pub(crate) fn config_from_c(c: &m2c_config) -> Result<Config, Error> {
     check_struct_size::<m2c_config>(c.struct_size, "cfg", "m2c_config_init")?;
     let dtype = |code: m2c_dtype, field: &str| {
         DType::from_code(code).ok_or_else(|| {
@@ -147,10 +162,24 @@ pub unsafe extern "C" fn m2c_config_bytes(cfg: *const m2c_config, out_bytes: *mu
 /// On success `*out` receives a new handle the caller owns and must free
 /// with `m2c_destroy`. On failure `*out` is not written.
 ///
+/// With `device = M2C_DEVICE_CUDA` (a build with the `cuda` feature, on a
+/// machine with the CUDA driver and NVRTC) the conv windows and SSM states
+/// are plain device allocations on GPU `device_index`, and every function
+/// works on the handle: the copy-style calls (update, set, read, reset,
+/// copy_slots, snapshots, files, check_finite) take and fill host buffers
+/// and stage the slot rows they touch through host memory; the views
+/// return device pointers (`m2c_tensor.device`); the kernel calls
+/// (`m2c_conv_step`, `m2c_ssm_step`, the prefills) take device pointers
+/// for the activations, weights and parameters (`slots` and `cu_seqlens`
+/// stay host arrays), check their declared lengths against the shape,
+/// and run on the GPU's stream, ordered with the other calls on the
+/// handle.
+///
 /// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (unknown
 /// `struct_size`), `M2C_STATUS_INVALID_CONFIG` (the message names the
 /// field), `M2C_STATUS_UNSUPPORTED_DTYPE`, `M2C_STATUS_UNSUPPORTED`
-/// (`M2C_DEVICE_CUDA` in a build without CUDA), `M2C_STATUS_OUT_OF_MEMORY`.
+/// (`M2C_DEVICE_CUDA` in a build without CUDA, or with no usable GPU or
+/// driver), `M2C_STATUS_OUT_OF_MEMORY` (host or device memory).
 /// Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_create(cfg: *const m2c_config, out: *mut *mut m2c_cache) -> m2c_status {
@@ -158,8 +187,7 @@ pub unsafe extern "C" fn m2c_create(cfg: *const m2c_config, out: *mut *mut m2c_c
         // SAFETY: NULL or a valid config, per the contract.
         let cfg = unsafe { arg_ref(cfg, "cfg") }?;
         let out = out_ptr(out, "out")?;
-        let cache = Cache::new(config_from_c(cfg)?)?;
-        let handle = Box::new(m2c_cache { inner: RwLock::new(cache) });
+        let handle = Box::new(m2c_cache { inner: RwLock::new(new_store(config_from_c(cfg)?)?) });
         // SAFETY: checked non-NULL and aligned.
         unsafe { out.write(Box::into_raw(handle)) };
         Ok(())
@@ -195,7 +223,7 @@ pub unsafe extern "C" fn m2c_get_config(cache: *const m2c_cache, out: *mut m2c_c
         let out = out_ptr(out, "out")?;
         // SAFETY: non-NULL and aligned; the caller provides a config.
         check_struct_size::<m2c_config>(unsafe { (*out).struct_size }, "out", "m2c_config_init")?;
-        let cfg = config_to_c(cache.read().config());
+        let cfg = config_to_c(&cache.read().config());
         // SAFETY: as above.
         unsafe { out.write(cfg) };
         Ok(())
@@ -399,14 +427,24 @@ fn view(cache: *const m2c_cache, layer: u32, out: *mut m2c_tensor, ssm: bool) ->
         return Err(Error::Poisoned("the cache panicked during an earlier mutation; destroy it".into()));
     }
     let c = cache.read();
-    let cfg = *c.config();
-    let sh = *c.shape();
-    let l = c.layer(layer)?;
-    let (buf, ndim, shape) = if ssm {
-        let s = [cfg.num_slots, cfg.num_heads, cfg.head_dim, cfg.state_size].map(u64::from);
-        (&l.ssm, 4, s)
+    let cfg = c.config();
+    let sh = c.shape();
+    let (data, dtype, device) = match &*c {
+        Store::Host(h) => {
+            let l = h.layer(layer)?;
+            let buf = if ssm { &l.ssm } else { &l.conv };
+            (buf.as_ptr().cast::<c_void>(), buf.dtype(), M2C_DEVICE_CPU)
+        }
+        Store::Device(d) => {
+            let (conv, st) = d.lock().unwrap_or_else(|e| e.into_inner()).addresses(layer)?;
+            let (addr, dtype) = if ssm { (st, cfg.ssm_dtype) } else { (conv, cfg.conv_dtype) };
+            (addr as usize as *mut c_void, dtype, M2C_DEVICE_CUDA)
+        }
+    };
+    let (ndim, shape) = if ssm {
+        (4, [cfg.num_slots, cfg.num_heads, cfg.head_dim, cfg.state_size].map(u64::from))
     } else {
-        (&l.conv, 3, [u64::from(cfg.num_slots), sh.conv_dim as u64, sh.conv_width as u64, 1])
+        (3, [u64::from(cfg.num_slots), sh.conv_dim as u64, sh.conv_width as u64, 1])
     };
     let mut strides = [0u64; 4];
     let mut acc = 1u64;
@@ -414,15 +452,7 @@ fn view(cache: *const m2c_cache, layer: u32, out: *mut m2c_tensor, ssm: bool) ->
         strides[d] = acc;
         acc *= shape[d];
     }
-    let t = m2c_tensor {
-        data: buf.as_ptr().cast(),
-        dtype: buf.dtype().code(),
-        ndim: ndim as u32,
-        shape,
-        strides,
-        device: M2C_DEVICE_CPU,
-        device_index: cfg.device_index,
-    };
+    let t = m2c_tensor { data, dtype: dtype.code(), ndim: ndim as u32, shape, strides, device, device_index: cfg.device_index };
     // SAFETY: checked non-NULL and aligned.
     unsafe { out.write(t) };
     Ok(())

@@ -2,7 +2,9 @@
 
 use super::cache::{check_apart, check_outside, slots_bytes};
 use super::*;
+use super::store::Store;
 use crate::cache::Cache;
+use crate::device::{DevArray, DeviceConvArgs, DeviceSsmIo, DeviceSsmParams};
 use crate::kernels::{ConvParams, SsmInputs, SsmParams};
 
 /// A conv activation code for `m2c_conv_args.activation`.
@@ -142,6 +144,82 @@ unsafe fn opt_slice<'a>(p: *const c_void, dtype: m2c_dtype, len: usize, what: &s
     unsafe { slice_arg(p, dtype, len, what) }.map(Some)
 }
 
+/// The host cache of a handle the caller has found not to be a device
+/// cache.
+fn host(c: &mut Store) -> &mut Cache {
+    match c {
+        Store::Host(h) => h,
+        Store::Device(_) => unreachable!("device caches are handled before"),
+    }
+}
+
+fn lock_device(d: &mut std::sync::Mutex<Box<dyn crate::device::DeviceApi>>) -> &mut Box<dyn crate::device::DeviceApi> {
+    d.get_mut().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A pointer of a device cache's kernel call, taken as a device address
+/// (never dereferenced on the host).
+fn dev(p: *const c_void, len: usize) -> DevArray {
+    DevArray::new(p as usize as u64, len)
+}
+
+/// The conv arguments of a call on a device cache: the same checks as on
+/// the host that do not read the arrays.
+fn device_conv(a: &m2c_conv_args, x: *const c_void, x_len: usize, out: *mut c_void, out_len: usize) -> Result<DeviceConvArgs, Error> {
+    check_struct_size::<m2c_conv_args>(a.struct_size, "args", "m2c_conv_args_init")?;
+    reserved_zero(a.reserved, "args")?;
+    let dtype = dtype_arg(a.io_dtype, "args->io_dtype")?;
+    let silu = match a.activation {
+        M2C_ACTIVATION_NONE => false,
+        M2C_ACTIVATION_SILU => true,
+        other => return Err(Error::InvalidArg(format!("args->activation = {other} is not an M2C_ACTIVATION_* value"))),
+    };
+    for (p, what) in [(a.weight.cast::<c_void>(), "args->weight"), (x, "x"), (out.cast_const(), "out")] {
+        if p.is_null() {
+            return Err(Error::NullArg(format!("{what} is NULL")));
+        }
+    }
+    Ok(DeviceConvArgs {
+        dtype,
+        x: dev(x, x_len),
+        out: dev(out, out_len),
+        weight: dev(a.weight.cast(), a.weight_len),
+        bias: dev(a.bias.cast(), a.bias_len),
+        silu,
+    })
+}
+
+/// The SSM arguments of a call on a device cache (checks as for
+/// `device_conv`).
+fn device_ssm(io: &m2c_ssm_io, a: &m2c_ssm_args) -> Result<(DeviceSsmIo, DeviceSsmParams), Error> {
+    check_struct_size::<m2c_ssm_args>(a.struct_size, "args", "m2c_ssm_args_init")?;
+    let dtype = dtype_arg(a.io_dtype, "args->io_dtype")?;
+    check_struct_size::<m2c_ssm_io>(io.struct_size, "io", "m2c_ssm_io_init")?;
+    reserved_zero(io.reserved, "io")?;
+    for (p, what) in [(a.A.cast::<c_void>(), "args->A"), (io.x, "x"), (io.dt, "dt"), (io.B, "B"), (io.C, "C"), (io.y.cast_const(), "y")] {
+        if p.is_null() {
+            return Err(Error::NullArg(format!("{what} is NULL")));
+        }
+    }
+    let dio = DeviceSsmIo {
+        dtype,
+        x: dev(io.x, io.x_len),
+        dt: dev(io.dt, io.dt_len),
+        b: dev(io.B, io.B_len),
+        c: dev(io.C, io.C_len),
+        z: dev(io.z, io.z_len),
+        y: dev(io.y.cast_const(), io.y_len),
+    };
+    let p = DeviceSsmParams {
+        a: dev(a.A.cast(), a.A_len),
+        d: dev(a.D.cast(), a.D_len),
+        dt_bias: dev(a.dt_bias.cast(), a.dt_bias_len),
+        dt_softplus: a.dt_softplus != 0,
+        dt_limit: (a.dt_clamp != 0).then_some((a.dt_min, a.dt_max)),
+    };
+    Ok((dio, p))
+}
+
 /// One buffer of a call, for the aliasing checks.
 struct Region {
     ptr: *const c_void,
@@ -152,7 +230,7 @@ struct Region {
 
 /// Every buffer must lie outside the cache, and every output apart from
 /// every other buffer.
-fn check_regions(c: &Cache, regions: &[Region]) -> Result<(), Error> {
+fn check_regions(c: &Store, regions: &[Region]) -> Result<(), Error> {
     for r in regions {
         check_outside(c, r.ptr, r.bytes, r.name)?;
     }
@@ -341,14 +419,18 @@ pub unsafe extern "C" fn m2c_conv_step(
     ffi_status("m2c_conv_step", || {
         // SAFETY: NULL or valid pointers, per the contract.
         let (cache, args) = unsafe { (arg_ref(cache, "cache")?, arg_ref(args, "args")?) };
+        // SAFETY: pointer contract of slots (host memory for every cache).
+        let sl = unsafe { slots_arg(slots, n) }?;
+        let mut c = cache.write()?;
+        if let Store::Device(d) = &mut *c {
+            let a = device_conv(args, x, x_len, out, out_len)?;
+            return lock_device(d).conv_step(layer, sl, &a);
+        }
         let (io, params) = conv_params(args)?;
         // SAFETY: pointer contracts as documented above.
-        let (sl, xs, os) = unsafe {
-            (slots_arg(slots, n)?, slice_arg(x, io.code(), x_len, "x")?, slice_mut_arg(out, io.code(), out_len, "out")?)
-        };
-        let mut c = cache.write()?;
+        let (xs, os) = unsafe { (slice_arg(x, io.code(), x_len, "x")?, slice_mut_arg(out, io.code(), out_len, "out")?) };
         check_regions(&c, &conv_regions(slots, n, x, x_len, out, out_len, io, args))?;
-        c.conv_step(layer, sl, xs, os, &params)
+        host(&mut c).conv_step(layer, sl, xs, os, &params)
     })
 }
 
@@ -385,16 +467,20 @@ pub unsafe extern "C" fn m2c_ssm_step(
     ffi_status("m2c_ssm_step", || {
         // SAFETY: NULL or valid pointers, per the contract.
         let (cache, iob, args) = unsafe { (arg_ref(cache, "cache")?, arg_ref(io, "io")?, arg_ref(args, "args")?) };
-        let (dtype, params) = ssm_params(args)?;
-        let (inp, y) = ssm_buffers(iob, dtype)?;
         // SAFETY: pointer contract of slots.
         let sl = unsafe { slots_arg(slots, n) }?;
         let mut c = cache.write()?;
+        if let Store::Device(d) = &mut *c {
+            let (io, p) = device_ssm(iob, args)?;
+            return lock_device(d).ssm_step(layer, sl, &io, &p);
+        }
+        let (dtype, params) = ssm_params(args)?;
+        let (inp, y) = ssm_buffers(iob, dtype)?;
         let mut regions = vec![Region { ptr: slots.cast(), bytes: slots_bytes(slots, n), name: "slots", output: false }];
         param_regions(args, &mut regions);
         io_regions(iob, dtype.size(), &mut regions);
         check_regions(&c, &regions)?;
-        c.ssm_step(layer, sl, &inp, y, &params)
+        host(&mut c).ssm_step(layer, sl, &inp, y, &params)
     })
 }
 
@@ -473,21 +559,20 @@ pub unsafe extern "C" fn m2c_conv_prefill(
     ffi_status("m2c_conv_prefill", || {
         // SAFETY: NULL or valid pointers, per the contract.
         let (cache, args) = unsafe { (arg_ref(cache, "cache")?, arg_ref(args, "args")?) };
+        // SAFETY: pointer contracts of slots and cu_seqlens (host memory).
+        let (sl, cu) = unsafe { (slots_arg(slots, n)?, cu_arg(cu_seqlens, cu_len)?) };
+        let mut c = cache.write()?;
+        if let Store::Device(d) = &mut *c {
+            let a = device_conv(args, x, x_len, out, out_len)?;
+            return lock_device(d).conv_prefill(layer, sl, cu, &a);
+        }
         let (io, params) = conv_params(args)?;
         // SAFETY: pointer contracts as documented above.
-        let (sl, cu, xs, os) = unsafe {
-            (
-                slots_arg(slots, n)?,
-                cu_arg(cu_seqlens, cu_len)?,
-                slice_arg(x, io.code(), x_len, "x")?,
-                slice_mut_arg(out, io.code(), out_len, "out")?,
-            )
-        };
-        let mut c = cache.write()?;
+        let (xs, os) = unsafe { (slice_arg(x, io.code(), x_len, "x")?, slice_mut_arg(out, io.code(), out_len, "out")?) };
         let mut regions = conv_regions(slots, n, x, x_len, out, out_len, io, args);
         regions.push(Region { ptr: cu_seqlens.cast(), bytes: cu_len * 8, name: "cu_seqlens", output: false });
         check_regions(&c, &regions)?;
-        c.conv_prefill(layer, sl, cu, xs, os, &params)
+        host(&mut c).conv_prefill(layer, sl, cu, xs, os, &params)
     })
 }
 
@@ -521,11 +606,15 @@ pub unsafe extern "C" fn m2c_ssm_prefill(
     ffi_status("m2c_ssm_prefill", || {
         // SAFETY: NULL or valid pointers, per the contract.
         let (cache, iob, args) = unsafe { (arg_ref(cache, "cache")?, arg_ref(io, "io")?, arg_ref(args, "args")?) };
-        let (dtype, params) = ssm_params(args)?;
-        let (inp, y) = ssm_buffers(iob, dtype)?;
         // SAFETY: pointer contracts of slots and cu_seqlens.
         let (sl, cu) = unsafe { (slots_arg(slots, n)?, cu_arg(cu_seqlens, cu_len)?) };
         let mut c = cache.write()?;
+        if let Store::Device(d) = &mut *c {
+            let (io, p) = device_ssm(iob, args)?;
+            return lock_device(d).ssm_prefill(layer, sl, cu, &io, &p);
+        }
+        let (dtype, params) = ssm_params(args)?;
+        let (inp, y) = ssm_buffers(iob, dtype)?;
         let mut regions = vec![
             Region { ptr: slots.cast(), bytes: slots_bytes(slots, n), name: "slots", output: false },
             Region { ptr: cu_seqlens.cast(), bytes: cu_len * 8, name: "cu_seqlens", output: false },
@@ -533,6 +622,6 @@ pub unsafe extern "C" fn m2c_ssm_prefill(
         param_regions(args, &mut regions);
         io_regions(iob, dtype.size(), &mut regions);
         check_regions(&c, &regions)?;
-        c.ssm_prefill(layer, sl, cu, &inp, y, &params)
+        host(&mut c).ssm_prefill(layer, sl, cu, &inp, y, &params)
     })
 }

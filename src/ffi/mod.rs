@@ -10,6 +10,7 @@
 pub mod cache;
 pub mod kernels;
 pub mod slots;
+mod store;
 pub mod types;
 
 #[cfg(test)]

@@ -185,7 +185,10 @@ fn poison_test(num_slots: u32, rows: usize) {
     let d = conv_dim(&cfg);
     let x = vec![1f32; rows * d];
     // SAFETY: a live handle; no other thread uses it.
-    unsafe { (*c).inner.write().unwrap().inject_panic = true };
+    match unsafe { &mut *(*c).inner.write().unwrap() } {
+        super::store::Store::Host(h) => h.inject_panic = true,
+        super::store::Store::Device(_) => unreachable!(),
+    }
     // SAFETY: valid pointers.
     let s = unsafe { m2c_update_conv(c, 0, ptr::null(), rows, x.as_ptr().cast(), M2C_DTYPE_F32, x.len()) };
     assert_eq!(s, M2C_STATUS_PANIC);
@@ -288,4 +291,111 @@ fn misaligned_struct_pointers_are_refused() {
     assert_eq!(s, M2C_STATUS_INVALID_ARG);
     assert!(last_error().contains("aligned"), "{}", last_error());
     assert_eq!(bytes, 0);
+}
+
+/// A handle on an emulated device (host memory standing in for device
+/// memory, see `device::emulated`), as `m2c_create` makes for
+/// `M2C_DEVICE_CUDA` in a CUDA build.
+fn create_emulated(cfg: &m2c_config) -> *mut m2c_cache {
+    let cfg = super::cache::config_from_c(cfg).unwrap();
+    let dev = crate::device::DeviceCache::new(cfg, crate::device::emulated::Emu::default()).unwrap();
+    let store = super::store::Store::Device(std::sync::Mutex::new(Box::new(dev)));
+    Box::into_raw(Box::new(m2c_cache { inner: std::sync::RwLock::new(store) }))
+}
+
+#[test]
+fn the_c_api_runs_the_same_on_a_device_cache() {
+    let cfg = tiny_config(3);
+    let (h, d) = (create(&cfg), create_emulated(&cfg));
+    let dim = conv_dim(&cfg);
+    let per_slot = (cfg.num_heads * cfg.head_dim * cfg.state_size) as usize;
+    let (nh, hd, n) = (cfg.num_heads as usize, cfg.head_dim as usize, cfg.state_size as usize);
+    let val = |i: usize, k: usize| ((i * 7919 + k * 104729) % 1000) as f32 / 500.0 - 1.0;
+    let slots = [2i32, -1, 0];
+    let st: Vec<f32> = (0..3 * per_slot).map(|i| val(i, 1) * 0.1).collect();
+    let w: Vec<f32> = (0..dim * 4).map(|i| val(i, 2) * 0.5).collect();
+    let a: Vec<f32> = (0..nh).map(|i| -0.5 - i as f32).collect();
+    for c in [h, d] {
+        // SAFETY: valid pointers and lengths.
+        unsafe {
+            assert_eq!(m2c_update_ssm(c, 1, slots.as_ptr(), 3, st.as_ptr().cast(), M2C_DTYPE_F32, st.len()), M2C_STATUS_OK, "{}", last_error());
+            let mut s = 0;
+            assert_eq!(m2c_slot_acquire(c, &mut s), M2C_STATUS_OK);
+        }
+    }
+    for step in 0..3 {
+        let x: Vec<f32> = (0..3 * dim).map(|i| val(i, 3 + step)).collect();
+        let mut outs = Vec::new();
+        for c in [h, d] {
+            let mut co = vec![9f32; 3 * dim];
+            let mut y = vec![9f32; 3 * nh * hd];
+            let mut args = std::mem::MaybeUninit::<m2c_conv_args>::zeroed();
+            let mut sargs = std::mem::MaybeUninit::<m2c_ssm_args>::zeroed();
+            let mut io = std::mem::MaybeUninit::<m2c_ssm_io>::zeroed();
+            // SAFETY: valid pointers; the emulated device takes host addresses.
+            unsafe {
+                m2c_conv_args_init(args.as_mut_ptr());
+                m2c_ssm_args_init(sargs.as_mut_ptr());
+                m2c_ssm_io_init(io.as_mut_ptr());
+                let mut args = args.assume_init();
+                args.weight = w.as_ptr();
+                args.weight_len = w.len();
+                let s = m2c_conv_step(c, 1, slots.as_ptr(), 3, x.as_ptr().cast(), x.len(), co.as_mut_ptr().cast(), co.len(), &args);
+                assert_eq!(s, M2C_STATUS_OK, "{}", last_error());
+                let mut sargs = sargs.assume_init();
+                sargs.A = a.as_ptr();
+                sargs.A_len = a.len();
+                let mut io = io.assume_init();
+                let xs = &co[..];
+                let (xp, bp, cp) = (xs.as_ptr(), xs.as_ptr().add(nh * hd), xs.as_ptr().add(nh * hd + n));
+                // x, B, C read from the conv output (row strides differ from
+                // a real model's; both caches get the same bytes).
+                io.x = xp.cast();
+                io.x_len = 3 * nh * hd;
+                io.dt = xp.cast();
+                io.dt_len = 3 * nh;
+                io.B = bp.cast();
+                io.B_len = 3 * n;
+                io.C = cp.cast();
+                io.C_len = 3 * n;
+                io.y = y.as_mut_ptr().cast();
+                io.y_len = y.len();
+                let s = m2c_ssm_step(c, 1, slots.as_ptr(), 3, &io, &sargs);
+                assert_eq!(s, M2C_STATUS_OK, "{}", last_error());
+                // A wrong length is refused on both, before anything runs.
+                io.y_len -= 1;
+                assert_eq!(m2c_ssm_step(c, 1, slots.as_ptr(), 3, &io, &sargs), M2C_STATUS_SHAPE_MISMATCH);
+            }
+            outs.push((co, y));
+        }
+        assert!(outs[0] == outs[1], "step {step}: outputs differ");
+    }
+    let mut views = Vec::new();
+    let mut snaps = Vec::new();
+    for c in [h, d] {
+        let mut back = vec![0f32; 3 * per_slot];
+        let mut t = std::mem::MaybeUninit::<m2c_tensor>::zeroed();
+        let mut size = 0usize;
+        // SAFETY: valid pointers.
+        unsafe {
+            assert_eq!(m2c_read_ssm(c, 1, ptr::null(), 3, back.as_mut_ptr().cast(), M2C_DTYPE_F32, back.len()), M2C_STATUS_OK);
+            assert_eq!(m2c_ssm_view(c, 1, t.as_mut_ptr()), M2C_STATUS_OK);
+            views.push(t.assume_init().device);
+            assert_eq!(m2c_slot_snapshot_size(c, &mut size), M2C_STATUS_OK);
+            let mut snap = vec![0u8; size];
+            let mut written = 0;
+            assert_eq!(m2c_slot_save(c, 2, snap.as_mut_ptr().cast(), snap.len(), &mut written), M2C_STATUS_OK);
+            assert_eq!(m2c_slot_load(c, 1, snap.as_ptr().cast(), written), M2C_STATUS_OK);
+            let mut bad = 0u64;
+            assert_eq!(m2c_check_finite(c, 1, &mut bad), M2C_STATUS_OK);
+            snaps.push((back, snap, bad));
+        }
+    }
+    assert!(snaps[0] == snaps[1], "states or snapshots differ");
+    assert_eq!(views, [M2C_DEVICE_CPU, M2C_DEVICE_CUDA]);
+    // SAFETY: live handles, destroyed once.
+    unsafe {
+        m2c_destroy(h);
+        m2c_destroy(d);
+    }
 }
