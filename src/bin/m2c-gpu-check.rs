@@ -3,8 +3,11 @@
 //! groups, vector and scalar state rows, both conv widths, padding rows,
 //! outputs poisoned beforehand to catch unwritten elements), then times
 //! ssm_step and conv_step at Mamba2-2.7B shapes with 8..256 slots beside a
-//! device-to-device copy of the same bytes. Built with `--features cuda`;
-//! exits 0 only if every check passed. Prints a report (markdown).
+//! device-to-device copy of the same bytes; and the C API on a
+//! device-resident cache (`M2C_DEVICE_CUDA`) against a CPU cache: every
+//! copy-style call, views, snapshots, files, and the kernel calls on
+//! device buffers. Built with `--features cuda`; exits 0 only if every
+//! check passed. Prints a report (markdown).
 
 use cudarc::driver::{CudaSlice, CudaStream};
 use half::{bf16, f16};
@@ -243,6 +246,225 @@ fn bench(gpu: &Gpu, st: DType, slots: usize) -> String {
     )
 }
 
+/// One C API check: its name and whether it passed (with a detail).
+type Check = (String, bool, String);
+
+fn status_ok(s: m2c::ffi::m2c_status) -> Result<(), String> {
+    if s == m2c::ffi::M2C_STATUS_OK {
+        Ok(())
+    } else {
+        // SAFETY: never NULL, NUL-terminated.
+        Err(unsafe { std::ffi::CStr::from_ptr(m2c::ffi::m2c_last_error()) }.to_string_lossy().into_owned())
+    }
+}
+
+/// The C API on a device cache, call by call against a CPU cache fed the
+/// same inputs (kernel inputs uploaded to device buffers for the device
+/// cache). States are compared exactly where no kernel ran on them, within
+/// the kernel tolerances where one did.
+fn check_api(gpu: &Gpu, st: DType) -> Vec<Check> {
+    use m2c::ffi::*;
+    let mut out: Vec<Check> = Vec::new();
+    let mut cfg = std::mem::MaybeUninit::<m2c_config>::zeroed();
+    // SAFETY: valid storage.
+    unsafe { m2c_config_init(cfg.as_mut_ptr()) };
+    // SAFETY: initialised above.
+    let mut cfg = unsafe { cfg.assume_init() };
+    cfg.num_layers = 2;
+    cfg.num_slots = 6;
+    cfg.intermediate_size = 512;
+    cfg.num_heads = 8;
+    cfg.head_dim = 64;
+    cfg.state_size = 128;
+    cfg.n_groups = 2;
+    cfg.ssm_dtype = st.code();
+    cfg.conv_dtype = DType::BF16.code();
+    let mut handles = [std::ptr::null_mut(); 2];
+    for (i, dev) in [M2C_DEVICE_CPU, M2C_DEVICE_CUDA].into_iter().enumerate() {
+        let mut c = cfg;
+        c.device = dev;
+        // SAFETY: valid pointers.
+        if let Err(e) = status_ok(unsafe { m2c_create(&c, &mut handles[i]) }) {
+            out.push((format!("m2c_create (device {dev})"), false, e));
+            return out;
+        }
+    }
+    let [cpu, dev] = handles;
+    let (h, p, n, g) = (8usize, 64usize, 128usize, 2usize);
+    let dim = 512 + 2 * g * n;
+    let per_slot = h * p * n;
+    let mut rng = Rng(0xC0FFEE + st.code() as u64);
+    let slots = [4i32, -1, 1, 0];
+    let rows = slots.len();
+    let s = &gpu.stream;
+    let mut push = |name: &str, r: Result<(), String>| out.push((name.to_string(), r.is_ok(), r.err().unwrap_or_default()));
+    // Copy-style calls (host buffers in and out).
+    let state = rng.vec(rows * per_slot, 0.5);
+    let win = rng.vec(rows * dim * 4, 1.0);
+    let both = |f: &dyn Fn(*mut m2c_cache) -> m2c_status| -> Result<(), String> {
+        status_ok(f(cpu))?;
+        status_ok(f(dev))
+    };
+    // SAFETY (all calls below): valid pointers and lengths.
+    push("m2c_update_ssm", both(&|c| unsafe { m2c_update_ssm(c, 1, slots.as_ptr(), rows, state.as_ptr().cast(), M2C_DTYPE_F32, state.len()) }));
+    push("m2c_set_conv", both(&|c| unsafe { m2c_set_conv(c, 1, slots.as_ptr(), rows, win.as_ptr().cast(), M2C_DTYPE_F32, win.len()) }));
+    let read = |c: *mut m2c_cache, layer: u32| -> (Vec<f32>, Vec<f32>) {
+        let mut ss = vec![0f32; 6 * per_slot];
+        let mut cs = vec![0f32; 6 * dim * 4];
+        unsafe {
+            m2c_read_ssm(c, layer, std::ptr::null(), 6, ss.as_mut_ptr().cast(), M2C_DTYPE_F32, ss.len());
+            m2c_read_conv(c, layer, std::ptr::null(), 6, cs.as_mut_ptr().cast(), M2C_DTYPE_F32, cs.len());
+        }
+        (ss, cs)
+    };
+    let exact = |what: &str| -> Result<(), String> {
+        for l in 0..2 {
+            if read(cpu, l) != read(dev, l) {
+                return Err(format!("{what}: states differ in layer {l}"));
+            }
+        }
+        Ok(())
+    };
+    push("read back after update/set (exact)", exact("update"));
+    let (src, dst) = ([1i32, 4, 0], [4i32, 0, 5]);
+    push("m2c_copy_slots (overlapping)", both(&|c| unsafe { m2c_copy_slots(c, src.as_ptr(), dst.as_ptr(), 3) }).and_then(|_| exact("copy_slots")));
+    let mut snap_ok = Err("not run".to_string());
+    unsafe {
+        let mut size = 0usize;
+        if status_ok(m2c_slot_snapshot_size(dev, &mut size)).is_ok() {
+            let mut b = vec![0u8; size];
+            let mut w = 0usize;
+            snap_ok = status_ok(m2c_slot_save(dev, 4, b.as_mut_ptr().cast(), b.len(), &mut w))
+                .and_then(|_| status_ok(m2c_slot_load(cpu, 2, b.as_ptr().cast(), w)))
+                .and_then(|_| status_ok(m2c_slot_load(dev, 2, b.as_ptr().cast(), w)))
+                .and_then(|_| exact("snapshot"));
+        }
+    }
+    push("m2c_slot_save (device) -> m2c_slot_load (both)", snap_ok);
+    let path = std::env::temp_dir().join(format!("m2c-gpu-check-{}.m2c", std::process::id()));
+    let cpath = std::ffi::CString::new(path.to_string_lossy().as_bytes()).unwrap();
+    push(
+        "m2c_save_file (device) -> m2c_load_file (both)",
+        unsafe { status_ok(m2c_save_file(dev, cpath.as_ptr())) }
+            .and_then(|_| both(&|c| unsafe { m2c_load_file(c, cpath.as_ptr()) }))
+            .and_then(|_| exact("files")),
+    );
+    let _ = std::fs::remove_file(&path);
+    let mut t = std::mem::MaybeUninit::<m2c_tensor>::zeroed();
+    push(
+        "m2c_ssm_view returns a device pointer",
+        unsafe { status_ok(m2c_ssm_view(dev, 1, t.as_mut_ptr())) }.and_then(|_| {
+            let t = unsafe { t.assume_init() };
+            if t.device == M2C_DEVICE_CUDA && !t.data.is_null() { Ok(()) } else { Err(format!("device {} data {:?}", t.device, t.data)) }
+        }),
+    );
+    // Kernel calls: host buffers for the CPU cache, device buffers for the GPU one.
+    let x = rng.vec(rows * dim, 1.0);
+    let w = rng.vec(dim * 4, 0.5);
+    let bias = rng.vec(dim, 0.1);
+    let (dx, dw, db) = (upf(s, &x), upf(s, &w), upf(s, &bias));
+    let mut dout = upf(s, &vec![f32::NAN; rows * dim]);
+    let mut co = vec![f32::NAN; rows * dim];
+    let mut conv_ok = unsafe {
+        let mut a = std::mem::MaybeUninit::<m2c_conv_args>::zeroed();
+        m2c_conv_args_init(a.as_mut_ptr());
+        let mut a = a.assume_init();
+        a.weight = w.as_ptr();
+        a.weight_len = w.len();
+        a.bias = bias.as_ptr();
+        a.bias_len = bias.len();
+        status_ok(m2c_conv_step(cpu, 1, slots.as_ptr(), rows, x.as_ptr().cast(), x.len(), co.as_mut_ptr().cast(), co.len(), &a)).and_then(|_| {
+            use cudarc::driver::{DevicePtr, DevicePtrMut};
+            let (xp, _g1) = dx.device_ptr(s);
+            let (wp, _g2) = dw.device_ptr(s);
+            let (bp, _g3) = db.device_ptr(s);
+            let (op, _g4) = dout.device_ptr_mut(s);
+            a.weight = wp as usize as *const f32;
+            a.bias = bp as usize as *const f32;
+            status_ok(m2c_conv_step(dev, 1, slots.as_ptr(), rows, xp as usize as *const _, x.len(), op as usize as *mut _, co.len(), &a))
+        })
+    };
+    if conv_ok.is_ok() {
+        let got = s.clone_dtoh(&dout).unwrap();
+        let e = rel(&got, &co);
+        if got.iter().any(|v| v.is_nan()) || e.is_nan() || e > tol(DType::F32) {
+            conv_ok = Err(format!("conv outputs differ: rel err {e:.2e}"));
+        }
+    }
+    push("m2c_conv_step on device buffers", conv_ok);
+    let (xs, dts, bs, cs, zs) = (rng.vec(rows * h * p, 1.0), rng.vec(rows * h, 1.0), rng.vec(rows * g * n, 1.0), rng.vec(rows * g * n, 1.0), rng.vec(rows * h * p, 2.0));
+    let a_log: Vec<f32> = (0..h).map(|i| -0.25 - 0.25 * i as f32).collect();
+    let (dxs, ddt, dbs, dcs, dzs, da) = (upf(s, &xs), upf(s, &dts), upf(s, &bs), upf(s, &cs), upf(s, &zs), upf(s, &a_log));
+    let mut dy = upf(s, &vec![f32::NAN; rows * h * p]);
+    let mut y = vec![f32::NAN; rows * h * p];
+    let mut ssm_ok = unsafe {
+        let mut a = std::mem::MaybeUninit::<m2c_ssm_args>::zeroed();
+        m2c_ssm_args_init(a.as_mut_ptr());
+        let mut a = a.assume_init();
+        a.A = a_log.as_ptr();
+        a.A_len = h;
+        a.D = a_log.as_ptr();
+        a.D_len = h;
+        let mut io = std::mem::MaybeUninit::<m2c_ssm_io>::zeroed();
+        m2c_ssm_io_init(io.as_mut_ptr());
+        let mut io = io.assume_init();
+        io.x = xs.as_ptr().cast();
+        io.x_len = xs.len();
+        io.dt = dts.as_ptr().cast();
+        io.dt_len = dts.len();
+        io.B = bs.as_ptr().cast();
+        io.B_len = bs.len();
+        io.C = cs.as_ptr().cast();
+        io.C_len = cs.len();
+        io.z = zs.as_ptr().cast();
+        io.z_len = zs.len();
+        io.y = y.as_mut_ptr().cast();
+        io.y_len = y.len();
+        status_ok(m2c_ssm_step(cpu, 1, slots.as_ptr(), rows, &io, &a)).and_then(|_| {
+            use cudarc::driver::{DevicePtr, DevicePtrMut};
+            let addr = |b: &CudaSlice<f32>| {
+                let (p, _g) = b.device_ptr(s);
+                p as usize
+            };
+            a.A = addr(&da) as *const f32;
+            a.D = a.A;
+            io.x = addr(&dxs) as *const _;
+            io.dt = addr(&ddt) as *const _;
+            io.B = addr(&dbs) as *const _;
+            io.C = addr(&dcs) as *const _;
+            io.z = addr(&dzs) as *const _;
+            let (yp, _g) = dy.device_ptr_mut(s);
+            io.y = yp as usize as *mut _;
+            status_ok(m2c_ssm_step(dev, 1, slots.as_ptr(), rows, &io, &a))
+        })
+    };
+    if ssm_ok.is_ok() {
+        let got = s.clone_dtoh(&dy).unwrap();
+        let (e, (sc, sd)) = (rel(&got, &y), (read(cpu, 1).0, read(dev, 1).0));
+        let es = rel(&sd, &sc);
+        if got.iter().any(|v| v.is_nan()) || e.is_nan() || es.is_nan() || e > tol(st).max(tol(DType::F32)) || es > tol(st) {
+            ssm_ok = Err(format!("y rel err {e:.2e}, state rel err {es:.2e}"));
+        }
+    }
+    push("m2c_ssm_step on device buffers (y and state)", ssm_ok);
+    let mut nf = [0u64; 2];
+    push(
+        "m2c_reset + m2c_check_finite",
+        both(&|c| unsafe { m2c_reset(c, [0i32, 4].as_ptr(), 2) })
+            .and_then(|_| unsafe { status_ok(m2c_check_finite(dev, 4, &mut nf[0])) })
+            .and_then(|_| {
+                let (sd, _) = read(dev, 1);
+                if nf[0] == 0 && sd[4 * per_slot..5 * per_slot].iter().all(|v| *v == 0.0) { Ok(()) } else { Err("slot 4 not zeroed".into()) }
+            }),
+    );
+    // SAFETY: live handles, destroyed once.
+    unsafe {
+        m2c_destroy(cpu);
+        m2c_destroy(dev);
+    }
+    out
+}
+
 fn main() {
     let gpu = match Gpu::new(0) {
         Ok(g) => g,
@@ -276,6 +498,14 @@ fn main() {
                 all_ok &= ok;
                 println!("{line}");
             }
+        }
+    }
+    println!("\n## The C API on a device-resident cache (M2C_DEVICE_CUDA) against a CPU cache\n");
+    println!("| ssm state | call | result | detail |\n|---|---|---|---|");
+    for st in [DType::F32, DType::BF16] {
+        for (name, ok, detail) in check_api(&gpu, st) {
+            all_ok &= ok;
+            println!("| {} | {name} | {} | {detail} |", st.name(), if ok { "ok" } else { "FAILED" });
         }
     }
     println!("\n## Speed: one layer of Mamba2-2.7B (80 heads x 64 x 128), f32 activations, median of 20 (CUDA events)\n");
