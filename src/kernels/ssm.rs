@@ -56,7 +56,7 @@ const STACK_N: usize = 256;
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn head_token<S: Lane, I: Lane>(
-    fast: bool,
+    fast: Fast,
     st: &mut [S],
     n: usize,
     x: &[I],
@@ -82,11 +82,21 @@ fn head_token<S: Lane, I: Lane>(
             xs[k] = xp;
             let dtx = dt * xp;
             let (rc, rr) = row.as_chunks_mut::<16>();
-            let acc = match bf16_rows(fast, rc) {
-                // SAFETY: `fast` is true only when `avx512_bf16()` is.
-                #[cfg(target_arch = "x86_64")]
-                Some(rc) => unsafe { avx512bf16::rows16(rc, bc, cc, da, dtx) },
-                _ => {
+            #[cfg(target_arch = "x86_64")]
+            let hand = if let Some(r) = rows_as::<S, half::bf16>(fast.bf16, rc) {
+                // SAFETY: `fast.bf16` is true only when `avx512_bf16()` is.
+                Some(unsafe { avx512bf16::rows16(r, bc, cc, da, dtx) })
+            } else if let Some(r) = rows_as::<S, half::f16>(fast.avx512, rc) {
+                // SAFETY: `fast.avx512` is true only when `isa()` is AVX-512.
+                Some(unsafe { avx512f16::rows16(r, bc, cc, da, dtx) })
+            } else {
+                None
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let hand: Option<[f32; 16]> = None;
+            let acc = match hand {
+                Some(acc) => acc,
+                None => {
                     let mut acc = [0f32; 16];
                     for ((s, b16), c16) in rc.iter_mut().zip(bc).zip(cc) {
                         for l in 0..16 {
@@ -154,12 +164,21 @@ fn prefetch_ahead<S>(row: &[S]) {
     let _ = row;
 }
 
-/// `rows` as bf16 lanes when `fast` is set and the state is bf16: the
-/// state rows that the hand-written AVX-512 BF16 path takes.
+/// The instruction-set paths a task may take, read once per task.
+#[derive(Clone, Copy)]
+struct Fast {
+    /// AVX-512 BF16 (bf16 state rows).
+    bf16: bool,
+    /// AVX-512F (f16 state rows).
+    avx512: bool,
+}
+
+/// `rows` as rows of `T` lanes when `on` is set and the state is `T`: the
+/// state rows that a hand-written path takes.
 #[inline(always)]
-fn bf16_rows<S: Lane>(fast: bool, rows: &mut [[S; 16]]) -> Option<&mut [[half::bf16; 16]]> {
-    if fast && std::any::TypeId::of::<S>() == std::any::TypeId::of::<half::bf16>() {
-        // SAFETY: S is bf16 (checked above), so this is the same slice.
+fn rows_as<S: Lane, T: 'static>(on: bool, rows: &mut [[S; 16]]) -> Option<&mut [[T; 16]]> {
+    if on && std::any::TypeId::of::<S>() == std::any::TypeId::of::<T>() {
+        // SAFETY: S is T (checked above), so this is the same slice.
         Some(unsafe { std::slice::from_raw_parts_mut(rows.as_mut_ptr().cast(), rows.len()) })
     } else {
         None
@@ -215,6 +234,53 @@ mod avx512bf16 {
     }
 }
 
+/// The f16 state rows with AVX-512F: `vcvtph2ps` widens exactly and
+/// `vcvtps2ph` rounds to nearest even with IEEE subnormals and overflow,
+/// as the portable conversions do; only NaNs differ (the instruction keeps
+/// the payload, the portable path writes the canonical quiet NaN), so a
+/// vector holding a NaN is rounded the portable way.
+#[cfg(target_arch = "x86_64")]
+mod avx512f16 {
+    use half::f16;
+    use std::arch::x86_64::*;
+
+    /// As `avx512bf16::rows16`, for f16 state.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    pub(super) unsafe fn rows16(rows: &mut [[f16; 16]], b: &[[f32; 16]], c: &[[f32; 16]], da: f32, dtx: f32) -> [f32; 16] {
+        let vda = _mm512_set1_ps(da);
+        let vdtx = _mm512_set1_ps(dtx);
+        let mut acc = _mm512_setzero_ps();
+        for ((s, b16), c16) in rows.iter_mut().zip(b).zip(c) {
+            let p = s.as_mut_ptr().cast::<__m256i>();
+            // SAFETY: `p`, `b16` and `c16` point to 16 valid lanes each;
+            // the unaligned forms are used.
+            unsafe {
+                let old = _mm512_cvtph_ps(_mm256_loadu_si256(p));
+                let v = _mm512_add_ps(_mm512_mul_ps(old, vda), _mm512_mul_ps(vdtx, _mm512_loadu_ps(b16.as_ptr())));
+                let mut out = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+                if _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v) != 0 {
+                    out = portable(v);
+                }
+                _mm256_storeu_si256(p, out);
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(v, _mm512_loadu_ps(c16.as_ptr())));
+            }
+        }
+        // SAFETY: __m512 and [f32; 16] have the same size and any bits are valid.
+        unsafe { std::mem::transmute::<__m512, [f32; 16]>(acc) }
+    }
+
+    /// The portable rounding of 16 lanes (the rare vectors with a NaN).
+    #[cold]
+    #[inline(never)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    fn portable(v: __m512) -> __m256i {
+        // SAFETY: same-size plain-data transmutes.
+        let lanes = unsafe { std::mem::transmute::<__m512, [f32; 16]>(v) };
+        let bits = lanes.map(super::super::convert::f32_to_f16_bits);
+        unsafe { std::mem::transmute::<[u16; 16], __m256i>(bits) }
+    }
+}
+
 /// The sum of 16 lanes in a fixed order with four independent chains
 /// (instead of one chain of 16 dependent adds), the same on every
 /// instruction set. Kept out of line: inlined, it led the compiler to
@@ -249,14 +315,14 @@ struct Scratch {
     c: [f32; STACK_N],
     bheap: Vec<f32>,
     cheap: Vec<f32>,
-    /// Whether the AVX-512 BF16 state path runs (read once per task).
-    fast: bool,
+    /// The hand-written paths this task may take.
+    fast: Fast,
 }
 
 impl Scratch {
     #[inline(always)]
     fn new() -> Self {
-        Scratch { b: [0f32; STACK_N], c: [0f32; STACK_N], bheap: Vec::new(), cheap: Vec::new(), fast: super::isa::avx512_bf16() }
+        Scratch { b: [0f32; STACK_N], c: [0f32; STACK_N], bheap: Vec::new(), cheap: Vec::new(), fast: Fast { bf16: super::isa::avx512_bf16(), avx512: super::isa::isa() == super::isa::Isa::Avx512 } }
     }
 }
 
@@ -313,18 +379,18 @@ mod tests {
     use super::*;
     use half::bf16;
 
-    #[test]
-    fn the_avx512_bf16_rows_round_exactly_like_the_portable_path() {
-        if !super::super::isa::avx512_bf16() {
-            eprintln!("skipped: this CPU has no AVX-512 BF16");
-            return;
-        }
-        // Values whose update lands on every rounding class: subnormal
-        // results (flushed by vcvtneps2bf16, so taken the portable way),
-        // ties, overflow to infinity, infinities and NaNs.
+    /// Rows of `S` whose update lands on every rounding class (subnormal
+    /// results, ties, overflow to infinity, infinities, NaNs), through the
+    /// hand-written path `hand` and the portable loop: bit-identical state
+    /// (NaN payloads included) and lane sums.
+    fn hand_matches_portable<S: Lane>(
+        hand: unsafe fn(&mut [[S; 16]], &[[f32; 16]], &[[f32; 16]], f32, f32) -> [f32; 16],
+        bits: fn(S) -> u16,
+        raw: fn(u16) -> S,
+    ) {
         let specials = [
             0.0f32, -0.0, 1.0e-39, -1.0e-39, 1.1754942e-38, 1.0e-45, 1.0, f32::from_bits(0x3F80_8000), f32::from_bits(0x3F81_8000),
-            3.389e38, f32::MAX, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -2.5, 65504.0, 1.0e-30,
+            3.389e38, f32::MAX, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -2.5, 65504.0, 65520.0, 6.0e-8, 2.9e-8, 1.0e-30,
         ];
         let mut seed = 0x9E37_79B9u32;
         let mut next = || {
@@ -335,16 +401,24 @@ mod tests {
         };
         for round in 0..200 {
             let n = 128;
-            let row: Vec<bf16> = (0..n)
+            let row: Vec<S> = (0..n)
                 .map(|i| {
                     let r = next();
+                    if r % 8 == 1 {
+                        // Any bit pattern: NaNs with payloads, subnormals.
+                        return raw((r >> 8) as u16);
+                    }
                     let v = if r % 4 == 0 { specials[(r as usize / 4) % specials.len()] } else { f32::from_bits(r) };
-                    bf16::from_f32(if i % 3 == 0 { v } else { v.clamp(-1.0e3, 1.0e3) })
+                    S::store(if i % 3 == 0 { v } else { v.clamp(-1.0e3, 1.0e3) })
                 })
                 .collect();
             let b: Vec<f32> = (0..n).map(|i| if (i + round) % 5 == 0 { 1.0e-39 } else { (next() % 1000) as f32 / 250.0 - 2.0 }).collect();
             let c: Vec<f32> = (0..n).map(|_| (next() % 1000) as f32 / 500.0 - 1.0).collect();
-            let (da, dtx) = if round % 2 == 0 { (0.999, 1.0e-38) } else { (0.5, (next() % 100) as f32 / 10.0) };
+            let (da, dtx) = match round % 3 {
+                0 => (0.999, 1.0e-38),
+                1 => (0.5, (next() % 100) as f32 / 10.0),
+                _ => (1.0, 7.0e4),
+            };
             let (bc, _) = b.as_chunks::<16>();
             let (cc, _) = c.as_chunks::<16>();
             let mut want = row.clone();
@@ -353,19 +427,37 @@ mod tests {
             for ((s, b16), c16) in wc.iter_mut().zip(bc).zip(cc) {
                 for l in 0..16 {
                     let v = s[l].load() * da + dtx * b16[l];
-                    s[l] = bf16::store(v);
+                    s[l] = S::store(v);
                     acc_want[l] += v * c16[l];
                 }
             }
             let mut got = row.clone();
             let (gc, _) = got.as_chunks_mut::<16>();
-            // SAFETY: `avx512_bf16()` is true.
-            let acc_got = unsafe { avx512bf16::rows16(gc, bc, cc, da, dtx) };
-            let bits = |v: &[bf16]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&got), bits(&want), "round {round}");
+            // SAFETY: the callers check the CPU first.
+            let acc_got = unsafe { hand(gc, bc, cc, da, dtx) };
+            let all = |v: &[S]| v.iter().map(|x| bits(*x)).collect::<Vec<_>>();
+            assert_eq!(all(&got), all(&want), "round {round}");
             for l in 0..16 {
                 assert!(acc_got[l].to_bits() == acc_want[l].to_bits() || acc_got[l].is_nan() && acc_want[l].is_nan(), "round {round} lane {l}");
             }
         }
+    }
+
+    #[test]
+    fn the_avx512_bf16_rows_round_exactly_like_the_portable_path() {
+        if !super::super::isa::avx512_bf16() {
+            eprintln!("skipped: this CPU has no AVX-512 BF16");
+            return;
+        }
+        hand_matches_portable::<bf16>(avx512bf16::rows16, |x| x.to_bits(), bf16::from_bits);
+    }
+
+    #[test]
+    fn the_avx512_f16_rows_round_exactly_like_the_portable_path() {
+        if super::super::isa::isa() != super::super::isa::Isa::Avx512 {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        hand_matches_portable::<half::f16>(avx512f16::rows16, |x| x.to_bits(), half::f16::from_bits);
     }
 }
