@@ -83,14 +83,11 @@ fn head_token<S: Lane, I: Lane>(
             let dtx = dt * xp;
             let (rc, rr) = row.as_chunks_mut::<16>();
             #[cfg(target_arch = "x86_64")]
-            let hand = if let Some(r) = rows_as::<S, half::bf16>(fast.bf16, rc) {
+            let hand = match rows_as::<S, half::bf16>(fast.bf16, rc) {
                 // SAFETY: `fast.bf16` is true only when `avx512_bf16()` is.
-                Some(unsafe { avx512bf16::rows16(r, bc, cc, da, dtx) })
-            } else if let Some(r) = rows_as::<S, half::f16>(fast.avx512, rc) {
+                Some(r) => Some(unsafe { avx512bf16::rows16(r, bc, cc, da, dtx) }),
                 // SAFETY: `fast.avx512` is true only when `isa()` is AVX-512.
-                Some(unsafe { avx512f16::rows16(r, bc, cc, da, dtx) })
-            } else {
-                None
+                None => rows_as::<S, half::f16>(fast.avx512, rc).map(|r| unsafe { avx512f16::rows16(r, bc, cc, da, dtx) }),
             };
             #[cfg(not(target_arch = "x86_64"))]
             let hand: Option<[f32; 16]> = None;
@@ -383,8 +380,11 @@ mod tests {
     /// results, ties, overflow to infinity, infinities, NaNs), through the
     /// hand-written path `hand` and the portable loop: bit-identical state
     /// (NaN payloads included) and lane sums.
+    /// A hand-written row path (`avx512bf16::rows16` and the like).
+    type RowsFn<S> = unsafe fn(&mut [[S; 16]], &[[f32; 16]], &[[f32; 16]], f32, f32) -> [f32; 16];
+
     fn hand_matches_portable<S: Lane>(
-        hand: unsafe fn(&mut [[S; 16]], &[[f32; 16]], &[[f32; 16]], f32, f32) -> [f32; 16],
+        hand: RowsFn<S>,
         bits: fn(S) -> u16,
         raw: fn(u16) -> S,
     ) {
