@@ -112,6 +112,28 @@ impl AlignedBuf {
         }
     }
 
+    /// Hands the whole pages of the storage back to the OS (the contents
+    /// become unspecified: zero on Linux): for scratch copies that should
+    /// not stay resident. A hint: where the OS declines, nothing changes.
+    pub fn discard(&mut self) {
+        #[cfg(unix)]
+        {
+            // SAFETY: sysconf has no preconditions.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            let page = if page > 0 { page as usize } else { return };
+            let start = self.mem.data.as_ptr() as usize;
+            let first = start.div_ceil(page) * page;
+            let end = (start + self.mem.len_bytes) / page * page;
+            if end > first {
+                // SAFETY: [first, end) lies inside this allocation, which
+                // `&mut self` owns exclusively; MADV_DONTNEED on private
+                // anonymous memory only drops its contents, which no
+                // reference observes during the call.
+                unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_DONTNEED) };
+            }
+        }
+    }
+
     /// The raw bytes.
     pub fn bytes(&self) -> &[u8] {
         // SAFETY: valid for len_bytes initialised bytes.
@@ -203,5 +225,26 @@ mod tests {
         assert!(matches!(AlignedBuf::zeroed(usize::MAX & !63, DType::BF16), Err(Error::OutOfMemory(_))));
         // Larger than this machine's memory and swap: calloc refuses.
         assert!(matches!(AlignedBuf::zeroed(1 << 46, DType::F32), Err(Error::OutOfMemory(_))));
+    }
+
+    #[test]
+    fn discard_keeps_the_buffer_usable() {
+        let mut b = AlignedBuf::zeroed(1 << 20, DType::F32).unwrap();
+        b.bytes_mut().fill(0xAB);
+        b.discard();
+        // Whatever the OS did with the pages, the buffer can be written
+        // and read again, and bytes outside whole pages are kept.
+        assert!(b.bytes()[0] == 0xAB || b.bytes()[0] == 0);
+        b.bytes_mut().fill(7);
+        assert!(b.bytes().iter().all(|&x| x == 7));
+        #[cfg(target_os = "linux")]
+        {
+            b.discard();
+            // On Linux the discarded whole pages read as zero: the memory
+            // really went back.
+            let page = 4096;
+            let mid = (b.as_ptr() as usize).div_ceil(page) * page - b.as_ptr() as usize;
+            assert_eq!(b.bytes()[mid], 0);
+        }
     }
 }

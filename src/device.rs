@@ -209,6 +209,17 @@ impl<D: DeviceMem> DeviceCache<D> {
         Ok(())
     }
 
+    /// Returns the staging copy's pages to the OS after a call that
+    /// touched many rows, so that the host does not keep a resident copy of
+    /// the device state (its contents are scratch: the device holds the
+    /// state, the host cache only the slot table and positions).
+    fn release_staging(&mut self) {
+        for l in &mut self.host.layers {
+            l.conv.discard();
+            l.ssm.discard();
+        }
+    }
+
     fn all_layers(&self) -> std::ops::Range<usize> {
         0..self.cfg.num_layers as usize
     }
@@ -331,7 +342,9 @@ impl<D: DeviceMem> DeviceCache<D> {
         self.pull(Part::Ssm, ls.clone(), &srcs)?;
         self.host.copy_slots(src, dst)?;
         self.push(Part::Conv, ls.clone(), &dsts)?;
-        self.push(Part::Ssm, ls, &dsts)
+        self.push(Part::Ssm, ls, &dsts)?;
+        self.release_staging();
+        Ok(())
     }
 
     /// As [`Cache::nonfinite`].
@@ -377,7 +390,9 @@ impl<D: DeviceMem> DeviceCache<D> {
         let ls = self.all_layers();
         self.pull(Part::Conv, ls.clone(), &all)?;
         self.pull(Part::Ssm, ls, &all)?;
-        self.host.save_file(path)
+        let saved = self.host.save_file(path);
+        self.release_staging();
+        saved
     }
 
     /// As [`Cache::load_file`]. The host load either changes nothing or,
@@ -391,6 +406,7 @@ impl<D: DeviceMem> DeviceCache<D> {
         let loaded = self.host.load_file(path);
         self.push(Part::Conv, ls.clone(), &all)?;
         self.push(Part::Ssm, ls, &all)?;
+        self.release_staging();
         loaded
     }
 }
