@@ -86,8 +86,13 @@ fn head_token<S: Lane, I: Lane>(
             let hand = match rows_as::<S, half::bf16>(fast.bf16, rc) {
                 // SAFETY: `fast.bf16` is true only when `avx512_bf16()` is.
                 Some(r) => Some(unsafe { avx512bf16::rows16(r, bc, cc, da, dtx) }),
-                // SAFETY: `fast.avx512` is true only when `isa()` is AVX-512.
-                None => rows_as::<S, half::f16>(fast.avx512, rc).map(|r| unsafe { avx512f16::rows16(r, bc, cc, da, dtx) }),
+                None => match rows_as::<S, half::f16>(fast.avx512 || fast.avx2, rc) {
+                    // SAFETY: `fast.avx512` is true only when `isa()` is AVX-512.
+                    Some(r) if fast.avx512 => Some(unsafe { avx512f16::rows16(r, bc, cc, da, dtx) }),
+                    // SAFETY: `fast.avx2` is true only when `isa()` is AVX2 (with F16C).
+                    Some(r) => Some(unsafe { avx2f16::rows16(r, bc, cc, da, dtx) }),
+                    None => None,
+                },
             };
             #[cfg(not(target_arch = "x86_64"))]
             let hand: Option<[f32; 16]> = None;
@@ -168,6 +173,8 @@ struct Fast {
     bf16: bool,
     /// AVX-512F (f16 state rows).
     avx512: bool,
+    /// AVX2 + F16C and not AVX-512 (f16 state rows).
+    avx2: bool,
 }
 
 /// `rows` as rows of `T` lanes when `on` is set and the state is `T`: the
@@ -278,6 +285,52 @@ mod avx512f16 {
     }
 }
 
+/// The f16 state rows with AVX2 + F16C: as `avx512f16`, 8 lanes at a time
+/// (two halves per 16-lane chunk, each lane summed in the same order).
+#[cfg(target_arch = "x86_64")]
+mod avx2f16 {
+    use half::f16;
+    use std::arch::x86_64::*;
+
+    /// As `avx512f16::rows16`.
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn rows16(rows: &mut [[f16; 16]], b: &[[f32; 16]], c: &[[f32; 16]], da: f32, dtx: f32) -> [f32; 16] {
+        let vda = _mm256_set1_ps(da);
+        let vdtx = _mm256_set1_ps(dtx);
+        let mut acc = [_mm256_setzero_ps(); 2];
+        for ((s, b16), c16) in rows.iter_mut().zip(b).zip(c) {
+            for (h, a) in acc.iter_mut().enumerate() {
+                // SAFETY: lanes 8h..8h + 8 of `s`, `b16` and `c16` are
+                // valid; the unaligned forms are used.
+                unsafe {
+                    let p = s.as_mut_ptr().add(8 * h).cast::<__m128i>();
+                    let old = _mm256_cvtph_ps(_mm_loadu_si128(p));
+                    let v = _mm256_add_ps(_mm256_mul_ps(old, vda), _mm256_mul_ps(vdtx, _mm256_loadu_ps(b16.as_ptr().add(8 * h))));
+                    let mut out = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+                    if _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v)) != 0 {
+                        out = portable(v);
+                    }
+                    _mm_storeu_si128(p, out);
+                    *a = _mm256_add_ps(*a, _mm256_mul_ps(v, _mm256_loadu_ps(c16.as_ptr().add(8 * h))));
+                }
+            }
+        }
+        // SAFETY: two __m256 are 16 f32 lanes; any bits are valid.
+        unsafe { std::mem::transmute::<[__m256; 2], [f32; 16]>(acc) }
+    }
+
+    /// The portable rounding of 8 lanes (the rare vectors with a NaN).
+    #[cold]
+    #[inline(never)]
+    #[target_feature(enable = "avx2")]
+    fn portable(v: __m256) -> __m128i {
+        // SAFETY: same-size plain-data transmutes.
+        let lanes = unsafe { std::mem::transmute::<__m256, [f32; 8]>(v) };
+        let bits = lanes.map(super::super::convert::f32_to_f16_bits);
+        unsafe { std::mem::transmute::<[u16; 8], __m128i>(bits) }
+    }
+}
+
 /// The sum of 16 lanes in a fixed order with four independent chains
 /// (instead of one chain of 16 dependent adds), the same on every
 /// instruction set. Kept out of line: inlined, it led the compiler to
@@ -319,7 +372,7 @@ struct Scratch {
 impl Scratch {
     #[inline(always)]
     fn new() -> Self {
-        Scratch { b: [0f32; STACK_N], c: [0f32; STACK_N], bheap: Vec::new(), cheap: Vec::new(), fast: Fast { bf16: super::isa::avx512_bf16(), avx512: super::isa::isa() == super::isa::Isa::Avx512 } }
+        Scratch { b: [0f32; STACK_N], c: [0f32; STACK_N], bheap: Vec::new(), cheap: Vec::new(), fast: Fast { bf16: super::isa::avx512_bf16(), avx512: super::isa::isa() == super::isa::Isa::Avx512, avx2: super::isa::isa() == super::isa::Isa::Avx2 } }
     }
 }
 
@@ -450,6 +503,15 @@ mod tests {
             return;
         }
         hand_matches_portable::<bf16>(avx512bf16::rows16, |x| x.to_bits(), bf16::from_bits);
+    }
+
+    #[test]
+    fn the_avx2_f16_rows_round_exactly_like_the_portable_path() {
+        if !super::super::isa::available().contains(&super::super::isa::Isa::Avx2) {
+            eprintln!("skipped: this CPU has no AVX2/F16C");
+            return;
+        }
+        hand_matches_portable::<half::f16>(avx2f16::rows16, |x| x.to_bits(), half::f16::from_bits);
     }
 
     #[test]
