@@ -507,8 +507,12 @@ m2c_status m2c_config_bytes(const struct m2c_config *cfg, uint64_t *out_bytes);
  * (`m2c_conv_step`, `m2c_ssm_step`, the prefills) take device pointers
  * for the activations, weights and parameters (`slots` and `cu_seqlens`
  * stay host arrays), check their declared lengths against the shape,
- * and run on the GPU's stream, ordered with the other calls on the
- * handle.
+ * and are queued on the device's legacy default stream in its primary
+ * context (the one the CUDA runtime uses), returning before the kernels
+ * finish: work the caller queued on blocking streams is ordered before
+ * them and after them; a caller on a non-blocking stream synchronises it
+ * around the call. The copy-style calls return once their transfers are
+ * done.
  *
  * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (unknown
  * `struct_size`), `M2C_STATUS_INVALID_CONFIG` (the message names the
