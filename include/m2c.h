@@ -506,7 +506,9 @@ m2c_status m2c_config_bytes(const struct m2c_config *cfg, uint64_t *out_bytes);
  * return device pointers (`m2c_tensor.device`); the kernel calls
  * (`m2c_conv_step`, `m2c_ssm_step`, the prefills) take device pointers
  * for the activations, weights and parameters (`slots` and `cu_seqlens`
- * stay host arrays), check their declared lengths against the shape,
+ * stay host arrays), check their declared lengths against the shape and
+ * the pointers against CUDA's allocation ranges (a host pointer is
+ * `M2C_STATUS_INVALID_ARG`),
  * and are queued on the device's legacy default stream in its primary
  * context (the one the CUDA runtime uses), returning before the kernels
  * finish: work the caller queued on blocking streams is ordered before

@@ -104,6 +104,13 @@ pub struct DeviceConvArgs {
 /// (negative: padding, output zeroed, state untouched); row `r`'s
 /// activations start `r` rows into each array.
 pub trait DeviceKernels: DeviceMem {
+    /// `Err(InvalidArg)` unless the `bytes` bytes at `addr` lie inside one
+    /// allocation the device knows (`what` names the array), as far as the
+    /// device can tell (CUDA reports the range of a stream-ordered pool
+    /// allocation as the pool's). Called for every array of a kernel call
+    /// before anything runs, so a host pointer is refused instead of
+    /// faulting on the device.
+    fn check_array(&self, what: &str, addr: u64, bytes: usize) -> Result<()>;
     /// One SSM step on `state` (one layer, `[num_slots][H][P][N]`).
     fn ssm_step(&self, cfg: &Config, state: &mut Self::Buf, slots: &[i32], io: &DeviceSsmIo, p: &DeviceSsmParams) -> Result<()>;
     /// One conv step on `win` (one layer, `[num_slots][conv_dim][W]`).
@@ -547,6 +554,13 @@ impl<D: DeviceKernels> DeviceCache<D> {
                 return Err(Error::InvalidArg(format!("dt_min = {lo}, dt_max = {hi} are not an interval")));
             }
         }
+        let es = io.dtype.size();
+        let arrays = [("x", io.x, es), ("dt", io.dt, es), ("B", io.b, es), ("C", io.c, es), ("z", io.z, es), ("y", io.y, es)];
+        for (what, a, size) in arrays.into_iter().chain([("A", p.a, 4), ("D", p.d, 4), ("dt_bias", p.dt_bias, 4)]) {
+            if a.addr != 0 && a.len > 0 {
+                self.dev.check_array(what, a.addr, a.len * size)?;
+            }
+        }
         Ok(())
     }
 
@@ -562,6 +576,12 @@ impl<D: DeviceKernels> DeviceCache<D> {
         check("weight", a.weight.len, dim * self.cfg.conv_kernel_size as usize)?;
         if a.bias.addr != 0 {
             check("bias", a.bias.len, dim)?;
+        }
+        let es = a.dtype.size();
+        for (what, v, size) in [("x", a.x, es), ("out", a.out, es), ("weight", a.weight, 4), ("bias", a.bias, 4)] {
+            if v.addr != 0 && v.len > 0 {
+                self.dev.check_array(what, v.addr, v.len * size)?;
+            }
         }
         Ok(())
     }

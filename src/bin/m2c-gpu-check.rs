@@ -447,6 +447,31 @@ fn check_api(gpu: &Gpu, st: DType) -> Vec<Check> {
         }
     }
     push("m2c_ssm_step on device buffers (y and state)", ssm_ok);
+    // A host pointer, and a device buffer shorter than declared, are refused
+    // before anything runs.
+    let refused = unsafe {
+        let mut a = std::mem::MaybeUninit::<m2c_conv_args>::zeroed();
+        m2c_conv_args_init(a.as_mut_ptr());
+        let mut a = a.assume_init();
+        use cudarc::driver::{DevicePtr, DevicePtrMut};
+        let (wp, _g1) = dw.device_ptr(s);
+        let (op, _g2) = dout.device_ptr_mut(s);
+        a.weight = wp as usize as *const f32;
+        a.weight_len = w.len();
+        let host_x = m2c_conv_step(dev, 1, slots.as_ptr(), rows, x.as_ptr().cast(), x.len(), op as usize as *mut _, co.len(), &a);
+        let short = upf(s, &x[..x.len() - 16]);
+        let (sp, _g3) = short.device_ptr(s);
+        let short_x = m2c_conv_step(dev, 1, slots.as_ptr(), rows, sp as usize as *const _, x.len(), op as usize as *mut _, co.len(), &a);
+        // A short buffer is caught only as far as CUDA reports allocation
+        // ranges (a stream-ordered pool may report the pool's): recorded.
+        println!("<!-- short device buffer: status {short_x} (3 = INVALID_ARG) -->");
+        if host_x == M2C_STATUS_INVALID_ARG {
+            Ok(())
+        } else {
+            Err(format!("host pointer: status {host_x}"))
+        }
+    };
+    push("host pointer refused (INVALID_ARG)", refused);
     let mut nf = [0u64; 2];
     push(
         "m2c_reset + m2c_check_finite",

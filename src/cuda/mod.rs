@@ -281,6 +281,31 @@ impl crate::device::DeviceMem for Gpu {
 }
 
 impl crate::device::DeviceKernels for Gpu {
+    fn check_array(&self, what: &str, addr: u64, bytes: usize) -> Result<()> {
+        use cudarc::driver::sys::{cuPointerGetAttribute, CUpointer_attribute, CUresult};
+        self.ctx.bind_to_thread().map_err(driver("bind context"))?;
+        let (mut start, mut size) = (0u64, 0usize);
+        // SAFETY: each call writes one value of the attribute's type
+        // (CUdeviceptr, size_t) into the local passed; any address may be
+        // queried.
+        let ok = unsafe {
+            cuPointerGetAttribute((&mut start as *mut u64).cast(), CUpointer_attribute::CU_POINTER_ATTRIBUTE_RANGE_START_ADDR, addr)
+                == CUresult::CUDA_SUCCESS
+                && cuPointerGetAttribute((&mut size as *mut usize).cast(), CUpointer_attribute::CU_POINTER_ATTRIBUTE_RANGE_SIZE, addr)
+                    == CUresult::CUDA_SUCCESS
+        };
+        if !ok {
+            return Err(Error::InvalidArg(format!("{what} ({addr:#x}) is not memory CUDA knows (a host pointer?)")));
+        }
+        let end = addr.checked_add(bytes as u64);
+        if end.is_none_or(|e| e > start.saturating_add(size as u64)) {
+            return Err(Error::InvalidArg(format!(
+                "{what}: {bytes} bytes at {addr:#x} run past the end of its allocation ({size} bytes at {start:#x})"
+            )));
+        }
+        Ok(())
+    }
+
     fn ssm_step(
         &self,
         cfg: &crate::Config,

@@ -108,6 +108,15 @@ fn one_layer(cfg: &Config) -> Result<Cache> {
 }
 
 impl DeviceKernels for Emu {
+    fn check_array(&self, what: &str, addr: u64, bytes: usize) -> Result<()> {
+        // Host memory stands in for device memory: refuse only what no
+        // allocation can be (the tests pass live host arrays).
+        if addr.checked_add(bytes as u64).is_none() || addr < 4096 {
+            return Err(Error::InvalidArg(format!("{what} ({addr:#x}, {bytes} bytes) is not device memory")));
+        }
+        Ok(())
+    }
+
     fn ssm_step(&self, cfg: &Config, state: &mut EmuBuf, slots: &[i32], io: &DeviceSsmIo, p: &DeviceSsmParams) -> Result<()> {
         let mut c = one_layer(cfg)?;
         c.layers[0].ssm.bytes_mut().copy_from_slice(&state.0);
@@ -453,6 +462,12 @@ mod tests {
         let io = DeviceSsmIo { dtype: DType::F32, x: DevArray::default(), dt: one, b: one, c: one, z: DevArray::default(), y: one };
         let p = DeviceSsmParams { a: one, d: DevArray::default(), dt_bias: DevArray::default(), dt_softplus: false, dt_limit: None };
         assert!(matches!(dev.ssm_step(0, Slots::List(&[0]), &io, &p), Err(Error::NullArg(_))));
+        // Right lengths, but an address no allocation can have.
+        let (h, hd, n, g) = (4usize, 16usize, 16usize, 2usize);
+        let ok = |len: usize| DevArray::new(1 << 20, len);
+        let io = DeviceSsmIo { dtype: DType::F32, x: DevArray::new(8, h * hd), dt: ok(h), b: ok(g * n), c: ok(g * n), z: DevArray::default(), y: ok(h * hd) };
+        let p = DeviceSsmParams { a: ok(h), d: DevArray::default(), dt_bias: DevArray::default(), dt_softplus: false, dt_limit: None };
+        assert!(matches!(dev.ssm_step(0, Slots::List(&[0]), &io, &p), Err(Error::InvalidArg(_))));
         assert_eq!(dev.device().transfers.load(Ordering::Relaxed), before);
     }
 }
