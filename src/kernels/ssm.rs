@@ -85,10 +85,10 @@ fn head_token<S: Lane, I: Lane>(
             #[cfg(target_arch = "x86_64")]
             let hand = match rows_as::<S, half::bf16>(fast.bf16, rc) {
                 // SAFETY: `fast.bf16` is true only when `avx512_bf16()` is.
-                Some(r) => Some(unsafe { avx512bf16::rows16(r, bc, cc, da, dtx) }),
+                Some(r) => Some(unsafe { avx512::rows_bf16(r, bc, cc, da, dtx) }),
                 None => match rows_as::<S, half::f16>(fast.avx512 || fast.avx2, rc) {
                     // SAFETY: `fast.avx512` is true only when `isa()` is AVX-512.
-                    Some(r) if fast.avx512 => Some(unsafe { avx512f16::rows16(r, bc, cc, da, dtx) }),
+                    Some(r) if fast.avx512 => Some(unsafe { avx512::rows_f16(r, bc, cc, da, dtx) }),
                     // SAFETY: `fast.avx2` is true only when `isa()` is AVX2 (with F16C).
                     Some(r) => Some(unsafe { avx2f16::rows16(r, bc, cc, da, dtx) }),
                     None => None,
@@ -189,110 +189,122 @@ fn rows_as<S: Lane, T: 'static>(on: bool, rows: &mut [[S; 16]]) -> Option<&mut [
     }
 }
 
-/// The bf16 state rows on CPUs with AVX-512 BF16: one `vcvtneps2bf16`
-/// rounds 16 lanes to nearest even where the portable path needs eight
-/// integer operations. That instruction flushes subnormal inputs to zero,
-/// so any vector holding one is rounded again the portable way: results
-/// stay bit-identical to every other path.
+/// The bf16 and f16 state rows with AVX-512: one loop, 16 lanes per step,
+/// with the storage conversions of each type.
+/// - bf16 (AVX-512 BF16): one `vcvtneps2bf16` rounds 16 lanes to nearest
+///   even where the portable path needs eight integer operations. It
+///   flushes subnormal inputs to zero, so a vector holding one is rounded
+///   again the portable way.
+/// - f16 (AVX-512F): `vcvtph2ps` widens exactly and `vcvtps2ph` rounds to
+///   nearest even with IEEE subnormals and overflow, as the portable
+///   conversions do; only NaNs differ (the instruction keeps the payload,
+///   the portable path writes the canonical quiet NaN), so a vector holding
+///   a NaN is rounded the portable way.
+///
+/// Either way results stay bit-identical to every other path.
 #[cfg(target_arch = "x86_64")]
-mod avx512bf16 {
-    use half::bf16;
+mod avx512 {
+    use half::{bf16, f16};
     use std::arch::x86_64::*;
+
+    /// A 16-bit state type: 16 lanes widened to f32 and rounded back.
+    pub(super) trait Half16: Copy {
+        /// Widens the 16 lanes at `p`.
+        unsafe fn load(p: *const __m256i) -> __m512;
+        /// Rounds 16 lanes as the portable `Lane::store` does.
+        unsafe fn store(v: __m512) -> __m256i;
+    }
+
+    impl Half16 for bf16 {
+        #[inline(always)]
+        unsafe fn load(p: *const __m256i) -> __m512 {
+            // SAFETY: 32 readable bytes at `p` (the caller's promise).
+            unsafe { _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p)))) }
+        }
+        #[inline(always)]
+        unsafe fn store(v: __m512) -> __m256i {
+            // SAFETY: the caller enables AVX-512 BF16 and DQ.
+            unsafe {
+                if _mm512_fpclass_ps_mask::<0x20>(v) != 0 {
+                    return portable(v, super::super::convert::f32_to_bf16_bits);
+                }
+                std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v))
+            }
+        }
+    }
+
+    impl Half16 for f16 {
+        #[inline(always)]
+        unsafe fn load(p: *const __m256i) -> __m512 {
+            // SAFETY: 32 readable bytes at `p` (the caller's promise).
+            unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p)) }
+        }
+        #[inline(always)]
+        unsafe fn store(v: __m512) -> __m256i {
+            // SAFETY: the caller enables AVX-512F.
+            unsafe {
+                if _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v) != 0 {
+                    return portable(v, super::super::convert::f32_to_f16_bits);
+                }
+                _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v)
+            }
+        }
+    }
 
     /// The 16-lane body of one state row (see `head_token`): updates
     /// `rows` in place and returns the 16 lane sums of `state * C`.
+    #[inline(always)]
+    unsafe fn rows<S: Half16>(rows: &mut [[S; 16]], b: &[[f32; 16]], c: &[[f32; 16]], da: f32, dtx: f32) -> [f32; 16] {
+        // SAFETY: the callers enable AVX-512F; `p`, `b16` and `c16` point
+        // to 16 valid lanes each and the unaligned forms are used.
+        unsafe {
+            let vda = _mm512_set1_ps(da);
+            let vdtx = _mm512_set1_ps(dtx);
+            let mut acc = _mm512_setzero_ps();
+            for ((s, b16), c16) in rows.iter_mut().zip(b).zip(c) {
+                let p = s.as_mut_ptr().cast::<__m256i>();
+                let v = _mm512_add_ps(_mm512_mul_ps(S::load(p), vda), _mm512_mul_ps(vdtx, _mm512_loadu_ps(b16.as_ptr())));
+                _mm256_storeu_si256(p, S::store(v));
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(v, _mm512_loadu_ps(c16.as_ptr())));
+            }
+            std::mem::transmute::<__m512, [f32; 16]>(acc)
+        }
+    }
+
+    /// `rows` for bf16 state.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")]
-    pub(super) unsafe fn rows16(rows: &mut [[bf16; 16]], b: &[[f32; 16]], c: &[[f32; 16]], da: f32, dtx: f32) -> [f32; 16] {
-        let vda = _mm512_set1_ps(da);
-        let vdtx = _mm512_set1_ps(dtx);
-        let mut acc = _mm512_setzero_ps();
-        for ((s, b16), c16) in rows.iter_mut().zip(b).zip(c) {
-            let p = s.as_mut_ptr().cast::<__m256i>();
-            // SAFETY: `p`, `b16` and `c16` point to 16 valid lanes each;
-            // the unaligned forms are used.
-            unsafe {
-                let old = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p))));
-                let v = _mm512_add_ps(_mm512_mul_ps(old, vda), _mm512_mul_ps(vdtx, _mm512_loadu_ps(b16.as_ptr())));
-                let mut out: __m256i = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v));
-                let subnormal = _mm512_fpclass_ps_mask::<0x20>(v);
-                if subnormal != 0 {
-                    out = portable(v);
-                }
-                _mm256_storeu_si256(p, out);
-                acc = _mm512_add_ps(acc, _mm512_mul_ps(v, _mm512_loadu_ps(c16.as_ptr())));
-            }
-        }
-        // SAFETY: __m512 and [f32; 16] have the same size and any bits are valid.
-        unsafe { std::mem::transmute::<__m512, [f32; 16]>(acc) }
+    pub(super) unsafe fn rows_bf16(r: &mut [[bf16; 16]], b: &[[f32; 16]], c: &[[f32; 16]], da: f32, dtx: f32) -> [f32; 16] {
+        // SAFETY: the features `rows` needs are enabled here.
+        unsafe { rows(r, b, c, da, dtx) }
     }
 
-    /// The portable rounding of 16 lanes (the rare vectors with subnormals).
-    #[cold]
-    #[inline(never)]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    fn portable(v: __m512) -> __m256i {
-        // SAFETY: same-size plain-data transmutes.
-        let lanes = unsafe { std::mem::transmute::<__m512, [f32; 16]>(v) };
-        let bits = lanes.map(super::super::convert::f32_to_bf16_bits);
-        unsafe { std::mem::transmute::<[u16; 16], __m256i>(bits) }
-    }
-}
-
-/// The f16 state rows with AVX-512F: `vcvtph2ps` widens exactly and
-/// `vcvtps2ph` rounds to nearest even with IEEE subnormals and overflow,
-/// as the portable conversions do; only NaNs differ (the instruction keeps
-/// the payload, the portable path writes the canonical quiet NaN), so a
-/// vector holding a NaN is rounded the portable way.
-#[cfg(target_arch = "x86_64")]
-mod avx512f16 {
-    use half::f16;
-    use std::arch::x86_64::*;
-
-    /// As `avx512bf16::rows16`, for f16 state.
+    /// `rows` for f16 state.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-    pub(super) unsafe fn rows16(rows: &mut [[f16; 16]], b: &[[f32; 16]], c: &[[f32; 16]], da: f32, dtx: f32) -> [f32; 16] {
-        let vda = _mm512_set1_ps(da);
-        let vdtx = _mm512_set1_ps(dtx);
-        let mut acc = _mm512_setzero_ps();
-        for ((s, b16), c16) in rows.iter_mut().zip(b).zip(c) {
-            let p = s.as_mut_ptr().cast::<__m256i>();
-            // SAFETY: `p`, `b16` and `c16` point to 16 valid lanes each;
-            // the unaligned forms are used.
-            unsafe {
-                let old = _mm512_cvtph_ps(_mm256_loadu_si256(p));
-                let v = _mm512_add_ps(_mm512_mul_ps(old, vda), _mm512_mul_ps(vdtx, _mm512_loadu_ps(b16.as_ptr())));
-                let mut out = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
-                if _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v) != 0 {
-                    out = portable(v);
-                }
-                _mm256_storeu_si256(p, out);
-                acc = _mm512_add_ps(acc, _mm512_mul_ps(v, _mm512_loadu_ps(c16.as_ptr())));
-            }
-        }
-        // SAFETY: __m512 and [f32; 16] have the same size and any bits are valid.
-        unsafe { std::mem::transmute::<__m512, [f32; 16]>(acc) }
+    pub(super) unsafe fn rows_f16(r: &mut [[f16; 16]], b: &[[f32; 16]], c: &[[f32; 16]], da: f32, dtx: f32) -> [f32; 16] {
+        // SAFETY: as above.
+        unsafe { rows(r, b, c, da, dtx) }
     }
 
-    /// The portable rounding of 16 lanes (the rare vectors with a NaN).
+    /// The portable rounding of 16 lanes (the rare vectors the
+    /// instructions would round differently).
     #[cold]
     #[inline(never)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    fn portable(v: __m512) -> __m256i {
+    fn portable(v: __m512, round: fn(f32) -> u16) -> __m256i {
         // SAFETY: same-size plain-data transmutes.
         let lanes = unsafe { std::mem::transmute::<__m512, [f32; 16]>(v) };
-        let bits = lanes.map(super::super::convert::f32_to_f16_bits);
-        unsafe { std::mem::transmute::<[u16; 16], __m256i>(bits) }
+        unsafe { std::mem::transmute::<[u16; 16], __m256i>(lanes.map(round)) }
     }
 }
 
-/// The f16 state rows with AVX2 + F16C: as `avx512f16`, 8 lanes at a time
+/// The f16 state rows with AVX2 + F16C: as `avx512::rows_f16`, 8 lanes at a time
 /// (two halves per 16-lane chunk, each lane summed in the same order).
 #[cfg(target_arch = "x86_64")]
 mod avx2f16 {
     use half::f16;
     use std::arch::x86_64::*;
 
-    /// As `avx512f16::rows16`.
+    /// As `avx512::rows_f16`.
     #[target_feature(enable = "avx2,f16c")]
     pub(super) unsafe fn rows16(rows: &mut [[f16; 16]], b: &[[f32; 16]], c: &[[f32; 16]], da: f32, dtx: f32) -> [f32; 16] {
         let vda = _mm256_set1_ps(da);
@@ -433,7 +445,7 @@ mod tests {
     /// results, ties, overflow to infinity, infinities, NaNs), through the
     /// hand-written path `hand` and the portable loop: bit-identical state
     /// (NaN payloads included) and lane sums.
-    /// A hand-written row path (`avx512bf16::rows16` and the like).
+    /// A hand-written row path (`avx512::rows_bf16` and the like).
     type RowsFn<S> = unsafe fn(&mut [[S; 16]], &[[f32; 16]], &[[f32; 16]], f32, f32) -> [f32; 16];
 
     fn hand_matches_portable<S: Lane>(
@@ -502,7 +514,7 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX-512 BF16");
             return;
         }
-        hand_matches_portable::<bf16>(avx512bf16::rows16, |x| x.to_bits(), bf16::from_bits);
+        hand_matches_portable::<bf16>(avx512::rows_bf16, |x| x.to_bits(), bf16::from_bits);
     }
 
     #[test]
@@ -520,6 +532,6 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX-512");
             return;
         }
-        hand_matches_portable::<half::f16>(avx512f16::rows16, |x| x.to_bits(), half::f16::from_bits);
+        hand_matches_portable::<half::f16>(avx512::rows_f16, |x| x.to_bits(), half::f16::from_bits);
     }
 }
