@@ -227,6 +227,18 @@ impl<D: DeviceMem> DeviceCache<D> {
         }
     }
 
+    /// `pull` of both the conv windows and the SSM states.
+    fn pull_both(&mut self, layers: std::ops::Range<usize>, slots: &[usize]) -> Result<()> {
+        self.pull(Part::Conv, layers.clone(), slots)?;
+        self.pull(Part::Ssm, layers, slots)
+    }
+
+    /// `push` of both the conv windows and the SSM states.
+    fn push_both(&mut self, layers: std::ops::Range<usize>, slots: &[usize]) -> Result<()> {
+        self.push(Part::Conv, layers.clone(), slots)?;
+        self.push(Part::Ssm, layers, slots)
+    }
+
     fn all_layers(&self) -> std::ops::Range<usize> {
         0..self.cfg.num_layers as usize
     }
@@ -345,11 +357,9 @@ impl<D: DeviceMem> DeviceCache<D> {
         srcs.dedup();
         debug_assert!(srcs.iter().all(|&s| s < n));
         let ls = self.all_layers();
-        self.pull(Part::Conv, ls.clone(), &srcs)?;
-        self.pull(Part::Ssm, ls.clone(), &srcs)?;
+        self.pull_both(ls.clone(), &srcs)?;
         self.host.copy_slots(src, dst)?;
-        self.push(Part::Conv, ls.clone(), &dsts)?;
-        self.push(Part::Ssm, ls, &dsts)?;
+        self.push_both(ls, &dsts)?;
         self.release_staging();
         Ok(())
     }
@@ -358,8 +368,7 @@ impl<D: DeviceMem> DeviceCache<D> {
     pub fn nonfinite(&mut self, slot: i32) -> Result<u64> {
         let s = self.host.check_slot(slot)?;
         let ls = self.all_layers();
-        self.pull(Part::Conv, ls.clone(), &[s])?;
-        self.pull(Part::Ssm, ls, &[s])?;
+        self.pull_both(ls, &[s])?;
         self.host.nonfinite(slot)
     }
 
@@ -372,8 +381,7 @@ impl<D: DeviceMem> DeviceCache<D> {
     pub fn slot_save(&mut self, slot: i32, buf: &mut [u8]) -> Result<usize> {
         let s = self.host.check_slot(slot)?;
         let ls = self.all_layers();
-        self.pull(Part::Conv, ls.clone(), &[s])?;
-        self.pull(Part::Ssm, ls, &[s])?;
+        self.pull_both(ls, &[s])?;
         self.host.slot_save(slot, buf)
     }
 
@@ -382,8 +390,7 @@ impl<D: DeviceMem> DeviceCache<D> {
         let s = self.host.check_slot(slot)?;
         self.host.slot_load(slot, buf)?;
         let ls = self.all_layers();
-        self.push(Part::Conv, ls.clone(), &[s])?;
-        self.push(Part::Ssm, ls, &[s])
+        self.push_both(ls, &[s])
     }
 
     /// As [`Cache::file_size`].
@@ -395,8 +402,7 @@ impl<D: DeviceMem> DeviceCache<D> {
     pub fn save_file(&mut self, path: &Path) -> Result<()> {
         let all: Vec<usize> = (0..self.num_slots()).collect();
         let ls = self.all_layers();
-        self.pull(Part::Conv, ls.clone(), &all)?;
-        self.pull(Part::Ssm, ls, &all)?;
+        self.pull_both(ls, &all)?;
         let saved = self.host.save_file(path);
         self.release_staging();
         saved
@@ -408,11 +414,9 @@ impl<D: DeviceMem> DeviceCache<D> {
     pub fn load_file(&mut self, path: &Path) -> Result<()> {
         let all: Vec<usize> = (0..self.num_slots()).collect();
         let ls = self.all_layers();
-        self.pull(Part::Conv, ls.clone(), &all)?;
-        self.pull(Part::Ssm, ls.clone(), &all)?;
+        self.pull_both(ls.clone(), &all)?;
         let loaded = self.host.load_file(path);
-        self.push(Part::Conv, ls.clone(), &all)?;
-        self.push(Part::Ssm, ls, &all)?;
+        self.push_both(ls, &all)?;
         self.release_staging();
         loaded
     }

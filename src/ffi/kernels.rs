@@ -166,15 +166,8 @@ fn dev(p: *const c_void, len: usize) -> DevArray {
 /// The conv arguments of a call on a device cache: the same checks as on
 /// the host that do not read the arrays.
 fn device_conv(a: &m2c_conv_args, x: *const c_void, x_len: usize, out: *mut c_void, out_len: usize) -> Result<DeviceConvArgs, Error> {
-    check_struct_size::<m2c_conv_args>(a.struct_size, "args", "m2c_conv_args_init")?;
-    reserved_zero(a.reserved, "args")?;
-    let dtype = dtype_arg(a.io_dtype, "args->io_dtype")?;
-    let silu = match a.activation {
-        M2C_ACTIVATION_NONE => false,
-        M2C_ACTIVATION_SILU => true,
-        other => return Err(Error::InvalidArg(format!("args->activation = {other} is not an M2C_ACTIVATION_* value"))),
-    };
-    for (p, what) in [(a.weight.cast::<c_void>(), "args->weight"), (x, "x"), (out.cast_const(), "out")] {
+    let (dtype, silu) = conv_header(a)?;
+    for (p, what) in [(x, "x"), (out.cast_const(), "out")] {
         if p.is_null() {
             return Err(Error::NullArg(format!("{what} is NULL")));
         }
@@ -192,11 +185,9 @@ fn device_conv(a: &m2c_conv_args, x: *const c_void, x_len: usize, out: *mut c_vo
 /// The SSM arguments of a call on a device cache (checks as for
 /// `device_conv`).
 fn device_ssm(io: &m2c_ssm_io, a: &m2c_ssm_args) -> Result<(DeviceSsmIo, DeviceSsmParams), Error> {
-    check_struct_size::<m2c_ssm_args>(a.struct_size, "args", "m2c_ssm_args_init")?;
-    let dtype = dtype_arg(a.io_dtype, "args->io_dtype")?;
-    check_struct_size::<m2c_ssm_io>(io.struct_size, "io", "m2c_ssm_io_init")?;
-    reserved_zero(io.reserved, "io")?;
-    for (p, what) in [(a.A.cast::<c_void>(), "args->A"), (io.x, "x"), (io.dt, "dt"), (io.B, "B"), (io.C, "C"), (io.y.cast_const(), "y")] {
+    let dtype = ssm_header(a)?;
+    io_header(io)?;
+    for (p, what) in [(io.x, "x"), (io.dt, "dt"), (io.B, "B"), (io.C, "C"), (io.y.cast_const(), "y")] {
         if p.is_null() {
             return Err(Error::NullArg(format!("{what} is NULL")));
         }
@@ -244,7 +235,9 @@ fn check_regions(c: &Store, regions: &[Region]) -> Result<(), Error> {
     Ok(())
 }
 
-fn conv_params<'a>(a: &'a m2c_conv_args) -> Result<(DType, ConvParams<'a>), Error> {
+/// The checks of an `m2c_conv_args` that read no array, for host and
+/// device caches alike: its activations' dtype and whether SiLU applies.
+fn conv_header(a: &m2c_conv_args) -> Result<(DType, bool), Error> {
     check_struct_size::<m2c_conv_args>(a.struct_size, "args", "m2c_conv_args_init")?;
     reserved_zero(a.reserved, "args")?;
     let io = dtype_arg(a.io_dtype, "args->io_dtype")?;
@@ -256,6 +249,28 @@ fn conv_params<'a>(a: &'a m2c_conv_args) -> Result<(DType, ConvParams<'a>), Erro
     if a.weight.is_null() {
         return Err(Error::NullArg("args->weight is NULL".into()));
     }
+    Ok((io, silu))
+}
+
+/// The checks of an `m2c_ssm_args` that read no array: its activations'
+/// dtype.
+fn ssm_header(a: &m2c_ssm_args) -> Result<DType, Error> {
+    check_struct_size::<m2c_ssm_args>(a.struct_size, "args", "m2c_ssm_args_init")?;
+    let io = dtype_arg(a.io_dtype, "args->io_dtype")?;
+    if a.A.is_null() {
+        return Err(Error::NullArg("args->A is NULL".into()));
+    }
+    Ok(io)
+}
+
+/// The checks of an `m2c_ssm_io` that read no array.
+fn io_header(io: &m2c_ssm_io) -> Result<(), Error> {
+    check_struct_size::<m2c_ssm_io>(io.struct_size, "io", "m2c_ssm_io_init")?;
+    reserved_zero(io.reserved, "io")
+}
+
+fn conv_params<'a>(a: &'a m2c_conv_args) -> Result<(DType, ConvParams<'a>), Error> {
+    let (io, silu) = conv_header(a)?;
     // SAFETY: pointer contracts of m2c_conv_args.
     let weight = unsafe { opt_f32(a.weight, a.weight_len, "weight") }?.unwrap_or(&[]);
     // SAFETY: as above.
@@ -264,11 +279,7 @@ fn conv_params<'a>(a: &'a m2c_conv_args) -> Result<(DType, ConvParams<'a>), Erro
 }
 
 fn ssm_params<'a>(a: &'a m2c_ssm_args) -> Result<(DType, SsmParams<'a>), Error> {
-    check_struct_size::<m2c_ssm_args>(a.struct_size, "args", "m2c_ssm_args_init")?;
-    let io = dtype_arg(a.io_dtype, "args->io_dtype")?;
-    if a.A.is_null() {
-        return Err(Error::NullArg("args->A is NULL".into()));
-    }
+    let io = ssm_header(a)?;
     // SAFETY: pointer contracts of m2c_ssm_args.
     let (aa, d, dt_bias) = unsafe {
         (
@@ -486,8 +497,7 @@ pub unsafe extern "C" fn m2c_ssm_step(
 
 /// Builds the typed views of an `m2c_ssm_io`.
 fn ssm_buffers<'a>(io: &'a m2c_ssm_io, dtype: DType) -> Result<(SsmInputs<'a>, SliceMut<'a>), Error> {
-    check_struct_size::<m2c_ssm_io>(io.struct_size, "io", "m2c_ssm_io_init")?;
-    reserved_zero(io.reserved, "io")?;
+    io_header(io)?;
     let d = dtype.code();
     // SAFETY: pointer contracts of m2c_ssm_io.
     unsafe {
