@@ -11,7 +11,7 @@
 //! give bit-identical outputs. `x` enters the sum as given (in f32), before
 //! it is rounded to the storage dtype.
 
-use super::convert::Lane;
+use super::convert::{same, same_ref, Lane};
 use super::math;
 use crate::multiversion;
 
@@ -113,16 +113,6 @@ fn channels_any<S: Lane, I: Lane>(job: &ConvJob<'_, I>, c0: usize, win: &mut [S]
     }
 }
 
-/// `s` as a slice of `U` when `T` is `U`.
-#[inline(always)]
-fn same<T: 'static, U: 'static>(s: &mut [T]) -> Option<&mut [U]> {
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>() {
-        // SAFETY: T and U are the same type.
-        Some(unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
-    } else {
-        None
-    }
-}
 
 /// The hand-written AVX-512 path for kernel size 4 (what every Mamba2
 /// checkpoint uses), both window layouts (W = 4, HF/JAX; W = 3,
@@ -312,16 +302,6 @@ mod avx512 {
     }
 }
 
-/// `s` as a slice of `U` when `T` is `U`.
-#[inline(always)]
-fn same_ref<T: 'static, U: 'static>(s: &[T]) -> Option<&[U]> {
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>() {
-        // SAFETY: T and U are the same type.
-        Some(unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
-    } else {
-        None
-    }
-}
 
 /// Runs the AVX-512 path on the channels it covers and returns how many
 /// (a multiple of 16), or 0 where it does not apply.

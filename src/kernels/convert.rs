@@ -44,6 +44,28 @@ impl Lane for f16 {
     }
 }
 
+/// `s` as a slice of `U` when `T` is `U`.
+#[inline(always)]
+pub(crate) fn same<T: 'static, U: 'static>(s: &mut [T]) -> Option<&mut [U]> {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>() {
+        // SAFETY: T and U are the same type.
+        Some(unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
+    } else {
+        None
+    }
+}
+
+/// `s` as a slice of `U` when `T` is `U`.
+#[inline(always)]
+pub(crate) fn same_ref<T: 'static, U: 'static>(s: &[T]) -> Option<&[U]> {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>() {
+        // SAFETY: T and U are the same type.
+        Some(unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
+    } else {
+        None
+    }
+}
+
 /// f32 -> bf16 bits, round to nearest even; NaN stays a (quiet) NaN.
 #[inline(always)]
 pub fn f32_to_bf16_bits(v: f32) -> u16 {

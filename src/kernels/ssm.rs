@@ -181,9 +181,8 @@ struct Fast {
 /// state rows that a hand-written path takes.
 #[inline(always)]
 fn rows_as<S: Lane, T: 'static>(on: bool, rows: &mut [[S; 16]]) -> Option<&mut [[T; 16]]> {
-    if on && std::any::TypeId::of::<S>() == std::any::TypeId::of::<T>() {
-        // SAFETY: S is T (checked above), so this is the same slice.
-        Some(unsafe { std::slice::from_raw_parts_mut(rows.as_mut_ptr().cast(), rows.len()) })
+    if on {
+        super::convert::same::<[S; 16], [T; 16]>(rows)
     } else {
         None
     }
