@@ -43,6 +43,8 @@ pub trait DeviceMem {
     fn zero(&self, dst: &mut Self::Buf, offset: usize, bytes: usize) -> Result<()>;
     /// The device address of the allocation's first byte.
     fn address(&self, buf: &Self::Buf) -> u64;
+    /// Waits until every operation queued so far has finished.
+    fn synchronize(&self) -> Result<()>;
 }
 
 /// A device array: its address and its length in elements, which the
@@ -115,6 +117,17 @@ pub trait DeviceKernels: DeviceMem {
     fn ssm_step(&self, cfg: &Config, state: &mut Self::Buf, slots: &[i32], io: &DeviceSsmIo, p: &DeviceSsmParams) -> Result<()>;
     /// One conv step on `win` (one layer, `[num_slots][conv_dim][W]`).
     fn conv_step(&self, cfg: &Config, win: &mut Self::Buf, slots: &[i32], a: &DeviceConvArgs) -> Result<()>;
+    /// A prefill of `slots.len()` sequences in one launch: sequence `i`
+    /// (slot `slots[i]`, distinct, or negative for padding) owns token rows
+    /// `cu[i] .. cu[i+1]` (validated: `slots.len() + 1` offsets from 0,
+    /// never decreasing), run in order; bit-identical to its steps.
+    fn ssm_prefill(&self, cfg: &Config, state: &mut Self::Buf, slots: &[i32], cu: &[u64], io: &DeviceSsmIo, p: &DeviceSsmParams) -> Result<()>;
+    /// The conv prefill, as `ssm_prefill`.
+    fn conv_prefill(&self, cfg: &Config, win: &mut Self::Buf, slots: &[i32], cu: &[u64], a: &DeviceConvArgs) -> Result<()>;
+    /// Queues everything after this call on `stream` (a device stream
+    /// handle; 0 for the device's default stream), after waiting for the
+    /// work queued so far. Validates the handle as far as the device can.
+    fn set_stream(&mut self, stream: u64) -> Result<()>;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,6 +143,14 @@ pub struct DeviceCache<D: DeviceMem> {
     host: Cache,
     conv: Vec<D::Buf>,
     ssm: Vec<D::Buf>,
+}
+
+impl<D: DeviceMem> Drop for DeviceCache<D> {
+    fn drop(&mut self) {
+        // Kernels the caller queued on its own stream may still use the
+        // buffers freed next; nothing can report an error from here.
+        let _ = self.dev.synchronize();
+    }
 }
 
 impl<D: DeviceMem> std::fmt::Debug for DeviceCache<D> {
@@ -461,74 +482,35 @@ impl<D: DeviceKernels> DeviceCache<D> {
         self.dev.conv_step(&self.cfg, &mut self.conv[layer as usize], &rs, a)
     }
 
-    /// As [`Cache::ssm_prefill`], on device arrays: token by token (the
-    /// same computation as the host prefill, which is bit-identical to
-    /// token-by-token steps), one launch per token.
+    /// As [`Cache::ssm_prefill`], on device arrays, all sequences in one
+    /// launch (bit-identical to the device's token-by-token steps).
     pub fn ssm_prefill(&mut self, layer: u32, slots: Slots<'_>, cu_seqlens: &[u64], io: &DeviceSsmIo, p: &DeviceSsmParams) -> Result<()> {
         self.one_layer(layer)?;
         let rs = row_slots(slots, self.num_slots())?;
         let total = crate::kernels::check_cu(cu_seqlens, rs.len())?;
         self.check_ssm(io, p, total)?;
-        let cfg = self.cfg;
-        let (h, hd, n, g) = (cfg.num_heads as usize, cfg.head_dim as usize, cfg.state_size as usize, cfg.n_groups as usize);
-        let es = io.dtype.size() as u64;
-        let at = |a: DevArray, t: u64, per: usize| {
-            if a.addr == 0 {
-                a
-            } else {
-                DevArray::new(a.addr + t * per as u64 * es, per)
-            }
-        };
-        self.prefill_tokens(&rs, cu_seqlens, |dev, buf, slot, t| {
-            let io1 = DeviceSsmIo {
-                dtype: io.dtype,
-                x: at(io.x, t, h * hd),
-                dt: at(io.dt, t, h),
-                b: at(io.b, t, g * n),
-                c: at(io.c, t, g * n),
-                z: at(io.z, t, h * hd),
-                y: at(io.y, t, h * hd),
-            };
-            dev.ssm_step(&cfg, buf, &[slot], &io1, p)
-        }, Part::Ssm, layer)
+        if total == 0 {
+            return Ok(());
+        }
+        self.dev.ssm_prefill(&self.cfg, &mut self.ssm[layer as usize], &rs, cu_seqlens, io, p)
     }
 
-    /// As [`Cache::conv_prefill`], on device arrays, token by token.
+    /// As [`Cache::conv_prefill`], on device arrays, in one launch.
     pub fn conv_prefill(&mut self, layer: u32, slots: Slots<'_>, cu_seqlens: &[u64], a: &DeviceConvArgs) -> Result<()> {
         self.one_layer(layer)?;
         let rs = row_slots(slots, self.num_slots())?;
         let total = crate::kernels::check_cu(cu_seqlens, rs.len())?;
         self.check_conv(a, total)?;
-        let cfg = self.cfg;
-        let dim = self.shape().conv_dim;
-        let per = dim as u64 * a.dtype.size() as u64;
-        self.prefill_tokens(&rs, cu_seqlens, |dev, buf, slot, t| {
-            let a1 = DeviceConvArgs { x: DevArray::new(a.x.addr + t * per, dim), out: DevArray::new(a.out.addr + t * per, dim), ..*a };
-            dev.conv_step(&cfg, buf, &[slot], &a1)
-        }, Part::Conv, layer)
+        if total == 0 {
+            return Ok(());
+        }
+        self.dev.conv_prefill(&self.cfg, &mut self.conv[layer as usize], &rs, cu_seqlens, a)
     }
 
-    /// Runs `step` for every token `t` of every sequence, in order within
-    /// each sequence (padding sequences included: their outputs are
-    /// zeroed by the step and their state untouched).
-    fn prefill_tokens(
-        &mut self,
-        rs: &[i32],
-        cu: &[u64],
-        step: impl Fn(&D, &mut D::Buf, i32, u64) -> Result<()>,
-        part: Part,
-        layer: u32,
-    ) -> Result<()> {
-        let buf = match part {
-            Part::Conv => &mut self.conv[layer as usize],
-            Part::Ssm => &mut self.ssm[layer as usize],
-        };
-        for (r, &slot) in rs.iter().enumerate() {
-            for t in cu[r]..cu[r + 1] {
-                step(&self.dev, buf, slot, t)?;
-            }
-        }
-        Ok(())
+    /// Queues the kernel calls and transfers that follow on `stream` (see
+    /// [`DeviceKernels::set_stream`]).
+    pub fn set_stream(&mut self, stream: u64) -> Result<()> {
+        self.dev.set_stream(stream)
     }
 
     /// The checks of the host `ssm_step` that do not read the arrays.
@@ -621,6 +603,7 @@ pub trait DeviceApi: Send + Sync {
     fn conv_step(&mut self, layer: u32, slots: Slots<'_>, a: &DeviceConvArgs) -> Result<()>;
     fn ssm_prefill(&mut self, layer: u32, slots: Slots<'_>, cu: &[u64], io: &DeviceSsmIo, p: &DeviceSsmParams) -> Result<()>;
     fn conv_prefill(&mut self, layer: u32, slots: Slots<'_>, cu: &[u64], a: &DeviceConvArgs) -> Result<()>;
+    fn set_stream(&mut self, stream: u64) -> Result<()>;
 }
 
 impl<D> DeviceApi for DeviceCache<D>
@@ -702,5 +685,8 @@ where
     }
     fn conv_prefill(&mut self, layer: u32, slots: Slots<'_>, cu: &[u64], a: &DeviceConvArgs) -> Result<()> {
         DeviceCache::conv_prefill(self, layer, slots, cu, a)
+    }
+    fn set_stream(&mut self, stream: u64) -> Result<()> {
+        DeviceCache::set_stream(self, stream)
     }
 }

@@ -6,7 +6,8 @@
 //! device-to-device copy of the same bytes; and the C API on a
 //! device-resident cache (`M2C_DEVICE_CUDA`) against a CPU cache: every
 //! copy-style call, views, snapshots, files, and the kernel calls on
-//! device buffers. Built with `--features cuda`; exits 0 only if every
+//! device buffers, prefill with cu_seqlens (against the CPU and, bit for
+//! bit, against device steps) and a caller's stream. Built with `--features cuda`; exits 0 only if every
 //! check passed. Prints a report (markdown).
 
 use cudarc::driver::{CudaSlice, CudaStream};
@@ -258,18 +259,22 @@ fn status_ok(s: m2c::ffi::m2c_status) -> Result<(), String> {
     }
 }
 
-/// The C API on a device cache, call by call against a CPU cache fed the
-/// same inputs (kernel inputs uploaded to device buffers for the device
-/// cache). States are compared exactly where no kernel ran on them, within
-/// the kernel tolerances where one did.
-fn check_api(gpu: &Gpu, st: DType) -> Vec<Check> {
+/// Device address of a buffer, as the C API takes it.
+fn addr<T>(s: &Arc<CudaStream>, b: &CudaSlice<T>) -> usize {
+    use cudarc::driver::DevicePtr;
+    let (p, _g) = b.device_ptr(s);
+    p as usize
+}
+
+/// A config for the C API checks: 2 layers, 6 slots, 8 heads of 64 x 128.
+fn api_config(st: DType) -> m2c::ffi::m2c_config {
     use m2c::ffi::*;
-    let mut out: Vec<Check> = Vec::new();
     let mut cfg = std::mem::MaybeUninit::<m2c_config>::zeroed();
-    // SAFETY: valid storage.
-    unsafe { m2c_config_init(cfg.as_mut_ptr()) };
-    // SAFETY: initialised above.
-    let mut cfg = unsafe { cfg.assume_init() };
+    // SAFETY: valid storage, initialised by the call.
+    let mut cfg = unsafe {
+        m2c_config_init(cfg.as_mut_ptr());
+        cfg.assume_init()
+    };
     cfg.num_layers = 2;
     cfg.num_slots = 6;
     cfg.intermediate_size = 512;
@@ -279,6 +284,228 @@ fn check_api(gpu: &Gpu, st: DType) -> Vec<Check> {
     cfg.n_groups = 2;
     cfg.ssm_dtype = st.code();
     cfg.conv_dtype = DType::BF16.code();
+    cfg
+}
+
+/// The prefill calls with cu_seqlens on a device cache: one launch per
+/// layer against the CPU cache's prefill (within the kernel tolerances)
+/// and bit for bit against the same tokens as single steps on a second
+/// device cache; then the same step queued on a stream of the caller's
+/// (`m2c_set_stream`).
+fn check_prefill_api(gpu: &Gpu, st: DType) -> Vec<Check> {
+    use m2c::ffi::*;
+    let mut out: Vec<Check> = Vec::new();
+    let cfg = api_config(st);
+    let mut hs = [std::ptr::null_mut(); 3];
+    for (i, d) in [M2C_DEVICE_CPU, M2C_DEVICE_CUDA, M2C_DEVICE_CUDA].into_iter().enumerate() {
+        let mut c = cfg;
+        c.device = d;
+        // SAFETY: valid pointers.
+        if let Err(e) = status_ok(unsafe { m2c_create(&c, &mut hs[i]) }) {
+            out.push((format!("m2c_create (device {d})"), false, e));
+            return out;
+        }
+    }
+    let [cpu, dev, steps] = hs;
+    let (h, p, n, g) = (8usize, 64usize, 128usize, 2usize);
+    let dim = 512 + 2 * g * n;
+    let s = &gpu.stream;
+    let mut rng = Rng(0x5EED + st.code() as u64);
+    // Sequences: slot 3 (5 tokens), padding (2), slot 0 (none), slot 5 (7).
+    let slots = [3i32, -1, 0, 5];
+    let cu: [u64; 5] = [0, 5, 7, 7, 14];
+    let t = cu[4] as usize;
+    let state = rng.vec(6 * h * p * n, 0.5);
+    let win = rng.vec(6 * dim * 4, 1.0);
+    let mut push = |name: &str, r: Result<(), String>| out.push((name.to_string(), r.is_ok(), r.err().unwrap_or_default()));
+    let mut init = Ok(());
+    for c in hs {
+        // SAFETY: valid pointers and lengths (slots NULL: every slot).
+        init = init.and_then(|_| unsafe {
+            status_ok(m2c_update_ssm(c, 0, std::ptr::null(), 6, state.as_ptr().cast(), M2C_DTYPE_F32, state.len()))
+                .and_then(|_| status_ok(m2c_set_conv(c, 0, std::ptr::null(), 6, win.as_ptr().cast(), M2C_DTYPE_F32, win.len())))
+        });
+    }
+    push("same starting state in all three caches", init);
+    let x = rng.vec(t * dim, 1.0);
+    let w = rng.vec(dim * 4, 0.5);
+    let bias = rng.vec(dim, 0.1);
+    let (xs, dts, bs, cs, zs) = (rng.vec(t * h * p, 1.0), rng.vec(t * h, 1.0), rng.vec(t * g * n, 1.0), rng.vec(t * g * n, 1.0), rng.vec(t * h * p, 2.0));
+    let a_log: Vec<f32> = (0..h).map(|i| -0.25 - 0.25 * i as f32).collect();
+    let (dx, dw, db) = (upf(s, &x), upf(s, &w), upf(s, &bias));
+    let (dxs, ddt, dbs, dcs, dzs, da) = (upf(s, &xs), upf(s, &dts), upf(s, &bs), upf(s, &cs), upf(s, &zs), upf(s, &a_log));
+    // Outputs poisoned, to catch unwritten elements.
+    let (mut co, mut y) = (vec![f32::NAN; t * dim], vec![f32::NAN; t * h * p]);
+    let (dco, dy) = (upf(s, &co), upf(s, &y));
+    let (dco2, dy2) = (upf(s, &co), upf(s, &y));
+    let conv_args = |weight: *const f32, bias_p: *const f32| {
+        let mut a = std::mem::MaybeUninit::<m2c_conv_args>::zeroed();
+        // SAFETY: valid storage, initialised by the call.
+        let mut a = unsafe {
+            m2c_conv_args_init(a.as_mut_ptr());
+            a.assume_init()
+        };
+        a.weight = weight;
+        a.weight_len = dim * 4;
+        a.bias = bias_p;
+        a.bias_len = dim;
+        a
+    };
+    let ssm_args = |a_p: *const f32| {
+        let mut a = std::mem::MaybeUninit::<m2c_ssm_args>::zeroed();
+        // SAFETY: as above.
+        let mut a = unsafe {
+            m2c_ssm_args_init(a.as_mut_ptr());
+            a.assume_init()
+        };
+        a.A = a_p;
+        a.A_len = h;
+        a.D = a_p;
+        a.D_len = h;
+        a
+    };
+    // io for token rows t0..t0+rows, f32, at base addresses (host or device).
+    let ssm_io = |base: [usize; 6], t0: usize, rows: usize| {
+        let mut io = std::mem::MaybeUninit::<m2c_ssm_io>::zeroed();
+        // SAFETY: as above.
+        let mut io = unsafe {
+            m2c_ssm_io_init(io.as_mut_ptr());
+            io.assume_init()
+        };
+        let at = |b: usize, per: usize| (b + 4 * t0 * per) as *const std::ffi::c_void;
+        io.x = at(base[0], h * p);
+        io.x_len = rows * h * p;
+        io.dt = at(base[1], h);
+        io.dt_len = rows * h;
+        io.B = at(base[2], g * n);
+        io.B_len = rows * g * n;
+        io.C = at(base[3], g * n);
+        io.C_len = rows * g * n;
+        io.z = at(base[4], h * p);
+        io.z_len = rows * h * p;
+        io.y = at(base[5], h * p) as *mut _;
+        io.y_len = rows * h * p;
+        io
+    };
+    let host_io = [xs.as_ptr() as usize, dts.as_ptr() as usize, bs.as_ptr() as usize, cs.as_ptr() as usize, zs.as_ptr() as usize, y.as_mut_ptr() as usize];
+    let dev_io = |yb: &CudaSlice<f32>| [addr(s, &dxs), addr(s, &ddt), addr(s, &dbs), addr(s, &dcs), addr(s, &dzs), addr(s, yb)];
+    let (hw, hb) = (w.as_ptr(), bias.as_ptr());
+    let (dwp, dbp, dap) = (addr(s, &dw) as *const f32, addr(s, &db) as *const f32, addr(s, &da) as *const f32);
+    // SAFETY (all calls below): valid pointers and lengths, host buffers
+    // for the CPU cache and device buffers for the device caches.
+    let run = unsafe {
+        let ca = conv_args(hw, hb);
+        status_ok(m2c_conv_prefill(cpu, 0, slots.as_ptr(), 4, cu.as_ptr(), 5, x.as_ptr().cast(), x.len(), co.as_mut_ptr().cast(), co.len(), &ca))
+            .and_then(|_| status_ok(m2c_ssm_prefill(cpu, 0, slots.as_ptr(), 4, cu.as_ptr(), 5, &ssm_io(host_io, 0, t), &ssm_args(a_log.as_ptr()))))
+            .and_then(|_| {
+                let ca = conv_args(dwp, dbp);
+                status_ok(m2c_conv_prefill(dev, 0, slots.as_ptr(), 4, cu.as_ptr(), 5, addr(s, &dx) as *const _, x.len(), addr(s, &dco) as *mut _, co.len(), &ca))
+            })
+            .and_then(|_| status_ok(m2c_ssm_prefill(dev, 0, slots.as_ptr(), 4, cu.as_ptr(), 5, &ssm_io(dev_io(&dy), 0, t), &ssm_args(dap))))
+            .and_then(|_| {
+                // The same tokens one step at a time, sequence by sequence.
+                let ca = conv_args(dwp, dbp);
+                let sa = ssm_args(dap);
+                let mut r = Ok(());
+                for (i, slot) in slots.iter().enumerate() {
+                    for tok in cu[i] as usize..cu[i + 1] as usize {
+                        r = r
+                            .and_then(|_| {
+                                status_ok(m2c_conv_step(steps, 0, slot, 1, (addr(s, &dx) + 4 * tok * dim) as *const _, dim, (addr(s, &dco2) + 4 * tok * dim) as *mut _, dim, &ca))
+                            })
+                            .and_then(|_| status_ok(m2c_ssm_step(steps, 0, slot, 1, &ssm_io(dev_io(&dy2), tok, 1), &sa)));
+                    }
+                }
+                r
+            })
+    };
+    let read = |c: *mut m2c_cache| -> (Vec<f32>, Vec<f32>) {
+        let mut ss = vec![0f32; 6 * h * p * n];
+        let mut cw = vec![0f32; 6 * dim * 4];
+        // SAFETY: valid pointers and lengths.
+        unsafe {
+            m2c_read_ssm(c, 0, std::ptr::null(), 6, ss.as_mut_ptr().cast(), M2C_DTYPE_F32, ss.len());
+            m2c_read_conv(c, 0, std::ptr::null(), 6, cw.as_mut_ptr().cast(), M2C_DTYPE_F32, cw.len());
+        }
+        (ss, cw)
+    };
+    let checked = run.and_then(|_| {
+        let (gco, gy) = (s.clone_dtoh(&dco).unwrap(), s.clone_dtoh(&dy).unwrap());
+        let ((cs_, cw), (ds, dw_)) = (read(cpu), read(dev));
+        let errs = [rel(&gco, &co), rel(&gy, &y), rel(&ds, &cs_), rel(&dw_, &cw)];
+        let lim = [tol(DType::F32), tol(st).max(tol(DType::F32)), tol(st), tol(DType::BF16)];
+        let padding_zero = gco[5 * dim..7 * dim].iter().chain(&gy[5 * h * p..7 * h * p]).all(|v| *v == 0.0);
+        if gco.iter().chain(&gy).any(|v| v.is_nan()) {
+            Err("an output element was left unwritten (NaN poison)".into())
+        } else if !padding_zero {
+            Err("padding rows are not zero".into())
+        } else if errs.iter().zip(lim).any(|(e, l)| e.is_nan() || *e > l) {
+            Err(format!("rel err conv out {:.2e}, y {:.2e}, state {:.2e}, window {:.2e}", errs[0], errs[1], errs[2], errs[3]))
+        } else {
+            Ok(())
+        }
+    });
+    push("m2c_conv_prefill + m2c_ssm_prefill (one launch each) vs CPU prefill", checked);
+    let same = (|| {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        if bits(&s.clone_dtoh(&dco).unwrap()) != bits(&s.clone_dtoh(&dco2).unwrap()) || bits(&s.clone_dtoh(&dy).unwrap()) != bits(&s.clone_dtoh(&dy2).unwrap()) {
+            return Err("outputs differ".to_string());
+        }
+        let ((a1, b1), (a2, b2)) = (read(dev), read(steps));
+        if bits(&a1) != bits(&a2) || bits(&b1) != bits(&b2) {
+            return Err("states differ".to_string());
+        }
+        Ok(())
+    })();
+    push("device prefill bit-identical to the same tokens as device steps", same);
+    // A stream of the caller's: the step is queued there, reads wait for it.
+    let streamed = (|| {
+        let stream = gpu.ctx.new_stream().map_err(|e| e.to_string())?;
+        let before = read(dev).0;
+        let ca = conv_args(dwp, dbp);
+        // SAFETY: a live stream of this device's primary context, kept
+        // alive until the cache is back on the default stream.
+        unsafe {
+            status_ok(m2c_set_stream(dev, stream.cu_stream().cast()))?;
+            status_ok(m2c_set_stream(steps, stream.cu_stream().cast()))?;
+            let sa = ssm_args(dap);
+            for c in [dev, steps] {
+                status_ok(m2c_ssm_step(c, 0, slots.as_ptr(), 4, &ssm_io(dev_io(if c == dev { &dy } else { &dy2 }), 0, 4), &sa))?;
+                status_ok(m2c_conv_step(c, 0, slots.as_ptr(), 4, addr(s, &dx) as *const _, 4 * dim, addr(s, &dco) as *mut _, 4 * dim, &ca))?;
+            }
+        }
+        let (after, other) = (read(dev).0, read(steps).0);
+        // SAFETY: NULL selects the default stream again.
+        unsafe {
+            status_ok(m2c_set_stream(dev, std::ptr::null_mut()))?;
+            status_ok(m2c_set_stream(steps, std::ptr::null_mut()))?;
+        }
+        if after == before {
+            Err("the state did not change".into())
+        } else if after.iter().zip(&other).any(|(a, b)| a.to_bits() != b.to_bits()) {
+            Err("two caches given the same step on the stream differ".into())
+        } else {
+            Ok(())
+        }
+    })();
+    push("m2c_set_stream: steps queued on a caller's stream, reads see them", streamed);
+    // SAFETY: live handles, destroyed once.
+    unsafe {
+        for c in hs {
+            m2c_destroy(c);
+        }
+    }
+    out
+}
+
+/// The C API on a device cache, call by call against a CPU cache fed the
+/// same inputs (kernel inputs uploaded to device buffers for the device
+/// cache). States are compared exactly where no kernel ran on them, within
+/// the kernel tolerances where one did.
+fn check_api(gpu: &Gpu, st: DType) -> Vec<Check> {
+    use m2c::ffi::*;
+    let mut out: Vec<Check> = Vec::new();
+    let cfg = api_config(st);
     let mut handles = [std::ptr::null_mut(); 2];
     for (i, dev) in [M2C_DEVICE_CPU, M2C_DEVICE_CUDA].into_iter().enumerate() {
         let mut c = cfg;
@@ -528,7 +755,7 @@ fn main() {
     println!("\n## The C API on a device-resident cache (M2C_DEVICE_CUDA) against a CPU cache\n");
     println!("| ssm state | call | result | detail |\n|---|---|---|---|");
     for st in [DType::F32, DType::BF16] {
-        for (name, ok, detail) in check_api(&gpu, st) {
+        for (name, ok, detail) in check_api(&gpu, st).into_iter().chain(check_prefill_api(&gpu, st)) {
             all_ok &= ok;
             println!("| {} | {name} | {} | {detail} |", st.name(), if ok { "ok" } else { "FAILED" });
         }

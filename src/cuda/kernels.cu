@@ -30,129 +30,155 @@ template <> __device__ __forceinline__ f16_t st<f16_t>(float v) {
     return r;
 }
 
-// One block per (head, row); warp w updates channels p = w, w + warps, ...;
-// lane l covers state elements [l*VEC, l*VEC + VEC) + 32*VEC*i of a row.
+// Tokens of one sequence: `cu == nullptr` means a decode step (sequence
+// `seq` is token row `seq`); otherwise sequence `seq` owns token rows
+// cu[seq] .. cu[seq+1], run in order. Prefill and step share every line
+// of the per-token code, so a prefill is bit-identical to its steps.
+__device__ __forceinline__ void seq_tokens(const unsigned long long* cu, int seq, size_t* t0, size_t* t1) {
+    if (cu) {
+        *t0 = (size_t)cu[seq];
+        *t1 = (size_t)cu[seq + 1];
+    } else {
+        *t0 = (size_t)seq;
+        *t1 = (size_t)seq + 1;
+    }
+}
+
+// One block per (sequence, head); warp w updates channels p = w, w + warps,
+// ...; lane l covers state elements [l*VEC, l*VEC + VEC) + 32*VEC*i of a
+// row. For each token the block converts B and C of the head's group to
+// f32 in shared memory once; every warp reuses them for each channel.
 template <typename S, typename I, int VEC>
-__device__ void ssm_step(S* __restrict__ state, const int* __restrict__ slots, const I* __restrict__ x,
-                         const I* __restrict__ dt, const I* __restrict__ B, const I* __restrict__ C,
-                         const I* __restrict__ z, I* __restrict__ y, const float* __restrict__ A,
-                         const float* __restrict__ D, const float* __restrict__ dt_bias, int H, int P, int N,
-                         int G, int softplus, int clamp, float dt_min, float dt_max) {
-    const int h = blockIdx.x, row = blockIdx.y;
+__device__ void ssm_run(S* __restrict__ state, const int* __restrict__ slots, const unsigned long long* __restrict__ cu,
+                        const I* __restrict__ x, const I* __restrict__ dt, const I* __restrict__ B,
+                        const I* __restrict__ C, const I* __restrict__ z, I* __restrict__ y,
+                        const float* __restrict__ A, const float* __restrict__ D, const float* __restrict__ dt_bias,
+                        int H, int P, int N, int G, int softplus, int clamp, float dt_min, float dt_max) {
+    const int seq = blockIdx.x, h = blockIdx.y;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    const int slot = slots[row];
-    I* yh = y + ((size_t)row * H + h) * P;
+    const int slot = slots[seq];
+    size_t t0, t1;
+    seq_tokens(cu, seq, &t0, &t1);
     if (slot < 0) {
-        for (int p = threadIdx.x; p < P; p += blockDim.x) yh[p] = st<I>(0.f);
+        for (size_t t = t0; t < t1; t++) {
+            I* yh = y + (t * H + h) * P;
+            for (int p = threadIdx.x; p < P; p += blockDim.x) yh[p] = st<I>(0.f);
+        }
         return;
     }
     const int g = h / (H / G);
-    float d = ld(dt[(size_t)row * H + h]) + (dt_bias ? dt_bias[h] : 0.f);
-    if (softplus) d = d <= 20.f ? log1pf(expf(d)) : d;
-    if (clamp) d = fminf(fmaxf(d, dt_min), dt_max);
-    const float dA = expf(d * A[h]);
+    const float Ah = A[h];
     const float Dh = D ? D[h] : 0.f;
-    // B and C of this head's group, converted to f32 once per block: every
-    // warp reuses them for each of its channels.
+    const float bias = dt_bias ? dt_bias[h] : 0.f;
     extern __shared__ float bc[];
     float* Bs = bc;
     float* Cs = bc + N;
-    const I* Bg = B + ((size_t)row * G + g) * N;
-    const I* Cg = C + ((size_t)row * G + g) * N;
-    for (int i = threadIdx.x; i < N; i += blockDim.x) {
-        Bs[i] = ld(Bg[i]);
-        Cs[i] = ld(Cg[i]);
-    }
-    __syncthreads();
-    const I* xh = x + ((size_t)row * H + h) * P;
     S* sh = state + ((size_t)slot * H + h) * (size_t)P * N;
-    for (int p = warp; p < P; p += warps) {
-        const float xp = ld(xh[p]);
-        const float dtx = d * xp;
-        S* r = sh + (size_t)p * N;
-        float acc = 0.f;
-        for (int n0 = lane * VEC; n0 < N; n0 += 32 * VEC) {
-            S v[VEC];
-            if (VEC > 1) {
-                *(vec16*)v = *(const vec16*)(r + n0);
-            } else {
-                v[0] = r[n0];
-            }
-#pragma unroll
-            for (int k = 0; k < VEC; k++) {
-                const float s = ld(v[k]) * dA + dtx * Bs[n0 + k];
-                v[k] = st<S>(s);
-                acc += s * Cs[n0 + k];
-            }
-            if (VEC > 1) {
-                *(vec16*)(r + n0) = *(const vec16*)v;
-            } else {
-                r[n0] = v[0];
-            }
+    for (size_t t = t0; t < t1; t++) {
+        float d = ld(dt[t * H + h]) + bias;
+        if (softplus) d = d <= 20.f ? log1pf(expf(d)) : d;
+        if (clamp) d = fminf(fmaxf(d, dt_min), dt_max);
+        const float dA = expf(d * Ah);
+        const I* Bg = B + (t * G + g) * N;
+        const I* Cg = C + (t * G + g) * N;
+        __syncthreads();  // every warp is done with the previous token's B and C
+        for (int i = threadIdx.x; i < N; i += blockDim.x) {
+            Bs[i] = ld(Bg[i]);
+            Cs[i] = ld(Cg[i]);
         }
+        __syncthreads();
+        const I* xh = x + (t * H + h) * P;
+        I* yh = y + (t * H + h) * P;
+        for (int p = warp; p < P; p += warps) {
+            const float xp = ld(xh[p]);
+            const float dtx = d * xp;
+            S* r = sh + (size_t)p * N;
+            float acc = 0.f;
+            for (int n0 = lane * VEC; n0 < N; n0 += 32 * VEC) {
+                S v[VEC];
+                if (VEC > 1) {
+                    *(vec16*)v = *(const vec16*)(r + n0);
+                } else {
+                    v[0] = r[n0];
+                }
 #pragma unroll
-        for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-        if (lane == 0) {
-            float out = acc + Dh * xp;
-            if (z) {
-                const float zv = ld(z[((size_t)row * H + h) * P + p]);
-                out *= zv / (1.f + expf(-zv));
+                for (int k = 0; k < VEC; k++) {
+                    const float s = ld(v[k]) * dA + dtx * Bs[n0 + k];
+                    v[k] = st<S>(s);
+                    acc += s * Cs[n0 + k];
+                }
+                if (VEC > 1) {
+                    *(vec16*)(r + n0) = *(const vec16*)v;
+                } else {
+                    r[n0] = v[0];
+                }
             }
-            yh[p] = st<I>(out);
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+            if (lane == 0) {
+                float out = acc + Dh * xp;
+                if (z) {
+                    const float zv = ld(z[(t * H + h) * P + p]);
+                    out *= zv / (1.f + expf(-zv));
+                }
+                yh[p] = st<I>(out);
+            }
         }
     }
 }
 
-// One thread per (channel, row).
+// One thread per (sequence, channel), running the sequence's tokens in
+// order.
 template <typename S, typename I>
-__device__ void conv_step(S* __restrict__ win, const int* __restrict__ slots, const I* __restrict__ x,
-                          I* __restrict__ out, const float* __restrict__ weight, const float* __restrict__ bias,
-                          int dim, int K, int W, int silu) {
-    const int c = blockIdx.x * blockDim.x + threadIdx.x, row = blockIdx.y;
+__device__ void conv_run(S* __restrict__ win, const int* __restrict__ slots, const unsigned long long* __restrict__ cu,
+                         const I* __restrict__ x, I* __restrict__ out, const float* __restrict__ weight,
+                         const float* __restrict__ bias, int dim, int K, int W, int silu) {
+    const int seq = blockIdx.x, c = blockIdx.y * blockDim.x + threadIdx.x;
     if (c >= dim) return;
-    const int slot = slots[row];
+    const int slot = slots[seq];
+    size_t t0, t1;
+    seq_tokens(cu, seq, &t0, &t1);
     if (slot < 0) {
-        out[(size_t)row * dim + c] = st<I>(0.f);
+        for (size_t t = t0; t < t1; t++) out[t * dim + c] = st<I>(0.f);
         return;
     }
     S* w = win + ((size_t)slot * dim + c) * W;
-    const float xv = ld(x[(size_t)row * dim + c]);
-    const float* t = weight + (size_t)c * K;
-    float sum = 0.f;
-    for (int k = 0; k < K - 1; k++) sum += ld(w[W - (K - 1) + k]) * t[k];
-    sum += xv * t[K - 1];
-    if (bias) sum += bias[c];
-    if (silu) sum = sum / (1.f + expf(-sum));
-    out[(size_t)row * dim + c] = st<I>(sum);
-    for (int k = 0; k < W - 1; k++) w[k] = w[k + 1];
-    w[W - 1] = st<S>(xv);
+    const float* tap = weight + (size_t)c * K;
+    const float b = bias ? bias[c] : 0.f;
+    for (size_t t = t0; t < t1; t++) {
+        const float xv = ld(x[t * dim + c]);
+        float sum = 0.f;
+        for (int k = 0; k < K - 1; k++) sum += ld(w[W - (K - 1) + k]) * tap[k];
+        sum += xv * tap[K - 1];
+        if (bias) sum += b;
+        if (silu) sum = sum / (1.f + expf(-sum));
+        out[t * dim + c] = st<I>(sum);
+        for (int k = 0; k < W - 1; k++) w[k] = w[k + 1];
+        w[W - 1] = st<S>(xv);
+    }
 }
 
-#define M2C_SSM(SN, S, IN, I)                                                                              \
-    extern "C" __global__ void ssm_step_##SN##_##IN##_vec(                                                 \
-        S* state, const int* slots, const I* x, const I* dt, const I* B, const I* C, const I* z, I* y,     \
-        const float* A, const float* D, const float* dt_bias, int H, int P, int N, int G, int softplus,    \
-        int clamp, float dt_min, float dt_max) {                                                           \
-        ssm_step<S, I, 16 / sizeof(S)>(state, slots, x, dt, B, C, z, y, A, D, dt_bias, H, P, N, G,         \
-                                       softplus, clamp, dt_min, dt_max);                                   \
-    }                                                                                                      \
-    extern "C" __global__ void ssm_step_##SN##_##IN##_scalar(                                              \
-        S* state, const int* slots, const I* x, const I* dt, const I* B, const I* C, const I* z, I* y,     \
-        const float* A, const float* D, const float* dt_bias, int H, int P, int N, int G, int softplus,    \
-        int clamp, float dt_min, float dt_max) {                                                           \
-        ssm_step<S, I, 1>(state, slots, x, dt, B, C, z, y, A, D, dt_bias, H, P, N, G, softplus, clamp,     \
-                          dt_min, dt_max);                                                                 \
-    }                                                                                                      \
-    extern "C" __global__ void conv_step_##SN##_##IN(S* win, const int* slots, const I* x, I* out,         \
-                                                     const float* weight, const float* bias, int dim,      \
-                                                     int K, int W, int silu) {                             \
-        conv_step<S, I>(win, slots, x, out, weight, bias, dim, K, W, silu);                               \
+#define M2C_SSM_ARGS(S, I)                                                                                  \
+    S *state, const int *slots, const unsigned long long *cu, const I *x, const I *dt, const I *B, const I *C, \
+        const I *z, I *y, const float *A, const float *D, const float *dt_bias, int H, int P, int N, int G,    \
+        int softplus, int clamp, float dt_min, float dt_max
+#define M2C_SSM_PASS state, slots, cu, x, dt, B, C, z, y, A, D, dt_bias, H, P, N, G, softplus, clamp, dt_min, dt_max
+
+#define M2C_KERNELS(SN, S, IN, I)                                                                           \
+    extern "C" __global__ void ssm_##SN##_##IN##_vec(M2C_SSM_ARGS(S, I)) {                                 \
+        ssm_run<S, I, 16 / sizeof(S)>(M2C_SSM_PASS);                                                        \
+    }                                                                                                       \
+    extern "C" __global__ void ssm_##SN##_##IN##_scalar(M2C_SSM_ARGS(S, I)) { ssm_run<S, I, 1>(M2C_SSM_PASS); } \
+    extern "C" __global__ void conv_##SN##_##IN(S* win, const int* slots, const unsigned long long* cu,       \
+                                                const I* x, I* out, const float* weight, const float* bias,  \
+                                                int dim, int K, int W, int silu) {                           \
+        conv_run<S, I>(win, slots, cu, x, out, weight, bias, dim, K, W, silu);                               \
     }
 
 #define M2C_IO(SN, S)          \
-    M2C_SSM(SN, S, f32, float) \
-    M2C_SSM(SN, S, bf16, bf16_t) \
-    M2C_SSM(SN, S, f16, f16_t)
+    M2C_KERNELS(SN, S, f32, float) \
+    M2C_KERNELS(SN, S, bf16, bf16_t) \
+    M2C_KERNELS(SN, S, f16, f16_t)
 
 M2C_IO(f32, float)
 M2C_IO(bf16, bf16_t)

@@ -27,14 +27,13 @@ pub fn libraries_present() -> bool {
 }
 
 /// Compiles the kernels to PTX for `arch` (e.g. "compute_90"); needs only
-/// NVRTC, no GPU. Returns the PTX size in bytes.
-pub fn compile(arch: &'static str) -> Result<usize> {
+/// NVRTC, no GPU. Returns the PTX text.
+pub fn compile(arch: &'static str) -> Result<String> {
     // SAFETY: only tries to dlopen the library.
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
         return Err(Error::Unsupported("CUDA: NVRTC (libnvrtc) not found".into()));
     }
-    let ptx = ptx(arch)?;
-    Ok(ptx.to_src().len())
+    Ok(ptx(arch)?.to_src().to_string())
 }
 
 fn ptx(arch: &'static str) -> Result<cudarc::nvrtc::Ptx> {
@@ -140,15 +139,18 @@ impl Gpu {
         };
         // SAFETY: every address comes from a live buffer held (with its
         // guard) until the launch is queued; sizes are the caller's contract.
-        unsafe { self.launch_ssm(state_dtype, shape, state, slots, rows, &io, &params) }
+        unsafe { self.launch_ssm(state_dtype, shape, state, slots, 0, rows, &io, &params) }
     }
 
-    /// Launches the SSM step kernel on device addresses.
+    /// Launches the SSM kernel on device addresses: a decode step of
+    /// `seqs` rows when `cu` is 0, else a prefill of `seqs` sequences whose
+    /// token rows `cu` (`seqs + 1` u64 offsets) delimits.
     ///
     /// # Safety
     /// Every address must point to a live device array of the size the
-    /// shape and `rows` imply (0 for the optional ones), `slots` to `rows`
-    /// int32 slot indices below the buffer's slot count (or negative).
+    /// shape and the token count imply (0 for the optional ones), `slots`
+    /// to `seqs` distinct int32 slot indices below the buffer's slot count
+    /// (or negative), `cu` (if not 0) to valid offsets.
     #[allow(clippy::too_many_arguments)]
     unsafe fn launch_ssm(
         &self,
@@ -156,30 +158,28 @@ impl Gpu {
         shape: SsmShape,
         state: u64,
         slots: u64,
-        rows: usize,
+        cu: u64,
+        seqs: usize,
         io: &crate::device::DeviceSsmIo,
         p: &crate::device::DeviceSsmParams,
     ) -> Result<()> {
         let vec = 16 / state_dtype.size();
         let kind = if shape.state_size.is_multiple_of(vec) { "vec" } else { "scalar" };
-        let f = self.function(&format!("ssm_step_{}_{}_{kind}", state_dtype.name(), io.dtype.name()))?;
+        let f = self.function(&format!("ssm_{}_{}_{kind}", state_dtype.name(), io.dtype.name()))?;
+        let (seqs32, heads) = grid("ssm", seqs, shape.heads)?;
         let (h, pp, n, g) = (shape.heads as i32, shape.head_dim as i32, shape.state_size as i32, shape.groups as i32);
         let (softplus, clamp) = (p.dt_softplus as i32, p.dt_limit.is_some() as i32);
         let (lo, hi) = p.dt_limit.unwrap_or((0.0, f32::INFINITY));
         // Shared memory: B and C of the head's group in f32.
-        let cfg = LaunchConfig {
-            grid_dim: (shape.heads as u32, rows as u32, 1),
-            block_dim: (128, 1, 1),
-            shared_mem_bytes: (2 * shape.state_size * 4) as u32,
-        };
+        let cfg = LaunchConfig { grid_dim: (seqs32, heads, 1), block_dim: (128, 1, 1), shared_mem_bytes: (2 * shape.state_size * 4) as u32 };
         let mut b = self.stream.launch_builder(&f);
-        b.arg(&state).arg(&slots).arg(&io.x.addr).arg(&io.dt.addr).arg(&io.b.addr).arg(&io.c.addr).arg(&io.z.addr).arg(&io.y.addr);
+        b.arg(&state).arg(&slots).arg(&cu).arg(&io.x.addr).arg(&io.dt.addr).arg(&io.b.addr).arg(&io.c.addr).arg(&io.z.addr).arg(&io.y.addr);
         b.arg(&p.a.addr).arg(&p.d.addr).arg(&p.dt_bias.addr);
         b.arg(&h).arg(&pp).arg(&n).arg(&g).arg(&softplus).arg(&clamp).arg(&lo).arg(&hi);
         // SAFETY: the argument list matches the kernel's signature (device
         // pointers passed as 64-bit addresses); the caller vouches for the
         // addresses.
-        unsafe { b.launch(cfg) }.map_err(|e| unsupported("launch ssm_step", e))?;
+        unsafe { b.launch(cfg) }.map_err(|e| unsupported("launch ssm kernel", e))?;
         Ok(())
     }
 
@@ -212,10 +212,11 @@ impl Gpu {
         let arr = |a: u64| DevArray::new(a, 0);
         let a = crate::device::DeviceConvArgs { dtype: io_dtype, x: arr(x), out: arr(out), weight: arr(weight), bias: arr(bias.as_ref().map_or(0, |b| b.0)), silu };
         // SAFETY: as in `ssm_step`.
-        unsafe { self.launch_conv(conv_dtype, dim, kernel, width, win, slots, rows, &a) }
+        unsafe { self.launch_conv(conv_dtype, dim, kernel, width, win, slots, 0, rows, &a) }
     }
 
-    /// Launches the conv step kernel on device addresses.
+    /// Launches the conv kernel on device addresses (a step when `cu` is
+    /// 0, else a prefill, as for `launch_ssm`).
     ///
     /// # Safety
     /// As for `launch_ssm`.
@@ -228,18 +229,29 @@ impl Gpu {
         width: usize,
         win: u64,
         slots: u64,
-        rows: usize,
+        cu: u64,
+        seqs: usize,
         a: &crate::device::DeviceConvArgs,
     ) -> Result<()> {
-        let f = self.function(&format!("conv_step_{}_{}", conv_dtype.name(), a.dtype.name()))?;
+        let f = self.function(&format!("conv_{}_{}", conv_dtype.name(), a.dtype.name()))?;
         let (d, k, w, s) = (dim as i32, kernel as i32, width as i32, a.silu as i32);
-        let cfg = LaunchConfig { grid_dim: (dim.div_ceil(128) as u32, rows as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        let (seqs32, blocks) = grid("conv", seqs, dim.div_ceil(128))?;
+        let cfg = LaunchConfig { grid_dim: (seqs32, blocks, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
         let mut b = self.stream.launch_builder(&f);
-        b.arg(&win).arg(&slots).arg(&a.x.addr).arg(&a.out.addr).arg(&a.weight.addr).arg(&a.bias.addr);
+        b.arg(&win).arg(&slots).arg(&cu).arg(&a.x.addr).arg(&a.out.addr).arg(&a.weight.addr).arg(&a.bias.addr);
         b.arg(&d).arg(&k).arg(&w).arg(&s);
         // SAFETY: as in `launch_ssm`.
-        unsafe { b.launch(cfg) }.map_err(|e| unsupported("launch conv_step", e))?;
+        unsafe { b.launch(cfg) }.map_err(|e| unsupported("launch conv kernel", e))?;
         Ok(())
+    }
+}
+
+/// The grid of a launch: sequences on x (up to 2^31 - 1), `y` blocks on y
+/// (CUDA allows 65535).
+fn grid(what: &str, seqs: usize, y: usize) -> Result<(u32, u32)> {
+    match (u32::try_from(seqs), u32::try_from(y)) {
+        (Ok(s), Ok(b)) if s <= i32::MAX as u32 && b <= 65535 => Ok((s, b)),
+        _ => Err(Error::Unsupported(format!("CUDA: the {what} kernel cannot launch {seqs} x {y} blocks (at most 2^31-1 x 65535)"))),
     }
 }
 
@@ -278,6 +290,11 @@ impl crate::device::DeviceMem for Gpu {
         let (p, _g) = buf.device_ptr(&self.stream);
         p
     }
+
+    fn synchronize(&self) -> Result<()> {
+        self.ctx.bind_to_thread().map_err(driver("bind context"))?;
+        self.stream.synchronize().map_err(driver("stream synchronize"))
+    }
 }
 
 impl crate::device::DeviceKernels for Gpu {
@@ -306,6 +323,35 @@ impl crate::device::DeviceKernels for Gpu {
         Ok(())
     }
 
+    fn set_stream(&mut self, raw: u64) -> Result<()> {
+        use cudarc::driver::sys::{cuStreamGetCtx, CUcontext, CUresult, CUstream};
+        self.ctx.bind_to_thread().map_err(driver("bind context"))?;
+        let next = if raw == 0 {
+            self.ctx.default_stream()
+        } else {
+            let mut ctx: CUcontext = std::ptr::null_mut();
+            // SAFETY: `raw` is documented to be a CUstream (or 0); the
+            // driver writes one CUcontext into the local.
+            let r = unsafe { cuStreamGetCtx(raw as CUstream, &mut ctx) };
+            if r != CUresult::CUDA_SUCCESS {
+                return Err(Error::InvalidArg(format!("stream {raw:#x} is not a CUDA stream ({r:?})")));
+            }
+            if ctx != self.ctx.cu_ctx() {
+                return Err(Error::InvalidArg(format!(
+                    "stream {raw:#x} belongs to another CUDA context, not the primary context of device {}",
+                    self.ctx.ordinal()
+                )));
+            }
+            // SAFETY: the stream belongs to this context (checked); the
+            // caller keeps it alive while the cache uses it (documented on
+            // `m2c_set_stream`), and m2c orders its own work on it.
+            unsafe { self.ctx.wrap_borrowed_stream(raw as CUstream) }
+        };
+        self.stream.synchronize().map_err(driver("stream synchronize"))?;
+        self.stream = next;
+        Ok(())
+    }
+
     fn ssm_step(
         &self,
         cfg: &crate::Config,
@@ -326,7 +372,32 @@ impl crate::device::DeviceKernels for Gpu {
         // SAFETY: `state` is a layer of a cache of `cfg`; `slots` were
         // validated against its slot count; the activations are the
         // caller's contract (documented on the C API).
-        unsafe { self.launch_ssm(cfg.ssm_dtype, shape, sp, slp, slots.len(), io, p) }
+        unsafe { self.launch_ssm(cfg.ssm_dtype, shape, sp, slp, 0, slots.len(), io, p) }
+    }
+
+    fn ssm_prefill(
+        &self,
+        cfg: &crate::Config,
+        state: &mut CudaSlice<u8>,
+        slots: &[i32],
+        cu: &[u64],
+        io: &crate::device::DeviceSsmIo,
+        p: &crate::device::DeviceSsmParams,
+    ) -> Result<()> {
+        let dev_slots = self.stream.clone_htod(slots).map_err(driver("slots upload"))?;
+        let dev_cu = self.stream.clone_htod(cu).map_err(driver("cu_seqlens upload"))?;
+        let shape = SsmShape {
+            heads: cfg.num_heads as usize,
+            head_dim: cfg.head_dim as usize,
+            state_size: cfg.state_size as usize,
+            groups: cfg.n_groups as usize,
+        };
+        let (sp, _g0) = state.device_ptr_mut(&self.stream);
+        let (slp, _g1) = dev_slots.device_ptr(&self.stream);
+        let (cup, _g2) = dev_cu.device_ptr(&self.stream);
+        // SAFETY: as in `ssm_step`; `cu` was validated (n + 1 offsets from
+        // 0, never decreasing, ending at the token count the arrays hold).
+        unsafe { self.launch_ssm(cfg.ssm_dtype, shape, sp, slp, cup, slots.len(), io, p) }
     }
 
     fn conv_step(&self, cfg: &crate::Config, win: &mut CudaSlice<u8>, slots: &[i32], a: &crate::device::DeviceConvArgs) -> Result<()> {
@@ -335,7 +406,18 @@ impl crate::device::DeviceKernels for Gpu {
         let (wp, _g0) = win.device_ptr_mut(&self.stream);
         let (slp, _g1) = dev_slots.device_ptr(&self.stream);
         // SAFETY: as in `ssm_step`.
-        unsafe { self.launch_conv(cfg.conv_dtype, dim, cfg.conv_kernel_size as usize, cfg.conv_width as usize, wp, slp, slots.len(), a) }
+        unsafe { self.launch_conv(cfg.conv_dtype, dim, cfg.conv_kernel_size as usize, cfg.conv_width as usize, wp, slp, 0, slots.len(), a) }
+    }
+
+    fn conv_prefill(&self, cfg: &crate::Config, win: &mut CudaSlice<u8>, slots: &[i32], cu: &[u64], a: &crate::device::DeviceConvArgs) -> Result<()> {
+        let dev_slots = self.stream.clone_htod(slots).map_err(driver("slots upload"))?;
+        let dev_cu = self.stream.clone_htod(cu).map_err(driver("cu_seqlens upload"))?;
+        let dim = cfg.shape()?.conv_dim;
+        let (wp, _g0) = win.device_ptr_mut(&self.stream);
+        let (slp, _g1) = dev_slots.device_ptr(&self.stream);
+        let (cup, _g2) = dev_cu.device_ptr(&self.stream);
+        // SAFETY: as in `ssm_prefill`.
+        unsafe { self.launch_conv(cfg.conv_dtype, dim, cfg.conv_kernel_size as usize, cfg.conv_width as usize, wp, slp, cup, slots.len(), a) }
     }
 }
 
@@ -352,8 +434,15 @@ mod tests {
     fn kernels_compile_with_nvrtc_when_it_is_available() {
         // SAFETY: only tries to dlopen the library.
         if unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-            let n = super::compile("compute_90").expect("kernels.cu compiles");
-            assert!(n > 1000);
+            let ptx = super::compile("compute_90").expect("kernels.cu compiles");
+            // Every kernel the launches name is in the module.
+            for s in crate::DType::ALL {
+                for i in crate::DType::ALL {
+                    for name in [format!("ssm_{}_{}_vec", s.name(), i.name()), format!("ssm_{}_{}_scalar", s.name(), i.name()), format!("conv_{}_{}", s.name(), i.name())] {
+                        assert!(ptx.contains(&format!(".entry {name}(")), "{name} missing from the PTX");
+                    }
+                }
+            }
         }
     }
 }

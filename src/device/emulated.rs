@@ -12,17 +12,22 @@ use crate::error::{Error, Result};
 use crate::kernels::{ConvParams, SsmInputs, SsmParams};
 use crate::slots::Slots;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 pub(crate) struct Emu {
     /// Transfers left before every transfer fails (negative: never).
     pub fail_after: AtomicI64,
     /// Transfers done.
     pub transfers: AtomicUsize,
+    /// The stream `set_stream` last chose (0: default).
+    pub stream: u64,
+    /// `synchronize` calls.
+    pub syncs: Arc<AtomicUsize>,
 }
 
 impl Default for Emu {
     fn default() -> Self {
-        Emu { fail_after: AtomicI64::new(-1), transfers: AtomicUsize::new(0) }
+        Emu { fail_after: AtomicI64::new(-1), transfers: AtomicUsize::new(0), stream: 0, syncs: Arc::default() }
     }
 }
 
@@ -64,6 +69,10 @@ impl DeviceMem for Emu {
     }
     fn address(&self, buf: &EmuBuf) -> u64 {
         buf.0.as_ptr() as u64
+    }
+    fn synchronize(&self) -> Result<()> {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -118,6 +127,32 @@ impl DeviceKernels for Emu {
     }
 
     fn ssm_step(&self, cfg: &Config, state: &mut EmuBuf, slots: &[i32], io: &DeviceSsmIo, p: &DeviceSsmParams) -> Result<()> {
+        self.ssm_run(cfg, state, slots, None, io, p)
+    }
+
+    fn ssm_prefill(&self, cfg: &Config, state: &mut EmuBuf, slots: &[i32], cu: &[u64], io: &DeviceSsmIo, p: &DeviceSsmParams) -> Result<()> {
+        self.ssm_run(cfg, state, slots, Some(cu), io, p)
+    }
+
+    fn conv_step(&self, cfg: &Config, win: &mut EmuBuf, slots: &[i32], a: &DeviceConvArgs) -> Result<()> {
+        self.conv_run(cfg, win, slots, None, a)
+    }
+
+    fn conv_prefill(&self, cfg: &Config, win: &mut EmuBuf, slots: &[i32], cu: &[u64], a: &DeviceConvArgs) -> Result<()> {
+        self.conv_run(cfg, win, slots, Some(cu), a)
+    }
+
+    fn set_stream(&mut self, stream: u64) -> Result<()> {
+        self.synchronize()?;
+        self.stream = stream;
+        Ok(())
+    }
+}
+
+impl Emu {
+    /// The host kernels on a one-layer host cache holding `state`: a step,
+    /// or a prefill over `cu`.
+    fn ssm_run(&self, cfg: &Config, state: &mut EmuBuf, slots: &[i32], cu: Option<&[u64]>, io: &DeviceSsmIo, p: &DeviceSsmParams) -> Result<()> {
         let mut c = one_layer(cfg)?;
         c.layers[0].ssm.bytes_mut().copy_from_slice(&state.0);
         // SAFETY: the tests pass live host arrays of the declared lengths
@@ -135,18 +170,24 @@ impl DeviceKernels for Emu {
             )
         };
         let params = SsmParams { a: f32s(p.a).expect("A"), d: f32s(p.d), dt_bias: f32s(p.dt_bias), dt_softplus: p.dt_softplus, dt_limit: p.dt_limit };
-        c.ssm_step(0, Slots::List(slots), &inp, y, &params)?;
+        match cu {
+            None => c.ssm_step(0, Slots::List(slots), &inp, y, &params)?,
+            Some(cu) => c.ssm_prefill(0, Slots::List(slots), cu, &inp, y, &params)?,
+        }
         state.0.copy_from_slice(c.layers[0].ssm.bytes());
         Ok(())
     }
 
-    fn conv_step(&self, cfg: &Config, win: &mut EmuBuf, slots: &[i32], a: &DeviceConvArgs) -> Result<()> {
+    fn conv_run(&self, cfg: &Config, win: &mut EmuBuf, slots: &[i32], cu: Option<&[u64]>, a: &DeviceConvArgs) -> Result<()> {
         let mut c = one_layer(cfg)?;
         c.layers[0].conv.bytes_mut().copy_from_slice(&win.0);
         // SAFETY: as above.
         let (x, out) = unsafe { (at(a.dtype, a.x.addr, a.x.len), at_mut(a.dtype, a.out.addr, a.out.len)) };
         let p = ConvParams { weight: f32s(a.weight).expect("weight"), bias: f32s(a.bias), silu: a.silu };
-        c.conv_step(0, Slots::List(slots), x, out, &p)?;
+        match cu {
+            None => c.conv_step(0, Slots::List(slots), x, out, &p)?,
+            Some(cu) => c.conv_prefill(0, Slots::List(slots), cu, x, out, &p)?,
+        }
         win.0.copy_from_slice(c.layers[0].conv.bytes());
         Ok(())
     }
@@ -469,5 +510,19 @@ mod tests {
         let p = DeviceSsmParams { a: ok(h), d: DevArray::default(), dt_bias: DevArray::default(), dt_softplus: false, dt_limit: None };
         assert!(matches!(dev.ssm_step(0, Slots::List(&[0]), &io, &p), Err(Error::InvalidArg(_))));
         assert_eq!(dev.device().transfers.load(Ordering::Relaxed), before);
+    }
+
+    #[test]
+    fn switching_streams_and_dropping_the_cache_wait_for_queued_work() {
+        let c = cfg(DType::F32, DType::F32, 4);
+        let emu = Emu::default();
+        let syncs = emu.syncs.clone();
+        let mut dev = DeviceCache::new(Config { device: Device::Cuda, ..c }, emu).unwrap();
+        assert_eq!(syncs.load(Ordering::Relaxed), 0);
+        dev.set_stream(0xabc0).unwrap();
+        assert_eq!(dev.device().stream, 0xabc0);
+        assert_eq!(syncs.load(Ordering::Relaxed), 1, "the previous stream is drained first");
+        drop(dev);
+        assert_eq!(syncs.load(Ordering::Relaxed), 2, "dropping the cache drains its stream before freeing");
     }
 }
