@@ -174,11 +174,14 @@ pub unsafe extern "C" fn m2c_config_bytes(cfg: *const m2c_config, out_bytes: *mu
 /// stay host arrays), check their declared lengths against the shape and
 /// the pointers against CUDA's allocation ranges (a host pointer is
 /// `M2C_STATUS_INVALID_ARG`),
-/// and are queued on the device's legacy default stream in its primary
-/// context (the one the CUDA runtime uses), returning before the kernels
-/// finish: work the caller queued on blocking streams is ordered before
-/// them and after them; a caller on a non-blocking stream synchronises it
-/// around the call. The copy-style calls return once their transfers are
+/// and are queued on the handle's stream, returning before the kernels
+/// finish; a prefill is one launch per call, whatever its sequences. The
+/// stream is the legacy default stream of the device's primary context
+/// (the one the CUDA runtime uses) until `m2c_set_stream` names another:
+/// on the default stream, work the caller queued on blocking streams is
+/// ordered before and after m2c's; a caller on a non-blocking stream
+/// either synchronises it around the call or hands it to
+/// `m2c_set_stream`. The copy-style calls return once their transfers are
 /// done.
 ///
 /// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (unknown
@@ -487,6 +490,42 @@ pub unsafe extern "C" fn m2c_conv_view(cache: *mut m2c_cache, layer: u32, out: *
 #[no_mangle]
 pub unsafe extern "C" fn m2c_ssm_view(cache: *mut m2c_cache, layer: u32, out: *mut m2c_tensor) -> m2c_status {
     ffi_status("m2c_ssm_view", || view(cache, layer, out, true))
+}
+
+/// Chooses the CUDA stream on which a device cache (`M2C_DEVICE_CUDA`)
+/// queues its work from now on. The kernel calls (`m2c_conv_step`,
+/// `m2c_ssm_step`, `m2c_conv_prefill`, `m2c_ssm_prefill`) are queued on
+/// it and return; the copy-style calls (update, set, read, reset,
+/// copy_slots, snapshots, files, `m2c_check_finite`) run their transfers
+/// on it and wait for it before they return. `stream` is a `CUstream`
+/// (`cudaStream_t`) of the primary context of the cache's device (the
+/// context the CUDA runtime API uses), or NULL for the legacy default
+/// stream, the initial setting.
+///
+/// The call first waits for the work m2c queued on the previous stream, so
+/// m2c's own work stays in order across the switch; ordering the caller's
+/// other work against the new stream is the caller's part. The caller
+/// keeps the stream alive until it sets another one or destroys the
+/// cache; `m2c_destroy` waits for the current stream before it frees
+/// device memory.
+///
+/// A host cache takes no stream: NULL is accepted and does nothing, any
+/// other value returns `M2C_STATUS_UNSUPPORTED`.
+///
+/// Errors: `M2C_STATUS_NULL_ARG` (cache), `M2C_STATUS_INVALID_ARG` (the
+/// driver does not know `stream`, or it belongs to another context),
+/// `M2C_STATUS_UNSUPPORTED`, `M2C_STATUS_POISONED`; on failure the
+/// previous stream stays in use. Thread-safe: serialised with the
+/// handle's other calls. The stream belongs to the handle, not to the
+/// calling thread: threads that want their own streams use their own
+/// handles.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_set_stream(cache: *mut m2c_cache, stream: *mut c_void) -> m2c_status {
+    ffi_status("m2c_set_stream", || {
+        // SAFETY: NULL or a live handle, per the contract.
+        let cache = unsafe { arg_ref(cache, "cache") }?;
+        cache.write()?.set_stream(stream as u64)
+    })
 }
 
 /// A static, human-readable description of a status code; "unknown status

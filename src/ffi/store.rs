@@ -138,4 +138,16 @@ impl Store {
     pub(crate) fn load_file(&mut self, path: &Path) -> Result<()> {
         both!(self, c => c.load_file(path))
     }
+
+    /// A device cache queues its work on `stream` from now on; a host
+    /// cache accepts only "no stream" (0).
+    pub(crate) fn set_stream(&mut self, stream: u64) -> Result<()> {
+        match self {
+            Store::Host(_) if stream == 0 => Ok(()),
+            Store::Host(_) => Err(crate::Error::Unsupported(
+                "this cache lives in host memory: it runs its kernels on the calling thread and takes no stream".into(),
+            )),
+            Store::Device(m) => Store::lock(m).set_stream(stream),
+        }
+    }
 }

@@ -297,8 +297,12 @@ fn misaligned_struct_pointers_are_refused() {
 /// memory, see `device::emulated`), as `m2c_create` makes for
 /// `M2C_DEVICE_CUDA` in a CUDA build.
 fn create_emulated(cfg: &m2c_config) -> *mut m2c_cache {
+    create_emulated_on(cfg, crate::device::emulated::Emu::default())
+}
+
+fn create_emulated_on(cfg: &m2c_config, emu: crate::device::emulated::Emu) -> *mut m2c_cache {
     let cfg = super::cache::config_from_c(cfg).unwrap();
-    let dev = crate::device::DeviceCache::new(cfg, crate::device::emulated::Emu::default()).unwrap();
+    let dev = crate::device::DeviceCache::new(cfg, emu).unwrap();
     let store = super::store::Store::Device(std::sync::Mutex::new(Box::new(dev)));
     Box::into_raw(Box::new(m2c_cache { inner: std::sync::RwLock::new(store) }))
 }
@@ -397,5 +401,29 @@ fn the_c_api_runs_the_same_on_a_device_cache() {
     unsafe {
         m2c_destroy(h);
         m2c_destroy(d);
+    }
+}
+
+#[test]
+fn set_stream_reaches_a_device_cache_and_a_host_cache_takes_only_null() {
+    let cfg = tiny_config(2);
+    let h = create(&cfg);
+    let emu = crate::device::emulated::Emu::default();
+    let syncs = emu.syncs.clone();
+    let d = create_emulated_on(&cfg, emu);
+    let fake = 0x1000usize as *mut c_void;
+    // SAFETY: live handles (and NULL, which is refused).
+    unsafe {
+        assert_eq!(m2c_set_stream(std::ptr::null_mut(), std::ptr::null_mut()), M2C_STATUS_NULL_ARG);
+        assert_eq!(m2c_set_stream(h, std::ptr::null_mut()), M2C_STATUS_OK);
+        assert_eq!(m2c_set_stream(h, fake), M2C_STATUS_UNSUPPORTED);
+        assert!(last_error().contains("host memory"), "{}", last_error());
+        assert_eq!(m2c_set_stream(d, fake), M2C_STATUS_OK, "{}", last_error());
+        assert_eq!(syncs.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(m2c_set_stream(d, std::ptr::null_mut()), M2C_STATUS_OK);
+        assert_eq!(syncs.load(std::sync::atomic::Ordering::Relaxed), 2);
+        m2c_destroy(d);
+        assert_eq!(syncs.load(std::sync::atomic::Ordering::Relaxed), 3, "destroy drains the stream");
+        m2c_destroy(h);
     }
 }
