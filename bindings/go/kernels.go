@@ -343,11 +343,7 @@ func (c *Cache) conv(op string, layer int, slots []int32, cu []uint64, prefill b
 	if err != nil {
 		return err
 	}
-	rowsWhat := "rows"
-	if prefill {
-		rowsWhat = "tokens"
-	}
-	if err := checkBufs(op, bufs, tokens, rowsWhat); err != nil {
+	if err := checkBufs(op, bufs, tokens, rowsWord(prefill)); err != nil {
 		return err
 	}
 	if err := c.checkConvParams(op, p); err != nil {
@@ -398,11 +394,7 @@ func (c *Cache) ssm(op string, layer int, slots []int32, cu []uint64, prefill bo
 	if err != nil {
 		return err
 	}
-	rowsWhat := "rows"
-	if prefill {
-		rowsWhat = "tokens"
-	}
-	if err := checkBufs(op, bufs, tokens, rowsWhat); err != nil {
+	if err := checkBufs(op, bufs, tokens, rowsWord(prefill)); err != nil {
 		return err
 	}
 	if err := c.checkSSMParams(op, p); err != nil {

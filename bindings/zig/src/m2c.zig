@@ -582,6 +582,131 @@ pub const SsmIo = struct {
     }
 };
 
+/// A buffer at an address the library uses during a kernel call but this
+/// binding never dereferences: a `CUdeviceptr` for a cache created with
+/// `device = M2C_DEVICE_CUDA` (whose kernel calls take device buffers), or,
+/// on a host cache, any host memory that lives through the call.
+pub const DeviceBuf = struct {
+    /// 0 (with `len` 0) for none.
+    addr: usize,
+    /// Elements, not bytes.
+    len: usize,
+    dtype: Dtype = .f32,
+
+    /// `len` f32 elements at `addr`.
+    pub fn f32s(addr: usize, len: usize) DeviceBuf {
+        return .{ .addr = addr, .len = len };
+    }
+
+    fn ptr(self: DeviceBuf) ?*anyopaque {
+        return if (self.addr == 0) null else @ptrFromInt(self.addr);
+    }
+
+    /// The address of an f32 parameter array; a buffer of another dtype is
+    /// refused (the C struct has no dtype for parameters).
+    fn f32Ptr(self: DeviceBuf, diag: ?*Diagnostics, comptime what: []const u8) Error!?[*]const f32 {
+        if (self.len != 0 and self.dtype != .f32)
+            return refuse(diag, error.InvalidArg, what ++ " is {s}: parameter arrays are f32", .{@tagName(self.dtype)});
+        return if (self.addr == 0) null else @ptrFromInt(self.addr);
+    }
+};
+
+/// `ConvArgs` for the device-buffer calls (`Cache.convStepDevice`,
+/// `Cache.convPrefillDevice`): f32 buffers at device addresses.
+pub const DeviceConvArgs = struct {
+    /// `[conv_dim, conv_kernel_size]`, oldest tap first.
+    weight: DeviceBuf,
+    /// `[conv_dim]`, or null for none.
+    bias: ?DeviceBuf = null,
+    activation: Activation = .silu,
+
+    fn toC(self: DeviceConvArgs, io_dtype: Dtype, diag: ?*Diagnostics) Error!c.m2c_conv_args {
+        var raw: c.m2c_conv_args = undefined;
+        c.m2c_conv_args_init(&raw);
+        raw.io_dtype = @intFromEnum(io_dtype);
+        raw.activation = @intFromEnum(self.activation);
+        raw.weight = try self.weight.f32Ptr(diag, "weight");
+        raw.weight_len = self.weight.len;
+        if (self.bias) |b| {
+            raw.bias = try b.f32Ptr(diag, "bias");
+            raw.bias_len = b.len;
+        }
+        return raw;
+    }
+};
+
+/// `SsmArgs` for the device-buffer calls: f32 buffers at device addresses.
+pub const DeviceSsmArgs = struct {
+    /// `[num_heads]`, already `-exp(A_log)`. Required.
+    A: DeviceBuf,
+    /// `[num_heads]` skip weights, or null for none.
+    D: ?DeviceBuf = null,
+    /// `[num_heads]` added to dt before softplus, or null for none.
+    dt_bias: ?DeviceBuf = null,
+    dt_softplus: bool = true,
+    dt_clamp: bool = false,
+    dt_min: f32 = 0,
+    dt_max: f32 = std.math.inf(f32),
+
+    fn toC(self: DeviceSsmArgs, io_dtype: Dtype, diag: ?*Diagnostics) Error!c.m2c_ssm_args {
+        var raw: c.m2c_ssm_args = undefined;
+        c.m2c_ssm_args_init(&raw);
+        raw.io_dtype = @intFromEnum(io_dtype);
+        raw.dt_softplus = @intFromBool(self.dt_softplus);
+        raw.dt_clamp = @intFromBool(self.dt_clamp);
+        raw.dt_min = self.dt_min;
+        raw.dt_max = self.dt_max;
+        raw.A = try self.A.f32Ptr(diag, "A");
+        raw.A_len = self.A.len;
+        if (self.D) |d| {
+            raw.D = try d.f32Ptr(diag, "D");
+            raw.D_len = d.len;
+        }
+        if (self.dt_bias) |b| {
+            raw.dt_bias = try b.f32Ptr(diag, "dt_bias");
+            raw.dt_bias_len = b.len;
+        }
+        return raw;
+    }
+};
+
+/// `SsmIo` with buffers at device addresses, all of one dtype.
+pub const DeviceSsmIo = struct {
+    x: DeviceBuf,
+    dt: DeviceBuf,
+    B: DeviceBuf,
+    C: DeviceBuf,
+    z: ?DeviceBuf = null,
+    y: DeviceBuf,
+
+    fn toC(self: DeviceSsmIo) c.m2c_ssm_io {
+        var raw: c.m2c_ssm_io = undefined;
+        c.m2c_ssm_io_init(&raw);
+        raw.x = self.x.ptr();
+        raw.x_len = self.x.len;
+        raw.dt = self.dt.ptr();
+        raw.dt_len = self.dt.len;
+        raw.B = self.B.ptr();
+        raw.B_len = self.B.len;
+        raw.C = self.C.ptr();
+        raw.C_len = self.C.len;
+        if (self.z) |z| {
+            raw.z = z.ptr();
+            raw.z_len = z.len;
+        }
+        raw.y = self.y.ptr();
+        raw.y_len = self.y.len;
+        return raw;
+    }
+
+    fn dtype(self: DeviceSsmIo) ?Dtype {
+        const d = self.x.dtype;
+        if (self.dt.dtype != d or self.B.dtype != d or self.C.dtype != d or self.y.dtype != d) return null;
+        if (self.z) |z| if (z.dtype != d) return null;
+        return d;
+    }
+};
+
 // The argument structs must still be the ones these wrappers fill in.
 comptime {
     checkFields(c.m2c_conv_args, &.{ "struct_size", "io_dtype", "activation", "reserved", "weight", "weight_len", "bias", "bias_len" });
@@ -818,6 +943,64 @@ pub const Cache = struct {
         const raw_args = args.toC(dt);
         const s = sequences(slots, cu_seqlens);
         try call(self.diag, c.m2c_ssm_prefill(self.handle, layer, s.ptr, s.n, ptrOrNull(u64, cu_seqlens), cu_seqlens.len, &raw_io, &raw_args));
+    }
+
+    /// `convStep` on buffers at device addresses, the form the kernel
+    /// calls of a `M2C_DEVICE_CUDA` cache take (`x`, `out` and the weights
+    /// in device memory of the cache's GPU). On such a cache the call
+    /// returns once the kernel is queued on the cache's stream
+    /// (`setStream`), and an address CUDA does not know, or an array that
+    /// runs past its allocation, is `error.InvalidArg` before anything
+    /// runs. A parameter buffer that is not f32, or `x` and `out` of
+    /// different dtypes, is `error.InvalidArg` (refused by the binding).
+    pub fn convStepDevice(self: *Cache, layer: u32, slots: ?[]const i32, x: DeviceBuf, out: DeviceBuf, args: DeviceConvArgs) Error!void {
+        if (x.dtype != out.dtype)
+            return refuse(self.diag, error.InvalidArg, "convStepDevice: x is {s} but out is {s}", .{ @tagName(x.dtype), @tagName(out.dtype) });
+        const raw = try args.toC(x.dtype, self.diag);
+        const r = rows(slots, x.len, self.shape.conv_dim);
+        try call(self.diag, c.m2c_conv_step(self.handle, layer, r.ptr, r.n, x.ptr(), x.len, out.ptr(), out.len, &raw));
+    }
+
+    /// `ssmStep` on device buffers (see `convStepDevice`).
+    pub fn ssmStepDevice(self: *Cache, layer: u32, slots: ?[]const i32, io: DeviceSsmIo, args: DeviceSsmArgs) Error!void {
+        const dt = io.dtype() orelse
+            return refuse(self.diag, error.InvalidArg, "ssmStepDevice: the buffers of io differ in dtype", .{});
+        const raw_io = io.toC();
+        const raw_args = try args.toC(dt, self.diag);
+        const r = rows(slots, io.x.len, self.shape.ssm_x_len);
+        try call(self.diag, c.m2c_ssm_step(self.handle, layer, r.ptr, r.n, &raw_io, &raw_args));
+    }
+
+    /// `convPrefill` on device buffers (see `convStepDevice`); `slots` and
+    /// `cu_seqlens` stay in host memory.
+    pub fn convPrefillDevice(self: *Cache, layer: u32, slots: ?[]const i32, cu_seqlens: []const u64, x: DeviceBuf, out: DeviceBuf, args: DeviceConvArgs) Error!void {
+        if (x.dtype != out.dtype)
+            return refuse(self.diag, error.InvalidArg, "convPrefillDevice: x is {s} but out is {s}", .{ @tagName(x.dtype), @tagName(out.dtype) });
+        const raw = try args.toC(x.dtype, self.diag);
+        const s = sequences(slots, cu_seqlens);
+        try call(self.diag, c.m2c_conv_prefill(self.handle, layer, s.ptr, s.n, ptrOrNull(u64, cu_seqlens), cu_seqlens.len, x.ptr(), x.len, out.ptr(), out.len, &raw));
+    }
+
+    /// `ssmPrefill` on device buffers (see `convStepDevice`).
+    pub fn ssmPrefillDevice(self: *Cache, layer: u32, slots: ?[]const i32, cu_seqlens: []const u64, io: DeviceSsmIo, args: DeviceSsmArgs) Error!void {
+        const dt = io.dtype() orelse
+            return refuse(self.diag, error.InvalidArg, "ssmPrefillDevice: the buffers of io differ in dtype", .{});
+        const raw_io = io.toC();
+        const raw_args = try args.toC(dt, self.diag);
+        const s = sequences(slots, cu_seqlens);
+        try call(self.diag, c.m2c_ssm_prefill(self.handle, layer, s.ptr, s.n, ptrOrNull(u64, cu_seqlens), cu_seqlens.len, &raw_io, &raw_args));
+    }
+
+    /// The CUDA stream (`CUstream` / `cudaStream_t`; null for the legacy
+    /// default stream) on which a `M2C_DEVICE_CUDA` cache queues its work
+    /// from now on (`m2c_set_stream`): kernel calls are queued there,
+    /// copy-style calls transfer there and wait for it. It first waits for
+    /// the work queued on the previous stream. Keep the stream alive until
+    /// another is set or the cache is freed (`deinit` waits for it). A host
+    /// cache takes no stream: null is accepted and does nothing, anything
+    /// else is `error.Unsupported`.
+    pub fn setStream(self: *Cache, stream: ?*anyopaque) Error!void {
+        try call(self.diag, c.m2c_set_stream(self.handle, stream));
     }
 
     /// Hands out the lowest free slot, zeroed (`m2c_slot_acquire`);
