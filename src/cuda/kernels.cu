@@ -1,7 +1,8 @@
 // m2c CUDA kernels, compiled at run time by NVRTC (no headers needed).
 // The same formulas as the CPU kernels (src/kernels): math in f32 whatever
 // the storage dtype; each SSM state element is read once and written once
-// per token, 16 bytes at a time, with a warp covering one state row.
+// per token, 16 bytes at a time, with up to a warp covering one state row
+// (a bf16 or f16 row of 128 takes half a warp, so every lane moves 16 bytes).
 
 typedef unsigned short u16;
 struct bf16_t { u16 v; };
@@ -44,9 +45,8 @@ __device__ __forceinline__ void seq_tokens(const unsigned long long* cu, int seq
     }
 }
 
-// One block per (sequence, head); warp w updates channels p = w, w + warps,
-// ...; lane l covers state elements [l*VEC, l*VEC + VEC) + 32*VEC*i of a
-// row. For each token the block converts B and C of the head's group to
+// One block per (sequence, head); each warp updates 32 / L channel rows
+// at a time (L lanes per row, see below). For each token the block converts B and C of the head's group to
 // f32 in shared memory once; every warp reuses them for each channel.
 template <typename S, typename I, int VEC>
 __device__ void ssm_run(S* __restrict__ state, const int* __restrict__ slots, const unsigned long long* __restrict__ cu,
@@ -74,6 +74,12 @@ __device__ void ssm_run(S* __restrict__ state, const int* __restrict__ slots, co
     float* Bs = bc;
     float* Cs = bc + N;
     S* sh = state + ((size_t)slot * H + h) * (size_t)P * N;
+    // Lanes per state row: the largest power of two up to 32 with
+    // L * VEC <= N (1 at least); lane sl of sub-group sub covers elements
+    // [sl*VEC, sl*VEC + VEC) + L*VEC*i of its row.
+    int L = 32;
+    while (L > 1 && L * VEC > N) L >>= 1;
+    const int rpw = 32 / L, sub = lane / L, sl = lane % L;
     for (size_t t = t0; t < t1; t++) {
         float d = ld(dt[t * H + h]) + bias;
         if (softplus) d = d <= 20.f ? log1pf(expf(d)) : d;
@@ -89,12 +95,17 @@ __device__ void ssm_run(S* __restrict__ state, const int* __restrict__ slots, co
         __syncthreads();
         const I* xh = x + (t * H + h) * P;
         I* yh = y + (t * H + h) * P;
-        for (int p = warp; p < P; p += warps) {
-            const float xp = ld(xh[p]);
+        // Rows per warp: a state row of N elements takes N / VEC lanes
+        // when that is fewer than 32 (bf16 rows of 128 take 16), so a warp
+        // updates 32 / L rows at once and every lane moves 16 bytes.
+        for (int p0 = warp * rpw; p0 < P; p0 += warps * rpw) {
+            const int p = p0 + sub;
+            const bool on = p < P;
+            const float xp = on ? ld(xh[p]) : 0.f;
             const float dtx = d * xp;
-            S* r = sh + (size_t)p * N;
+            S* r = sh + (size_t)(on ? p : 0) * N;
             float acc = 0.f;
-            for (int n0 = lane * VEC; n0 < N; n0 += 32 * VEC) {
+            for (int n0 = sl * VEC; on && n0 < N; n0 += L * VEC) {
                 S v[VEC];
                 if (VEC > 1) {
                     *(vec16*)v = *(const vec16*)(r + n0);
@@ -113,9 +124,10 @@ __device__ void ssm_run(S* __restrict__ state, const int* __restrict__ slots, co
                     r[n0] = v[0];
                 }
             }
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-            if (lane == 0) {
+            // Every lane takes part (rows past P add zeros); xor offsets
+            // below L stay inside a row's lanes.
+            for (int o = L >> 1; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+            if (on && sl == 0) {
                 float out = acc + Dh * xp;
                 if (z) {
                     const float zv = ld(z[(t * H + h) * P + p]);
