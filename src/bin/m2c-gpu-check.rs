@@ -247,6 +247,39 @@ fn bench(gpu: &Gpu, st: DType, slots: usize) -> String {
     )
 }
 
+/// Prefill at Mamba2-2.7B shapes (one layer, f32 activations): `seqs`
+/// sequences of `len` tokens in one launch, against the same tokens as
+/// `len` decode steps of `seqs` rows (what an engine does without a
+/// prefill kernel).
+fn bench_prefill(gpu: &Gpu, st: DType, seqs: usize, len: usize) -> String {
+    let (h, p, n, g) = (80usize, 64usize, 128usize, 1usize);
+    let s = &gpu.stream;
+    let t = seqs * len;
+    let mut state: CudaSlice<u8> = s.alloc_zeros(seqs * h * p * n * st.size()).unwrap();
+    let sl: Vec<i32> = (0..seqs as i32).collect();
+    let cu: Vec<u64> = (0..=seqs as u64).map(|i| i * len as u64).collect();
+    let (dslots, dcu): (CudaSlice<i32>, CudaSlice<u64>) = (s.clone_htod(&sl).unwrap(), s.clone_htod(&cu).unwrap());
+    let z4 = |len: usize| -> CudaSlice<u8> { s.clone_htod(&to_bytes(DType::F32, &vec![0.01; len])).unwrap() };
+    let (dx, ddt, db, dc) = (z4(t * h * p), z4(t * h), z4(t * g * n), z4(t * g * n));
+    let mut dy = z4(t * h * p);
+    let da = upf(s, &vec![-0.5; h]);
+    let dp = SsmDeviceParams { a: &da, d: Some(&da), dt_bias: None, dt_softplus: true, dt_limit: None };
+    let shape = SsmShape { heads: h, head_dim: p, state_size: n, groups: g };
+    let t_pre = time_ms(gpu, 5, || {
+        let io = SsmDeviceIo { x: &dx, dt: &ddt, b: &db, c: &dc, z: None, y: &mut dy };
+        gpu.ssm_prefill(st, DType::F32, shape, &mut state, &dslots, &dcu, seqs, io, &dp).unwrap();
+    });
+    // The steps reuse the first rows of the buffers: the timing does not
+    // depend on the values.
+    let t_steps = time_ms(gpu, 5, || {
+        for _ in 0..len {
+            let io = SsmDeviceIo { x: &dx, dt: &ddt, b: &db, c: &dc, z: None, y: &mut dy };
+            gpu.ssm_step(st, DType::F32, shape, &mut state, &dslots, seqs, io, &dp).unwrap();
+        }
+    });
+    format!("| {} | {seqs} x {len} | {:.3} | {:.3} | {:.2} |", st.name(), t_pre, t_steps, t_steps / t_pre)
+}
+
 /// One C API check: its name and whether it passed (with a detail).
 type Check = (String, bool, String);
 
@@ -768,6 +801,13 @@ fn main() {
         }
     }
     println!("\nGB/s = state bytes / time (each byte read once and written once, like the copy); 'ssm vs copy' = copy time / ssm time.");
+    println!("\n## Prefill: one launch per call vs the same tokens as decode steps (one 2.7B layer, median of 5)\n");
+    println!("| state | sequences x tokens | ssm_prefill ms | as steps ms | speedup |\n|---|---|---|---|---|");
+    for st in [DType::F32, DType::BF16] {
+        for (seqs, len) in [(1, 512), (8, 128), (32, 32)] {
+            println!("{}", bench_prefill(&gpu, st, seqs, len));
+        }
+    }
     println!("\nresult: {}", if all_ok { "all checks passed" } else { "SOME CHECKS FAILED" });
     std::process::exit(if all_ok { 0 } else { 1 });
 }

@@ -115,7 +115,42 @@ impl Gpu {
         io: SsmDeviceIo<'_>,
         p: &SsmDeviceParams<'_>,
     ) -> Result<()> {
+        self.ssm_slices(state_dtype, io_dtype, shape, state, slots, None, rows, io, p)
+    }
+
+    /// An SSM prefill of `seqs` sequences in one launch: sequence `i` is
+    /// slot `slots[i]` and token rows `cu[i] .. cu[i+1]` of the activations.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ssm_prefill(
+        &self,
+        state_dtype: DType,
+        io_dtype: DType,
+        shape: SsmShape,
+        state: &mut CudaSlice<u8>,
+        slots: &CudaSlice<i32>,
+        cu: &CudaSlice<u64>,
+        seqs: usize,
+        io: SsmDeviceIo<'_>,
+        p: &SsmDeviceParams<'_>,
+    ) -> Result<()> {
+        self.ssm_slices(state_dtype, io_dtype, shape, state, slots, Some(cu), seqs, io, p)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ssm_slices(
+        &self,
+        state_dtype: DType,
+        io_dtype: DType,
+        shape: SsmShape,
+        state: &mut CudaSlice<u8>,
+        slots: &CudaSlice<i32>,
+        cu: Option<&CudaSlice<u64>>,
+        rows: usize,
+        io: SsmDeviceIo<'_>,
+        p: &SsmDeviceParams<'_>,
+    ) -> Result<()> {
         let s = &self.stream;
+        let cu = cu.map(|c| c.device_ptr(s));
         let (state, _g0) = state.device_ptr_mut(s);
         let (slots, _g1) = slots.device_ptr(s);
         let (x, _g2) = io.x.device_ptr(s);
@@ -138,8 +173,9 @@ impl Gpu {
             dt_limit: p.dt_limit,
         };
         // SAFETY: every address comes from a live buffer held (with its
-        // guard) until the launch is queued; sizes are the caller's contract.
-        unsafe { self.launch_ssm(state_dtype, shape, state, slots, 0, rows, &io, &params) }
+        // guard) until the launch is queued; sizes (and `cu`'s offsets) are
+        // the caller's contract.
+        unsafe { self.launch_ssm(state_dtype, shape, state, slots, cu.as_ref().map_or(0, |c| c.0), rows, &io, &params) }
     }
 
     /// Launches the SSM kernel on device addresses: a decode step of
