@@ -894,8 +894,8 @@ impl Harness {
         }
     }
 
-    /// Queries: positions, non-finite counts, views, config, snapshot size;
-    /// none may change anything.
+    /// Queries: positions, non-finite counts, views, config, snapshot size,
+    /// and m2c_set_stream; none may change anything.
     fn queries(&mut self, r: &mut Reader) {
         let sh = self.sh;
         let s = slot_entry(r, sh.slots);
@@ -936,6 +936,12 @@ impl Harness {
         // SAFETY: as above.
         assert_eq!(unsafe { m2c_slot_snapshot_size(self.cache, &mut size) }, M2C_STATUS_OK);
         assert_eq!(size, sh.snapshot_size(), "m2c_slot_snapshot_size");
+        // A host cache takes no stream: NULL is a no-op, anything else
+        // UNSUPPORTED (the value is never dereferenced).
+        let stream = usize::from(r.u8() % 2) * 0x1000;
+        // SAFETY: live handle; the stream value is only compared with NULL.
+        let st = unsafe { m2c_set_stream(self.cache, stream as *mut c_void) };
+        assert_eq!(st, if stream == 0 { M2C_STATUS_OK } else { M2C_STATUS_UNSUPPORTED }, "m2c_set_stream");
         let e = self.expect(true);
         self.check("queries", M2C_STATUS_OK, e, &[]);
     }
