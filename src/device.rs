@@ -12,9 +12,11 @@
 //! reads, runs the host code (which validates every argument before it
 //! writes anything), then uploads the rows it wrote. So those calls keep
 //! the host cache's exact semantics, formats and error behaviour, and an
-//! invalid call leaves the device untouched. Only the kernel calls
-//! (`conv_step`, `ssm_step` and their prefill forms) run on the device, on
-//! device addresses the caller provides.
+//! invalid call leaves the device untouched. Zeroing (reset, acquire) and
+//! `copy_slots` (planned and validated by the host code) move no state
+//! through the host: they clear and copy rows on the device. The kernel
+//! calls (`conv_step`, `ssm_step` and their prefill forms) run on the
+//! device, on device addresses the caller provides.
 //!
 //! A failure of the device itself (a transfer or launch the driver
 //! refuses) is reported as such; the state of the rows that call was
@@ -43,6 +45,11 @@ pub trait DeviceMem {
     fn zero(&self, dst: &mut Self::Buf, offset: usize, bytes: usize) -> Result<()>;
     /// The device address of the allocation's first byte.
     fn address(&self, buf: &Self::Buf) -> u64;
+    /// Copies `bytes` bytes at byte `src_off` of `src` to byte `dst_off`
+    /// of `dst` on the device (in range; queued, see `synchronize`).
+    fn copy(&self, src: &Self::Buf, src_off: usize, dst: &mut Self::Buf, dst_off: usize, bytes: usize) -> Result<()>;
+    /// As `copy` within one allocation; the two ranges do not overlap.
+    fn copy_within(&self, buf: &mut Self::Buf, src_off: usize, dst_off: usize, bytes: usize) -> Result<()>;
     /// Waits until every operation queued so far has finished.
     fn synchronize(&self) -> Result<()>;
 }
@@ -367,21 +374,36 @@ impl<D: DeviceMem> DeviceCache<D> {
     /// As [`Cache::copy_slots`] (sources read before any destination is
     /// written, whatever the overlap).
     pub fn copy_slots(&mut self, src: &[i32], dst: &[i32]) -> Result<()> {
-        let n = self.num_slots();
-        let mut srcs = self.selected(Slots::List(src))?;
-        let dsts = self.selected(Slots::List(dst))?;
-        if src.len() != dst.len() {
-            // Let the host code name the error.
-            return self.host.copy_slots(src, dst);
+        // The host plans (and validates) the call; the rows move device to
+        // device, sources that are also destinations through a scratch
+        // allocation first, as the host does. Positions follow once every
+        // copy is done.
+        let Some(plan) = self.host.copy_plan(src, dst)? else {
+            return Ok(());
+        };
+        let (cb, sb) = (self.row_bytes(Part::Conv), self.row_bytes(Part::Ssm));
+        let mut scratch = match plan.staged.len() {
+            0 => None,
+            k => Some(self.dev.alloc_zeroed(k * cb.max(sb))?),
+        };
+        let dev = &self.dev;
+        for (conv, ssm) in self.conv.iter_mut().zip(self.ssm.iter_mut()) {
+            for (buf, per) in [(conv, cb), (ssm, sb)] {
+                if let Some(sc) = scratch.as_mut() {
+                    for (k, &s) in plan.staged.iter().enumerate() {
+                        dev.copy(buf, s * per, sc, k * per, per)?;
+                    }
+                }
+                for &(s, d) in &plan.moves {
+                    match (plan.staged.binary_search(&s), scratch.as_ref()) {
+                        (Ok(k), Some(sc)) => dev.copy(sc, k * per, buf, d * per, per)?,
+                        _ => dev.copy_within(buf, s * per, d * per, per)?,
+                    }
+                }
+            }
         }
-        srcs.sort_unstable();
-        srcs.dedup();
-        debug_assert!(srcs.iter().all(|&s| s < n));
-        let ls = self.all_layers();
-        self.pull_both(ls.clone(), &srcs)?;
-        self.host.copy_slots(src, dst)?;
-        self.push_both(ls, &dsts)?;
-        self.release_staging();
+        dev.synchronize()?;
+        self.host.copy_positions(&plan);
         Ok(())
     }
 

@@ -125,6 +125,64 @@ impl Cache {
     /// real destination, or any index past the slot count, `OutOfRange`.
     /// Whether a slot is acquired does not move with its state.
     pub fn copy_slots(&mut self, src: &[i32], dst: &[i32]) -> Result<()> {
+        let Some(plan) = self.copy_plan(src, dst)? else {
+            return Ok(());
+        };
+        let (moves, staged) = (&plan.moves, &plan.staged);
+        let (cb, sb) = self.slot_byte_sizes();
+        let bytes = moves.len() * (cb + sb) * self.layers.len();
+        let parallel = bytes >= PAR_MIN_BYTES && self.layers.len() >= 2;
+        // One scratch buffer per worker, each processing a run of layers.
+        let workers = if parallel { rayon::current_num_threads().clamp(1, self.layers.len()) } else { 1 };
+        let scratch_bytes = staged.len() * cb.max(sb);
+        let mut scratches: Vec<Vec<u8>> = try_with_capacity(workers, "scratch table")?;
+        for _ in 0..workers {
+            scratches.push(try_with_capacity(scratch_bytes, "copy scratch")?);
+        }
+        let copy_layer = |layer: &mut crate::cache::Layer, scratch: &mut Vec<u8>| {
+            for (buf, per) in [(&mut layer.conv, cb), (&mut layer.ssm, sb)] {
+                let bytes = buf.bytes_mut();
+                scratch.clear(); // keeps its capacity: no allocation here
+                for &s in staged {
+                    scratch.extend_from_slice(&bytes[s * per..(s + 1) * per]);
+                }
+                for &(s, d) in moves {
+                    match staged.binary_search(&s) {
+                        Ok(k) => bytes[d * per..(d + 1) * per].copy_from_slice(&scratch[k * per..(k + 1) * per]),
+                        Err(_) => bytes.copy_within(s * per..(s + 1) * per, d * per),
+                    }
+                }
+            }
+        };
+        let per_worker = self.layers.len().div_ceil(workers);
+        if parallel {
+            self.layers
+                .par_chunks_mut(per_worker)
+                .zip(scratches.par_iter_mut())
+                .for_each(|(layers, scratch)| layers.iter_mut().for_each(|l| copy_layer(l, scratch)));
+        } else {
+            let scratch = &mut scratches[0];
+            self.layers.iter_mut().for_each(|l| copy_layer(l, scratch));
+        }
+        self.copy_positions(&plan);
+        Ok(())
+    }
+}
+
+/// What `copy_slots` does, worked out (and validated, and allocated)
+/// before anything is written: the `(src, dst)` moves with `src != dst`,
+/// the sources that are also destinations (so read into scratch first),
+/// sorted and distinct, and each move's source position.
+pub(crate) struct CopyPlan {
+    pub moves: Vec<(usize, usize)>,
+    pub staged: Vec<usize>,
+    pub old_pos: Vec<u64>,
+}
+
+impl Cache {
+    /// Validates a `copy_slots` call and plans it; `None` when it moves
+    /// nothing. Changes nothing.
+    pub(crate) fn copy_plan(&self, src: &[i32], dst: &[i32]) -> Result<Option<CopyPlan>> {
         if src.len() != dst.len() {
             return Err(Error::ShapeMismatch(format!("src has {} rows, dst {}", src.len(), dst.len())));
         }
@@ -145,7 +203,7 @@ impl Cache {
             }
         }
         if moves.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         // Sources that are also destinations must be read before anything
         // is written: stage those (once each) in scratch space.
@@ -159,46 +217,14 @@ impl Cache {
         staged.dedup();
         let mut old_pos: Vec<u64> = try_with_capacity(moves.len(), "positions")?;
         old_pos.extend(moves.iter().map(|&(s, _)| self.positions[s]));
+        Ok(Some(CopyPlan { moves, staged, old_pos }))
+    }
 
-        let (cb, sb) = self.slot_byte_sizes();
-        let bytes = moves.len() * (cb + sb) * self.layers.len();
-        let parallel = bytes >= PAR_MIN_BYTES && self.layers.len() >= 2;
-        // One scratch buffer per worker, each processing a run of layers.
-        let workers = if parallel { rayon::current_num_threads().clamp(1, self.layers.len()) } else { 1 };
-        let scratch_bytes = staged.len() * cb.max(sb);
-        let mut scratches: Vec<Vec<u8>> = try_with_capacity(workers, "scratch table")?;
-        for _ in 0..workers {
-            scratches.push(try_with_capacity(scratch_bytes, "copy scratch")?);
-        }
-        let copy_layer = |layer: &mut crate::cache::Layer, scratch: &mut Vec<u8>| {
-            for (buf, per) in [(&mut layer.conv, cb), (&mut layer.ssm, sb)] {
-                let bytes = buf.bytes_mut();
-                scratch.clear(); // keeps its capacity: no allocation here
-                for &s in &staged {
-                    scratch.extend_from_slice(&bytes[s * per..(s + 1) * per]);
-                }
-                for &(s, d) in &moves {
-                    match staged.binary_search(&s) {
-                        Ok(k) => bytes[d * per..(d + 1) * per].copy_from_slice(&scratch[k * per..(k + 1) * per]),
-                        Err(_) => bytes.copy_within(s * per..(s + 1) * per, d * per),
-                    }
-                }
-            }
-        };
-        let per_worker = self.layers.len().div_ceil(workers);
-        if parallel {
-            self.layers
-                .par_chunks_mut(per_worker)
-                .zip(scratches.par_iter_mut())
-                .for_each(|(layers, scratch)| layers.iter_mut().for_each(|l| copy_layer(l, scratch)));
-        } else {
-            let scratch = &mut scratches[0];
-            self.layers.iter_mut().for_each(|l| copy_layer(l, scratch));
-        }
-        for (&(_, d), p) in moves.iter().zip(old_pos) {
+    /// Gives the destinations of an applied plan their sources' positions.
+    pub(crate) fn copy_positions(&mut self, plan: &CopyPlan) {
+        for (&(_, d), &p) in plan.moves.iter().zip(&plan.old_pos) {
             self.positions[d] = p;
         }
-        Ok(())
     }
 }
 

@@ -327,6 +327,23 @@ impl crate::device::DeviceMem for Gpu {
         p
     }
 
+    fn copy(&self, src: &CudaSlice<u8>, src_off: usize, dst: &mut CudaSlice<u8>, dst_off: usize, bytes: usize) -> Result<()> {
+        let v = src.slice(src_off..src_off + bytes);
+        let mut w = dst.slice_mut(dst_off..dst_off + bytes);
+        self.stream.memcpy_dtod(&v, &mut w).map_err(driver("device copy"))
+    }
+
+    fn copy_within(&self, buf: &mut CudaSlice<u8>, src_off: usize, dst_off: usize, bytes: usize) -> Result<()> {
+        assert!(src_off.max(dst_off) + bytes <= buf.len(), "device copy out of range");
+        let (base, _g) = buf.device_ptr_mut(&self.stream);
+        // SAFETY: both ranges lie inside the live allocation (checked
+        // above); the device cache never passes overlapping ranges.
+        unsafe {
+            cudarc::driver::result::memcpy_dtod_async(base + dst_off as u64, base + src_off as u64, bytes, self.stream.cu_stream())
+        }
+        .map_err(driver("device copy"))
+    }
+
     fn synchronize(&self) -> Result<()> {
         self.ctx.bind_to_thread().map_err(driver("bind context"))?;
         self.stream.synchronize().map_err(driver("stream synchronize"))

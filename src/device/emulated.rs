@@ -70,6 +70,17 @@ impl DeviceMem for Emu {
     fn address(&self, buf: &EmuBuf) -> u64 {
         buf.0.as_ptr() as u64
     }
+    fn copy(&self, src: &EmuBuf, src_off: usize, dst: &mut EmuBuf, dst_off: usize, bytes: usize) -> Result<()> {
+        self.transfer()?;
+        dst.0[dst_off..dst_off + bytes].copy_from_slice(&src.0[src_off..src_off + bytes]);
+        Ok(())
+    }
+    fn copy_within(&self, buf: &mut EmuBuf, src_off: usize, dst_off: usize, bytes: usize) -> Result<()> {
+        self.transfer()?;
+        assert!(src_off + bytes <= dst_off || dst_off + bytes <= src_off, "overlapping device copy");
+        buf.0.copy_within(src_off..src_off + bytes, dst_off);
+        Ok(())
+    }
     fn synchronize(&self) -> Result<()> {
         self.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(())

@@ -167,7 +167,9 @@ pub unsafe extern "C" fn m2c_config_bytes(cfg: *const m2c_config, out_bytes: *mu
 /// are plain device allocations on GPU `device_index`, and every function
 /// works on the handle: the copy-style calls (update, set, read, reset,
 /// copy_slots, snapshots, files, check_finite) take and fill host buffers
-/// and stage the slot rows they touch through host memory; the views
+/// and stage the slot rows they touch through host memory, except
+/// `m2c_reset`, slot acquisition and `m2c_copy_slots`, which work
+/// device-to-device; the views
 /// return device pointers (`m2c_tensor.device`); the kernel calls
 /// (`m2c_conv_step`, `m2c_ssm_step`, the prefills) take device pointers
 /// for the activations, weights and parameters (`slots` and `cu_seqlens`
