@@ -133,18 +133,9 @@ func (c *Cache) deviceConv(op string, layer int, slots []int32, cu []uint64, pre
 	if err != nil {
 		return err
 	}
-	dim := c.cfg.ConvDim()
 	xd, od := x.data(), out.data()
-	bufs := []buf{{name: "x", d: xd, per: dim}, {name: "out", d: od, per: dim}}
-	io, err := ioDType(op, bufs)
+	io, n, err := c.checkTokens(op, c.convBufs(xd, od), slots, cu, prefill)
 	if err != nil {
-		return err
-	}
-	n, tokens, err := tokenRows(op, slots, cu, prefill, xd, dim)
-	if err != nil {
-		return err
-	}
-	if err := checkBufs(op, bufs, tokens, rowsWord(prefill)); err != nil {
 		return err
 	}
 	args, err := p.args(op, io)
@@ -170,26 +161,9 @@ func (c *Cache) deviceSSM(op string, layer int, slots []int32, cu []uint64, pref
 	if err != nil {
 		return err
 	}
-	hd := int(c.cfg.NumHeads) * int(c.cfg.HeadDim)
-	gn := int(c.cfg.NGroups) * int(c.cfg.StateSize)
 	d := [6]Data{b.X.data(), b.Dt.data(), b.B.data(), b.C.data(), b.Z.data(), b.Y.data()}
-	bufs := []buf{
-		{name: "x", d: d[0], per: hd},
-		{name: "dt", d: d[1], per: int(c.cfg.NumHeads)},
-		{name: "B", d: d[2], per: gn},
-		{name: "C", d: d[3], per: gn},
-		{name: "z", d: d[4], per: hd, optional: true},
-		{name: "y", d: d[5], per: hd},
-	}
-	io, err := ioDType(op, bufs)
+	io, n, err := c.checkTokens(op, c.ssmBufs(d), slots, cu, prefill)
 	if err != nil {
-		return err
-	}
-	n, tokens, err := tokenRows(op, slots, cu, prefill, d[0], hd)
-	if err != nil {
-		return err
-	}
-	if err := checkBufs(op, bufs, tokens, rowsWord(prefill)); err != nil {
 		return err
 	}
 	args, err := p.args(op, io)

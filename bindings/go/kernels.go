@@ -279,6 +279,45 @@ func checkBufs(op string, bufs []buf, tokens uint64, rowsWhat string) error {
 	return nil
 }
 
+// convBufs names a conv call's per-token buffers; the first gives the row
+// count of a step with nil slots.
+func (c *Cache) convBufs(x, out Data) []buf {
+	dim := c.cfg.ConvDim()
+	return []buf{{name: "x", d: x, per: dim}, {name: "out", d: out, per: dim}}
+}
+
+// ssmBufs names an SSM call's per-token buffers x, dt, B, C, z, y.
+func (c *Cache) ssmBufs(d [6]Data) []buf {
+	hd := int(c.cfg.NumHeads) * int(c.cfg.HeadDim)
+	gn := int(c.cfg.NGroups) * int(c.cfg.StateSize)
+	return []buf{
+		{name: "x", d: d[0], per: hd},
+		{name: "dt", d: d[1], per: int(c.cfg.NumHeads)},
+		{name: "B", d: d[2], per: gn},
+		{name: "C", d: d[3], per: gn},
+		{name: "z", d: d[4], per: hd, optional: true},
+		{name: "y", d: d[5], per: hd},
+	}
+}
+
+// checkTokens runs the Go checks every kernel call makes of its per-token
+// buffers and returns their dtype (the call's io_dtype) and the row or
+// sequence count passed to C.
+func (c *Cache) checkTokens(op string, bufs []buf, slots []int32, cu []uint64, prefill bool) (DType, int, error) {
+	io, err := ioDType(op, bufs)
+	if err != nil {
+		return 0, 0, err
+	}
+	n, tokens, err := tokenRows(op, slots, cu, prefill, bufs[0].d, bufs[0].per)
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := checkBufs(op, bufs, tokens, rowsWord(prefill)); err != nil {
+		return 0, 0, err
+	}
+	return io, n, nil
+}
+
 // checkConvParams checks p against the cache's shape in Go.
 func (c *Cache) checkConvParams(op string, p *ConvParams) error {
 	if skipGoChecks.Load() {
@@ -333,17 +372,8 @@ func (c *Cache) conv(op string, layer int, slots []int32, cu []uint64, prefill b
 	if err != nil {
 		return err
 	}
-	dim := c.cfg.ConvDim()
-	bufs := []buf{{name: "x", d: x, per: dim}, {name: "out", d: out, per: dim}}
-	io, err := ioDType(op, bufs)
+	io, n, err := c.checkTokens(op, c.convBufs(x, out), slots, cu, prefill)
 	if err != nil {
-		return err
-	}
-	n, tokens, err := tokenRows(op, slots, cu, prefill, x, dim)
-	if err != nil {
-		return err
-	}
-	if err := checkBufs(op, bufs, tokens, rowsWord(prefill)); err != nil {
 		return err
 	}
 	if err := c.checkConvParams(op, p); err != nil {
@@ -376,25 +406,8 @@ func (c *Cache) ssm(op string, layer int, slots []int32, cu []uint64, prefill bo
 	if err != nil {
 		return err
 	}
-	hd := int(c.cfg.NumHeads) * int(c.cfg.HeadDim)
-	gn := int(c.cfg.NGroups) * int(c.cfg.StateSize)
-	bufs := []buf{
-		{name: "x", d: b.X, per: hd},
-		{name: "dt", d: b.Dt, per: int(c.cfg.NumHeads)},
-		{name: "B", d: b.B, per: gn},
-		{name: "C", d: b.C, per: gn},
-		{name: "z", d: b.Z, per: hd, optional: true},
-		{name: "y", d: b.Y, per: hd},
-	}
-	io, err := ioDType(op, bufs)
+	io, n, err := c.checkTokens(op, c.ssmBufs([6]Data{b.X, b.Dt, b.B, b.C, b.Z, b.Y}), slots, cu, prefill)
 	if err != nil {
-		return err
-	}
-	n, tokens, err := tokenRows(op, slots, cu, prefill, b.X, hd)
-	if err != nil {
-		return err
-	}
-	if err := checkBufs(op, bufs, tokens, rowsWord(prefill)); err != nil {
 		return err
 	}
 	if err := c.checkSSMParams(op, p); err != nil {

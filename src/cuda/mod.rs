@@ -413,19 +413,10 @@ impl crate::device::DeviceKernels for Gpu {
         io: &crate::device::DeviceSsmIo,
         p: &crate::device::DeviceSsmParams,
     ) -> Result<()> {
-        let dev_slots = self.stream.clone_htod(slots).map_err(driver("slots upload"))?;
-        let shape = SsmShape {
-            heads: cfg.num_heads as usize,
-            head_dim: cfg.head_dim as usize,
-            state_size: cfg.state_size as usize,
-            groups: cfg.n_groups as usize,
-        };
-        let (sp, _g0) = state.device_ptr_mut(&self.stream);
-        let (slp, _g1) = dev_slots.device_ptr(&self.stream);
         // SAFETY: `state` is a layer of a cache of `cfg`; `slots` were
         // validated against its slot count; the activations are the
         // caller's contract (documented on the C API).
-        unsafe { self.launch_ssm(cfg.ssm_dtype, shape, sp, slp, 0, slots.len(), io, p) }
+        self.with_tables(state, slots, None, |sp, slp, _| unsafe { self.launch_ssm(cfg.ssm_dtype, ssm_shape(cfg), sp, slp, 0, slots.len(), io, p) })
     }
 
     fn ssm_prefill(
@@ -437,40 +428,39 @@ impl crate::device::DeviceKernels for Gpu {
         io: &crate::device::DeviceSsmIo,
         p: &crate::device::DeviceSsmParams,
     ) -> Result<()> {
-        let dev_slots = self.stream.clone_htod(slots).map_err(driver("slots upload"))?;
-        let dev_cu = self.stream.clone_htod(cu).map_err(driver("cu_seqlens upload"))?;
-        let shape = SsmShape {
-            heads: cfg.num_heads as usize,
-            head_dim: cfg.head_dim as usize,
-            state_size: cfg.state_size as usize,
-            groups: cfg.n_groups as usize,
-        };
-        let (sp, _g0) = state.device_ptr_mut(&self.stream);
-        let (slp, _g1) = dev_slots.device_ptr(&self.stream);
-        let (cup, _g2) = dev_cu.device_ptr(&self.stream);
         // SAFETY: as in `ssm_step`; `cu` was validated (n + 1 offsets from
         // 0, never decreasing, ending at the token count the arrays hold).
-        unsafe { self.launch_ssm(cfg.ssm_dtype, shape, sp, slp, cup, slots.len(), io, p) }
+        self.with_tables(state, slots, Some(cu), |sp, slp, cup| unsafe { self.launch_ssm(cfg.ssm_dtype, ssm_shape(cfg), sp, slp, cup, slots.len(), io, p) })
     }
 
     fn conv_step(&self, cfg: &crate::Config, win: &mut CudaSlice<u8>, slots: &[i32], a: &crate::device::DeviceConvArgs) -> Result<()> {
-        let dev_slots = self.stream.clone_htod(slots).map_err(driver("slots upload"))?;
-        let dim = cfg.shape()?.conv_dim;
-        let (wp, _g0) = win.device_ptr_mut(&self.stream);
-        let (slp, _g1) = dev_slots.device_ptr(&self.stream);
+        let (dim, k, w) = (cfg.shape()?.conv_dim, cfg.conv_kernel_size as usize, cfg.conv_width as usize);
         // SAFETY: as in `ssm_step`.
-        unsafe { self.launch_conv(cfg.conv_dtype, dim, cfg.conv_kernel_size as usize, cfg.conv_width as usize, wp, slp, 0, slots.len(), a) }
+        self.with_tables(win, slots, None, |wp, slp, _| unsafe { self.launch_conv(cfg.conv_dtype, dim, k, w, wp, slp, 0, slots.len(), a) })
     }
 
     fn conv_prefill(&self, cfg: &crate::Config, win: &mut CudaSlice<u8>, slots: &[i32], cu: &[u64], a: &crate::device::DeviceConvArgs) -> Result<()> {
-        let dev_slots = self.stream.clone_htod(slots).map_err(driver("slots upload"))?;
-        let dev_cu = self.stream.clone_htod(cu).map_err(driver("cu_seqlens upload"))?;
-        let dim = cfg.shape()?.conv_dim;
-        let (wp, _g0) = win.device_ptr_mut(&self.stream);
-        let (slp, _g1) = dev_slots.device_ptr(&self.stream);
-        let (cup, _g2) = dev_cu.device_ptr(&self.stream);
+        let (dim, k, w) = (cfg.shape()?.conv_dim, cfg.conv_kernel_size as usize, cfg.conv_width as usize);
         // SAFETY: as in `ssm_prefill`.
-        unsafe { self.launch_conv(cfg.conv_dtype, dim, cfg.conv_kernel_size as usize, cfg.conv_width as usize, wp, slp, cup, slots.len(), a) }
+        self.with_tables(win, slots, Some(cu), |wp, slp, cup| unsafe { self.launch_conv(cfg.conv_dtype, dim, k, w, wp, slp, cup, slots.len(), a) })
+    }
+}
+
+fn ssm_shape(cfg: &crate::Config) -> SsmShape {
+    SsmShape { heads: cfg.num_heads as usize, head_dim: cfg.head_dim as usize, state_size: cfg.state_size as usize, groups: cfg.n_groups as usize }
+}
+
+impl Gpu {
+    /// Uploads a call's `slots` and, for a prefill, its `cu_seqlens`, then
+    /// runs `launch` with the addresses of the layer buffer, the slots and
+    /// the offsets (0 for none); the uploads live until it has queued.
+    fn with_tables(&self, buf: &mut CudaSlice<u8>, slots: &[i32], cu: Option<&[u64]>, launch: impl FnOnce(u64, u64, u64) -> Result<()>) -> Result<()> {
+        let dev_slots = self.stream.clone_htod(slots).map_err(driver("slots upload"))?;
+        let dev_cu = cu.map(|c| self.stream.clone_htod(c)).transpose().map_err(driver("cu_seqlens upload"))?;
+        let (bp, _g0) = buf.device_ptr_mut(&self.stream);
+        let (slp, _g1) = dev_slots.device_ptr(&self.stream);
+        let cup = dev_cu.as_ref().map(|c| c.device_ptr(&self.stream));
+        launch(bp, slp, cup.as_ref().map_or(0, |c| c.0))
     }
 }
 

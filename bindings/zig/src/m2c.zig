@@ -621,10 +621,8 @@ pub const DeviceConvArgs = struct {
     activation: Activation = .silu,
 
     fn toC(self: DeviceConvArgs, io_dtype: Dtype, diag: ?*Diagnostics) Error!c.m2c_conv_args {
-        var raw: c.m2c_conv_args = undefined;
-        c.m2c_conv_args_init(&raw);
-        raw.io_dtype = @intFromEnum(io_dtype);
-        raw.activation = @intFromEnum(self.activation);
+        const host: ConvArgs = .{ .weight = &.{}, .activation = self.activation };
+        var raw = host.toC(io_dtype);
         raw.weight = try self.weight.f32Ptr(diag, "weight");
         raw.weight_len = self.weight.len;
         if (self.bias) |b| {
@@ -649,13 +647,9 @@ pub const DeviceSsmArgs = struct {
     dt_max: f32 = std.math.inf(f32),
 
     fn toC(self: DeviceSsmArgs, io_dtype: Dtype, diag: ?*Diagnostics) Error!c.m2c_ssm_args {
-        var raw: c.m2c_ssm_args = undefined;
-        c.m2c_ssm_args_init(&raw);
-        raw.io_dtype = @intFromEnum(io_dtype);
-        raw.dt_softplus = @intFromBool(self.dt_softplus);
-        raw.dt_clamp = @intFromBool(self.dt_clamp);
-        raw.dt_min = self.dt_min;
-        raw.dt_max = self.dt_max;
+        // The flags as the slice form sets them; then the device arrays.
+        const host: SsmArgs = .{ .A = &.{}, .dt_softplus = self.dt_softplus, .dt_clamp = self.dt_clamp, .dt_min = self.dt_min, .dt_max = self.dt_max };
+        var raw = host.toC(io_dtype);
         raw.A = try self.A.f32Ptr(diag, "A");
         raw.A_len = self.A.len;
         if (self.D) |d| {
