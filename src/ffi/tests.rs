@@ -374,6 +374,56 @@ fn the_c_api_runs_the_same_on_a_device_cache() {
         }
         assert!(outs[0] == outs[1], "step {step}: outputs differ");
     }
+    // A varlen prefill (a padding and an empty sequence) and an
+    // overlapping copy_slots (a swap) on both.
+    let cu = [0u64, 2, 2, 5];
+    let t = 5usize;
+    let px: Vec<f32> = (0..t * dim).map(|i| val(i, 11)).collect();
+    let (sx, sdt) = ((0..t * nh * hd).map(|i| val(i, 12)).collect::<Vec<f32>>(), (0..t * nh).map(|i| val(i, 13)).collect::<Vec<f32>>());
+    let (sb, sc) = ((0..t * n).map(|i| val(i, 14)).collect::<Vec<f32>>(), (0..t * n).map(|i| val(i, 15)).collect::<Vec<f32>>());
+    let mut results = Vec::new();
+    for c in [h, d] {
+        let (mut co, mut y) = (vec![9f32; t * dim], vec![9f32; t * nh * hd]);
+        let mut states = vec![0f32; 3 * per_slot];
+        let mut wins = vec![0f32; 3 * dim * cfg.conv_width as usize];
+        // SAFETY: valid pointers and lengths; the emulated device takes
+        // host addresses.
+        unsafe {
+            let mut args = std::mem::MaybeUninit::<m2c_conv_args>::zeroed();
+            m2c_conv_args_init(args.as_mut_ptr());
+            let mut args = args.assume_init();
+            (args.weight, args.weight_len) = (w.as_ptr(), w.len());
+            let st = m2c_conv_prefill(c, 1, slots.as_ptr(), 3, cu.as_ptr(), 4, px.as_ptr().cast(), px.len(), co.as_mut_ptr().cast(), co.len(), &args);
+            assert_eq!(st, M2C_STATUS_OK, "{}", last_error());
+            let mut sargs = std::mem::MaybeUninit::<m2c_ssm_args>::zeroed();
+            m2c_ssm_args_init(sargs.as_mut_ptr());
+            let mut sargs = sargs.assume_init();
+            (sargs.A, sargs.A_len) = (a.as_ptr(), a.len());
+            let mut io = std::mem::MaybeUninit::<m2c_ssm_io>::zeroed();
+            m2c_ssm_io_init(io.as_mut_ptr());
+            let mut io = io.assume_init();
+            (io.x, io.x_len, io.dt, io.dt_len) = (sx.as_ptr().cast(), sx.len(), sdt.as_ptr().cast(), sdt.len());
+            (io.B, io.B_len, io.C, io.C_len) = (sb.as_ptr().cast(), sb.len(), sc.as_ptr().cast(), sc.len());
+            (io.y, io.y_len) = (y.as_mut_ptr().cast(), y.len());
+            assert_eq!(m2c_ssm_prefill(c, 1, slots.as_ptr(), 3, cu.as_ptr(), 4, &io, &sargs), M2C_STATUS_OK, "{}", last_error());
+            assert_eq!(m2c_advance(c, [2i32].as_ptr(), 1, 2), M2C_STATUS_OK);
+            assert_eq!(m2c_copy_slots(c, [0i32, 2].as_ptr(), [2i32, 0].as_ptr(), 2), M2C_STATUS_OK, "{}", last_error());
+            assert_eq!(m2c_read_ssm(c, 1, ptr::null(), 3, states.as_mut_ptr().cast(), M2C_DTYPE_F32, states.len()), M2C_STATUS_OK);
+            assert_eq!(m2c_read_conv(c, 1, ptr::null(), 3, wins.as_mut_ptr().cast(), M2C_DTYPE_F32, wins.len()), M2C_STATUS_OK);
+        }
+        let mut pos = [0u64; 3];
+        for (s, p) in pos.iter_mut().enumerate() {
+            // SAFETY: valid pointers.
+            assert_eq!(unsafe { m2c_position(c, s as i32, p) }, M2C_STATUS_OK);
+        }
+        results.push((co, y, states, wins, pos));
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let (r0, r1) = (&results[0], &results[1]);
+    assert!(bits(&r0.0) == bits(&r1.0) && bits(&r0.1) == bits(&r1.1), "prefill outputs differ");
+    assert!(bits(&r0.2) == bits(&r1.2) && bits(&r0.3) == bits(&r1.3), "states after prefill and copy_slots differ");
+    assert_eq!(r0.4, r1.4, "positions after copy_slots differ");
+    assert_eq!(r0.4, [2, 0, 0], "the swap moved slot 2's position to slot 0");
     let mut views = Vec::new();
     let mut snaps = Vec::new();
     for c in [h, d] {
