@@ -606,6 +606,102 @@ fn check_prefill_api(gpu: &Gpu, st: DType) -> Vec<Check> {
     out
 }
 
+/// A batch past the launch parameters' inline slot table (300 rows and
+/// 300 sequences, so the slots and offsets are uploaded): the device cache
+/// against the CPU cache, a step and a prefill, all outputs poisoned first.
+fn check_large_batch(gpu: &Gpu) -> Vec<Check> {
+    use m2c::ffi::*;
+    let rows = 300usize;
+    let mut cfg = api_config(DType::F32);
+    (cfg.num_layers, cfg.num_slots, cfg.intermediate_size) = (1, rows as u32, 64);
+    (cfg.num_heads, cfg.head_dim, cfg.state_size, cfg.n_groups) = (4, 16, 32, 1);
+    cfg.conv_dtype = DType::F32.code();
+    let (h, p, n, g, dim) = (4usize, 16usize, 32usize, 1usize, 64 + 2 * 32);
+    let mut hs = [std::ptr::null_mut(); 2];
+    for (i, d) in [M2C_DEVICE_CPU, M2C_DEVICE_CUDA].into_iter().enumerate() {
+        let mut c = cfg;
+        c.device = d;
+        // SAFETY: valid pointers.
+        if let Err(e) = status_ok(unsafe { m2c_create(&c, &mut hs[i]) }) {
+            return vec![(format!("m2c_create (device {d}, {rows} slots)"), false, e)];
+        }
+    }
+    let [cpu, dev] = hs;
+    let s = &gpu.stream;
+    let mut rng = Rng(0xB16);
+    let state = rng.vec(rows * h * p * n, 0.5);
+    // Rows in reverse slot order, one padding row.
+    let mut slots: Vec<i32> = (0..rows as i32).rev().collect();
+    slots[7] = -1;
+    let cu: Vec<u64> = (0..=rows as u64).map(|i| i + i / 2).collect();
+    let w = rng.vec(dim * 4, 0.5);
+    let a_log: Vec<f32> = (0..h).map(|i| -0.5 - 0.25 * i as f32).collect();
+    let (dw, da) = (upf(s, &w), upf(s, &a_log));
+    let mut out: Vec<Check> = Vec::new();
+    for (what, t, cu) in [("step", rows, None), ("prefill", cu[rows] as usize, Some(&cu))] {
+        let x = rng.vec(t * dim, 1.0);
+        let (sx, dt, b, c) = (rng.vec(t * h * p, 1.0), rng.vec(t * h, 1.0), rng.vec(t * g * n, 1.0), rng.vec(t * g * n, 1.0));
+        let (dx, dsx, ddt, db, dc) = (upf(s, &x), upf(s, &sx), upf(s, &dt), upf(s, &b), upf(s, &c));
+        let (mut co, mut y) = (vec![f32::NAN; t * dim], vec![f32::NAN; t * h * p]);
+        let (dco, dy) = (upf(s, &co), upf(s, &y));
+        let mut run = |c_: *mut m2c_cache, on_dev: bool| -> Result<(), String> {
+            let ad = |host: *const f32, d: &CudaSlice<f32>| if on_dev { addr(s, d) as *const f32 } else { host };
+            let mut ca = std::mem::MaybeUninit::<m2c_conv_args>::zeroed();
+            let mut sa = std::mem::MaybeUninit::<m2c_ssm_args>::zeroed();
+            let mut io = std::mem::MaybeUninit::<m2c_ssm_io>::zeroed();
+            // SAFETY: valid storage and pointers of the declared lengths
+            // (host buffers for the CPU cache, device buffers for the GPU's).
+            unsafe {
+                m2c_conv_args_init(ca.as_mut_ptr());
+                m2c_ssm_args_init(sa.as_mut_ptr());
+                m2c_ssm_io_init(io.as_mut_ptr());
+                let (mut ca, mut sa, mut io) = (ca.assume_init(), sa.assume_init(), io.assume_init());
+                (ca.weight, ca.weight_len) = (ad(w.as_ptr(), &dw), w.len());
+                (sa.A, sa.A_len) = (ad(a_log.as_ptr(), &da), h);
+                (io.x, io.x_len, io.dt, io.dt_len) = (ad(sx.as_ptr(), &dsx).cast(), sx.len(), ad(dt.as_ptr(), &ddt).cast(), dt.len());
+                (io.B, io.B_len, io.C, io.C_len) = (ad(b.as_ptr(), &db).cast(), b.len(), ad(c.as_ptr(), &dc).cast(), c.len());
+                (io.y, io.y_len) = (ad(y.as_mut_ptr(), &dy) as *mut _, y.len());
+                let (xp, op) = (ad(x.as_ptr(), &dx).cast(), ad(co.as_mut_ptr(), &dco) as *mut _);
+                status_ok(m2c_update_ssm(c_, 0, std::ptr::null(), rows, state.as_ptr().cast(), M2C_DTYPE_F32, state.len()))?;
+                match cu {
+                    None => {
+                        status_ok(m2c_conv_step(c_, 0, slots.as_ptr(), rows, xp, x.len(), op, co.len(), &ca))?;
+                        status_ok(m2c_ssm_step(c_, 0, slots.as_ptr(), rows, &io, &sa))
+                    }
+                    Some(cu) => {
+                        status_ok(m2c_conv_prefill(c_, 0, slots.as_ptr(), rows, cu.as_ptr(), cu.len(), xp, x.len(), op, co.len(), &ca))?;
+                        status_ok(m2c_ssm_prefill(c_, 0, slots.as_ptr(), rows, cu.as_ptr(), cu.len(), &io, &sa))
+                    }
+                }
+            }
+        };
+        let checked = run(cpu, false).and_then(|_| run(dev, true)).and_then(|_| {
+            let (gco, gy) = (s.clone_dtoh(&dco).unwrap(), s.clone_dtoh(&dy).unwrap());
+            let read = |c_: *mut m2c_cache| {
+                let mut v = vec![0f32; rows * h * p * n];
+                // SAFETY: valid pointers and lengths.
+                unsafe { m2c_read_ssm(c_, 0, std::ptr::null(), rows, v.as_mut_ptr().cast(), M2C_DTYPE_F32, v.len()) };
+                v
+            };
+            let errs = [rel(&gco, &co), rel(&gy, &y), rel(&read(dev), &read(cpu))];
+            if gco.iter().chain(&gy).any(|v| v.is_nan()) {
+                Err("an output element was left unwritten (NaN poison)".into())
+            } else if errs.iter().any(|e| e.is_nan() || *e > tol(DType::F32)) {
+                Err(format!("rel err conv out {:.2e}, y {:.2e}, state {:.2e}", errs[0], errs[1], errs[2]))
+            } else {
+                Ok(())
+            }
+        });
+        out.push((format!("{rows}-row {what} (slot table uploaded, not inline)"), checked.is_ok(), checked.err().unwrap_or_default()));
+    }
+    // SAFETY: live handles, destroyed once.
+    unsafe {
+        m2c_destroy(cpu);
+        m2c_destroy(dev);
+    }
+    out
+}
+
 /// The C API on a device cache, call by call against a CPU cache fed the
 /// same inputs (kernel inputs uploaded to device buffers for the device
 /// cache). States are compared exactly where no kernel ran on them, within
@@ -867,6 +963,10 @@ fn main() {
             all_ok &= ok;
             println!("| {} | {name} | {} | {detail} |", st.name(), if ok { "ok" } else { "FAILED" });
         }
+    }
+    for (name, ok, detail) in check_large_batch(&gpu) {
+        all_ok &= ok;
+        println!("| f32 | {name} | {} | {detail} |", if ok { "ok" } else { "FAILED" });
     }
     println!("\n## Speed: one layer of Mamba2-2.7B (80 heads x 64 x 128), f32 activations, median of 20 (CUDA events)\n");
     println!("| state | slots | state MB | ssm_step ms | ssm GB/s | D2D copy ms | copy GB/s | ssm vs copy | conv_step us (bf16 window) |\n|---|---|---|---|---|---|---|---|---|");

@@ -31,17 +31,35 @@ template <> __device__ __forceinline__ f16_t st<f16_t>(float v) {
     return r;
 }
 
-// Tokens of one sequence: `cu == nullptr` means a decode step (sequence
-// `seq` is token row `seq`); otherwise sequence `seq` owns token rows
-// cu[seq] .. cu[seq+1], run in order. Prefill and step share every line
-// of the per-token code, so a prefill is bit-identical to its steps.
-__device__ __forceinline__ void seq_tokens(const unsigned long long* cu, int seq, size_t* t0, size_t* t1) {
-    if (cu) {
-        *t0 = (size_t)cu[seq];
-        *t1 = (size_t)cu[seq + 1];
-    } else {
+// The sequences of a launch. A decode step has one token per sequence
+// (sequence `seq` is token row `seq`); a prefill's sequence `seq` owns token
+// rows off[seq] .. off[seq+1], run in order. Slots and offsets travel in
+// the launch parameters for up to M2C_INLINE sequences (no upload, no
+// allocation per call); larger batches pass device arrays instead.
+// Prefill and step share every line of the per-token code, so a prefill
+// is bit-identical to its steps. Must match `Seqs` in src/cuda/mod.rs.
+#define M2C_INLINE 256
+struct Seqs {
+    const int* slots;                // device array, or null: slot[]
+    const unsigned long long* cu;    // device array, or null: off[]
+    int prefill;
+    int pad;
+    int slot[M2C_INLINE];
+    unsigned long long off[M2C_INLINE + 1];
+};
+
+__device__ __forceinline__ int seq_slot(const Seqs& q, int seq) { return q.slots ? q.slots[seq] : q.slot[seq]; }
+
+__device__ __forceinline__ void seq_tokens(const Seqs& q, int seq, size_t* t0, size_t* t1) {
+    if (!q.prefill) {
         *t0 = (size_t)seq;
         *t1 = (size_t)seq + 1;
+    } else if (q.cu) {
+        *t0 = (size_t)q.cu[seq];
+        *t1 = (size_t)q.cu[seq + 1];
+    } else {
+        *t0 = (size_t)q.off[seq];
+        *t1 = (size_t)q.off[seq + 1];
     }
 }
 
@@ -49,16 +67,16 @@ __device__ __forceinline__ void seq_tokens(const unsigned long long* cu, int seq
 // at a time (L lanes per row, see below). For each token the block converts B and C of the head's group to
 // f32 in shared memory once; every warp reuses them for each channel.
 template <typename S, typename I, int VEC>
-__device__ void ssm_run(S* __restrict__ state, const int* __restrict__ slots, const unsigned long long* __restrict__ cu,
+__device__ void ssm_run(S* __restrict__ state, const Seqs& q,
                         const I* __restrict__ x, const I* __restrict__ dt, const I* __restrict__ B,
                         const I* __restrict__ C, const I* __restrict__ z, I* __restrict__ y,
                         const float* __restrict__ A, const float* __restrict__ D, const float* __restrict__ dt_bias,
                         int H, int P, int N, int G, int softplus, int clamp, float dt_min, float dt_max) {
     const int seq = blockIdx.x, h = blockIdx.y;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    const int slot = slots[seq];
+    const int slot = seq_slot(q, seq);
     size_t t0, t1;
-    seq_tokens(cu, seq, &t0, &t1);
+    seq_tokens(q, seq, &t0, &t1);
     if (slot < 0) {
         for (size_t t = t0; t < t1; t++) {
             I* yh = y + (t * H + h) * P;
@@ -142,14 +160,14 @@ __device__ void ssm_run(S* __restrict__ state, const int* __restrict__ slots, co
 // One thread per (sequence, channel), running the sequence's tokens in
 // order.
 template <typename S, typename I>
-__device__ void conv_run(S* __restrict__ win, const int* __restrict__ slots, const unsigned long long* __restrict__ cu,
+__device__ void conv_run(S* __restrict__ win, const Seqs& q,
                          const I* __restrict__ x, I* __restrict__ out, const float* __restrict__ weight,
                          const float* __restrict__ bias, int dim, int K, int W, int silu) {
     const int seq = blockIdx.x, c = blockIdx.y * blockDim.x + threadIdx.x;
     if (c >= dim) return;
-    const int slot = slots[seq];
+    const int slot = seq_slot(q, seq);
     size_t t0, t1;
-    seq_tokens(cu, seq, &t0, &t1);
+    seq_tokens(q, seq, &t0, &t1);
     if (slot < 0) {
         for (size_t t = t0; t < t1; t++) out[t * dim + c] = st<I>(0.f);
         return;
@@ -171,20 +189,20 @@ __device__ void conv_run(S* __restrict__ win, const int* __restrict__ slots, con
 }
 
 #define M2C_SSM_ARGS(S, I)                                                                                  \
-    S *state, const int *slots, const unsigned long long *cu, const I *x, const I *dt, const I *B, const I *C, \
+    S *state, const Seqs q, const I *x, const I *dt, const I *B, const I *C, \
         const I *z, I *y, const float *A, const float *D, const float *dt_bias, int H, int P, int N, int G,    \
         int softplus, int clamp, float dt_min, float dt_max
-#define M2C_SSM_PASS state, slots, cu, x, dt, B, C, z, y, A, D, dt_bias, H, P, N, G, softplus, clamp, dt_min, dt_max
+#define M2C_SSM_PASS state, q, x, dt, B, C, z, y, A, D, dt_bias, H, P, N, G, softplus, clamp, dt_min, dt_max
 
 #define M2C_KERNELS(SN, S, IN, I)                                                                           \
     extern "C" __global__ void ssm_##SN##_##IN##_vec(M2C_SSM_ARGS(S, I)) {                                 \
         ssm_run<S, I, 16 / sizeof(S)>(M2C_SSM_PASS);                                                        \
     }                                                                                                       \
     extern "C" __global__ void ssm_##SN##_##IN##_scalar(M2C_SSM_ARGS(S, I)) { ssm_run<S, I, 1>(M2C_SSM_PASS); } \
-    extern "C" __global__ void conv_##SN##_##IN(S* win, const int* slots, const unsigned long long* cu,       \
+    extern "C" __global__ void conv_##SN##_##IN(S* win, const Seqs q,                                        \
                                                 const I* x, I* out, const float* weight, const float* bias,  \
                                                 int dim, int K, int W, int silu) {                           \
-        conv_run<S, I>(win, slots, cu, x, out, weight, bias, dim, K, W, silu);                               \
+        conv_run<S, I>(win, q, x, out, weight, bias, dim, K, W, silu);                               \
     }
 
 #define M2C_IO(SN, S)          \

@@ -80,6 +80,52 @@ pub struct SsmShape {
     pub groups: usize,
 }
 
+/// Sequences carried in the launch parameters (no upload, no allocation)
+/// up to this many; larger batches upload their tables.
+const INLINE: usize = 256;
+
+/// The sequences of a launch (`struct Seqs` in kernels.cu, field for
+/// field): device arrays of slots and offsets, or null and the inline
+/// copies; `prefill` 0 for a decode step (one token per sequence).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Seqs {
+    slots: u64,
+    cu: u64,
+    prefill: i32,
+    pad: i32,
+    slot: [i32; INLINE],
+    off: [u64; INLINE + 1],
+}
+
+// The parameter block must stay under CUDA's 4 KiB with the other
+// arguments (16 pointers and scalars at most).
+const _: () = assert!(std::mem::size_of::<Seqs>() == 3104 && std::mem::size_of::<Seqs>() + 16 * 8 < 4096);
+
+// SAFETY: plain old data with the C layout of the kernels' `Seqs`.
+unsafe impl cudarc::driver::DeviceRepr for Seqs {}
+
+impl Seqs {
+    /// Device arrays (`cu` 0 for a decode step).
+    fn arrays(slots: u64, cu: u64) -> Box<Seqs> {
+        Box::new(Seqs { slots, cu, prefill: (cu != 0) as i32, pad: 0, slot: [0; INLINE], off: [0; INLINE + 1] })
+    }
+
+    /// Inline copies, when they fit.
+    fn inline(slots: &[i32], cu: Option<&[u64]>) -> Option<Box<Seqs>> {
+        if slots.len() > INLINE {
+            return None;
+        }
+        let mut q = Seqs::arrays(0, 0);
+        q.slot[..slots.len()].copy_from_slice(slots);
+        if let Some(cu) = cu {
+            q.off[..cu.len()].copy_from_slice(cu);
+            q.prefill = 1;
+        }
+        Some(q)
+    }
+}
+
 impl Gpu {
     /// Opens device `index` and compiles the kernels for it. Fails with
     /// `Unsupported` (never a panic) when the driver, NVRTC or the device
@@ -151,6 +197,7 @@ impl Gpu {
     ) -> Result<()> {
         let s = &self.stream;
         let cu = cu.map(|c| c.device_ptr(s));
+        let cu_addr = cu.as_ref().map_or(0, |c| c.0);
         let (state, _g0) = state.device_ptr_mut(s);
         let (slots, _g1) = slots.device_ptr(s);
         let (x, _g2) = io.x.device_ptr(s);
@@ -175,26 +222,25 @@ impl Gpu {
         // SAFETY: every address comes from a live buffer held (with its
         // guard) until the launch is queued; sizes (and `cu`'s offsets) are
         // the caller's contract.
-        unsafe { self.launch_ssm(state_dtype, shape, state, slots, cu.as_ref().map_or(0, |c| c.0), rows, &io, &params) }
+        unsafe { self.launch_ssm(state_dtype, shape, state, &Seqs::arrays(slots, cu_addr), rows, &io, &params) }
     }
 
     /// Launches the SSM kernel on device addresses: a decode step of
-    /// `seqs` rows when `cu` is 0, else a prefill of `seqs` sequences whose
-    /// token rows `cu` (`seqs + 1` u64 offsets) delimits.
+    /// `seqs` rows, or a prefill of `seqs` sequences, as `q` says.
     ///
     /// # Safety
     /// Every address must point to a live device array of the size the
-    /// shape and the token count imply (0 for the optional ones), `slots`
-    /// to `seqs` distinct int32 slot indices below the buffer's slot count
-    /// (or negative), `cu` (if not 0) to valid offsets.
+    /// shape and the token count imply (0 for the optional ones); `q` must
+    /// hold (or point to) `seqs` distinct int32 slot indices below the
+    /// buffer's slot count (or negative) and, for a prefill, `seqs + 1`
+    /// valid offsets.
     #[allow(clippy::too_many_arguments)]
     unsafe fn launch_ssm(
         &self,
         state_dtype: DType,
         shape: SsmShape,
         state: u64,
-        slots: u64,
-        cu: u64,
+        q: &Seqs,
         seqs: usize,
         io: &crate::device::DeviceSsmIo,
         p: &crate::device::DeviceSsmParams,
@@ -209,7 +255,7 @@ impl Gpu {
         // Shared memory: B and C of the head's group in f32.
         let cfg = LaunchConfig { grid_dim: (seqs32, heads, 1), block_dim: (128, 1, 1), shared_mem_bytes: (2 * shape.state_size * 4) as u32 };
         let mut b = self.stream.launch_builder(&f);
-        b.arg(&state).arg(&slots).arg(&cu).arg(&io.x.addr).arg(&io.dt.addr).arg(&io.b.addr).arg(&io.c.addr).arg(&io.z.addr).arg(&io.y.addr);
+        b.arg(&state).arg(q).arg(&io.x.addr).arg(&io.dt.addr).arg(&io.b.addr).arg(&io.c.addr).arg(&io.z.addr).arg(&io.y.addr);
         b.arg(&p.a.addr).arg(&p.d.addr).arg(&p.dt_bias.addr);
         b.arg(&h).arg(&pp).arg(&n).arg(&g).arg(&softplus).arg(&clamp).arg(&lo).arg(&hi);
         // SAFETY: the argument list matches the kernel's signature (device
@@ -248,11 +294,11 @@ impl Gpu {
         let arr = |a: u64| DevArray::new(a, 0);
         let a = crate::device::DeviceConvArgs { dtype: io_dtype, x: arr(x), out: arr(out), weight: arr(weight), bias: arr(bias.as_ref().map_or(0, |b| b.0)), silu };
         // SAFETY: as in `ssm_step`.
-        unsafe { self.launch_conv(conv_dtype, dim, kernel, width, win, slots, 0, rows, &a) }
+        unsafe { self.launch_conv(conv_dtype, dim, kernel, width, win, &Seqs::arrays(slots, 0), rows, &a) }
     }
 
-    /// Launches the conv kernel on device addresses (a step when `cu` is
-    /// 0, else a prefill, as for `launch_ssm`).
+    /// Launches the conv kernel on device addresses (a step or a prefill,
+    /// as `q` says; see `launch_ssm`).
     ///
     /// # Safety
     /// As for `launch_ssm`.
@@ -264,8 +310,7 @@ impl Gpu {
         kernel: usize,
         width: usize,
         win: u64,
-        slots: u64,
-        cu: u64,
+        q: &Seqs,
         seqs: usize,
         a: &crate::device::DeviceConvArgs,
     ) -> Result<()> {
@@ -274,7 +319,7 @@ impl Gpu {
         let (seqs32, blocks) = grid("conv", seqs, dim.div_ceil(128))?;
         let cfg = LaunchConfig { grid_dim: (seqs32, blocks, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
         let mut b = self.stream.launch_builder(&f);
-        b.arg(&win).arg(&slots).arg(&cu).arg(&a.x.addr).arg(&a.out.addr).arg(&a.weight.addr).arg(&a.bias.addr);
+        b.arg(&win).arg(q).arg(&a.x.addr).arg(&a.out.addr).arg(&a.weight.addr).arg(&a.bias.addr);
         b.arg(&d).arg(&k).arg(&w).arg(&s);
         // SAFETY: as in `launch_ssm`.
         unsafe { b.launch(cfg) }.map_err(|e| unsupported("launch conv kernel", e))?;
@@ -416,7 +461,7 @@ impl crate::device::DeviceKernels for Gpu {
         // SAFETY: `state` is a layer of a cache of `cfg`; `slots` were
         // validated against its slot count; the activations are the
         // caller's contract (documented on the C API).
-        self.with_tables(state, slots, None, |sp, slp, _| unsafe { self.launch_ssm(cfg.ssm_dtype, ssm_shape(cfg), sp, slp, 0, slots.len(), io, p) })
+        self.with_tables(state, slots, None, |sp, q| unsafe { self.launch_ssm(cfg.ssm_dtype, ssm_shape(cfg), sp, q, slots.len(), io, p) })
     }
 
     fn ssm_prefill(
@@ -430,19 +475,19 @@ impl crate::device::DeviceKernels for Gpu {
     ) -> Result<()> {
         // SAFETY: as in `ssm_step`; `cu` was validated (n + 1 offsets from
         // 0, never decreasing, ending at the token count the arrays hold).
-        self.with_tables(state, slots, Some(cu), |sp, slp, cup| unsafe { self.launch_ssm(cfg.ssm_dtype, ssm_shape(cfg), sp, slp, cup, slots.len(), io, p) })
+        self.with_tables(state, slots, Some(cu), |sp, q| unsafe { self.launch_ssm(cfg.ssm_dtype, ssm_shape(cfg), sp, q, slots.len(), io, p) })
     }
 
     fn conv_step(&self, cfg: &crate::Config, win: &mut CudaSlice<u8>, slots: &[i32], a: &crate::device::DeviceConvArgs) -> Result<()> {
         let (dim, k, w) = (cfg.shape()?.conv_dim, cfg.conv_kernel_size as usize, cfg.conv_width as usize);
         // SAFETY: as in `ssm_step`.
-        self.with_tables(win, slots, None, |wp, slp, _| unsafe { self.launch_conv(cfg.conv_dtype, dim, k, w, wp, slp, 0, slots.len(), a) })
+        self.with_tables(win, slots, None, |wp, q| unsafe { self.launch_conv(cfg.conv_dtype, dim, k, w, wp, q, slots.len(), a) })
     }
 
     fn conv_prefill(&self, cfg: &crate::Config, win: &mut CudaSlice<u8>, slots: &[i32], cu: &[u64], a: &crate::device::DeviceConvArgs) -> Result<()> {
         let (dim, k, w) = (cfg.shape()?.conv_dim, cfg.conv_kernel_size as usize, cfg.conv_width as usize);
         // SAFETY: as in `ssm_prefill`.
-        self.with_tables(win, slots, Some(cu), |wp, slp, cup| unsafe { self.launch_conv(cfg.conv_dtype, dim, k, w, wp, slp, cup, slots.len(), a) })
+        self.with_tables(win, slots, Some(cu), |wp, q| unsafe { self.launch_conv(cfg.conv_dtype, dim, k, w, wp, q, slots.len(), a) })
     }
 }
 
@@ -451,16 +496,20 @@ fn ssm_shape(cfg: &crate::Config) -> SsmShape {
 }
 
 impl Gpu {
-    /// Uploads a call's `slots` and, for a prefill, its `cu_seqlens`, then
-    /// runs `launch` with the addresses of the layer buffer, the slots and
-    /// the offsets (0 for none); the uploads live until it has queued.
-    fn with_tables(&self, buf: &mut CudaSlice<u8>, slots: &[i32], cu: Option<&[u64]>, launch: impl FnOnce(u64, u64, u64) -> Result<()>) -> Result<()> {
+    /// Runs `launch` with the address of the layer buffer and the call's
+    /// sequences: `slots` and, for a prefill, its `cu_seqlens` inline in
+    /// the launch parameters when they fit (no allocation, no transfer),
+    /// else uploaded for the launch (the uploads live until it has queued).
+    fn with_tables(&self, buf: &mut CudaSlice<u8>, slots: &[i32], cu: Option<&[u64]>, launch: impl FnOnce(u64, &Seqs) -> Result<()>) -> Result<()> {
+        let (bp, _g0) = buf.device_ptr_mut(&self.stream);
+        if let Some(q) = Seqs::inline(slots, cu) {
+            return launch(bp, &q);
+        }
         let dev_slots = self.stream.clone_htod(slots).map_err(driver("slots upload"))?;
         let dev_cu = cu.map(|c| self.stream.clone_htod(c)).transpose().map_err(driver("cu_seqlens upload"))?;
-        let (bp, _g0) = buf.device_ptr_mut(&self.stream);
         let (slp, _g1) = dev_slots.device_ptr(&self.stream);
         let cup = dev_cu.as_ref().map(|c| c.device_ptr(&self.stream));
-        launch(bp, slp, cup.as_ref().map_or(0, |c| c.0))
+        launch(bp, &Seqs::arrays(slp, cup.as_ref().map_or(0, |c| c.0)))
     }
 }
 
