@@ -565,11 +565,21 @@ impl<D: DeviceKernels> DeviceCache<D> {
         let es = io.dtype.size();
         let arrays = [("x", io.x, es), ("dt", io.dt, es), ("B", io.b, es), ("C", io.c, es), ("z", io.z, es), ("y", io.y, es)];
         for (what, a, size) in arrays.into_iter().chain([("A", p.a, 4), ("D", p.d, 4), ("dt_bias", p.dt_bias, 4)]) {
-            if a.addr != 0 && a.len > 0 {
-                self.dev.check_array(what, a.addr, a.len * size)?;
-            }
+            self.check_place(what, a, size)?;
         }
         Ok(())
+    }
+
+    /// A non-empty array must be aligned to its `size`-byte elements (as on
+    /// the host) and lie in memory the device knows.
+    fn check_place(&self, what: &str, a: DevArray, size: usize) -> Result<()> {
+        if a.addr == 0 || a.len == 0 {
+            return Ok(());
+        }
+        if !a.addr.is_multiple_of(size as u64) {
+            return Err(Error::InvalidArg(format!("{what} ({:#x}) is not aligned to its {size}-byte elements", a.addr)));
+        }
+        self.dev.check_array(what, a.addr, a.len * size)
     }
 
     /// The checks of the host `conv_step` that do not read the arrays.
@@ -587,9 +597,7 @@ impl<D: DeviceKernels> DeviceCache<D> {
         }
         let es = a.dtype.size();
         for (what, v, size) in [("x", a.x, es), ("out", a.out, es), ("weight", a.weight, 4), ("bias", a.bias, 4)] {
-            if v.addr != 0 && v.len > 0 {
-                self.dev.check_array(what, v.addr, v.len * size)?;
-            }
+            self.check_place(what, v, size)?;
         }
         Ok(())
     }

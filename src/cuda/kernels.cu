@@ -101,7 +101,8 @@ __device__ void ssm_run(S* __restrict__ state, const Seqs& q,
     for (size_t t = t0; t < t1; t++) {
         float d = ld(dt[t * H + h]) + bias;
         if (softplus) d = d <= 20.f ? log1pf(expf(d)) : d;
-        if (clamp) d = fminf(fmaxf(d, dt_min), dt_max);
+        // As Rust's f32::clamp on the CPU: a NaN dt stays NaN.
+        if (clamp) d = d < dt_min ? dt_min : (d > dt_max ? dt_max : d);
         const float dA = expf(d * Ah);
         const I* Bg = B + (t * G + g) * N;
         const I* Cg = C + (t * G + g) * N;
@@ -124,22 +125,27 @@ __device__ void ssm_run(S* __restrict__ state, const Seqs& q,
             S* r = sh + (size_t)(on ? p : 0) * N;
             float acc = 0.f;
             for (int n0 = sl * VEC; on && n0 < N; n0 += L * VEC) {
-                S v[VEC];
+                // 16-byte aligned, so the vector moves never touch a
+                // misaligned local copy.
+                union {
+                    vec16 w;
+                    S v[VEC];
+                } u;
                 if (VEC > 1) {
-                    *(vec16*)v = *(const vec16*)(r + n0);
+                    u.w = *(const vec16*)(r + n0);
                 } else {
-                    v[0] = r[n0];
+                    u.v[0] = r[n0];
                 }
 #pragma unroll
                 for (int k = 0; k < VEC; k++) {
-                    const float s = ld(v[k]) * dA + dtx * Bs[n0 + k];
-                    v[k] = st<S>(s);
+                    const float s = ld(u.v[k]) * dA + dtx * Bs[n0 + k];
+                    u.v[k] = st<S>(s);
                     acc += s * Cs[n0 + k];
                 }
                 if (VEC > 1) {
-                    *(vec16*)(r + n0) = *(const vec16*)v;
+                    *(vec16*)(r + n0) = u.w;
                 } else {
-                    r[n0] = v[0];
+                    r[n0] = u.v[0];
                 }
             }
             // Every lane takes part (rows past P add zeros); xor offsets

@@ -249,6 +249,10 @@ impl Gpu {
         let kind = if shape.state_size.is_multiple_of(vec) { "vec" } else { "scalar" };
         let f = self.function(&format!("ssm_{}_{}_{kind}", state_dtype.name(), io.dtype.name()))?;
         let (seqs32, heads) = grid("ssm", seqs, shape.heads)?;
+        // B and C of a group in f32 shared memory: 48 KiB without opting in.
+        if 2 * shape.state_size * 4 > 48 * 1024 {
+            return Err(Error::Unsupported(format!("CUDA: state_size {} needs more than 48 KiB of shared memory per block (at most 6144)", shape.state_size)));
+        }
         let (h, pp, n, g) = (shape.heads as i32, shape.head_dim as i32, shape.state_size as i32, shape.groups as i32);
         let (softplus, clamp) = (p.dt_softplus as i32, p.dt_limit.is_some() as i32);
         let (lo, hi) = p.dt_limit.unwrap_or((0.0, f32::INFINITY));
@@ -340,9 +344,11 @@ fn driver(what: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
     move |e| Error::Unsupported(format!("CUDA: {what}: {e}"))
 }
 
-/// The device cache's memory on this GPU: plain `cuMemAlloc` allocations
-/// (never managed memory), transfers on the GPU's stream, each finished
-/// before the call returns (host buffers are the caller's, pageable).
+/// The device cache's memory on this GPU: plain device allocations
+/// (`cuMemAllocAsync` from the device's pool where it has one, else
+/// `cuMemAlloc`; never managed memory), transfers on the GPU's stream, each
+/// finished before the call returns (host buffers are the caller's,
+/// pageable).
 impl crate::device::DeviceMem for Gpu {
     type Buf = CudaSlice<u8>;
 
@@ -380,6 +386,8 @@ impl crate::device::DeviceMem for Gpu {
 
     fn copy_within(&self, buf: &mut CudaSlice<u8>, src_off: usize, dst_off: usize, bytes: usize) -> Result<()> {
         assert!(src_off.max(dst_off) + bytes <= buf.len(), "device copy out of range");
+        // The raw driver call does not make the context current itself.
+        self.ctx.bind_to_thread().map_err(driver("bind context"))?;
         let (base, _g) = buf.device_ptr_mut(&self.stream);
         // SAFETY: both ranges lie inside the live allocation (checked
         // above); the device cache never passes overlapping ranges.
@@ -417,6 +425,19 @@ impl crate::device::DeviceKernels for Gpu {
             return Err(Error::InvalidArg(format!(
                 "{what}: {bytes} bytes at {addr:#x} run past the end of its allocation ({size} bytes at {start:#x})"
             )));
+        }
+        // Device memory of another GPU passes the range check: refuse it.
+        let (mut kind, mut ordinal) = (0u32, -1i32);
+        // SAFETY: as above (CUmemorytype is a 32-bit enum, the ordinal an
+        // int).
+        let known = unsafe {
+            cuPointerGetAttribute((&mut kind as *mut u32).cast(), CUpointer_attribute::CU_POINTER_ATTRIBUTE_MEMORY_TYPE, addr) == CUresult::CUDA_SUCCESS
+                && cuPointerGetAttribute((&mut ordinal as *mut i32).cast(), CUpointer_attribute::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, addr)
+                    == CUresult::CUDA_SUCCESS
+        };
+        let here = self.ctx.ordinal() as i32;
+        if known && kind == cudarc::driver::sys::CUmemorytype::CU_MEMORYTYPE_DEVICE as u32 && ordinal != here {
+            return Err(Error::InvalidArg(format!("{what} ({addr:#x}) is memory of GPU {ordinal}; this cache lives on GPU {here}")));
         }
         Ok(())
     }

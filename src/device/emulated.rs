@@ -520,6 +520,10 @@ mod tests {
         let io = DeviceSsmIo { dtype: DType::F32, x: DevArray::new(8, h * hd), dt: ok(h), b: ok(g * n), c: ok(g * n), z: DevArray::default(), y: ok(h * hd) };
         let p = DeviceSsmParams { a: ok(h), d: DevArray::default(), dt_bias: DevArray::default(), dt_softplus: false, dt_limit: None };
         assert!(matches!(dev.ssm_step(0, Slots::List(&[0]), &io, &p), Err(Error::InvalidArg(_))));
+        // A misaligned array, whatever memory it is in.
+        let io = DeviceSsmIo { x: DevArray::new((1 << 20) + 2, h * hd), ..io };
+        let e = dev.ssm_step(0, Slots::List(&[0]), &io, &p);
+        assert!(matches!(&e, Err(Error::InvalidArg(m)) if m.contains("aligned")), "{e:?}");
         assert_eq!(dev.device().transfers.load(Ordering::Relaxed), before);
     }
 
