@@ -63,8 +63,8 @@ __device__ __forceinline__ void seq_tokens(const Seqs& q, int seq, size_t* t0, s
     }
 }
 
-// One block per (sequence, head); each warp updates 32 / L channel rows
-// at a time (L lanes per row, see below). For each token the block converts B and C of the head's group to
+// One block per (sequence, head, row tile); each warp updates 32 / L
+// channel rows at a time (L lanes per row, see below). For each token the block converts B and C of the head's group to
 // f32 in shared memory once; every warp reuses them for each channel.
 template <typename S, typename I, int VEC>
 __device__ void ssm_run(S* __restrict__ state, const Seqs& q,
@@ -117,7 +117,11 @@ __device__ void ssm_run(S* __restrict__ state, const Seqs& q,
         // Rows per warp: a state row of N elements takes N / VEC lanes
         // when that is fewer than 32 (bf16 rows of 128 take 16), so a warp
         // updates 32 / L rows at once and every lane moves 16 bytes.
-        for (int p0 = warp * rpw; p0 < P; p0 += warps * rpw) {
+        // Blocks of one (sequence, head) split its rows gridDim.z ways when
+        // there are few sequences (a prefill of one prompt), so that all
+        // the GPU's multiprocessors work; each row's sum stays within its
+        // lanes, so the split never changes a result.
+        for (int p0 = (blockIdx.z * warps + warp) * rpw; p0 < P; p0 += gridDim.z * warps * rpw) {
             const int p = p0 + sub;
             const bool on = p < P;
             const float xp = on ? ld(xh[p]) : 0.f;

@@ -50,6 +50,8 @@ pub struct Gpu {
     pub name: String,
     /// Compute capability.
     pub cc: (i32, i32),
+    /// Streaming multiprocessors.
+    sms: usize,
 }
 
 /// The optional f32 arrays and flags of an SSM step.
@@ -140,7 +142,11 @@ impl Gpu {
         let arch: &'static str = Box::leak(format!("compute_{}{}", cc.0, cc.1).into_boxed_str());
         let module = ctx.load_module(ptx(arch)?).map_err(|e| unsupported("load module", e))?;
         let stream = ctx.default_stream();
-        Ok(Gpu { ctx, stream, module, name, cc })
+        let sms = ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(|e| unsupported("multiprocessor count", e))?
+            .max(1) as usize;
+        Ok(Gpu { ctx, stream, module, name, cc, sms })
     }
 
     fn function(&self, name: &str) -> Result<CudaFunction> {
@@ -225,6 +231,22 @@ impl Gpu {
         unsafe { self.launch_ssm(state_dtype, shape, state, &Seqs::arrays(slots, cu_addr), rows, &io, &params) }
     }
 
+    /// How many blocks share the rows of one (sequence, head): 1 when the
+    /// launch has enough blocks to fill the GPU (4 per multiprocessor),
+    /// else up to one warp-round of rows per block (the kernel's row
+    /// mapping: 32 / L rows per warp, L = largest power of two up to 32
+    /// with L * vec <= N; 4 warps).
+    fn row_tiles(&self, seqs: usize, shape: SsmShape, vec: usize) -> u32 {
+        let mut lanes = 32;
+        while lanes > 1 && lanes * vec > shape.state_size {
+            lanes /= 2;
+        }
+        let rows_per_round = 4 * (32 / lanes);
+        let max_tiles = shape.head_dim.div_ceil(rows_per_round).max(1);
+        let blocks = seqs.saturating_mul(shape.heads).max(1);
+        (4 * self.sms).div_ceil(blocks).clamp(1, max_tiles.min(65535)) as u32
+    }
+
     /// Launches the SSM kernel on device addresses: a decode step of
     /// `seqs` rows, or a prefill of `seqs` sequences, as `q` says.
     ///
@@ -247,6 +269,7 @@ impl Gpu {
     ) -> Result<()> {
         let vec = 16 / state_dtype.size();
         let kind = if shape.state_size.is_multiple_of(vec) { "vec" } else { "scalar" };
+        let vec = if kind == "vec" { vec } else { 1 };
         let f = self.function(&format!("ssm_{}_{}_{kind}", state_dtype.name(), io.dtype.name()))?;
         let (seqs32, heads) = grid("ssm", seqs, shape.heads)?;
         // B and C of a group in f32 shared memory: 48 KiB without opting in.
@@ -257,7 +280,8 @@ impl Gpu {
         let (softplus, clamp) = (p.dt_softplus as i32, p.dt_limit.is_some() as i32);
         let (lo, hi) = p.dt_limit.unwrap_or((0.0, f32::INFINITY));
         // Shared memory: B and C of the head's group in f32.
-        let cfg = LaunchConfig { grid_dim: (seqs32, heads, 1), block_dim: (128, 1, 1), shared_mem_bytes: (2 * shape.state_size * 4) as u32 };
+        let tiles = self.row_tiles(seqs, shape, vec);
+        let cfg = LaunchConfig { grid_dim: (seqs32, heads, tiles), block_dim: (128, 1, 1), shared_mem_bytes: (2 * shape.state_size * 4) as u32 };
         let mut b = self.stream.launch_builder(&f);
         b.arg(&state).arg(q).arg(&io.x.addr).arg(&io.dt.addr).arg(&io.b.addr).arg(&io.c.addr).arg(&io.z.addr).arg(&io.y.addr);
         b.arg(&p.a.addr).arg(&p.d.addr).arg(&p.dt_bias.addr);
