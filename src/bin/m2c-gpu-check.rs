@@ -597,6 +597,55 @@ fn check_prefill_api(gpu: &Gpu, st: DType) -> Vec<Check> {
         }
     })();
     push("m2c_set_stream: steps queued on a caller's stream, reads see them", streamed);
+    // A CUDA graph: one step of each kernel captured on a caller's stream
+    // (global capture mode, as PyTorch uses), replayed twice, against two
+    // direct steps on the other cache (the two caches hold the same state
+    // after the checks above).
+    let graphed = (|| {
+        use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+        s.synchronize().map_err(|e| e.to_string())?;
+        let stream = gpu.ctx.new_stream().map_err(|e| e.to_string())?;
+        let ca = conv_args(dwp, dbp);
+        let sa = ssm_args(dap);
+        let step = |c: *mut m2c_cache, y: &CudaSlice<f32>, co: &CudaSlice<f32>| -> Result<(), String> {
+            // SAFETY: device buffers of the declared lengths.
+            unsafe {
+                status_ok(m2c_ssm_step(c, 0, slots.as_ptr(), 4, &ssm_io(dev_io(y), 0, 4), &sa))?;
+                status_ok(m2c_conv_step(c, 0, slots.as_ptr(), 4, addr(s, &dx) as *const _, 4 * dim, addr(s, co) as *mut _, 4 * dim, &ca))
+            }
+        };
+        // SAFETY: a live stream of this context, kept alive until both
+        // caches are back on the default stream.
+        unsafe {
+            status_ok(m2c_set_stream(dev, stream.cu_stream().cast()))?;
+            status_ok(m2c_set_stream(steps, stream.cu_stream().cast()))?;
+        }
+        let run = (|| -> Result<(), String> {
+            step(steps, &dy2, &dco2)?;
+            step(steps, &dy2, &dco2)?;
+            stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL).map_err(|e| e.to_string())?;
+            let captured = step(dev, &dy, &dco);
+            let graph = stream.end_capture(CUgraphInstantiate_flags(0)).map_err(|e| e.to_string())?;
+            captured.map_err(|e| format!("during capture: {e}"))?;
+            let graph = graph.ok_or("empty graph")?;
+            graph.launch().map_err(|e| e.to_string())?;
+            graph.launch().map_err(|e| e.to_string())?;
+            stream.synchronize().map_err(|e| e.to_string())
+        })();
+        // SAFETY: NULL selects the default stream again.
+        unsafe {
+            m2c_set_stream(dev, std::ptr::null_mut());
+            m2c_set_stream(steps, std::ptr::null_mut());
+        }
+        run?;
+        let ((a1, b1), (a2, b2)) = (read(dev), read(steps));
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        if bits(&a1) != bits(&a2) || bits(&b1) != bits(&b2) {
+            return Err("the replayed graph's states differ from two direct steps".into());
+        }
+        Ok(())
+    })();
+    push("CUDA graph capture of conv_step + ssm_step (global mode), replayed twice", graphed);
     // SAFETY: live handles, destroyed once.
     unsafe {
         for c in hs {

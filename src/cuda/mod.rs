@@ -137,6 +137,13 @@ impl Gpu {
             return Err(Error::Unsupported("CUDA: the driver library (libcuda) or NVRTC was not found".into()));
         }
         let ctx = CudaContext::new(index).map_err(|e| unsupported(&format!("device {index}"), e))?;
+        // m2c orders its own work: one stream at a time, the previous one
+        // drained on a switch and before buffers are freed. cudarc's
+        // per-buffer events would add an event record and wait per array
+        // to every launch once a second stream exists, and waits on events
+        // recorded outside a graph capture break the capture.
+        // SAFETY: see above; no buffer exists on this context object yet.
+        unsafe { ctx.disable_event_tracking() };
         let name = ctx.name().map_err(|e| unsupported("device name", e))?;
         let cc = ctx.compute_capability().map_err(|e| unsupported("compute capability", e))?;
         let arch: &'static str = Box::leak(format!("compute_{}{}", cc.0, cc.1).into_boxed_str());
