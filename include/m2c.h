@@ -678,11 +678,18 @@ m2c_status m2c_ssm_view(struct m2c_cache *cache, uint32_t layer, struct m2c_tens
  * cache; `m2c_destroy` waits for the current stream before it frees
  * device memory.
  *
+ * Only kernel calls may be captured into a CUDA graph on the stream:
+ * this call and the copy-style calls wait for the stream, which a capture
+ * forbids. A kernel call of at most 256 rows or sequences allocates and
+ * transfers nothing (its slot table travels in the launch parameters).
+ *
  * A host cache takes no stream: NULL is accepted and does nothing, any
  * other value returns `M2C_STATUS_UNSUPPORTED`.
  *
  * Errors: `M2C_STATUS_NULL_ARG` (cache), `M2C_STATUS_INVALID_ARG` (the
- * driver does not know `stream`, or it belongs to another context),
+ * driver does not know `stream`, or it belongs to another context; pass
+ * only live streams: the driver may not survive a destroyed or made-up
+ * handle),
  * `M2C_STATUS_UNSUPPORTED`, `M2C_STATUS_POISONED`; on failure the
  * previous stream stays in use. Thread-safe: serialised with the
  * handle's other calls. The stream belongs to the handle, not to the

@@ -178,6 +178,9 @@ impl<D: DeviceMem> DeviceCache<D> {
             conv.push(dev.alloc_zeroed(shape.conv_layer_bytes)?);
             ssm.push(dev.alloc_zeroed(shape.ssm_layer_bytes)?);
         }
+        // The zeroing is queued: the cache is ready (for views read on any
+        // stream too) once it is done.
+        dev.synchronize()?;
         Ok(DeviceCache { cfg, dev, host, conv, ssm })
     }
 
@@ -337,7 +340,8 @@ impl<D: DeviceMem> DeviceCache<D> {
                 }
             }
         }
-        Ok(())
+        // Copy-style calls return once their device work is done.
+        self.dev.synchronize()
     }
 
     /// As [`Cache::advance`].
@@ -473,6 +477,15 @@ fn row_slots(slots: Slots<'_>, num_slots: usize) -> Result<Vec<i32>> {
     Ok(v)
 }
 
+/// As on the host: `(NULL, 0)` is an empty (or, for an optional array,
+/// absent) buffer; NULL with a length is `NullArg`.
+fn null_len(what: &str, a: DevArray) -> Result<()> {
+    if a.addr == 0 && a.len != 0 {
+        return Err(Error::NullArg(format!("{what} is NULL but len = {}", a.len)));
+    }
+    Ok(())
+}
+
 fn need(what: &str, addr: u64) -> Result<()> {
     if addr == 0 {
         return Err(Error::NullArg(format!("{what} is a null device address")));
@@ -539,8 +552,10 @@ impl<D: DeviceKernels> DeviceCache<D> {
     fn check_ssm(&self, io: &DeviceSsmIo, p: &DeviceSsmParams, rows: usize) -> Result<()> {
         let c = &self.cfg;
         let (h, hd, n, g) = (c.num_heads as usize, c.head_dim as usize, c.state_size as usize, c.n_groups as usize);
-        for (what, a) in [("x", io.x), ("dt", io.dt), ("B", io.b), ("C", io.c), ("y", io.y), ("A", p.a)] {
-            need(what, a.addr)?;
+        need("A", p.a.addr)?;
+        let all = [("x", io.x), ("dt", io.dt), ("B", io.b), ("C", io.c), ("z", io.z), ("y", io.y), ("D", p.d), ("dt_bias", p.dt_bias)];
+        for (what, a) in all {
+            null_len(what, a)?;
         }
         let mul = |a: usize, b: usize| a.saturating_mul(b);
         check("x", io.x.len, mul(rows, h * hd))?;
@@ -585,8 +600,9 @@ impl<D: DeviceKernels> DeviceCache<D> {
     /// The checks of the host `conv_step` that do not read the arrays.
     fn check_conv(&self, a: &DeviceConvArgs, rows: usize) -> Result<()> {
         let dim = self.shape().conv_dim;
-        for (what, v) in [("x", a.x), ("out", a.out), ("weight", a.weight)] {
-            need(what, v.addr)?;
+        need("weight", a.weight.addr)?;
+        for (what, v) in [("x", a.x), ("out", a.out), ("bias", a.bias)] {
+            null_len(what, v)?;
         }
         let want = rows.saturating_mul(dim);
         check("x", a.x.len, want)?;

@@ -511,9 +511,21 @@ mod tests {
         assert!(dev.copy_slots(&[0, 1], &[2]).is_err());
         assert!(dev.slot_load(0, &[0u8; 16]).is_err());
         let one = DevArray::new(1, 1);
-        let io = DeviceSsmIo { dtype: DType::F32, x: DevArray::default(), dt: one, b: one, c: one, z: DevArray::default(), y: one };
+        // NULL rules as on the host: NULL with a length is NullArg, (NULL, 0)
+        // an empty buffer (a shape mismatch for one row, fine for none),
+        // and A is required.
+        let io = DeviceSsmIo { dtype: DType::F32, x: DevArray::new(0, 5), dt: one, b: one, c: one, z: DevArray::default(), y: one };
         let p = DeviceSsmParams { a: one, d: DevArray::default(), dt_bias: DevArray::default(), dt_softplus: false, dt_limit: None };
         assert!(matches!(dev.ssm_step(0, Slots::List(&[0]), &io, &p), Err(Error::NullArg(_))));
+        let io = DeviceSsmIo { x: DevArray::default(), ..io };
+        assert!(matches!(dev.ssm_step(0, Slots::List(&[0]), &io, &p), Err(Error::ShapeMismatch(_))));
+        let p0 = DeviceSsmParams { a: DevArray::default(), ..p };
+        assert!(matches!(dev.ssm_step(0, Slots::List(&[0]), &io, &p0), Err(Error::NullArg(_))));
+        let none = DeviceSsmIo { dtype: DType::F32, x: DevArray::default(), dt: DevArray::default(), b: DevArray::default(), c: DevArray::default(), z: DevArray::default(), y: DevArray::default() };
+        let p4 = DeviceSsmParams { a: DevArray::new(1 << 20, 4), ..p };
+        dev.ssm_step(0, Slots::List(&[]), &none, &p4).unwrap();
+        let pz = DeviceSsmParams { d: DevArray::new(0, 4), ..p4 };
+        assert!(matches!(dev.ssm_step(0, Slots::List(&[]), &none, &pz), Err(Error::NullArg(_))));
         // Right lengths, but an address no allocation can have.
         let (h, hd, n, g) = (4usize, 16usize, 16usize, 2usize);
         let ok = |len: usize| DevArray::new(1 << 20, len);
@@ -533,11 +545,15 @@ mod tests {
         let emu = Emu::default();
         let syncs = emu.syncs.clone();
         let mut dev = DeviceCache::new(Config { device: Device::Cuda, ..c }, emu).unwrap();
-        assert_eq!(syncs.load(Ordering::Relaxed), 0);
+        assert_eq!(syncs.load(Ordering::Relaxed), 1, "creation waits for the zeroing");
         dev.set_stream(0xabc0).unwrap();
         assert_eq!(dev.device().stream, 0xabc0);
-        assert_eq!(syncs.load(Ordering::Relaxed), 1, "the previous stream is drained first");
+        assert_eq!(syncs.load(Ordering::Relaxed), 2, "the previous stream is drained first");
+        dev.reset(Slots::List(&[1])).unwrap();
+        assert_eq!(syncs.load(Ordering::Relaxed), 3, "reset returns once the rows are zero");
+        dev.slot_acquire().unwrap();
+        assert_eq!(syncs.load(Ordering::Relaxed), 4, "so does acquire");
         drop(dev);
-        assert_eq!(syncs.load(Ordering::Relaxed), 2, "dropping the cache drains its stream before freeing");
+        assert_eq!(syncs.load(Ordering::Relaxed), 5, "dropping the cache drains its stream before freeing");
     }
 }

@@ -163,15 +163,11 @@ fn dev(p: *const c_void, len: usize) -> DevArray {
     DevArray::new(p as usize as u64, len)
 }
 
-/// The conv arguments of a call on a device cache: the same checks as on
-/// the host that do not read the arrays.
+/// The conv arguments of a call on a device cache: the checks of the
+/// argument struct; the device cache checks the arrays as the host does
+/// without reading them (NULL and lengths, alignment, allocation ranges).
 fn device_conv(a: &m2c_conv_args, x: *const c_void, x_len: usize, out: *mut c_void, out_len: usize) -> Result<DeviceConvArgs, Error> {
     let (dtype, silu) = conv_header(a)?;
-    for (p, what) in [(x, "x"), (out.cast_const(), "out")] {
-        if p.is_null() {
-            return Err(Error::NullArg(format!("{what} is NULL")));
-        }
-    }
     Ok(DeviceConvArgs {
         dtype,
         x: dev(x, x_len),
@@ -187,11 +183,6 @@ fn device_conv(a: &m2c_conv_args, x: *const c_void, x_len: usize, out: *mut c_vo
 fn device_ssm(io: &m2c_ssm_io, a: &m2c_ssm_args) -> Result<(DeviceSsmIo, DeviceSsmParams), Error> {
     let dtype = ssm_header(a)?;
     io_header(io)?;
-    for (p, what) in [(io.x, "x"), (io.dt, "dt"), (io.B, "B"), (io.C, "C"), (io.y.cast_const(), "y")] {
-        if p.is_null() {
-            return Err(Error::NullArg(format!("{what} is NULL")));
-        }
-    }
     let dio = DeviceSsmIo {
         dtype,
         x: dev(io.x, io.x_len),
