@@ -1,7 +1,50 @@
 package m2c
 
+// #include <stdint.h>
 // #include <stdlib.h>
 // #include "m2c.h"
+//
+// // Device addresses and stream handles cross from Go as integers, never
+// // in Go pointer slots: the Go runtime checks those, and a small value
+// // (CUDA's stream handles 1 and 2) or a foreign address must not reach it.
+// static inline m2c_status m2c_go_set_stream(m2c_cache *c, uintptr_t s) {
+//     return m2c_set_stream(c, (void *)s);
+// }
+// static inline void m2c_go_conv_ptrs(m2c_conv_args *a, uintptr_t w, size_t wl, uintptr_t b, size_t bl) {
+//     a->weight = (const float *)w;
+//     a->weight_len = wl;
+//     a->bias = (const float *)b;
+//     a->bias_len = bl;
+// }
+// static inline void m2c_go_ssm_ptrs(m2c_ssm_args *a, uintptr_t A, size_t Al, uintptr_t D, size_t Dl,
+//                                    uintptr_t bias, size_t bl) {
+//     a->A = (const float *)A;
+//     a->A_len = Al;
+//     a->D = (const float *)D;
+//     a->D_len = Dl;
+//     a->dt_bias = (const float *)bias;
+//     a->dt_bias_len = bl;
+// }
+// static inline void m2c_go_io_ptrs(m2c_ssm_io *io, const uintptr_t *p, const size_t *n) {
+//     io->x = (const void *)p[0];
+//     io->x_len = n[0];
+//     io->dt = (const void *)p[1];
+//     io->dt_len = n[1];
+//     io->B = (const void *)p[2];
+//     io->B_len = n[2];
+//     io->C = (const void *)p[3];
+//     io->C_len = n[3];
+//     io->z = (const void *)p[4];
+//     io->z_len = n[4];
+//     io->y = (void *)p[5];
+//     io->y_len = n[5];
+// }
+// static inline m2c_status m2c_go_conv(m2c_cache *h, uint32_t l, const int32_t *s, size_t n, const uint64_t *cu,
+//                                      size_t cu_len, int prefill, uintptr_t x, size_t xl, uintptr_t o, size_t ol,
+//                                      const m2c_conv_args *a) {
+//     if (prefill) return m2c_conv_prefill(h, l, s, n, cu, cu_len, (const void *)x, xl, (void *)o, ol, a);
+//     return m2c_conv_step(h, l, s, n, (const void *)x, xl, (void *)o, ol, a);
+// }
 import "C"
 
 import (
@@ -25,23 +68,22 @@ type DeviceBuf struct {
 // DeviceF32 is a DeviceBuf of n float32 elements at p.
 func DeviceF32(p DevicePtr, n int) DeviceBuf { return DeviceBuf{Ptr: p, Len: n, DType: F32} }
 
-// ptr returns the address as an unsafe.Pointer for a C argument without
-// an unsafe.Pointer(uintptr) conversion: the address is not Go memory the
-// garbage collector tracks, and m2c only passes it on.
-func (p DevicePtr) ptr() unsafe.Pointer { return *(*unsafe.Pointer)(unsafe.Pointer(&p)) }
-
+// data describes b for the Go-side checks of lengths and dtypes (which
+// never look at the address).
 func (b DeviceBuf) data() Data {
-	return Data{ptr: b.Ptr.ptr(), n: b.Len, dtype: b.DType}
+	return Data{n: b.Len, dtype: b.DType}
 }
 
-// f32 returns b's address for an f32 parameter array, after checking in Go
-// that b holds f32 elements (the C struct has no dtype for parameters).
-func (b DeviceBuf) f32(op, name string) (*C.float, error) {
+// f32 checks in Go that b holds f32 elements (the C struct has no dtype
+// for parameters).
+func (b DeviceBuf) f32(op, name string) error {
 	if b.Len != 0 && b.DType != F32 {
-		return nil, goError(StatusInvalidArg, op, "%s is %s: parameter arrays are f32", name, b.DType)
+		return goError(StatusInvalidArg, op, "%s is %s: parameter arrays are f32", name, b.DType)
 	}
-	return (*C.float)(b.Ptr.ptr()), nil
+	return nil
 }
+
+func (p DevicePtr) c() C.uintptr_t { return C.uintptr_t(p) }
 
 // DeviceConvParams are [ConvParams] for the device-buffer calls: Weight
 // ([ConvDim, ConvKernelSize]) and Bias ([ConvDim], or none) are f32
@@ -85,43 +127,35 @@ type DeviceSSMIO struct {
 // also checks every address against CUDA's allocations.
 
 func (p *DeviceConvParams) args(op string, io DType) (*C.m2c_conv_args, error) {
-	w, err := p.Weight.f32(op, "weight")
-	if err != nil {
+	if err := p.Weight.f32(op, "weight"); err != nil {
 		return nil, err
 	}
-	b, err := p.Bias.f32(op, "bias")
-	if err != nil {
+	if err := p.Bias.f32(op, "bias"); err != nil {
 		return nil, err
 	}
 	a := (*C.m2c_conv_args)(C.malloc(C.size_t(unsafe.Sizeof(C.m2c_conv_args{}))))
 	C.m2c_conv_args_init(a)
 	a.io_dtype = C.m2c_dtype(io)
 	a.activation = C.m2c_activation(p.Activation)
-	a.weight, a.weight_len = w, C.size_t(p.Weight.Len)
-	a.bias, a.bias_len = b, C.size_t(p.Bias.Len)
+	C.m2c_go_conv_ptrs(a, p.Weight.Ptr.c(), C.size_t(p.Weight.Len), p.Bias.Ptr.c(), C.size_t(p.Bias.Len))
 	return a, nil
 }
 
 func (p *DeviceSSMParams) args(op string, io DType) (*C.m2c_ssm_args, error) {
-	var ptrs [3]*C.float
-	for i, b := range []struct {
+	for _, b := range []struct {
 		name string
 		buf  DeviceBuf
 	}{{"A", p.A}, {"D", p.D}, {"dt_bias", p.DtBias}} {
-		f, err := b.buf.f32(op, b.name)
-		if err != nil {
+		if err := b.buf.f32(op, b.name); err != nil {
 			return nil, err
 		}
-		ptrs[i] = f
 	}
 	a := (*C.m2c_ssm_args)(C.malloc(C.size_t(unsafe.Sizeof(C.m2c_ssm_args{}))))
 	C.m2c_ssm_args_init(a)
 	a.io_dtype = C.m2c_dtype(io)
 	a.dt_softplus, a.dt_clamp = cBool(p.DtSoftplus), cBool(p.DtClamp)
 	a.dt_min, a.dt_max = C.float(p.DtMin), C.float(p.DtMax)
-	a.A, a.A_len = ptrs[0], C.size_t(p.A.Len)
-	a.D, a.D_len = ptrs[1], C.size_t(p.D.Len)
-	a.dt_bias, a.dt_bias_len = ptrs[2], C.size_t(p.DtBias.Len)
+	C.m2c_go_ssm_ptrs(a, p.A.Ptr.c(), C.size_t(p.A.Len), p.D.Ptr.c(), C.size_t(p.D.Len), p.DtBias.Ptr.c(), C.size_t(p.DtBias.Len))
 	return a, nil
 }
 
@@ -144,11 +178,12 @@ func (c *Cache) deviceConv(op string, layer int, slots []int32, cu []uint64, pre
 	}
 	defer C.free(unsafe.Pointer(args))
 	sp, cp := slotsPtr(slots), cuPtr(cu)
+	pre := C.int(0)
+	if prefill {
+		pre = 1
+	}
 	err = c.do(op, func(h *C.m2c_cache) C.m2c_status {
-		if prefill {
-			return C.m2c_conv_prefill(h, l, sp, C.size_t(n), cp, C.size_t(len(cu)), xd.ptr, C.size_t(xd.n), od.ptr, C.size_t(od.n), args)
-		}
-		return C.m2c_conv_step(h, l, sp, C.size_t(n), xd.ptr, C.size_t(xd.n), od.ptr, C.size_t(od.n), args)
+		return C.m2c_go_conv(h, l, sp, C.size_t(n), cp, C.size_t(len(cu)), pre, x.Ptr.c(), C.size_t(x.Len), out.Ptr.c(), C.size_t(out.Len), args)
 	})
 	runtime.KeepAlive(slots)
 	runtime.KeepAlive(cu)
@@ -174,12 +209,12 @@ func (c *Cache) deviceSSM(op string, layer int, slots []int32, cu []uint64, pref
 	cio := (*C.m2c_ssm_io)(C.malloc(C.size_t(unsafe.Sizeof(C.m2c_ssm_io{}))))
 	defer C.free(unsafe.Pointer(cio))
 	C.m2c_ssm_io_init(cio)
-	cio.x, cio.x_len = d[0].ptr, C.size_t(d[0].n)
-	cio.dt, cio.dt_len = d[1].ptr, C.size_t(d[1].n)
-	cio.B, cio.B_len = d[2].ptr, C.size_t(d[2].n)
-	cio.C, cio.C_len = d[3].ptr, C.size_t(d[3].n)
-	cio.z, cio.z_len = d[4].ptr, C.size_t(d[4].n)
-	cio.y, cio.y_len = d[5].ptr, C.size_t(d[5].n)
+	var ptrs [6]C.uintptr_t
+	var lens [6]C.size_t
+	for i, buf := range [6]DeviceBuf{b.X, b.Dt, b.B, b.C, b.Z, b.Y} {
+		ptrs[i], lens[i] = buf.Ptr.c(), C.size_t(buf.Len)
+	}
+	C.m2c_go_io_ptrs(cio, &ptrs[0], &lens[0])
 	sp, cp := slotsPtr(slots), cuPtr(cu)
 	err = c.do(op, func(h *C.m2c_cache) C.m2c_status {
 		if prefill {
@@ -233,9 +268,8 @@ func (c *Cache) SSMPrefillDevice(layer int, slots []int32, cuSeqlens []uint64, i
 // ErrUnsupported. Errors: ErrInvalidArg (not a stream of the device's
 // primary context), ErrUnsupported, ErrPoisoned, ErrClosed.
 func (c *Cache) SetStream(stream uintptr) error {
-	p := DevicePtr(stream).ptr()
 	return c.do("m2c_set_stream", func(h *C.m2c_cache) C.m2c_status {
-		return C.m2c_set_stream(h, p)
+		return C.m2c_go_set_stream(h, C.uintptr_t(stream))
 	})
 }
 

@@ -118,6 +118,12 @@ func TestDeviceBufferCallsRefuseBadArguments(t *testing.T) {
 func TestSetStreamOnAHostCache(t *testing.T) {
 	c := mustNew(t, smallConfig())
 	checkErr(t, c.SetStream(0), nil)
+	// CUDA's own handles 1 (legacy) and 2 (per-thread) are small integers:
+	// they must reach the library, not the Go runtime's pointer checks.
+	for _, s := range []uintptr{1, 2} {
+		checkErr(t, c.SetStream(s), ErrUnsupported)
+		runtime.GC()
+	}
 	err := c.SetStream(0x1000)
 	checkErr(t, err, ErrUnsupported)
 	var e *Error

@@ -625,8 +625,11 @@ func TestEveryHeaderFunctionIsWrapped(t *testing.T) {
 			src.Write(b)
 		}
 	}
+	// A call is C.name( in Go, or a cgo preamble shim that returns name(
+	// (device addresses cross into C as integers).
 	for _, d := range decls {
-		if name := string(d[1]); !strings.Contains(src.String(), "C."+name+"(") {
+		name := string(d[1])
+		if !strings.Contains(src.String(), "C."+name+"(") && !strings.Contains(src.String(), "return "+name+"(") {
 			t.Errorf("%s is declared in m2c.h but never called by the binding", name)
 		}
 	}

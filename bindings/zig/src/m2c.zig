@@ -607,6 +607,10 @@ pub const DeviceBuf = struct {
     fn f32Ptr(self: DeviceBuf, diag: ?*Diagnostics, comptime what: []const u8) Error!?[*]const f32 {
         if (self.len != 0 and self.dtype != .f32)
             return refuse(diag, error.InvalidArg, what ++ " is {s}: parameter arrays are f32", .{@tagName(self.dtype)});
+        // A misaligned address is the library's InvalidArg, never a
+        // pointer cast that traps.
+        if (self.addr % @alignOf(f32) != 0)
+            return refuse(diag, error.InvalidArg, what ++ " ({x}) is not aligned to its 4-byte elements", .{self.addr});
         return if (self.addr == 0) null else @ptrFromInt(self.addr);
     }
 };

@@ -1957,6 +1957,10 @@ test "device-buffer calls refuse bad arguments and change nothing" {
     bad_w.weight.dtype = .bf16;
     try expectError(error.InvalidArg, cache.convStepDevice(0, &.{0}, devBuf(f32, &x), devBuf(f32, &out), bad_w));
     try expect(contains(diag.message(), "weight is bf16"));
+    var bad_a = args;
+    bad_a.weight.addr += 2;
+    try expectError(error.InvalidArg, cache.convStepDevice(0, &.{0}, devBuf(f32, &x), devBuf(f32, &out), bad_a));
+    try expect(contains(diag.message(), "not aligned"));
     var out16 = [_]u16{0} ** dim;
     try expectError(error.InvalidArg, cache.convStepDevice(0, &.{0}, devBuf(f32, &x), .{ .addr = @intFromPtr(&out16), .len = dim, .dtype = .bf16 }, args));
     try expectError(error.OutOfRange, cache.convStepDevice(9, &.{0}, devBuf(f32, &x), devBuf(f32, &out), args));
