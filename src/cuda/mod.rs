@@ -436,19 +436,25 @@ impl crate::device::DeviceMem for Gpu {
 
 impl crate::device::DeviceKernels for Gpu {
     fn check_array(&self, what: &str, addr: u64, bytes: usize) -> Result<()> {
-        use cudarc::driver::sys::{cuPointerGetAttribute, CUpointer_attribute, CUresult};
+        use cudarc::driver::sys::{cuPointerGetAttributes, CUmemorytype, CUpointer_attribute as A, CUresult};
         self.ctx.bind_to_thread().map_err(driver("bind context"))?;
-        let (mut start, mut size) = (0u64, 0usize);
-        // SAFETY: each call writes one value of the attribute's type
-        // (CUdeviceptr, size_t) into the local passed; any address may be
-        // queried.
-        let ok = unsafe {
-            cuPointerGetAttribute((&mut start as *mut u64).cast(), CUpointer_attribute::CU_POINTER_ATTRIBUTE_RANGE_START_ADDR, addr)
-                == CUresult::CUDA_SUCCESS
-                && cuPointerGetAttribute((&mut size as *mut usize).cast(), CUpointer_attribute::CU_POINTER_ATTRIBUTE_RANGE_SIZE, addr)
-                    == CUresult::CUDA_SUCCESS
-        };
-        if !ok {
+        // One driver call for the four attributes (every kernel call checks
+        // up to nine arrays); memory CUDA does not know reads as a range of
+        // size 0.
+        let (mut start, mut size, mut kind, mut ordinal) = (0u64, 0usize, 0u32, -1i32);
+        let mut attrs = [
+            A::CU_POINTER_ATTRIBUTE_RANGE_START_ADDR,
+            A::CU_POINTER_ATTRIBUTE_RANGE_SIZE,
+            A::CU_POINTER_ATTRIBUTE_MEMORY_TYPE,
+            A::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL,
+        ];
+        let mut data: [*mut std::ffi::c_void; 4] =
+            [(&mut start as *mut u64).cast(), (&mut size as *mut usize).cast(), (&mut kind as *mut u32).cast(), (&mut ordinal as *mut i32).cast()];
+        // SAFETY: each data pointer addresses a local of the attribute's
+        // type (CUdeviceptr, size_t, CUmemorytype as a 32-bit enum, int);
+        // any address may be queried.
+        let r = unsafe { cuPointerGetAttributes(attrs.len() as u32, attrs.as_mut_ptr(), data.as_mut_ptr(), addr) };
+        if r != CUresult::CUDA_SUCCESS || size == 0 {
             return Err(Error::InvalidArg(format!("{what} ({addr:#x}) is not memory CUDA knows (a host pointer?)")));
         }
         let end = addr.checked_add(bytes as u64);
@@ -458,16 +464,8 @@ impl crate::device::DeviceKernels for Gpu {
             )));
         }
         // Device memory of another GPU passes the range check: refuse it.
-        let (mut kind, mut ordinal) = (0u32, -1i32);
-        // SAFETY: as above (CUmemorytype is a 32-bit enum, the ordinal an
-        // int).
-        let known = unsafe {
-            cuPointerGetAttribute((&mut kind as *mut u32).cast(), CUpointer_attribute::CU_POINTER_ATTRIBUTE_MEMORY_TYPE, addr) == CUresult::CUDA_SUCCESS
-                && cuPointerGetAttribute((&mut ordinal as *mut i32).cast(), CUpointer_attribute::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, addr)
-                    == CUresult::CUDA_SUCCESS
-        };
         let here = self.ctx.ordinal() as i32;
-        if known && kind == cudarc::driver::sys::CUmemorytype::CU_MEMORYTYPE_DEVICE as u32 && ordinal != here {
+        if kind == CUmemorytype::CU_MEMORYTYPE_DEVICE as u32 && ordinal != here {
             return Err(Error::InvalidArg(format!("{what} ({addr:#x}) is memory of GPU {ordinal}; this cache lives on GPU {here}")));
         }
         Ok(())
