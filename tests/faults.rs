@@ -379,10 +379,10 @@ fn save_loop() {
     unsafe { m2c_destroy(h) };
 }
 
-/// Under an address-space limit: creation fails half-way (some layers
-/// allocated, the next refused) again and again without leaking.
-fn rlimit_child() {
-    // Start the thread pool first (its threads need address space too).
+/// Starts the thread pool (its threads need address space too), then caps
+/// this process's address space at its current size plus 1.5 GiB; returns
+/// (current size, headroom) in bytes.
+fn limit_address_space() -> (u64, u64) {
     let warm = config(2, 16, 32);
     let h = create(&warm).unwrap();
     let src: Vec<i32> = (0..16).rev().collect();
@@ -391,12 +391,18 @@ fn rlimit_child() {
     ok(unsafe { m2c_copy_slots(h, src.as_ptr(), dst.as_ptr(), 16) }, "copy_slots warm-up");
     // SAFETY: handle from m2c_create.
     unsafe { m2c_destroy(h) };
-
     let vm0 = proc_kb("/proc/self/status", "VmSize:") * 1024;
     let headroom: u64 = 1536 << 20;
     let lim = libc::rlimit { rlim_cur: vm0 + headroom, rlim_max: vm0 + headroom };
     // SAFETY: plain syscall on this process.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) }, 0);
+    (vm0, headroom)
+}
+
+/// Under an address-space limit: creation fails half-way (some layers
+/// allocated, the next refused) again and again without leaking.
+fn rlimit_child() {
+    let (vm0, headroom) = limit_address_space();
     // 4 layers of 512 MiB of SSM state (256 slots x 2 MiB): two fit under
     // the limit, the third does not.
     let big = config(4, 256, 64);
@@ -419,19 +425,7 @@ fn rlimit_child() {
 /// copy_slots with a scratch buffer larger than what is left under an
 /// address-space limit must fail with OUT_OF_MEMORY and change nothing.
 fn copy_oom_child() {
-    let warm = config(2, 16, 32);
-    let h = create(&warm).unwrap();
-    let src: Vec<i32> = (0..16).rev().collect();
-    let dst: Vec<i32> = (0..16).collect();
-    // SAFETY: live handle, lists of 16 entries.
-    ok(unsafe { m2c_copy_slots(h, src.as_ptr(), dst.as_ptr(), 16) }, "copy_slots warm-up");
-    // SAFETY: handle from m2c_create.
-    unsafe { m2c_destroy(h) };
-    let vm0 = proc_kb("/proc/self/status", "VmSize:") * 1024;
-    let headroom: u64 = 1536 << 20;
-    let lim = libc::rlimit { rlim_cur: vm0 + headroom, rlim_max: vm0 + headroom };
-    // SAFETY: plain syscall on this process.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) }, 0);
+    limit_address_space();
     // 2 layers x 320 slots x 2 MiB of SSM state: 1.28 GiB of the 1.5 GiB.
     let cfg = config(2, 320, 64);
     let n = 320usize;

@@ -304,16 +304,7 @@ fn bench_api(gpu: &Gpu, st: DType, slots: usize) -> String {
     let z = |len: usize| upf(s, &vec![0.01; len]);
     let (x, out, w) = (z(slots * dim), z(slots * dim), z(dim * 4));
     let (sx, dt, b, c, y, a) = (z(slots * h * p), z(slots * h), z(slots * g * n), z(slots * g * n), z(slots * h * p), upf(s, &vec![-0.5; h]));
-    let mut ca = std::mem::MaybeUninit::<m2c_conv_args>::zeroed();
-    let mut sa = std::mem::MaybeUninit::<m2c_ssm_args>::zeroed();
-    let mut io = std::mem::MaybeUninit::<m2c_ssm_io>::zeroed();
-    // SAFETY: valid storage, initialised by the calls.
-    let (mut ca, mut sa, mut io) = unsafe {
-        m2c_conv_args_init(ca.as_mut_ptr());
-        m2c_ssm_args_init(sa.as_mut_ptr());
-        m2c_ssm_io_init(io.as_mut_ptr());
-        (ca.assume_init(), sa.assume_init(), io.assume_init())
-    };
+    let (mut ca, mut sa, mut io) = init_structs();
     (ca.weight, ca.weight_len) = (addr(s, &w) as *const f32, dim * 4);
     (sa.A, sa.A_len) = (addr(s, &a) as *const f32, h);
     (io.x, io.x_len, io.dt, io.dt_len) = (addr(s, &sx) as *const _, slots * h * p, addr(s, &dt) as *const _, slots * h);
@@ -364,6 +355,21 @@ fn status_ok(s: m2c::ffi::m2c_status) -> Result<(), String> {
     } else {
         // SAFETY: never NULL, NUL-terminated.
         Err(unsafe { std::ffi::CStr::from_ptr(m2c::ffi::m2c_last_error()) }.to_string_lossy().into_owned())
+    }
+}
+
+/// The library's default argument structs (`m2c_*_init`), buffers unset.
+fn init_structs() -> (m2c::ffi::m2c_conv_args, m2c::ffi::m2c_ssm_args, m2c::ffi::m2c_ssm_io) {
+    use m2c::ffi::*;
+    let mut ca = std::mem::MaybeUninit::<m2c_conv_args>::zeroed();
+    let mut sa = std::mem::MaybeUninit::<m2c_ssm_args>::zeroed();
+    let mut io = std::mem::MaybeUninit::<m2c_ssm_io>::zeroed();
+    // SAFETY: valid storage, initialised by the calls.
+    unsafe {
+        m2c_conv_args_init(ca.as_mut_ptr());
+        m2c_ssm_args_init(sa.as_mut_ptr());
+        m2c_ssm_io_init(io.as_mut_ptr());
+        (ca.assume_init(), sa.assume_init(), io.assume_init())
     }
 }
 
@@ -447,12 +453,7 @@ fn check_prefill_api(gpu: &Gpu, st: DType) -> Vec<Check> {
     let (dco, dy) = (upf(s, &co), upf(s, &y));
     let (dco2, dy2) = (upf(s, &co), upf(s, &y));
     let conv_args = |weight: *const f32, bias_p: *const f32| {
-        let mut a = std::mem::MaybeUninit::<m2c_conv_args>::zeroed();
-        // SAFETY: valid storage, initialised by the call.
-        let mut a = unsafe {
-            m2c_conv_args_init(a.as_mut_ptr());
-            a.assume_init()
-        };
+        let mut a = init_structs().0;
         a.weight = weight;
         a.weight_len = dim * 4;
         a.bias = bias_p;
@@ -460,12 +461,7 @@ fn check_prefill_api(gpu: &Gpu, st: DType) -> Vec<Check> {
         a
     };
     let ssm_args = |a_p: *const f32| {
-        let mut a = std::mem::MaybeUninit::<m2c_ssm_args>::zeroed();
-        // SAFETY: as above.
-        let mut a = unsafe {
-            m2c_ssm_args_init(a.as_mut_ptr());
-            a.assume_init()
-        };
+        let mut a = init_structs().1;
         a.A = a_p;
         a.A_len = h;
         a.D = a_p;
@@ -474,12 +470,7 @@ fn check_prefill_api(gpu: &Gpu, st: DType) -> Vec<Check> {
     };
     // io for token rows t0..t0+rows, f32, at base addresses (host or device).
     let ssm_io = |base: [usize; 6], t0: usize, rows: usize| {
-        let mut io = std::mem::MaybeUninit::<m2c_ssm_io>::zeroed();
-        // SAFETY: as above.
-        let mut io = unsafe {
-            m2c_ssm_io_init(io.as_mut_ptr());
-            io.assume_init()
-        };
+        let mut io = init_structs().2;
         let at = |b: usize, per: usize| (b + 4 * t0 * per) as *const std::ffi::c_void;
         io.x = at(base[0], h * p);
         io.x_len = rows * h * p;
@@ -695,16 +686,10 @@ fn check_large_batch(gpu: &Gpu) -> Vec<Check> {
         let (dco, dy) = (upf(s, &co), upf(s, &y));
         let mut run = |c_: *mut m2c_cache, on_dev: bool| -> Result<(), String> {
             let ad = |host: *const f32, d: &CudaSlice<f32>| if on_dev { addr(s, d) as *const f32 } else { host };
-            let mut ca = std::mem::MaybeUninit::<m2c_conv_args>::zeroed();
-            let mut sa = std::mem::MaybeUninit::<m2c_ssm_args>::zeroed();
-            let mut io = std::mem::MaybeUninit::<m2c_ssm_io>::zeroed();
-            // SAFETY: valid storage and pointers of the declared lengths
-            // (host buffers for the CPU cache, device buffers for the GPU's).
+            let (mut ca, mut sa, mut io) = init_structs();
+            // SAFETY: valid pointers of the declared lengths (host buffers
+            // for the CPU cache, device buffers for the GPU's).
             unsafe {
-                m2c_conv_args_init(ca.as_mut_ptr());
-                m2c_ssm_args_init(sa.as_mut_ptr());
-                m2c_ssm_io_init(io.as_mut_ptr());
-                let (mut ca, mut sa, mut io) = (ca.assume_init(), sa.assume_init(), io.assume_init());
                 (ca.weight, ca.weight_len) = (ad(w.as_ptr(), &dw), w.len());
                 (sa.A, sa.A_len) = (ad(a_log.as_ptr(), &da), h);
                 (io.x, io.x_len, io.dt, io.dt_len) = (ad(sx.as_ptr(), &dsx).cast(), sx.len(), ad(dt.as_ptr(), &ddt).cast(), dt.len());
@@ -846,9 +831,7 @@ fn check_api(gpu: &Gpu, st: DType) -> Vec<Check> {
     let mut dout = upf(s, &vec![f32::NAN; rows * dim]);
     let mut co = vec![f32::NAN; rows * dim];
     let mut conv_ok = unsafe {
-        let mut a = std::mem::MaybeUninit::<m2c_conv_args>::zeroed();
-        m2c_conv_args_init(a.as_mut_ptr());
-        let mut a = a.assume_init();
+        let mut a = init_structs().0;
         a.weight = w.as_ptr();
         a.weight_len = w.len();
         a.bias = bias.as_ptr();
@@ -878,16 +861,11 @@ fn check_api(gpu: &Gpu, st: DType) -> Vec<Check> {
     let mut dy = upf(s, &vec![f32::NAN; rows * h * p]);
     let mut y = vec![f32::NAN; rows * h * p];
     let mut ssm_ok = unsafe {
-        let mut a = std::mem::MaybeUninit::<m2c_ssm_args>::zeroed();
-        m2c_ssm_args_init(a.as_mut_ptr());
-        let mut a = a.assume_init();
+        let (_, mut a, mut io) = init_structs();
         a.A = a_log.as_ptr();
         a.A_len = h;
         a.D = a_log.as_ptr();
         a.D_len = h;
-        let mut io = std::mem::MaybeUninit::<m2c_ssm_io>::zeroed();
-        m2c_ssm_io_init(io.as_mut_ptr());
-        let mut io = io.assume_init();
         io.x = xs.as_ptr().cast();
         io.x_len = xs.len();
         io.dt = dts.as_ptr().cast();
@@ -930,9 +908,7 @@ fn check_api(gpu: &Gpu, st: DType) -> Vec<Check> {
     // A host pointer, and a device buffer shorter than declared, are refused
     // before anything runs.
     let refused = unsafe {
-        let mut a = std::mem::MaybeUninit::<m2c_conv_args>::zeroed();
-        m2c_conv_args_init(a.as_mut_ptr());
-        let mut a = a.assume_init();
+        let mut a = init_structs().0;
         use cudarc::driver::{DevicePtr, DevicePtrMut};
         let (wp, _g1) = dw.device_ptr(s);
         let (op, _g2) = dout.device_ptr_mut(s);
