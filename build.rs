@@ -39,14 +39,69 @@ fn main() {
         .with_config(config)
         .generate()
         .expect("cbindgen failed to generate include/m2c.h");
-    let mut bytes = Vec::new();
-    bindings.write(&mut bytes);
+    let mut raw = Vec::new();
+    bindings.write(&mut raw);
+    let bytes = with_sections(&String::from_utf8(raw).expect("cbindgen writes UTF-8")).into_bytes();
     let generated = out_dir.join("m2c.h");
     write_if_changed(&generated, &bytes);
 
     if env::var("M2C_HEADER_CHECK").as_deref() != Ok("1") {
         write_if_changed(&manifest.join("include").join("m2c.h"), &bytes);
     }
+}
+
+/// The header's function sections, each named by its first function.
+/// cbindgen keeps the source order (the C API crate's modules are ordered
+/// the same way); this marks where each section starts.
+const SECTIONS: [(&str, &str); 10] = [
+    ("m2c_version", "Version"),
+    ("m2c_status_str", "Errors"),
+    ("m2c_config_init", "Configuration"),
+    ("m2c_create", "Cache handles"),
+    ("m2c_update_conv", "Copy-style calls: write, read, reset and advance slots"),
+    ("m2c_conv_view", "Zero-copy views"),
+    ("m2c_conv_args_init", "Kernels: decode steps and prefills"),
+    ("m2c_slot_acquire", "Slots: acquire, release, fork and reorder, health"),
+    ("m2c_slot_snapshot_size", "Snapshots and files"),
+    ("m2c_set_stream", "Devices and streams"),
+];
+
+/// Inserts a banner before the doc comment of each section's first
+/// function. Panics (failing the build) if a section's function is
+/// missing or out of order, so the sections cannot silently go stale.
+fn with_sections(header: &str) -> String {
+    let lines: Vec<&str> = header.lines().collect();
+    let mut starts = Vec::new();
+    let mut last = 0;
+    for (name, title) in SECTIONS {
+        let decl = lines
+            .iter()
+            .position(|l| !l.starts_with(' ') && !l.starts_with('/') && declares(l, name))
+            .unwrap_or_else(|| panic!("header section {title:?}: {name} is not declared"));
+        assert!(decl > last, "header section {title:?}: {name} is out of order");
+        last = decl;
+        let mut start = decl;
+        while start > 0 && (lines[start - 1].starts_with(" *") || lines[start - 1].starts_with("/**")) {
+            start -= 1;
+        }
+        starts.push((start, title));
+    }
+    let rule = "/* ------------------------------------------------------------------------ */";
+    let mut out = String::with_capacity(header.len() + 4096);
+    let mut next = starts.iter().peekable();
+    for (i, line) in lines.iter().enumerate() {
+        if let Some((_, title)) = next.next_if(|(start, _)| *start == i) {
+            out.push_str(&format!("{rule}\n/* {title:<72} */\n{rule}\n\n"));
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Whether `line` declares function `name` (`... name(` or `... *name(`).
+fn declares(line: &str, name: &str) -> bool {
+    line.find(&format!("{name}(")).is_some_and(|i| i > 0 && matches!(line.as_bytes()[i - 1], b' ' | b'*'))
 }
 
 fn write_if_changed(path: &PathBuf, bytes: &[u8]) {

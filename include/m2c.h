@@ -29,6 +29,34 @@
  * handle. Zero-copy views (m2c_conv_view, m2c_ssm_view) are not synchronised.
  * Large batched calls use an internal thread pool; small ones (one slot) run on
  * the calling thread.
+ *
+ * Device caches. With m2c_config.device = M2C_DEVICE_CUDA (a build with the
+ * cuda feature, on a machine with the CUDA driver and NVRTC) the conv windows
+ * and SSM states are plain device allocations on GPU device_index, and every
+ * function works on the handle:
+ * - the copy-style calls (update, set, read, reset, copy_slots, snapshots,
+ *   files, count_nonfinite) take and fill host buffers and stage the slot rows
+ *   they touch through host memory, except m2c_reset, slot acquisition and
+ *   m2c_copy_slots, which work device to device; they return once their
+ *   transfers are done;
+ * - the views return device pointers (m2c_tensor.device);
+ * - the kernel calls (m2c_conv_step, m2c_ssm_step, the prefills) take device
+ *   pointers for the activations, weights and parameters (slots and
+ *   cu_seqlens stay host arrays), check their declared lengths against the
+ *   shape and the pointers against CUDA's allocation ranges (a host pointer
+ *   is M2C_STATUS_INVALID_ARG), and are queued on the handle's stream,
+ *   returning before the kernels finish; a prefill is one launch per call.
+ * The stream is the legacy default stream of the device's primary context
+ * (the one the CUDA runtime uses) until m2c_set_stream names another: on the
+ * default stream, work the caller queued on blocking streams is ordered
+ * before and after m2c's; a caller on a non-blocking stream either
+ * synchronises it around the call or hands it to m2c_set_stream.
+ *
+ * The general flow: see m2c_cache.
+ *
+ * Sections of this header (after the types and constants): Version, Errors,
+ * Configuration, Cache handles, Copy-style calls, Zero-copy views, Kernels,
+ * Slots, Snapshots and files, Devices and streams.
  */
 
 #ifndef M2C_H
@@ -57,8 +85,29 @@
  * A Mamba2 state cache: the conv windows and SSM states of every layer
  * for a fixed number of sequence slots, plus a position per slot. Created
  * by `m2c_create`, freed by `m2c_destroy`. Opaque.
+ *
+ * The general flow is:
+ * - `m2c_config_init`, set the model's shape, `m2c_create`;
+ * - per request: `m2c_slot_acquire` (the slot starts zeroed), then the
+ *   prompt: `m2c_conv_prefill` and `m2c_ssm_prefill` per layer, and
+ *   `m2c_advance` by its length;
+ * - per token, per layer: `m2c_conv_step`, then `m2c_ssm_step` on the
+ *   conv output's x, B and C; then one `m2c_advance` for the token;
+ * - when the request ends: `m2c_slot_release`;
+ * - forks and beam reorders: `m2c_copy_slots`; checkpoints:
+ *   `m2c_slot_save` / `m2c_slot_load`, `m2c_save_file` / `m2c_load_file`;
+ * - `m2c_destroy`.
  */
 typedef struct m2c_cache m2c_cache;
+
+/**
+ * A status code. Every fallible function returns one; `M2C_STATUS_OK` is
+ * 0 and every other value is a failure whose detail is in
+ * `m2c_last_error()`. Values are part of the ABI: they are never
+ * renumbered, and a retired value is never reused. Treat any value you do
+ * not know as a failure.
+ */
+typedef int32_t m2c_status;
 
 /**
  * An element type code. Arrives as a plain integer: every value is
@@ -142,15 +191,6 @@ typedef struct m2c_config {
    */
   int32_t device_index;
 } m2c_config;
-
-/**
- * A status code. Every fallible function returns one; `M2C_STATUS_OK` is
- * 0 and every other value is a failure whose detail is in
- * `m2c_last_error()`. Values are part of the ABI: they are never
- * renumbered, and a retired value is never reused. Treat any value you do
- * not know as a failure.
- */
-typedef int32_t m2c_status;
 
 /**
  * A zero-copy view of one layer's storage for every slot. `data` points
@@ -340,18 +380,6 @@ typedef struct m2c_ssm_io {
   size_t y_len;
 } m2c_ssm_io;
 
-
-
-/**
- * No activation: the conv output as computed.
- */
-#define M2C_ACTIVATION_NONE 0
-
-/**
- * SiLU, `v * sigmoid(v)` (what Mamba2 uses).
- */
-#define M2C_ACTIVATION_SILU 1
-
 /**
  * Success.
  */
@@ -458,14 +486,66 @@ typedef struct m2c_ssm_io {
 #define M2C_DEVICE_CPU 0
 
 /**
- * NVIDIA GPU memory. Not available in this build: creating a cache with it
- * returns `M2C_STATUS_UNSUPPORTED`.
+ * NVIDIA GPU memory: a device cache (see "Device caches" at the top of
+ * this header). A build without the `cuda` feature, or a machine without
+ * a usable GPU, returns `M2C_STATUS_UNSUPPORTED` from `m2c_create`.
  */
 #define M2C_DEVICE_CUDA 1
+
+/**
+ * No activation: the conv output as computed.
+ */
+#define M2C_ACTIVATION_NONE 0
+
+/**
+ * SiLU, `v * sigmoid(v)` (what Mamba2 uses).
+ */
+#define M2C_ACTIVATION_SILU 1
 
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/* ------------------------------------------------------------------------ */
+/* Version                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * The library version, "MAJOR.MINOR.PATCH" (the header's
+ * `M2C_VERSION_STRING` when they match). Static, never NULL.
+ */
+const char *m2c_version(void);
+
+/**
+ * The ABI version of the loaded library. Compare it with
+ * `M2C_ABI_VERSION` from the header at start-up and refuse to run on a
+ * mismatch.
+ */
+uint32_t m2c_abi_version(void);
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * A static, human-readable description of a status code; "unknown status
+ * code" for a value this library does not define. Never NULL; the string
+ * lives forever. Thread-safe.
+ */
+const char *m2c_status_str(m2c_status status);
+
+/**
+ * The detail of the most recent failure of an m2c call on the calling
+ * thread, naming the function and what was wrong; "" if no call on this
+ * thread has failed. Successful calls do not clear it, so read it right
+ * after the failing call. Never NULL. The string stays valid until the
+ * next failing m2c call on this thread, or the thread's exit.
+ */
+const char *m2c_last_error(void);
+
+/* ------------------------------------------------------------------------ */
+/* Configuration                                                            */
+/* ------------------------------------------------------------------------ */
 
 /**
  * Fills `*cfg` with the defaults: Mamba2-130m shapes (24 layers,
@@ -489,6 +569,10 @@ void m2c_config_init(struct m2c_config *cfg);
  */
 m2c_status m2c_config_bytes(const struct m2c_config *cfg, uint64_t *out_bytes);
 
+/* ------------------------------------------------------------------------ */
+/* Cache handles                                                            */
+/* ------------------------------------------------------------------------ */
+
 /**
  * Creates a cache with configuration `*cfg`. Every state starts at zero
  * and every position at 0. Memory comes zeroed from the OS and is not
@@ -497,29 +581,8 @@ m2c_status m2c_config_bytes(const struct m2c_config *cfg, uint64_t *out_bytes);
  * On success `*out` receives a new handle the caller owns and must free
  * with `m2c_destroy`. On failure `*out` is not written.
  *
- * With `device = M2C_DEVICE_CUDA` (a build with the `cuda` feature, on a
- * machine with the CUDA driver and NVRTC) the conv windows and SSM states
- * are plain device allocations on GPU `device_index`, and every function
- * works on the handle: the copy-style calls (update, set, read, reset,
- * copy_slots, snapshots, files, check_finite) take and fill host buffers
- * and stage the slot rows they touch through host memory, except
- * `m2c_reset`, slot acquisition and `m2c_copy_slots`, which work
- * device-to-device; the views
- * return device pointers (`m2c_tensor.device`); the kernel calls
- * (`m2c_conv_step`, `m2c_ssm_step`, the prefills) take device pointers
- * for the activations, weights and parameters (`slots` and `cu_seqlens`
- * stay host arrays), check their declared lengths against the shape and
- * the pointers against CUDA's allocation ranges (a host pointer is
- * `M2C_STATUS_INVALID_ARG`),
- * and are queued on the handle's stream, returning before the kernels
- * finish; a prefill is one launch per call, whatever its sequences. The
- * stream is the legacy default stream of the device's primary context
- * (the one the CUDA runtime uses) until `m2c_set_stream` names another:
- * on the default stream, work the caller queued on blocking streams is
- * ordered before and after m2c's; a caller on a non-blocking stream
- * either synchronises it around the call or hands it to
- * `m2c_set_stream`. The copy-style calls return once their transfers are
- * done.
+ * With `device = M2C_DEVICE_CUDA` the state lives in GPU memory: see
+ * "Device caches" at the top of this header.
  *
  * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (unknown
  * `struct_size`), `M2C_STATUS_INVALID_CONFIG` (the message names the
@@ -548,6 +611,10 @@ void m2c_destroy(struct m2c_cache *cache);
  * `out->struct_size`). `*out` is written only on success. Thread-safe.
  */
 m2c_status m2c_get_config(const struct m2c_cache *cache, struct m2c_config *out);
+
+/* ------------------------------------------------------------------------ */
+/* Copy-style calls: write, read, reset and advance slots                   */
+/* ------------------------------------------------------------------------ */
 
 /**
  * Pushes one new conv input per slot into the conv windows of `layer`
@@ -587,6 +654,13 @@ m2c_status m2c_set_conv(struct m2c_cache *cache, uint32_t layer, const int32_t *
  * `[n, num_heads, head_dim, state_size]` elements of `dtype`. Slot
  * selection, conversion, alignment, errors and threading as for
  * `m2c_update_conv`; on failure the cache is unchanged.
+ */
+m2c_status m2c_set_ssm(struct m2c_cache *cache, uint32_t layer, const int32_t *slots, size_t n, const void *state, m2c_dtype dtype, size_t len);
+
+/**
+ * The first name of `m2c_set_ssm`, kept because an ABI never loses a
+ * function: it does exactly what `m2c_set_ssm` does (it replaces states;
+ * it does not push like `m2c_update_conv`). Prefer `m2c_set_ssm`.
  */
 m2c_status m2c_update_ssm(struct m2c_cache *cache, uint32_t layer, const int32_t *slots, size_t n, const void *state, m2c_dtype dtype, size_t len);
 
@@ -637,6 +711,10 @@ m2c_status m2c_advance(struct m2c_cache *cache, const int32_t *slots, size_t n, 
  */
 m2c_status m2c_position(const struct m2c_cache *cache, int32_t slot, uint64_t *out);
 
+/* ------------------------------------------------------------------------ */
+/* Zero-copy views                                                          */
+/* ------------------------------------------------------------------------ */
+
 /**
  * Describes the conv storage of `layer` as a 3-D tensor
  * `[num_slots, conv_dim, conv_width]` in the conv storage dtype, without
@@ -660,72 +738,9 @@ m2c_status m2c_conv_view(struct m2c_cache *cache, uint32_t layer, struct m2c_ten
  */
 m2c_status m2c_ssm_view(struct m2c_cache *cache, uint32_t layer, struct m2c_tensor *out);
 
-/**
- * Chooses the CUDA stream on which a device cache (`M2C_DEVICE_CUDA`)
- * queues its work from now on. The kernel calls (`m2c_conv_step`,
- * `m2c_ssm_step`, `m2c_conv_prefill`, `m2c_ssm_prefill`) are queued on
- * it and return; the copy-style calls (update, set, read, reset,
- * copy_slots, snapshots, files, `m2c_check_finite`) run their transfers
- * on it and wait for it before they return. `stream` is a `CUstream`
- * (`cudaStream_t`) of the primary context of the cache's device (the
- * context the CUDA runtime API uses), or NULL for the legacy default
- * stream, the initial setting.
- *
- * The call first waits for the work m2c queued on the previous stream, so
- * m2c's own work stays in order across the switch; ordering the caller's
- * other work against the new stream is the caller's part. The caller
- * keeps the stream alive until it sets another one or destroys the
- * cache; `m2c_destroy` waits for the current stream before it frees
- * device memory.
- *
- * Only kernel calls may be captured into a CUDA graph on the stream:
- * this call and the copy-style calls wait for the stream, which a capture
- * forbids. A kernel call of at most 256 rows or sequences allocates and
- * transfers nothing (its slot table travels in the launch parameters).
- *
- * A host cache takes no stream: NULL is accepted and does nothing, any
- * other value returns `M2C_STATUS_UNSUPPORTED`.
- *
- * Errors: `M2C_STATUS_NULL_ARG` (cache), `M2C_STATUS_INVALID_ARG` (the
- * driver does not know `stream`, or it belongs to another context; pass
- * only live streams: the driver may not survive a destroyed or made-up
- * handle),
- * `M2C_STATUS_UNSUPPORTED`, `M2C_STATUS_POISONED`; on failure the
- * previous stream stays in use. Thread-safe: serialised with the
- * handle's other calls. The stream belongs to the handle, not to the
- * calling thread: threads that want their own streams use their own
- * handles.
- */
-m2c_status m2c_set_stream(struct m2c_cache *cache, void *stream);
-
-/**
- * A static, human-readable description of a status code; "unknown status
- * code" for a value this library does not define. Never NULL; the string
- * lives forever. Thread-safe.
- */
-const char *m2c_status_str(m2c_status status);
-
-/**
- * The detail of the most recent failure of an m2c call on the calling
- * thread, naming the function and what was wrong; "" if no call on this
- * thread has failed. Successful calls do not clear it, so read it right
- * after the failing call. Never NULL. The string stays valid until the
- * next failing m2c call on this thread, or the thread's exit.
- */
-const char *m2c_last_error(void);
-
-/**
- * The library version, "MAJOR.MINOR.PATCH" (the header's
- * `M2C_VERSION_STRING` when they match). Static, never NULL.
- */
-const char *m2c_version(void);
-
-/**
- * The ABI version of the loaded library. Compare it with
- * `M2C_ABI_VERSION` from the header at start-up and refuse to run on a
- * mismatch.
- */
-uint32_t m2c_abi_version(void);
+/* ------------------------------------------------------------------------ */
+/* Kernels: decode steps and prefills                                       */
+/* ------------------------------------------------------------------------ */
 
 /**
  * Fills `*args` with `struct_size` and the defaults: f32 activations,
@@ -837,6 +852,10 @@ m2c_status m2c_conv_prefill(struct m2c_cache *cache, uint32_t layer, const int32
  */
 m2c_status m2c_ssm_prefill(struct m2c_cache *cache, uint32_t layer, const int32_t *slots, size_t n, const uint64_t *cu_seqlens, size_t cu_len, const struct m2c_ssm_io *io, const struct m2c_ssm_args *args);
 
+/* ------------------------------------------------------------------------ */
+/* Slots: acquire, release, fork and reorder, health                        */
+/* ------------------------------------------------------------------------ */
+
 /**
  * Hands out the lowest free slot: its state is zeroed in every layer, its
  * position set to 0, and it counts as in use until `m2c_slot_release`.
@@ -881,6 +900,35 @@ m2c_status m2c_slots_in_use(const struct m2c_cache *cache, uint32_t *out);
  * nothing changes. Thread-safe.
  */
 m2c_status m2c_copy_slots(struct m2c_cache *cache, const int32_t *src, const int32_t *dst, size_t n);
+
+/**
+ * Counts the NaN and infinite elements in the state of `slot` (its conv
+ * windows and SSM states in every layer) and writes the count to
+ * `*out_nonfinite`: 0 means the sequence is numerically healthy.
+ *
+ * Non-finite values entering through one slot's inputs (`m2c_update_*`,
+ * `m2c_conv_step`, `m2c_ssm_step`, prefill) never reach another slot, but
+ * the recurrence carries them forward in that slot on every later token,
+ * so its outputs stay NaN until the slot is reset (`m2c_reset`,
+ * `m2c_slot_acquire`) or reloaded from a snapshot. Call this after a step
+ * that produced NaN outputs to decide whether to drop the sequence.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (slot).
+ * `*out_nonfinite` is written only on success. Thread-safe (a read; works
+ * on a poisoned handle).
+ */
+m2c_status m2c_count_nonfinite(const struct m2c_cache *cache, int32_t slot, uint64_t *out_nonfinite);
+
+/**
+ * The first name of `m2c_count_nonfinite`, kept because an ABI never
+ * loses a function: it does exactly the same (it returns a count, not a
+ * yes/no answer). Prefer `m2c_count_nonfinite`.
+ */
+m2c_status m2c_check_finite(const struct m2c_cache *cache, int32_t slot, uint64_t *out_nonfinite);
+
+/* ------------------------------------------------------------------------ */
+/* Snapshots and files                                                      */
+/* ------------------------------------------------------------------------ */
 
 /**
  * Writes to `*out` the exact size in bytes of a snapshot of one slot of
@@ -951,23 +999,47 @@ m2c_status m2c_save_file(const struct m2c_cache *cache, const char *path);
  */
 m2c_status m2c_load_file(struct m2c_cache *cache, const char *path);
 
+/* ------------------------------------------------------------------------ */
+/* Devices and streams                                                      */
+/* ------------------------------------------------------------------------ */
+
 /**
- * Counts the NaN and infinite elements in the state of `slot` (its conv
- * windows and SSM states in every layer) and writes the count to
- * `*out_nonfinite`: 0 means the sequence is numerically healthy.
+ * Chooses the CUDA stream on which a device cache (`M2C_DEVICE_CUDA`)
+ * queues its work from now on. The kernel calls (`m2c_conv_step`,
+ * `m2c_ssm_step`, `m2c_conv_prefill`, `m2c_ssm_prefill`) are queued on
+ * it and return; the copy-style calls (update, set, read, reset,
+ * copy_slots, snapshots, files, `m2c_check_finite`) run their transfers
+ * on it and wait for it before they return. `stream` is a `CUstream`
+ * (`cudaStream_t`) of the primary context of the cache's device (the
+ * context the CUDA runtime API uses), or NULL for the legacy default
+ * stream, the initial setting.
  *
- * Non-finite values entering through one slot's inputs (`m2c_update_*`,
- * `m2c_conv_step`, `m2c_ssm_step`, prefill) never reach another slot, but
- * the recurrence carries them forward in that slot on every later token,
- * so its outputs stay NaN until the slot is reset (`m2c_reset`,
- * `m2c_slot_acquire`) or reloaded from a snapshot. Call this after a step
- * that produced NaN outputs to decide whether to drop the sequence.
+ * The call first waits for the work m2c queued on the previous stream, so
+ * m2c's own work stays in order across the switch; ordering the caller's
+ * other work against the new stream is the caller's part. The caller
+ * keeps the stream alive until it sets another one or destroys the
+ * cache; `m2c_destroy` waits for the current stream before it frees
+ * device memory.
  *
- * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (slot).
- * `*out_nonfinite` is written only on success. Thread-safe (a read; works
- * on a poisoned handle).
+ * Only kernel calls may be captured into a CUDA graph on the stream:
+ * this call and the copy-style calls wait for the stream, which a capture
+ * forbids. A kernel call of at most 256 rows or sequences allocates and
+ * transfers nothing (its slot table travels in the launch parameters).
+ *
+ * A host cache takes no stream: NULL is accepted and does nothing, any
+ * other value returns `M2C_STATUS_UNSUPPORTED`.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (cache), `M2C_STATUS_INVALID_ARG` (the
+ * driver does not know `stream`, or it belongs to another context; pass
+ * only live streams: the driver may not survive a destroyed or made-up
+ * handle),
+ * `M2C_STATUS_UNSUPPORTED`, `M2C_STATUS_POISONED`; on failure the
+ * previous stream stays in use. Thread-safe: serialised with the
+ * handle's other calls. The stream belongs to the handle, not to the
+ * calling thread: threads that want their own streams use their own
+ * handles.
  */
-m2c_status m2c_check_finite(const struct m2c_cache *cache, int32_t slot, uint64_t *out_nonfinite);
+m2c_status m2c_set_stream(struct m2c_cache *cache, void *stream);
 
 #ifdef __cplusplus
 }  // extern "C"

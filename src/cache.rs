@@ -1,398 +1,370 @@
-//! The state cache: per-layer conv windows and SSM states for every slot,
-//! plus a position per slot. Every method validates all of its arguments
-//! before it writes anything, so an `Err` leaves the cache unchanged.
+//! Cache handles (create, destroy, config) and the copy-style calls that
+//! write, read, reset and advance slots.
 
-use crate::buffer::{AlignedBuf, ZeroedVec};
-use crate::config::{Config, Device, Shape};
-use crate::dtype::{convert, Elem, Slice, SliceMut};
-use crate::error::{Error, Result};
-use crate::slots::{slot_chunks, Selection, Slots};
-use crate::with_slice;
-use rayon::prelude::*;
+use super::config::{config_from_c, config_to_c};
+use super::*;
+use m2c_core::AnyCache;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-/// Calls touching fewer state bytes than this run on the calling thread:
-/// below it, waking the thread pool costs more than it saves.
-pub(crate) const PAR_MIN_BYTES: usize = 512 * 1024;
-
-/// One layer's storage for all slots.
-pub struct Layer {
-    /// `[num_slots][conv_dim][conv_width]`.
-    pub conv: AlignedBuf,
-    /// `[num_slots][num_heads][head_dim][state_size]`.
-    pub ssm: AlignedBuf,
+/// A Mamba2 state cache: the conv windows and SSM states of every layer
+/// for a fixed number of sequence slots, plus a position per slot. Created
+/// by `m2c_create`, freed by `m2c_destroy`. Opaque.
+///
+/// The general flow is:
+/// - `m2c_config_init`, set the model's shape, `m2c_create`;
+/// - per request: `m2c_slot_acquire` (the slot starts zeroed), then the
+///   prompt: `m2c_conv_prefill` and `m2c_ssm_prefill` per layer, and
+///   `m2c_advance` by its length;
+/// - per token, per layer: `m2c_conv_step`, then `m2c_ssm_step` on the
+///   conv output's x, B and C; then one `m2c_advance` for the token;
+/// - when the request ends: `m2c_slot_release`;
+/// - forks and beam reorders: `m2c_copy_slots`; checkpoints:
+///   `m2c_slot_save` / `m2c_slot_load`, `m2c_save_file` / `m2c_load_file`;
+/// - `m2c_destroy`.
+pub struct m2c_cache {
+    pub(crate) inner: RwLock<AnyCache>,
 }
 
-/// The cache.
-pub struct Cache {
-    cfg: Config,
-    shape: Shape,
-    pub(crate) layers: Vec<Layer>,
-    pub(crate) positions: ZeroedVec<u64>,
-    /// 1 where a slot is acquired (`slot_acquire` / `slot_release`).
-    pub(crate) in_use: ZeroedVec<u8>,
-    /// The lowest and one-past-highest address of any layer's storage.
-    span: (usize, usize),
-    pub(crate) in_use_count: usize,
-    /// Test-only fault injection: the next `update_conv` panics inside
-    /// its per-slot work (on a pool thread when the call is parallel).
-    #[cfg(test)]
-    pub(crate) inject_panic: bool,
-}
+impl m2c_cache {
+    /// Shared access for queries. A poisoned handle can still be read.
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, AnyCache> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
 
-impl std::fmt::Debug for Cache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cache").field("cfg", &self.cfg).finish_non_exhaustive()
+    /// Exclusive access for mutation; refused once a mutation panicked.
+    pub(crate) fn write(&self) -> Result<RwLockWriteGuard<'_, AnyCache>, Error> {
+        self.inner
+            .write()
+            .map_err(|_| CoreError::Poisoned("the cache panicked during an earlier mutation; destroy it".into()).into())
     }
 }
 
-impl Cache {
-    /// Allocates a zeroed cache. Fails with `InvalidConfig` for a bad
-    /// shape, `Unsupported` for a device this build cannot drive, and
-    /// `OutOfMemory` when the allocator refuses.
-    pub fn new(cfg: Config) -> Result<Cache> {
-        let shape = cfg.shape()?;
-        if cfg.device != Device::Cpu {
-            return Err(Error::Unsupported(
-                "device CUDA: this build of m2c has no CUDA support".into(),
-            ));
-        }
-        let oom = |what: &str| Error::OutOfMemory(format!("cannot allocate {what}"));
-        if cfg.device == Device::Cpu && cfg.device_index != 0 {
-            return Err(Error::InvalidConfig(format!(
-                "device_index = {} but the CPU device has only index 0",
-                cfg.device_index
-            )));
-        }
-        let mut layers = Vec::new();
-        layers.try_reserve_exact(cfg.num_layers as usize).map_err(|_| oom("layer table"))?;
-        for _ in 0..cfg.num_layers {
-            layers.push(Layer {
-                conv: AlignedBuf::zeroed(shape.conv_layer_bytes, cfg.conv_dtype)?,
-                ssm: AlignedBuf::zeroed(shape.ssm_layer_bytes, cfg.ssm_dtype)?,
-            });
-        }
-        // Per-slot tables come zeroed from the OS too: creating a cache
-        // with very many slots touches no per-slot memory.
-        let positions = ZeroedVec::new(cfg.num_slots as usize)?;
-        let in_use = ZeroedVec::new(cfg.num_slots as usize)?;
-        let span = layers.iter().flat_map(|l| [&l.conv, &l.ssm]).fold((usize::MAX, 0), |(lo, hi), b| {
-            (lo.min(b.as_ptr() as usize), hi.max(b.as_ptr() as usize + b.len_bytes()))
-        });
-        Ok(Cache {
-            cfg,
-            shape,
-            layers,
-            positions,
-            in_use,
-            in_use_count: 0,
-            span,
-            #[cfg(test)]
-            inject_panic: false,
-        })
+/// `Err(InvalidArg)` if the `bytes` bytes at `ptr` overlap any of the
+/// cache's storage: a caller buffer must never alias the state, or a read
+/// could write the cache through a shared handle.
+pub(crate) fn check_outside(c: &AnyCache, ptr: *const c_void, bytes: usize, what: &str) -> Result<(), Error> {
+    if c.overlaps_storage(ptr as usize, bytes) {
+        return Err(CoreError::InvalidArg(format!("{what} overlaps the cache's own storage")).into());
     }
-
-    pub fn config(&self) -> &Config {
-        &self.cfg
-    }
-
-    pub fn shape(&self) -> &Shape {
-        &self.shape
-    }
-
-    pub fn num_slots(&self) -> usize {
-        self.cfg.num_slots as usize
-    }
-
-    /// True if the `bytes` bytes at address `addr` overlap any layer's
-    /// storage. Callers' buffers must never alias the cache.
-    pub fn overlaps_storage(&self, addr: usize, bytes: usize) -> bool {
-        let end = addr.saturating_add(bytes);
-        if bytes == 0 || end <= self.span.0 || addr >= self.span.1 {
-            return false;
-        }
-        self.layers.iter().flat_map(|l| [&l.conv, &l.ssm]).any(|b| {
-            let (b0, b1) = (b.as_ptr() as usize, b.as_ptr() as usize + b.len_bytes());
-            addr < b1 && b0 < end
-        })
-    }
-
-    /// The storage of `layer`.
-    pub fn layer(&self, layer: u32) -> Result<&Layer> {
-        self.check_layer(layer)?;
-        Ok(&self.layers[layer as usize])
-    }
-
-    fn check_layer(&self, layer: u32) -> Result<()> {
-        if layer >= self.cfg.num_layers {
-            return Err(Error::OutOfRange(format!(
-                "layer {layer} is out of range (num_layers = {})",
-                self.cfg.num_layers
-            )));
-        }
-        Ok(())
-    }
-
-    fn check_len(what: &str, got: usize, rows: usize, per_row: usize) -> Result<()> {
-        // rows <= num_slots and per_row * num_slots fits in memory, so the
-        // product cannot overflow; checked anyway.
-        let want = rows.checked_mul(per_row);
-        if want != Some(got) {
-            return Err(Error::ShapeMismatch(format!(
-                "{what}: len = {got} elements, but {rows} rows need {}",
-                want.map_or_else(|| "more than usize::MAX".to_string(), |w| w.to_string())
-            )));
-        }
-        Ok(())
-    }
-
-    fn parallel(sel: &Selection<'_>, bytes_per_slot: usize) -> bool {
-        sel.active() >= 2 && sel.active().saturating_mul(bytes_per_slot) >= PAR_MIN_BYTES
-    }
-
-    /// Pushes one new input column per selected slot into its conv window
-    /// of `layer`: the window shifts left by one column (the oldest input
-    /// drops out) and `x[row]` becomes the newest column.
-    /// `x` is `[rows, conv_dim]`.
-    pub fn update_conv(&mut self, layer: u32, slots: Slots<'_>, x: Slice<'_>) -> Result<()> {
-        self.check_layer(layer)?;
-        let sel = slots.validate(self.num_slots())?;
-        let (dim, w) = (self.shape.conv_dim, self.shape.conv_width);
-        Self::check_len("x", x.len(), sel.rows(), dim)?;
-        let par = Self::parallel(&sel, self.shape.conv_slot_elems * self.cfg.conv_dtype.size());
-        #[cfg(test)]
-        let inject = self.inject_panic;
-        let buf = self.layers[layer as usize].conv.slice_mut();
-        with_slice!(SliceMut, buf, s => with_slice!(Slice, x, i => {
-            for_rows(s, dim * w, &sel, par, |row, win| {
-                #[cfg(test)]
-                if inject {
-                    panic!("injected fault in update_conv");
-                }
-                shift_push(win, &i[row * dim..][..dim], w)
-            })
-        }));
-        Ok(())
-    }
-
-    /// Replaces whole conv windows of `layer`: `window` is
-    /// `[rows, conv_dim, conv_width]`.
-    pub fn set_conv(&mut self, layer: u32, slots: Slots<'_>, window: Slice<'_>) -> Result<()> {
-        self.check_layer(layer)?;
-        let per = self.shape.conv_slot_elems;
-        let sel = slots.validate(self.num_slots())?;
-        Self::check_len("window", window.len(), sel.rows(), per)?;
-        let par = Self::parallel(&sel, per * self.cfg.conv_dtype.size());
-        write_rows(self.layers[layer as usize].conv.slice_mut(), per, &sel, par, window);
-        Ok(())
-    }
-
-    /// Replaces whole SSM states of `layer`: `state` is
-    /// `[rows, num_heads, head_dim, state_size]`.
-    pub fn update_ssm(&mut self, layer: u32, slots: Slots<'_>, state: Slice<'_>) -> Result<()> {
-        self.check_layer(layer)?;
-        let per = self.shape.ssm_slot_elems;
-        let sel = slots.validate(self.num_slots())?;
-        Self::check_len("state", state.len(), sel.rows(), per)?;
-        let par = Self::parallel(&sel, per * self.cfg.ssm_dtype.size());
-        write_rows(self.layers[layer as usize].ssm.slice_mut(), per, &sel, par, state);
-        Ok(())
-    }
-
-    /// Copies conv windows of `layer` out, converted to `out`'s dtype;
-    /// padding rows are written as zeros. `out` is
-    /// `[rows, conv_dim, conv_width]`.
-    pub fn read_conv(&self, layer: u32, slots: Slots<'_>, out: SliceMut<'_>) -> Result<()> {
-        self.check_layer(layer)?;
-        let per = self.shape.conv_slot_elems;
-        let sel = slots.validate(self.num_slots())?;
-        Self::check_len("out", out.len(), sel.rows(), per)?;
-        let par = Self::parallel(&sel, per * self.cfg.conv_dtype.size());
-        read_rows(self.layers[layer as usize].conv.slice(), per, &sel, par, out);
-        Ok(())
-    }
-
-    /// Copies SSM states of `layer` out, converted to `out`'s dtype;
-    /// padding rows are written as zeros. `out` is
-    /// `[rows, num_heads, head_dim, state_size]`.
-    pub fn read_ssm(&self, layer: u32, slots: Slots<'_>, out: SliceMut<'_>) -> Result<()> {
-        self.check_layer(layer)?;
-        let per = self.shape.ssm_slot_elems;
-        let sel = slots.validate(self.num_slots())?;
-        Self::check_len("out", out.len(), sel.rows(), per)?;
-        let par = Self::parallel(&sel, per * self.cfg.ssm_dtype.size());
-        read_rows(self.layers[layer as usize].ssm.slice(), per, &sel, par, out);
-        Ok(())
-    }
-
-    /// Zeroes the conv and SSM state of the selected slots in every layer
-    /// and sets their positions to 0.
-    pub fn reset(&mut self, slots: Slots<'_>) -> Result<()> {
-        let sel = slots.validate(self.num_slots())?;
-        let (cper, sper) = (self.shape.conv_slot_elems, self.shape.ssm_slot_elems);
-        let bytes_per_slot = cper * self.cfg.conv_dtype.size() + sper * self.cfg.ssm_dtype.size();
-        let total = sel.active().saturating_mul(bytes_per_slot).saturating_mul(self.layers.len());
-        let zero_layer = |l: &mut Layer| {
-            zero_rows(l.conv.slice_mut(), cper, &sel);
-            zero_rows(l.ssm.slice_mut(), sper, &sel);
-        };
-        if total >= PAR_MIN_BYTES && self.layers.len() >= 2 {
-            self.layers.par_iter_mut().for_each(zero_layer);
-        } else {
-            self.layers.iter_mut().for_each(zero_layer);
-        }
-        for (_, s) in sel.pairs() {
-            self.positions[s] = 0;
-        }
-        Ok(())
-    }
-
-    /// Adds `num_tokens` to the position of each selected slot. Fails with
-    /// `OutOfRange`, changing nothing, if any position would overflow.
-    pub fn advance(&mut self, slots: Slots<'_>, num_tokens: u32) -> Result<()> {
-        let sel = slots.validate(self.num_slots())?;
-        for (_, s) in sel.pairs() {
-            if self.positions[s].checked_add(u64::from(num_tokens)).is_none() {
-                return Err(Error::OutOfRange(format!(
-                    "slot {s}: position {} + {num_tokens} overflows uint64_t",
-                    self.positions[s]
-                )));
-            }
-        }
-        for (_, s) in sel.pairs() {
-            self.positions[s] += u64::from(num_tokens);
-        }
-        Ok(())
-    }
-
-    /// Tokens consumed by `slot` so far.
-    pub fn position(&self, slot: i32) -> Result<u64> {
-        Ok(self.positions[self.check_slot(slot)?])
-    }
+    Ok(())
 }
 
-/// Runs `f(row, chunk)` for every selected slot's chunk of `per` elements,
-/// on the thread pool when `par`.
-fn for_rows<T: Send>(buf: &mut [T], per: usize, sel: &Selection<'_>, par: bool, f: impl Fn(usize, &mut [T]) + Sync) {
-    if par {
-        slot_chunks(buf, per, sel).into_par_iter().for_each(|(row, chunk)| f(row, chunk));
-    } else {
-        for (row, slot) in sel.pairs() {
-            f(row, &mut buf[slot * per..][..per]);
-        }
+/// `Err(InvalidArg)` if an output buffer overlaps an input buffer of the
+/// same call.
+pub(crate) fn check_apart(
+    out: *const c_void,
+    out_bytes: usize,
+    inp: *const c_void,
+    in_bytes: usize,
+    what: &str,
+) -> Result<(), Error> {
+    let (a0, a1) = (out as usize, (out as usize).saturating_add(out_bytes));
+    let (b0, b1) = (inp as usize, (inp as usize).saturating_add(in_bytes));
+    if out_bytes > 0 && in_bytes > 0 && a0 < b1 && b0 < a1 {
+        return Err(CoreError::InvalidArg(what.to_string()).into());
     }
+    Ok(())
 }
 
-/// Shifts every `w`-wide row of `win` left by one and appends `x[c]` to
-/// row `c`. Common widths get a const-width loop that keeps a row in a
-/// register; other widths shift the whole slot window by one element in
-/// one memmove (row `c+1`'s oldest element lands in row `c`'s newest
-/// column, which the strided store of `x` then overwrites).
-#[inline]
-fn shift_push<S: Elem, I: Elem>(win: &mut [S], x: &[I], w: usize) {
-    debug_assert_eq!(win.len(), x.len() * w);
-    match w {
-        2 => shift_push_n::<S, I, 2>(win, x),
-        3 => shift_push_n::<S, I, 3>(win, x),
-        4 => shift_push_n::<S, I, 4>(win, x),
-        _ => {
-            if w > 1 {
-                win.copy_within(1.., 0);
-            }
-            for (d, s) in win.iter_mut().skip(w - 1).step_by(w).zip(x) {
-                *d = s.cast();
-            }
-        }
-    }
+pub(crate) fn slots_bytes(slots: *const i32, n: usize) -> usize {
+    if slots.is_null() { 0 } else { n * 4 }
 }
 
-#[inline(always)]
-fn shift_push_n<S: Elem, I: Elem, const W: usize>(win: &mut [S], x: &[I]) {
-    let (rows, _) = win.as_chunks_mut::<W>();
-    for (row, xv) in rows.iter_mut().zip(x) {
-        let mut next = [S::ZERO; W];
-        next[..W - 1].copy_from_slice(&row[1..]);
-        next[W - 1] = xv.cast();
-        *row = next;
-    }
-}
-
-/// Copies row `r` of `src` (`per` elements a row) into each selected
-/// slot's chunk of `dst`, converting dtypes.
-fn write_rows(dst: SliceMut<'_>, per: usize, sel: &Selection<'_>, par: bool, src: Slice<'_>) {
-    with_slice!(SliceMut, dst, d => {
-        for_rows(d, per, sel, par, |row, chunk| {
-            convert(src.sub(row * per..(row + 1) * per), Elem::wrap_mut(chunk))
-        })
+/// Creates a cache with configuration `*cfg`. Every state starts at zero
+/// and every position at 0. Memory comes zeroed from the OS and is not
+/// touched, so a large cache costs little until it is used.
+///
+/// On success `*out` receives a new handle the caller owns and must free
+/// with `m2c_destroy`. On failure `*out` is not written.
+///
+/// With `device = M2C_DEVICE_CUDA` the state lives in GPU memory: see
+/// "Device caches" at the top of this header.
+///
+/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (unknown
+/// `struct_size`), `M2C_STATUS_INVALID_CONFIG` (the message names the
+/// field), `M2C_STATUS_UNSUPPORTED_DTYPE`, `M2C_STATUS_UNSUPPORTED`
+/// (`M2C_DEVICE_CUDA` in a build without CUDA, or with no usable GPU or
+/// driver), `M2C_STATUS_OUT_OF_MEMORY` (host or device memory).
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_create(cfg: *const m2c_config, out: *mut *mut m2c_cache) -> m2c_status {
+    ffi_status("m2c_create", || {
+        // SAFETY: NULL or a valid config, per the contract.
+        let cfg = unsafe { arg_ref(cfg, "cfg") }?;
+        let out = out_ptr(out, "out")?;
+        let handle = Box::new(m2c_cache { inner: RwLock::new(AnyCache::new(config_from_c(cfg)?)?) });
+        // SAFETY: checked non-NULL and aligned.
+        unsafe { out.write(Box::into_raw(handle)) };
+        Ok(())
     })
 }
 
-/// Copies each selected slot's chunk of `src` into row `r` of `dst`,
-/// converting dtypes; padding rows of `dst` become zeros.
-fn read_rows(src: Slice<'_>, per: usize, sel: &Selection<'_>, par: bool, dst: SliceMut<'_>) {
-    let copy_row = |row: usize, out: SliceMut<'_>| {
-        let mut out = out;
-        match sel.slot(row) {
-            Some(slot) => convert(src.sub(slot * per..(slot + 1) * per), out),
-            None => out.fill_zero(),
-        }
-    };
-    if par {
-        dst.chunks(per).into_par_iter().enumerate().for_each(|(row, out)| copy_row(row, out));
-    } else {
-        let mut dst = dst;
-        for row in 0..sel.rows() {
-            copy_row(row, dst.sub(row * per..(row + 1) * per));
-        }
-    }
-}
-
-fn zero_rows(buf: SliceMut<'_>, per: usize, sel: &Selection<'_>) {
-    with_slice!(SliceMut, buf, b => {
-        for (_, slot) in sel.pairs() {
-            b[slot * per..(slot + 1) * per].fill(Elem::ZERO);
+/// Frees a cache and all of its storage. Views obtained from it become
+/// invalid. NULL is a no-op.
+///
+/// Must not run concurrently with any other call on the same handle, and
+/// the handle must not be used afterwards (like `free`).
+#[no_mangle]
+pub unsafe extern "C" fn m2c_destroy(cache: *mut m2c_cache) {
+    ffi_value("m2c_destroy", (), || {
+        if !cache.is_null() {
+            // SAFETY: a handle from m2c_create, destroyed once.
+            drop(unsafe { Box::from_raw(cache) });
         }
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Copies the cache's configuration into `*out`. The caller sets
+/// `out->struct_size` first (`m2c_config_init(out)` does); it must be a
+/// size this library knows.
+///
+/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (unknown
+/// `out->struct_size`). `*out` is written only on success. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_get_config(cache: *const m2c_cache, out: *mut m2c_config) -> m2c_status {
+    ffi_status("m2c_get_config", || {
+        // SAFETY: NULL or a live handle, per the contract.
+        let cache = unsafe { arg_ref(cache, "cache") }?;
+        let out = out_ptr(out, "out")?;
+        // SAFETY: non-NULL and aligned; the caller provides a config.
+        check_struct_size::<m2c_config>(unsafe { (*out).struct_size }, "out", "m2c_config_init")?;
+        let cfg = config_to_c(&cache.read().config());
+        // SAFETY: as above.
+        unsafe { out.write(cfg) };
+        Ok(())
+    })
+}
 
-    fn tiny() -> Config {
-        Config {
-            num_layers: 2,
-            num_slots: 3,
-            intermediate_size: 4,
-            num_heads: 2,
-            head_dim: 2,
-            state_size: 2,
-            n_groups: 1,
-            ..Config::default()
-        }
-    }
+/// Pushes one new conv input per slot into the conv windows of `layer`
+/// (the decode-time update of a causal conv1d): each selected slot's
+/// window shifts left by one column, dropping the oldest input, and
+/// `x[row]` becomes its newest column (`conv_width - 1`).
+///
+/// `slots`/`n`: the rows of the call. `slots == NULL` means rows
+/// `0..n-1` address slots `0..n-1`; otherwise row `i` addresses slot
+/// `slots[i]`, and a negative entry is a padding row whose state is not
+/// touched. A slot listed twice is `M2C_STATUS_INVALID_ARG`.
+/// `x`: `[n, conv_dim]` elements of `x_dtype`, `len` = their count; it may
+/// differ from the storage dtype (values are converted, rounding to
+/// nearest even). `(NULL, 0)` is valid when `n == 0`. Buffers must be
+/// aligned to their element size and must not overlap the cache's storage.
+///
+/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (layer or
+/// slot), `M2C_STATUS_INVALID_ARG`, `M2C_STATUS_SHAPE_MISMATCH` (len),
+/// `M2C_STATUS_UNSUPPORTED_DTYPE`, `M2C_STATUS_POISONED`. On any failure
+/// the cache is unchanged.
+///
+/// Thread-safe: mutations of one handle are serialised.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_update_conv(
+    cache: *mut m2c_cache,
+    layer: u32,
+    slots: *const i32,
+    n: usize,
+    x: *const c_void,
+    x_dtype: m2c_dtype,
+    len: usize,
+) -> m2c_status {
+    ffi_status("m2c_update_conv", || {
+        // SAFETY: pointer contracts as documented above.
+        let (cache, sl, xs) =
+            unsafe { (arg_ref(cache, "cache")?, slots_arg(slots, n)?, slice_arg(x, x_dtype, len, "x")?) };
+        let mut c = cache.write()?;
+        check_outside(&c, x, len * xs.dtype().size(), "x")?;
+        check_outside(&c, slots.cast(), slots_bytes(slots, n), "slots")?;
+        Ok(c.update_conv(layer, sl, xs)?)
+    })
+}
 
-    #[test]
-    fn advance_that_would_overflow_changes_no_position() {
-        let mut c = Cache::new(tiny()).unwrap();
-        c.positions[1] = u64::MAX - 3;
-        c.advance(Slots::List(&[0, 1]), 3).unwrap();
-        assert_eq!((c.position(0).unwrap(), c.position(1).unwrap()), (3, u64::MAX));
-        let e = c.advance(Slots::List(&[0, 1]), 1).unwrap_err();
-        assert!(matches!(e, Error::OutOfRange(ref m) if m.contains("overflows")), "{e:?}");
-        assert_eq!((c.position(0).unwrap(), c.position(1).unwrap()), (3, u64::MAX));
-    }
+/// Replaces whole conv windows of `layer` (for example after prefill):
+/// `window` is `[n, conv_dim, conv_width]` elements of `dtype`, column
+/// `conv_width - 1` the newest. Slot selection, conversion, alignment,
+/// errors and threading as for `m2c_update_conv`; on failure the cache is
+/// unchanged.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_set_conv(
+    cache: *mut m2c_cache,
+    layer: u32,
+    slots: *const i32,
+    n: usize,
+    window: *const c_void,
+    dtype: m2c_dtype,
+    len: usize,
+) -> m2c_status {
+    ffi_status("m2c_set_conv", || {
+        // SAFETY: pointer contracts as documented above.
+        let (cache, sl, ws) =
+            unsafe { (arg_ref(cache, "cache")?, slots_arg(slots, n)?, slice_arg(window, dtype, len, "window")?) };
+        let mut c = cache.write()?;
+        check_outside(&c, window, len * ws.dtype().size(), "window")?;
+        check_outside(&c, slots.cast(), slots_bytes(slots, n), "slots")?;
+        Ok(c.set_conv(layer, sl, ws)?)
+    })
+}
 
-    #[test]
-    fn cuda_device_is_unsupported_in_this_build() {
-        let e = Cache::new(Config { device: Device::Cuda, ..tiny() }).unwrap_err();
-        assert!(matches!(e, Error::Unsupported(_)));
-    }
+/// Replaces whole SSM states of `layer`: `state` is
+/// `[n, num_heads, head_dim, state_size]` elements of `dtype`. Slot
+/// selection, conversion, alignment, errors and threading as for
+/// `m2c_update_conv`; on failure the cache is unchanged.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_set_ssm(
+    cache: *mut m2c_cache,
+    layer: u32,
+    slots: *const i32,
+    n: usize,
+    state: *const c_void,
+    dtype: m2c_dtype,
+    len: usize,
+) -> m2c_status {
+    // SAFETY: forwarded.
+    unsafe { set_ssm("m2c_set_ssm", cache, layer, slots, n, state, dtype, len) }
+}
 
-    #[test]
-    fn position_rejects_negative_and_too_large_slots() {
-        let c = Cache::new(tiny()).unwrap();
-        for s in [-1, 3, i32::MAX, i32::MIN] {
-            assert!(matches!(c.position(s), Err(Error::OutOfRange(_))));
-        }
-    }
+/// The first name of `m2c_set_ssm`, kept because an ABI never loses a
+/// function: it does exactly what `m2c_set_ssm` does (it replaces states;
+/// it does not push like `m2c_update_conv`). Prefer `m2c_set_ssm`.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_update_ssm(
+    cache: *mut m2c_cache,
+    layer: u32,
+    slots: *const i32,
+    n: usize,
+    state: *const c_void,
+    dtype: m2c_dtype,
+    len: usize,
+) -> m2c_status {
+    // SAFETY: forwarded.
+    unsafe { set_ssm("m2c_update_ssm", cache, layer, slots, n, state, dtype, len) }
+}
+
+/// The body of `m2c_set_ssm` and its alias, reporting errors as `name`.
+///
+/// # Safety
+/// The pointer contracts of `m2c_set_ssm`.
+unsafe fn set_ssm(
+    name: &str,
+    cache: *mut m2c_cache,
+    layer: u32,
+    slots: *const i32,
+    n: usize,
+    state: *const c_void,
+    dtype: m2c_dtype,
+    len: usize,
+) -> m2c_status {
+    ffi_status(name, || {
+        // SAFETY: pointer contracts as documented above.
+        let (cache, sl, ss) =
+            unsafe { (arg_ref(cache, "cache")?, slots_arg(slots, n)?, slice_arg(state, dtype, len, "state")?) };
+        let mut c = cache.write()?;
+        check_outside(&c, state, len * ss.dtype().size(), "state")?;
+        check_outside(&c, slots.cast(), slots_bytes(slots, n), "slots")?;
+        Ok(c.set_ssm(layer, sl, ss)?)
+    })
+}
+
+/// Copies the conv windows of `layer` for the selected slots into `out`
+/// (`[n, conv_dim, conv_width]` elements of `dtype`), converting from the
+/// storage dtype. Padding rows are written as zeros. Slot selection,
+/// alignment and errors as for `m2c_update_conv`; `out` is written only on
+/// success.
+///
+/// Thread-safe: reads of one handle run concurrently with each other and
+/// are serialised against mutations. Works on a poisoned handle.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_read_conv(
+    cache: *const m2c_cache,
+    layer: u32,
+    slots: *const i32,
+    n: usize,
+    out: *mut c_void,
+    dtype: m2c_dtype,
+    len: usize,
+) -> m2c_status {
+    ffi_status("m2c_read_conv", || {
+        // SAFETY: pointer contracts as documented above.
+        let (cache, sl, os) =
+            unsafe { (arg_ref(cache, "cache")?, slots_arg(slots, n)?, slice_mut_arg(out, dtype, len, "out")?) };
+        let out_bytes = len * os.dtype().size();
+        check_apart(out, out_bytes, slots.cast(), slots_bytes(slots, n), "out overlaps slots")?;
+        let c = cache.read();
+        check_outside(&c, out, out_bytes, "out")?;
+        Ok(c.read_conv(layer, sl, os)?)
+    })
+}
+
+/// Copies the SSM states of `layer` for the selected slots into `out`
+/// (`[n, num_heads, head_dim, state_size]` elements of `dtype`),
+/// converting from the storage dtype. Padding rows are written as zeros.
+/// Otherwise as `m2c_read_conv`.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_read_ssm(
+    cache: *const m2c_cache,
+    layer: u32,
+    slots: *const i32,
+    n: usize,
+    out: *mut c_void,
+    dtype: m2c_dtype,
+    len: usize,
+) -> m2c_status {
+    ffi_status("m2c_read_ssm", || {
+        // SAFETY: pointer contracts as documented above.
+        let (cache, sl, os) =
+            unsafe { (arg_ref(cache, "cache")?, slots_arg(slots, n)?, slice_mut_arg(out, dtype, len, "out")?) };
+        let out_bytes = len * os.dtype().size();
+        check_apart(out, out_bytes, slots.cast(), slots_bytes(slots, n), "out overlaps slots")?;
+        let c = cache.read();
+        check_outside(&c, out, out_bytes, "out")?;
+        Ok(c.read_ssm(layer, sl, os)?)
+    })
+}
+
+/// Zeroes the conv windows and SSM states of the selected slots in every
+/// layer and sets their positions to 0 (a slot starting a new sequence).
+/// Slot selection as for `m2c_update_conv` (`slots == NULL`: slots
+/// `0..n-1`). Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE`,
+/// `M2C_STATUS_INVALID_ARG`, `M2C_STATUS_POISONED`; on failure nothing
+/// changes. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_reset(cache: *mut m2c_cache, slots: *const i32, n: usize) -> m2c_status {
+    ffi_status("m2c_reset", || {
+        // SAFETY: pointer contracts as documented above.
+        let (cache, sl) = unsafe { (arg_ref(cache, "cache")?, slots_arg(slots, n)?) };
+        Ok(cache.write()?.reset(sl)?)
+    })
+}
+
+/// Adds `num_tokens` to the position of each selected slot (call it once
+/// per decode step or prefill chunk). Slot selection as for
+/// `m2c_update_conv`. Errors: `M2C_STATUS_NULL_ARG`,
+/// `M2C_STATUS_OUT_OF_RANGE` (a slot, or a position that would overflow
+/// `uint64_t`), `M2C_STATUS_INVALID_ARG`, `M2C_STATUS_POISONED`; on failure
+/// no position changes. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_advance(
+    cache: *mut m2c_cache,
+    slots: *const i32,
+    n: usize,
+    num_tokens: u32,
+) -> m2c_status {
+    ffi_status("m2c_advance", || {
+        // SAFETY: pointer contracts as documented above.
+        let (cache, sl) = unsafe { (arg_ref(cache, "cache")?, slots_arg(slots, n)?) };
+        Ok(cache.write()?.advance(sl, num_tokens)?)
+    })
+}
+
+/// Writes the position of `slot` (tokens it has consumed) to `*out`.
+/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (a negative or
+/// too large slot). `*out` is written only on success. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_position(cache: *const m2c_cache, slot: i32, out: *mut u64) -> m2c_status {
+    ffi_status("m2c_position", || {
+        // SAFETY: NULL or a live handle, per the contract.
+        let cache = unsafe { arg_ref(cache, "cache") }?;
+        let out = out_ptr(out, "out")?;
+        let pos = cache.read().position(slot)?;
+        // SAFETY: checked non-NULL and aligned.
+        unsafe { out.write(pos) };
+        Ok(())
+    })
 }

@@ -1,248 +1,179 @@
-//! Model and cache shape, its validation, and the byte counts derived from it.
+//! Configuration: dtypes, devices, the config struct and its checks.
 
-use crate::dtype::DType;
-use crate::error::{Error, Result};
+use super::*;
+use m2c_core::{AnyCache, Config, Device};
 
-/// Buffer alignment of every layer's conv and ssm storage, in bytes.
-pub(crate) const ALIGN: usize = 64;
+/// An element type code. Arrives as a plain integer: every value is
+/// validated, and an unknown one is `M2C_STATUS_UNSUPPORTED_DTYPE`.
+pub type m2c_dtype = u32;
 
-/// Where the state lives.
+/// IEEE-754 binary32.
+pub const M2C_DTYPE_F32: m2c_dtype = 0;
+
+/// bfloat16 (the upper half of a binary32); conversions into it round to
+/// nearest, ties to even.
+pub const M2C_DTYPE_BF16: m2c_dtype = 1;
+
+/// IEEE-754 binary16; conversions into it round to nearest, ties to even.
+pub const M2C_DTYPE_F16: m2c_dtype = 2;
+
+/// A device code for `m2c_config.device`.
+pub type m2c_device = u32;
+
+/// Host memory.
+pub const M2C_DEVICE_CPU: m2c_device = 0;
+
+/// NVIDIA GPU memory: a device cache (see "Device caches" at the top of
+/// this header). A build without the `cuda` feature, or a machine without
+/// a usable GPU, returns `M2C_STATUS_UNSUPPORTED` from `m2c_create`.
+pub const M2C_DEVICE_CUDA: m2c_device = 1;
+
+/// The shape of a cache. Always start from `m2c_config_init()`, which sets
+/// `struct_size` and fills in defaults, then change the fields you need.
+/// Fields are only ever added at the end. A library whose `m2c_config`
+/// grows also gets a new `M2C_ABI_VERSION` (and SONAME), so a program never
+/// meets an `m2c_config_init()` that writes more than its own struct holds;
+/// `struct_size` catches a struct that was never initialised or comes from
+/// another header.
+#[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Device {
-    Cpu,
-    Cuda,
-}
-
-/// The shape of a cache: model dimensions, slot count, layout and dtypes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Config {
+pub struct m2c_config {
+    /// `sizeof(m2c_config)` as the caller was compiled; set by
+    /// `m2c_config_init()`. A size the library does not know is
+    /// `M2C_STATUS_INVALID_ARG`.
+    pub struct_size: u32,
+    /// Mamba2 layers (each holds its own conv and ssm state).
     pub num_layers: u32,
+    /// Sequences the cache holds at once; at most `INT32_MAX`.
     pub num_slots: u32,
+    /// Inner width of the mixer; must equal `num_heads * head_dim`.
     pub intermediate_size: u32,
+    /// SSM heads per layer; a multiple of `n_groups`.
     pub num_heads: u32,
+    /// Channels per head.
     pub head_dim: u32,
+    /// SSM state size (`d_state`, the length of B and C).
     pub state_size: u32,
+    /// B/C groups; head `h` uses group `h / (num_heads / n_groups)`.
     pub n_groups: u32,
+    /// Kernel size K of the depthwise causal conv; at least 2.
     pub conv_kernel_size: u32,
-    /// `conv_kernel_size` (HF/JAX layout) or `conv_kernel_size - 1`
-    /// (vLLM/llama.cpp layout).
+    /// Columns of the stored conv window: `conv_kernel_size` (the HF
+    /// transformers / JAX layout) or `conv_kernel_size - 1` (the vLLM /
+    /// llama.cpp layout).
     pub conv_width: u32,
-    pub conv_dtype: DType,
-    pub ssm_dtype: DType,
-    pub device: Device,
+    /// Storage dtype of the conv windows (`M2C_DTYPE_*`).
+    pub conv_dtype: m2c_dtype,
+    /// Storage dtype of the SSM states (`M2C_DTYPE_*`).
+    pub ssm_dtype: m2c_dtype,
+    /// `M2C_DEVICE_CPU` or `M2C_DEVICE_CUDA`.
+    pub device: m2c_device,
+    /// Which device of that kind; 0 for the CPU. Must be >= 0.
     pub device_index: i32,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config::mamba2_130m()
+/// The core dtype of an `M2C_DTYPE_*` value, if it names one.
+pub(crate) fn dtype_from_c(code: m2c_dtype) -> Option<DType> {
+    match code {
+        M2C_DTYPE_F32 => Some(DType::F32),
+        M2C_DTYPE_BF16 => Some(DType::BF16),
+        M2C_DTYPE_F16 => Some(DType::F16),
+        _ => None,
     }
 }
 
-impl Config {
-    /// Mamba2-130m: 24 layers, d_model 768, expand 2, head_dim 64, state
-    /// 128, one group, kernel 4; one slot; conv bf16, ssm f32; width K.
-    pub const fn mamba2_130m() -> Self {
-        Config {
-            num_layers: 24,
-            num_slots: 1,
-            intermediate_size: 1536,
-            num_heads: 24,
-            head_dim: 64,
-            state_size: 128,
-            n_groups: 1,
-            conv_kernel_size: 4,
-            conv_width: 4,
-            conv_dtype: DType::BF16,
-            ssm_dtype: DType::F32,
-            device: Device::Cpu,
-            device_index: 0,
-        }
+/// The `M2C_DTYPE_*` value of a core dtype.
+pub(crate) fn dtype_to_c(d: DType) -> m2c_dtype {
+    match d {
+        DType::F32 => M2C_DTYPE_F32,
+        DType::BF16 => M2C_DTYPE_BF16,
+        DType::F16 => M2C_DTYPE_F16,
     }
+}
 
-    /// Mamba2-2.7B: 64 layers, intermediate 5120, 80 heads of 64, state
-    /// 128, one group, kernel 4; otherwise as `mamba2_130m`.
-    pub const fn mamba2_2_7b() -> Self {
-        Config {
-            num_layers: 64,
-            intermediate_size: 5120,
-            num_heads: 80,
-            ..Config::mamba2_130m()
-        }
+/// The storage for `cfg`: a host cache, or with `M2C_DEVICE_CUDA` (in a
+/// build with the `cuda` feature and a GPU) a device cache.
+pub(crate) fn config_to_c(c: &Config) -> m2c_config {
+    m2c_config {
+        struct_size: std::mem::size_of::<m2c_config>() as u32,
+        num_layers: c.num_layers,
+        num_slots: c.num_slots,
+        intermediate_size: c.intermediate_size,
+        num_heads: c.num_heads,
+        head_dim: c.head_dim,
+        state_size: c.state_size,
+        n_groups: c.n_groups,
+        conv_kernel_size: c.conv_kernel_size,
+        conv_width: c.conv_width,
+        conv_dtype: dtype_to_c(c.conv_dtype),
+        ssm_dtype: dtype_to_c(c.ssm_dtype),
+        device: match c.device {
+            Device::Cpu => M2C_DEVICE_CPU,
+            Device::Cuda => M2C_DEVICE_CUDA,
+        },
+        device_index: c.device_index,
     }
+}
 
-    /// Checks every invariant and derives the byte counts. The message of
-    /// an `InvalidConfig` error names the offending field.
-    pub fn shape(&self) -> Result<Shape> {
-        let fields = [
-            ("num_layers", self.num_layers),
-            ("num_slots", self.num_slots),
-            ("intermediate_size", self.intermediate_size),
-            ("num_heads", self.num_heads),
-            ("head_dim", self.head_dim),
-            ("state_size", self.state_size),
-            ("n_groups", self.n_groups),
-            ("conv_kernel_size", self.conv_kernel_size),
-            ("conv_width", self.conv_width),
-        ];
-        for (name, v) in fields {
-            if v == 0 {
-                return Err(invalid(format!("{name} must be > 0")));
-            }
-        }
-        if self.num_slots > i32::MAX as u32 {
-            return Err(invalid(format!(
-                "num_slots = {} exceeds INT32_MAX: slot indices are int32_t",
-                self.num_slots
-            )));
-        }
-        if u64::from(self.intermediate_size) != u64::from(self.num_heads) * u64::from(self.head_dim) {
-            return Err(invalid(format!(
-                "intermediate_size ({}) must equal num_heads * head_dim ({} * {})",
-                self.intermediate_size, self.num_heads, self.head_dim
-            )));
-        }
-        if !self.num_heads.is_multiple_of(self.n_groups) {
-            return Err(invalid(format!(
-                "n_groups ({}) must divide num_heads ({})",
-                self.n_groups, self.num_heads
-            )));
-        }
-        if self.conv_kernel_size < 2 {
-            return Err(invalid(format!(
-                "conv_kernel_size must be >= 2, got {}",
-                self.conv_kernel_size
-            )));
-        }
-        if self.conv_width != self.conv_kernel_size && self.conv_width != self.conv_kernel_size - 1 {
-            return Err(invalid(format!(
-                "conv_width ({}) must be conv_kernel_size ({}) or conv_kernel_size - 1",
-                self.conv_width, self.conv_kernel_size
-            )));
-        }
-        if self.device_index < 0 {
-            return Err(invalid(format!("device_index must be >= 0, got {}", self.device_index)));
-        }
-
-        let overflow = |what: &str| invalid(format!("{what}: byte count overflows"));
-        let conv_dim = u64::from(self.n_groups)
-            .checked_mul(2 * u64::from(self.state_size))
-            .and_then(|g| g.checked_add(u64::from(self.intermediate_size)))
-            .ok_or_else(|| overflow("conv_dim"))?;
-        let conv_slot_elems = conv_dim
-            .checked_mul(u64::from(self.conv_width))
-            .ok_or_else(|| overflow("conv state"))?;
-        let ssm_slot_elems = u64::from(self.num_heads)
-            .checked_mul(u64::from(self.head_dim))
-            .and_then(|v| v.checked_mul(u64::from(self.state_size)))
-            .ok_or_else(|| overflow("ssm state"))?;
-        let slots = u64::from(self.num_slots);
-        let conv_layer_bytes = conv_slot_elems
-            .checked_mul(slots)
-            .and_then(|v| v.checked_mul(self.conv_dtype.size() as u64))
-            .and_then(round_up_align)
-            .ok_or_else(|| overflow("conv layer"))?;
-        let ssm_layer_bytes = ssm_slot_elems
-            .checked_mul(slots)
-            .and_then(|v| v.checked_mul(self.ssm_dtype.size() as u64))
-            .and_then(round_up_align)
-            .ok_or_else(|| overflow("ssm layer"))?;
-        let total_bytes = conv_layer_bytes
-            .checked_add(ssm_layer_bytes)
-            .and_then(|v| v.checked_mul(u64::from(self.num_layers)))
-            .ok_or_else(|| overflow("cache"))?;
-        // Every buffer must be addressable as one Rust slice.
-        let max = isize::MAX as u64;
-        if conv_layer_bytes > max || ssm_layer_bytes > max || total_bytes > max {
-            return Err(invalid(format!(
-                "cache of {total_bytes} bytes exceeds the address space"
-            )));
-        }
-        Ok(Shape {
-            conv_dim: conv_dim as usize,
-            conv_width: self.conv_width as usize,
-            conv_slot_elems: conv_slot_elems as usize,
-            ssm_slot_elems: ssm_slot_elems as usize,
-            conv_layer_bytes: conv_layer_bytes as usize,
-            ssm_layer_bytes: ssm_layer_bytes as usize,
-            total_bytes,
+pub(crate) fn config_from_c(c: &m2c_config) -> Result<Config, Error> {
+    check_struct_size::<m2c_config>(c.struct_size, "cfg", "m2c_config_init")?;
+    let dtype = |code: m2c_dtype, field: &str| {
+        dtype_from_c(code).ok_or_else(|| {
+            Error::from(CoreError::UnsupportedDtype(format!("{field} = {code} is not an M2C_DTYPE_* value")))
         })
-    }
+    };
+    let device = match c.device {
+        M2C_DEVICE_CPU => Device::Cpu,
+        M2C_DEVICE_CUDA => Device::Cuda,
+        other => return Err(CoreError::InvalidConfig(format!("device = {other} is not an M2C_DEVICE_* value")).into()),
+    };
+    let cfg = Config {
+        num_layers: c.num_layers,
+        num_slots: c.num_slots,
+        intermediate_size: c.intermediate_size,
+        num_heads: c.num_heads,
+        head_dim: c.head_dim,
+        state_size: c.state_size,
+        n_groups: c.n_groups,
+        conv_kernel_size: c.conv_kernel_size,
+        conv_width: c.conv_width,
+        conv_dtype: dtype(c.conv_dtype, "conv_dtype")?,
+        ssm_dtype: dtype(c.ssm_dtype, "ssm_dtype")?,
+        device,
+        device_index: c.device_index,
+    };
+    cfg.shape()?;
+    Ok(cfg)
 }
 
-fn round_up_align(v: u64) -> Option<u64> {
-    v.checked_add(ALIGN as u64 - 1).map(|v| v / ALIGN as u64 * ALIGN as u64)
+/// Fills `*cfg` with the defaults: Mamba2-130m shapes (24 layers,
+/// intermediate_size 1536, 24 heads of 64, state_size 128, 1 group,
+/// kernel 4), 1 slot, `conv_width = conv_kernel_size`, conv windows in
+/// bf16, SSM states in f32, CPU; and sets `struct_size`.
+///
+/// NULL is a no-op. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_config_init(cfg: *mut m2c_config) {
+    init_struct("m2c_config_init", cfg, || config_to_c(&Config::default()))
 }
 
-fn invalid(msg: String) -> Error {
-    Error::InvalidConfig(msg)
-}
-
-/// Sizes derived from a valid `Config`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Shape {
-    /// `intermediate_size + 2 * n_groups * state_size`.
-    pub conv_dim: usize,
-    pub conv_width: usize,
-    /// Elements of one slot's conv window: `conv_dim * conv_width`.
-    pub conv_slot_elems: usize,
-    /// Elements of one slot's ssm state: `num_heads * head_dim * state_size`.
-    pub ssm_slot_elems: usize,
-    /// Bytes of one layer's conv buffer (all slots), rounded up to `ALIGN`.
-    pub conv_layer_bytes: usize,
-    /// Bytes of one layer's ssm buffer (all slots), rounded up to `ALIGN`.
-    pub ssm_layer_bytes: usize,
-    /// Bytes of all layers' conv and ssm buffers.
-    pub total_bytes: u64,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_is_mamba2_130m_and_valid() {
-        let s = Config::default().shape().unwrap();
-        assert_eq!(s.conv_dim, 1536 + 2 * 128);
-        assert_eq!(s.ssm_slot_elems, 24 * 64 * 128);
-        assert_eq!(s.total_bytes, 24 * ((1792 * 4 * 2) as u64 + 24 * 64 * 128 * 4));
-    }
-
-    #[test]
-    fn each_invariant_is_checked_and_named() {
-        let ok = Config::mamba2_2_7b();
-        let cases: Vec<(Config, &str)> = vec![
-            (Config { num_layers: 0, ..ok }, "num_layers"),
-            (Config { state_size: 0, ..ok }, "state_size"),
-            (Config { intermediate_size: 5000, ..ok }, "intermediate_size"),
-            (Config { n_groups: 3, ..ok }, "n_groups"),
-            (Config { conv_kernel_size: 1, conv_width: 1, ..ok }, "conv_kernel_size"),
-            (Config { conv_width: 2, ..ok }, "conv_width"),
-            (Config { conv_width: 5, ..ok }, "conv_width"),
-            (Config { num_slots: 1 << 31, ..ok }, "num_slots"),
-            (Config { device_index: -1, ..ok }, "device_index"),
-        ];
-        for (cfg, field) in cases {
-            match cfg.shape() {
-                Err(Error::InvalidConfig(m)) => assert!(m.contains(field), "{m} should name {field}"),
-                other => panic!("{field}: expected InvalidConfig, got {other:?}"),
-            }
-        }
-        assert!(Config { conv_width: 3, ..ok }.shape().is_ok());
-    }
-
-    #[test]
-    fn byte_counts_that_overflow_are_rejected_not_wrapped() {
-        let cfg = Config {
-            num_layers: u32::MAX,
-            num_slots: i32::MAX as u32,
-            intermediate_size: u32::MAX,
-            num_heads: u32::MAX,
-            head_dim: 1,
-            state_size: u32::MAX,
-            n_groups: 1,
-            ..Config::default()
-        };
-        assert!(matches!(cfg.shape(), Err(Error::InvalidConfig(_))));
-    }
+/// Computes the bytes of state storage a cache with configuration `*cfg`
+/// allocates: the conv and SSM buffers of every layer, each rounded up to
+/// 64 bytes. Small per-slot bookkeeping is not included.
+///
+/// Errors: `M2C_STATUS_NULL_ARG` (cfg or out_bytes NULL),
+/// `M2C_STATUS_INVALID_ARG` (unknown `struct_size`),
+/// `M2C_STATUS_INVALID_CONFIG`, `M2C_STATUS_UNSUPPORTED_DTYPE`.
+/// `*out_bytes` is written only on success. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_config_bytes(cfg: *const m2c_config, out_bytes: *mut u64) -> m2c_status {
+    ffi_status("m2c_config_bytes", || {
+        // SAFETY: NULL or a valid config, per the contract.
+        let cfg = unsafe { arg_ref(cfg, "cfg") }?;
+        let out = out_ptr(out_bytes, "out_bytes")?;
+        let shape = AnyCache::check_config(&config_from_c(cfg)?)?;
+        // SAFETY: checked non-NULL and aligned.
+        unsafe { out.write(shape.total_bytes) };
+        Ok(())
+    })
 }

@@ -1,34 +1,47 @@
-//! m2c: the recurrent state of Mamba2 models during inference, behind a C
-//! ABI.
+//! m2c: the C API of the Mamba2 recurrent-state cache.
 //!
-//! The crate is two layers. The core (`config`, `dtype`, `buffer`,
-//! `slots`, `cache`) is safe Rust with no FFI in it: typed slices in,
-//! `Result<_, Error>` out, every argument validated before any state is
-//! written. `ffi` is the thin C boundary: it checks pointers, builds slices,
-//! calls the core inside a panic boundary and maps errors to status codes.
+//! This crate is glue only, and the header `include/m2c.h` is generated from
+//! it alone. Each exported function checks its pointers, turns them into
+//! slices (or device arrays), makes one call into `m2c_core::AnyCache`
+//! inside a panic boundary, maps the error to a status code with one
+//! exhaustive `match` and keeps the message as the calling thread's last
+//! error. The logic lives in the `m2c-core` crate (`core/`).
+//!
+//! The modules come in the order of the header's sections.
 
-#![deny(unsafe_op_in_unsafe_fn)]
+// The C names (`m2c_cache`, `m2c_ssm_args.A`) are the ABI.
+#![allow(non_camel_case_types, non_snake_case)]
+// Each export's safety contract is its header documentation (pointer
+// validity, lengths, lifetimes), not a `# Safety` section.
+#![allow(clippy::missing_safety_doc)]
 
-pub mod abi;
-pub mod buffer;
-pub mod cache;
-pub mod device;
-pub mod config;
-#[cfg(feature = "cuda")]
-pub mod cuda;
-pub mod dtype;
+mod abi;
+mod boundary;
+pub mod version;
 pub mod error;
-pub mod ffi;
+pub mod config;
+pub mod cache;
+pub mod view;
 pub mod kernels;
-mod lifecycle;
-mod persist;
-pub mod snapshot;
 pub mod slots;
-pub mod xxh64;
+pub mod persist;
+pub mod stream;
+
+#[cfg(test)]
+mod tests;
 
 pub use abi::M2C_ABI_VERSION;
-pub use cache::Cache;
-pub use config::{Config, Device, Shape};
-pub use dtype::{DType, Slice, SliceMut};
-pub use error::{Error, Result};
-pub use slots::Slots;
+pub use cache::*;
+pub use config::*;
+pub use error::*;
+pub use kernels::*;
+pub use persist::*;
+pub use slots::*;
+pub use stream::*;
+pub use version::*;
+pub use view::*;
+
+pub(crate) use boundary::*;
+// The vocabulary every export module takes with `use super::*`.
+use m2c_core::{DType, Slice, SliceMut, Slots};
+use std::ffi::{CStr, c_char, c_void};

@@ -1,167 +1,150 @@
-//! Slot selections: which state rows a batched call addresses.
-//!
-//! A call names `n` rows. Either the rows are the dense range `0..n`
-//! (`Slots::Dense`), or row `i` addresses slot `list[i]`; a negative entry
-//! is a padding row whose state is not touched. A slot named twice in one
-//! call is an error, so every selected state is written at most once.
+//! The slot lifecycle (acquire, release), fork and reorder (copy_slots),
+//! and the health of a slot's state.
 
-use crate::error::{Error, Result};
+use super::cache::check_outside;
+use super::*;
 
-/// The slot argument of a batched call, before validation.
-#[derive(Clone, Copy, Debug)]
-pub enum Slots<'a> {
-    /// Rows `0..n` address slots `0..n`.
-    Dense(usize),
-    /// Row `i` addresses slot `list[i]`; negative entries are padding.
-    List(&'a [i32]),
+/// Hands out the lowest free slot: its state is zeroed in every layer, its
+/// position set to 0, and it counts as in use until `m2c_slot_release`.
+/// Engines that manage slots themselves can ignore acquire/release: every
+/// index-based call works on any slot in range.
+///
+/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_NO_FREE_SLOT`,
+/// `M2C_STATUS_POISONED`. `*out_slot` is written only on success.
+/// Thread-safe: two threads never get the same slot.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_slot_acquire(cache: *mut m2c_cache, out_slot: *mut i32) -> m2c_status {
+    ffi_status("m2c_slot_acquire", || {
+        // SAFETY: NULL or a live handle, per the contract.
+        let cache = unsafe { arg_ref(cache, "cache") }?;
+        let out = out_ptr(out_slot, "out_slot")?;
+        let slot = cache.write()?.slot_acquire()?;
+        // SAFETY: checked non-NULL and aligned.
+        unsafe { out.write(slot) };
+        Ok(())
+    })
 }
 
-/// A validated selection: every slot in range, none repeated.
-#[derive(Clone, Copy, Debug)]
-pub struct Selection<'a> {
-    slots: Slots<'a>,
+/// Returns `slot` to the free list; its state is left as it is until the
+/// next acquire zeroes it. Releasing a slot that is not in use is
+/// `M2C_STATUS_INVALID_ARG` (a double release is an engine bug worth
+/// reporting). Errors also: `M2C_STATUS_NULL_ARG`,
+/// `M2C_STATUS_OUT_OF_RANGE`, `M2C_STATUS_POISONED`. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_slot_release(cache: *mut m2c_cache, slot: i32) -> m2c_status {
+    ffi_status("m2c_slot_release", || {
+        // SAFETY: NULL or a live handle, per the contract.
+        let cache = unsafe { arg_ref(cache, "cache") }?;
+        Ok(cache.write()?.slot_release(slot)?)
+    })
 }
 
-/// Up to this many rows, duplicates are found by comparing pairs (no
-/// allocation); above it, by sorting a copy of the list.
-const PAIRWISE_MAX: usize = 64;
+/// Writes the number of acquired slots to `*out`. Errors:
+/// `M2C_STATUS_NULL_ARG`. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_slots_in_use(cache: *const m2c_cache, out: *mut u32) -> m2c_status {
+    ffi_status("m2c_slots_in_use", || {
+        // SAFETY: NULL or a live handle, per the contract.
+        let cache = unsafe { arg_ref(cache, "cache") }?;
+        let out = out_ptr(out, "out")?;
+        let n = cache.read().slots_in_use();
+        // SAFETY: checked non-NULL and aligned.
+        unsafe { out.write(n) };
+        Ok(())
+    })
+}
 
-impl<'a> Slots<'a> {
-    /// Checks the selection against a cache of `num_slots` slots.
-    pub fn validate(self, num_slots: usize) -> Result<Selection<'a>> {
-        self.validate_named(num_slots, "slots")
-    }
-
-    /// As `validate`, naming the argument `name` in messages.
-    pub fn validate_named(self, num_slots: usize, name: &str) -> Result<Selection<'a>> {
-        match self {
-            Slots::Dense(n) => {
-                if n > num_slots {
-                    return Err(Error::OutOfRange(format!(
-                        "n = {n} rows with slots = NULL, but the cache has {num_slots} slots"
-                    )));
-                }
+/// Forks and reorders states: for each `i < n`, slot `dst[i]` receives the
+/// conv and SSM state of slot `src[i]` in every layer, and its position.
+/// The result is as if all reads happen before any write, so a permutation
+/// (a beam-search reorder) and overlapping source and destination sets are
+/// correct; one source may feed many destinations (parallel sampling).
+/// A row with `dst[i] < 0` is padding: nothing is written and its source
+/// is ignored. Whether a slot is acquired does not move with its state.
+///
+/// Errors: `M2C_STATUS_NULL_ARG` (`src`/`dst` NULL with `n > 0`),
+/// `M2C_STATUS_INVALID_ARG` (a destination listed twice),
+/// `M2C_STATUS_OUT_OF_RANGE` (a destination past the slot count, or a
+/// source past the slot count or negative in a non-padding row),
+/// `M2C_STATUS_POISONED`. On failure
+/// nothing changes. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_copy_slots(
+    cache: *mut m2c_cache,
+    src: *const i32,
+    dst: *const i32,
+    n: usize,
+) -> m2c_status {
+    ffi_status("m2c_copy_slots", || {
+        // SAFETY: NULL or a live handle, per the contract.
+        let cache = unsafe { arg_ref(cache, "cache") }?;
+        let list = |p: *const i32, what: &str| -> Result<&[i32], Error> {
+            if n == 0 {
+                return Ok(&[]);
             }
-            Slots::List(list) => {
-                for (i, &s) in list.iter().enumerate() {
-                    if s >= 0 && s as usize >= num_slots {
-                        return Err(Error::OutOfRange(format!(
-                            "{name}[{i}] = {s} is out of range (num_slots = {num_slots})"
-                        )));
-                    }
-                }
-                if list.len() <= PAIRWISE_MAX {
-                    for i in 0..list.len() {
-                        if list[i] >= 0 {
-                            if let Some(j) = list[..i].iter().position(|&t| t == list[i]) {
-                                return Err(duplicate(name, j, i, list[i]));
-                            }
-                        }
-                    }
-                } else {
-                    // Sort a copy of the real slots: O(n log n) in the
-                    // rows of the call, whatever the cache's slot count.
-                    let mut sorted: Vec<(i32, usize)> = Vec::new();
-                    sorted
-                        .try_reserve_exact(list.len())
-                        .map_err(|_| Error::OutOfMemory("slot list copy".into()))?;
-                    sorted.extend(list.iter().enumerate().filter(|(_, &s)| s >= 0).map(|(i, &s)| (s, i)));
-                    sorted.sort_unstable();
-                    if let Some(w) = sorted.windows(2).find(|w| w[0].0 == w[1].0) {
-                        return Err(duplicate(name, w[0].1, w[1].1, w[0].0));
-                    }
-                }
+            if p.is_null() {
+                return Err(Error::NullArg(format!("{what} is NULL but n = {n}")));
             }
-        }
-        Ok(Selection { slots: self })
-    }
+            // SAFETY: non-NULL; validity of n entries from the caller.
+            match unsafe { slots_arg(p, n) }? {
+                Slots::List(l) => Ok(l),
+                Slots::Dense(_) => Err(Error::NullArg(format!("{what} is NULL"))),
+            }
+        };
+        let (s, d) = (list(src, "src")?, list(dst, "dst")?);
+        let mut c = cache.write()?;
+        check_outside(&c, src.cast(), s.len() * 4, "src")?;
+        check_outside(&c, dst.cast(), d.len() * 4, "dst")?;
+        Ok(c.copy_slots(s, d)?)
+    })
 }
 
-fn duplicate(name: &str, j: usize, i: usize, s: i32) -> Error {
-    Error::InvalidArg(format!("slot {s} is listed twice ({name}[{j}] and {name}[{i}])"))
+/// Counts the NaN and infinite elements in the state of `slot` (its conv
+/// windows and SSM states in every layer) and writes the count to
+/// `*out_nonfinite`: 0 means the sequence is numerically healthy.
+///
+/// Non-finite values entering through one slot's inputs (`m2c_update_*`,
+/// `m2c_conv_step`, `m2c_ssm_step`, prefill) never reach another slot, but
+/// the recurrence carries them forward in that slot on every later token,
+/// so its outputs stay NaN until the slot is reset (`m2c_reset`,
+/// `m2c_slot_acquire`) or reloaded from a snapshot. Call this after a step
+/// that produced NaN outputs to decide whether to drop the sequence.
+///
+/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (slot).
+/// `*out_nonfinite` is written only on success. Thread-safe (a read; works
+/// on a poisoned handle).
+#[no_mangle]
+pub unsafe extern "C" fn m2c_count_nonfinite(
+    cache: *const m2c_cache,
+    slot: i32,
+    out_nonfinite: *mut u64,
+) -> m2c_status {
+    // SAFETY: forwarded.
+    unsafe { count_nonfinite("m2c_count_nonfinite", cache, slot, out_nonfinite) }
 }
 
-impl<'a> Selection<'a> {
-    /// Rows in the call, padding included.
-    pub fn rows(&self) -> usize {
-        match self.slots {
-            Slots::Dense(n) => n,
-            Slots::List(l) => l.len(),
-        }
-    }
-
-    /// The slot row `row` addresses; `None` for padding.
-    #[inline]
-    pub fn slot(&self, row: usize) -> Option<usize> {
-        match self.slots {
-            Slots::Dense(_) => Some(row),
-            Slots::List(l) => usize::try_from(l[row]).ok(),
-        }
-    }
-
-    /// `(row, slot)` for every non-padding row, in row order.
-    pub fn pairs(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        (0..self.rows()).filter_map(move |r| self.slot(r).map(|s| (r, s)))
-    }
-
-    /// Number of non-padding rows.
-    pub fn active(&self) -> usize {
-        match self.slots {
-            Slots::Dense(n) => n,
-            Slots::List(l) => l.iter().filter(|&&s| s >= 0).count(),
-        }
-    }
+/// The first name of `m2c_count_nonfinite`, kept because an ABI never
+/// loses a function: it does exactly the same (it returns a count, not a
+/// yes/no answer). Prefer `m2c_count_nonfinite`.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_check_finite(cache: *const m2c_cache, slot: i32, out_nonfinite: *mut u64) -> m2c_status {
+    // SAFETY: forwarded.
+    unsafe { count_nonfinite("m2c_check_finite", cache, slot, out_nonfinite) }
 }
 
-/// Splits `buf` (one chunk of `per` elements per slot) into the chunks of
-/// the selected slots, each paired with its row. The chunks are disjoint
-/// because a selection never repeats a slot.
-pub fn slot_chunks<'b, T>(buf: &'b mut [T], per: usize, sel: &Selection<'_>) -> Vec<(usize, &'b mut [T])> {
-    let mut pairs: Vec<(usize, usize)> = sel.pairs().map(|(r, s)| (s, r)).collect();
-    pairs.sort_unstable();
-    let mut out = Vec::with_capacity(pairs.len());
-    let mut rest = buf;
-    let mut next = 0usize;
-    for (slot, row) in pairs {
-        let (_, tail) = std::mem::take(&mut rest).split_at_mut((slot - next) * per);
-        let (chunk, tail) = tail.split_at_mut(per);
-        out.push((row, chunk));
-        rest = tail;
-        next = slot + 1;
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dense_larger_than_cache_is_out_of_range() {
-        assert!(Slots::Dense(4).validate(4).is_ok());
-        assert!(matches!(Slots::Dense(5).validate(4), Err(Error::OutOfRange(_))));
-    }
-
-    #[test]
-    fn duplicates_are_found_by_both_strategies_and_named() {
-        let small = [0, -1, 2, -1, 2];
-        assert!(matches!(Slots::List(&small).validate(3), Err(Error::InvalidArg(_))));
-        let mut big: Vec<i32> = (0..200).collect();
-        assert!(Slots::List(&big).validate(200).is_ok());
-        big[150] = 7;
-        assert!(matches!(Slots::List(&big).validate(200), Err(Error::InvalidArg(_))));
-        // Padding may repeat.
-        let pad = vec![-1; 100];
-        assert!(Slots::List(&pad).validate(1).is_ok());
-    }
-
-    #[test]
-    fn slot_chunks_pairs_rows_with_their_slots() {
-        let mut buf: Vec<u32> = (0..12).collect();
-        let list = [2, -1, 0];
-        let sel = Slots::List(&list).validate(4).unwrap();
-        let chunks = slot_chunks(&mut buf, 3, &sel);
-        let got: Vec<(usize, Vec<u32>)> = chunks.into_iter().map(|(r, c)| (r, c.to_vec())).collect();
-        assert_eq!(got, vec![(2, vec![0, 1, 2]), (0, vec![6, 7, 8])]);
-    }
+/// The body of `m2c_count_nonfinite` and its alias, reporting errors as
+/// `name`.
+///
+/// # Safety
+/// The pointer contracts of `m2c_count_nonfinite`.
+unsafe fn count_nonfinite(name: &str, cache: *const m2c_cache, slot: i32, out_nonfinite: *mut u64) -> m2c_status {
+    ffi_status(name, || {
+        // SAFETY: NULL or a live handle, per the contract.
+        let cache = unsafe { arg_ref(cache, "cache") }?;
+        let out = out_ptr(out_nonfinite, "out_nonfinite")?;
+        let n = cache.read().count_nonfinite(slot)?;
+        // SAFETY: checked non-NULL and aligned.
+        unsafe { out.write(n) };
+        Ok(())
+    })
 }

@@ -20,10 +20,8 @@
 //! The child processes are this test binary itself, started with
 //! `M2C_FAULTS_CHILD=<mode>` and running the ignored test `child_process`.
 
-mod common;
-
-use common::Rng;
-use m2c::ffi::*;
+use m2c::*;
+use m2c_testkit::Rng;
 use std::ffi::CString;
 use std::io::{BufRead, BufReader};
 use std::os::unix::ffi::OsStrExt;
@@ -224,7 +222,10 @@ fn loaded_generation(h: *mut m2c_cache, cfg: &m2c_config) -> u64 {
             ok(unsafe { m2c_position(h, s as i32, &mut p) }, "position");
             assert_eq!(p, g, "slot {s} holds position {p}, slot 0 {g}: a mix of generations");
             let want = gen_value(g, s);
-            assert!(back[s * sper..(s + 1) * sper].iter().all(|&x| x == want), "layer {l} slot {s}: not all of generation {g}");
+            assert!(
+                back[s * sper..(s + 1) * sper].iter().all(|&x| x == want),
+                "layer {l} slot {s}: not all of generation {g}"
+            );
         }
     }
     g
@@ -262,11 +263,17 @@ fn sigkill_during_saves_never_damages_the_previous_file() {
     let mut gens_seen = Vec::new();
     for k in 0..KILLS {
         let mut c = KillOnDrop(
-            child("save_loop", &[("M2C_FAULTS_PATH", path.to_str().unwrap().to_string()), ("M2C_FAULTS_FIRST_GEN", (last_gen + 1).to_string())])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap(),
+            child(
+                "save_loop",
+                &[
+                    ("M2C_FAULTS_PATH", path.to_str().unwrap().to_string()),
+                    ("M2C_FAULTS_FIRST_GEN", (last_gen + 1).to_string()),
+                ],
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
         );
         let pid = c.0.id();
         // The child's lines follow libtest's own output, sometimes on the
@@ -300,7 +307,10 @@ fn sigkill_during_saves_never_damages_the_previous_file() {
         let g = loaded_generation(probe, &cfg);
         // SAFETY: handle from m2c_create.
         unsafe { m2c_destroy(probe) };
-        assert!(g == last_returned || g == last_returned + 1, "kill {k}: file holds generation {g}, last save returned {last_returned}");
+        assert!(
+            g == last_returned || g == last_returned + 1,
+            "kill {k}: file holds generation {g}, last save returned {last_returned}"
+        );
         gens_seen.push(g);
         last_gen = g.max(last_returned);
 
@@ -322,7 +332,9 @@ fn sigkill_during_saves_never_damages_the_previous_file() {
     // SAFETY: handle from m2c_create.
     unsafe { m2c_destroy(h) };
     std::fs::remove_dir_all(&dir).unwrap();
-    println!("faults: {KILLS} SIGKILLs during saves, file always loadable, {stray_total} stray .m2c-tmp files left by killed children");
+    println!(
+        "faults: {KILLS} SIGKILLs during saves, file always loadable, {stray_total} stray .m2c-tmp files left by killed children"
+    );
 }
 
 /// Marks the child's own lines in its output.
@@ -418,7 +430,11 @@ fn rlimit_child() {
     // SAFETY: handle from m2c_create.
     unsafe { m2c_destroy(h) };
     normal_cache_works();
-    println!("rlimit child: 25 creations failing at layer 3 of 4 under RLIMIT_AS, VmSize {} -> {} MiB", vm0 >> 20, vm1 >> 20);
+    println!(
+        "rlimit child: 25 creations failing at layer 3 of 4 under RLIMIT_AS, VmSize {} -> {} MiB",
+        vm0 >> 20,
+        vm1 >> 20
+    );
     println!("rlimit child: ok");
 }
 
@@ -444,7 +460,10 @@ fn copy_oom_child() {
     let mut before = vec![vec![0f32; n * cper]; 2];
     for (l, b) in before.iter_mut().enumerate() {
         // SAFETY: live handle, buffer of the stated length.
-        ok(unsafe { m2c_read_conv(h, l as u32, ptr::null(), n, b.as_mut_ptr().cast(), M2C_DTYPE_F32, b.len()) }, "read_conv");
+        ok(
+            unsafe { m2c_read_conv(h, l as u32, ptr::null(), n, b.as_mut_ptr().cast(), M2C_DTYPE_F32, b.len()) },
+            "read_conv",
+        );
     }
     // A beam reorder of every slot: the copy stages every source, one
     // layer's worth of SSM state (640 MiB), more than is left.
@@ -457,7 +476,10 @@ fn copy_oom_child() {
     assert_eq!(st, M2C_STATUS_OUT_OF_MEMORY);
     for l in 0..2 {
         // SAFETY: as above.
-        ok(unsafe { m2c_read_conv(h, l, ptr::null(), n, back.as_mut_ptr().cast(), M2C_DTYPE_F32, back.len()) }, "read_conv");
+        ok(
+            unsafe { m2c_read_conv(h, l, ptr::null(), n, back.as_mut_ptr().cast(), M2C_DTYPE_F32, back.len()) },
+            "read_conv",
+        );
         assert!(back == before[l as usize], "the failed copy_slots changed layer {l}");
     }
     // SAFETY: handle from m2c_create.

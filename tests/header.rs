@@ -22,7 +22,12 @@ fn header_declares_only_prefixed_names() {
             line.split_whitespace().nth(2)
         } else if line.starts_with("typedef ") || (line.starts_with("} ") && !line.contains("extern")) {
             line.trim_end_matches(';').split_whitespace().last()
-        } else if line.contains('(') && !line.starts_with(' ') && !line.starts_with('*') && !line.starts_with('/') && !line.starts_with('#') {
+        } else if line.contains('(')
+            && !line.starts_with(' ')
+            && !line.starts_with('*')
+            && !line.starts_with('/')
+            && !line.starts_with('#')
+        {
             line.split('(').next().and_then(|l| l.split_whitespace().last()).map(|n| n.trim_start_matches('*'))
         } else {
             None

@@ -11,10 +11,8 @@
 //! The C test ctests/stress_disjoint_slots.c does the first at a size
 //! valgrind can run; see RELIABILITY.md.
 
-mod common;
-
-use common::Rng;
-use m2c::ffi::*;
+use m2c::*;
+use m2c_testkit::Rng;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -74,7 +72,8 @@ fn image(h: Handle, cfg: &m2c_config) -> (Vec<u8>, Vec<u64>) {
             let mut t = std::mem::MaybeUninit::<m2c_tensor>::zeroed();
             // SAFETY: live handle, valid out pointer; no call runs now.
             unsafe {
-                let st = if conv { m2c_conv_view(h.0, l, t.as_mut_ptr()) } else { m2c_ssm_view(h.0, l, t.as_mut_ptr()) };
+                let st =
+                    if conv { m2c_conv_view(h.0, l, t.as_mut_ptr()) } else { m2c_ssm_view(h.0, l, t.as_mut_ptr()) };
                 ok(st, "view");
                 let t = t.assume_init();
                 let n: u64 = t.shape[..t.ndim as usize].iter().product();
@@ -120,12 +119,15 @@ fn run_ops(h: Handle, cfg: &m2c_config, p: &Params, t: usize, iters: usize) -> (
     let as_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
     let (a, b) = (2 * t as i32, 2 * t as i32 + 1);
     let mut calls = 0u64;
-    let mut snap = vec![0u8; {
-        let mut n = 0;
-        // SAFETY: live handle.
-        ok(unsafe { m2c_slot_snapshot_size(h.0, &mut n) }, "snapshot size");
-        n
-    }];
+    let mut snap = vec![
+        0u8;
+        {
+            let mut n = 0;
+            // SAFETY: live handle.
+            ok(unsafe { m2c_slot_snapshot_size(h.0, &mut n) }, "snapshot size");
+            n
+        }
+    ];
     let mut ca = std::mem::MaybeUninit::<m2c_conv_args>::zeroed();
     let mut sa = std::mem::MaybeUninit::<m2c_ssm_args>::zeroed();
     // SAFETY: valid storage.
@@ -134,7 +136,8 @@ fn run_ops(h: Handle, cfg: &m2c_config, p: &Params, t: usize, iters: usize) -> (
         m2c_ssm_args_init(sa.as_mut_ptr());
         (ca.assume_init(), sa.assume_init())
     };
-    (ca.weight, ca.weight_len, ca.bias, ca.bias_len) = (p.weight.as_ptr(), p.weight.len(), p.bias.as_ptr(), p.bias.len());
+    (ca.weight, ca.weight_len, ca.bias, ca.bias_len) =
+        (p.weight.as_ptr(), p.weight.len(), p.bias.as_ptr(), p.bias.len());
     (sa.A, sa.A_len, sa.D, sa.D_len) = (p.a.as_ptr(), p.a.len(), p.d.as_ptr(), p.d.len());
     (sa.dt_bias, sa.dt_bias_len) = (p.dt_bias.as_ptr(), p.dt_bias.len());
     for _ in 0..iters {
@@ -163,7 +166,20 @@ fn run_ops(h: Handle, cfg: &m2c_config, p: &Params, t: usize, iters: usize) -> (
                 2 | 3 => {
                     let x = values(&mut rng, n * dim, 2.0);
                     let mut out = vec![0f32; n * dim];
-                    ok(m2c_conv_step(h.0, layer, sl, n, x.as_ptr().cast(), x.len(), out.as_mut_ptr().cast(), out.len(), &ca), "conv_step");
+                    ok(
+                        m2c_conv_step(
+                            h.0,
+                            layer,
+                            sl,
+                            n,
+                            x.as_ptr().cast(),
+                            x.len(),
+                            out.as_mut_ptr().cast(),
+                            out.len(),
+                            &ca,
+                        ),
+                        "conv_step",
+                    );
                     feed(&as_bytes(&out));
                 }
                 4 | 5 => {
@@ -201,14 +217,20 @@ fn run_ops(h: Handle, cfg: &m2c_config, p: &Params, t: usize, iters: usize) -> (
                     ok(m2c_read_ssm(h.0, layer, sl, n, out.as_mut_ptr().cast(), M2C_DTYPE_F32, out.len()), "read_ssm");
                     feed(&as_bytes(&out));
                     let mut out = vec![0f32; n * cper];
-                    ok(m2c_read_conv(h.0, layer, sl, n, out.as_mut_ptr().cast(), M2C_DTYPE_F32, out.len()), "read_conv");
+                    ok(
+                        m2c_read_conv(h.0, layer, sl, n, out.as_mut_ptr().cast(), M2C_DTYPE_F32, out.len()),
+                        "read_conv",
+                    );
                     feed(&as_bytes(&out));
                 }
                 _ => {
                     // Refused calls, which change nothing.
                     let dup = [a, a];
                     let x = vec![0f32; 2 * dim];
-                    assert_eq!(m2c_update_conv(h.0, layer, dup.as_ptr(), 2, x.as_ptr().cast(), M2C_DTYPE_F32, x.len()), M2C_STATUS_INVALID_ARG);
+                    assert_eq!(
+                        m2c_update_conv(h.0, layer, dup.as_ptr(), 2, x.as_ptr().cast(), M2C_DTYPE_F32, x.len()),
+                        M2C_STATUS_INVALID_ARG
+                    );
                     let far = [b, cfg.num_slots as i32];
                     assert_eq!(m2c_advance(h.0, far.as_ptr(), 2, 1), M2C_STATUS_OUT_OF_RANGE);
                     let mut bad = snap.clone();
@@ -254,7 +276,12 @@ fn threads_on_disjoint_slots_end_as_a_serial_replay() {
             while !stop.load(Ordering::Relaxed) {
                 for l in 0..cfg.num_layers {
                     // SAFETY: live handle, buffer of the stated length.
-                    ok(unsafe { m2c_read_ssm(h.0, l, ptr::null(), n, buf.as_mut_ptr().cast(), M2C_DTYPE_F32, buf.len()) }, "reader");
+                    ok(
+                        unsafe {
+                            m2c_read_ssm(h.0, l, ptr::null(), n, buf.as_mut_ptr().cast(), M2C_DTYPE_F32, buf.len())
+                        },
+                        "reader",
+                    );
                 }
                 let mut nf = 0;
                 // SAFETY: as above.

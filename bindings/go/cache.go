@@ -212,6 +212,10 @@ func cSetConv(h *C.m2c_cache, l C.uint32_t, s *C.int32_t, n C.size_t, p unsafe.P
 	return C.m2c_set_conv(h, l, s, n, p, dt, ln)
 }
 
+func cSetSSM(h *C.m2c_cache, l C.uint32_t, s *C.int32_t, n C.size_t, p unsafe.Pointer, dt C.m2c_dtype, ln C.size_t) C.m2c_status {
+	return C.m2c_set_ssm(h, l, s, n, p, dt, ln)
+}
+
 func cUpdateSSM(h *C.m2c_cache, l C.uint32_t, s *C.int32_t, n C.size_t, p unsafe.Pointer, dt C.m2c_dtype, ln C.size_t) C.m2c_status {
 	return C.m2c_update_ssm(h, l, s, n, p, dt, ln)
 }
@@ -257,15 +261,30 @@ func (c *Cache) SetConvF32(layer int, slots []int32, window []float32) error {
 	return c.SetConv(layer, slots, F32Data(window))
 }
 
-// UpdateSSM replaces whole SSM states of layer (m2c_update_ssm). state is
+// SetSSM replaces whole SSM states of layer (m2c_set_ssm). state is
 // [n, NumHeads, HeadDim, StateSize] elements; with nil slots
 // n = state.Len()/SSMStateLen. Slots, conversion and errors as for
 // [Cache.UpdateConv].
+func (c *Cache) SetSSM(layer int, slots []int32, state Data) error {
+	return c.batch("m2c_set_ssm", "state", cSetSSM, layer, slots, state, c.cfg.SSMStateLen())
+}
+
+// SetSSMF32 is [Cache.SetSSM] with float32 input.
+func (c *Cache) SetSSMF32(layer int, slots []int32, state []float32) error {
+	return c.SetSSM(layer, slots, F32Data(state))
+}
+
+// UpdateSSM is [Cache.SetSSM] under its first name (m2c_update_ssm): it
+// replaces states.
+//
+// Deprecated: use [Cache.SetSSM].
 func (c *Cache) UpdateSSM(layer int, slots []int32, state Data) error {
 	return c.batch("m2c_update_ssm", "state", cUpdateSSM, layer, slots, state, c.cfg.SSMStateLen())
 }
 
 // UpdateSSMF32 is [Cache.UpdateSSM] with float32 input.
+//
+// Deprecated: use [Cache.SetSSMF32].
 func (c *Cache) UpdateSSMF32(layer int, slots []int32, state []float32) error {
 	return c.UpdateSSM(layer, slots, F32Data(state))
 }

@@ -635,3 +635,39 @@ func TestEveryHeaderFunctionIsWrapped(t *testing.T) {
 	}
 	t.Logf("%d functions, all wrapped", len(decls))
 }
+
+// TestSetSSMAndCountNonfiniteMatchTheirFirstNames checks the marshalling
+// and error mapping of m2c_set_ssm and m2c_count_nonfinite, and that the
+// first names (m2c_update_ssm, m2c_check_finite) still do the same.
+func TestSetSSMAndCountNonfiniteMatchTheirFirstNames(t *testing.T) {
+	cfg := smallConfig()
+	a, b := mustNew(t, cfg), mustNew(t, cfg)
+	st := ramp(2*cfg.SSMStateLen(), 0.5)
+	st[5] = float32(math.NaN())
+	checkErr(t, a.SetSSMF32(1, []int32{3, 0}, st), nil)
+	checkErr(t, b.UpdateSSMF32(1, []int32{3, 0}, st), nil)
+	for _, c := range []*Cache{a, b} {
+		got := make([]float32, len(st))
+		checkErr(t, c.ReadSSMF32(1, []int32{3, 0}, got), nil)
+		if !equalF32(got, st) {
+			t.Fatal("SetSSM / UpdateSSM did not store the states read back")
+		}
+		for slot, want := range []uint64{0, 0, 0, 1} {
+			n1, err1 := c.CountNonfinite(slot)
+			n2, err2 := c.CheckFinite(slot)
+			checkErr(t, err1, nil)
+			checkErr(t, err2, nil)
+			if n1 != want || n2 != want {
+				t.Fatalf("slot %d: CountNonfinite = %d, CheckFinite = %d, want %d", slot, n1, n2, want)
+			}
+		}
+	}
+	checkErr(t, a.SetSSMF32(0, []int32{0}, st), ErrShapeMismatch)
+	checkErr(t, a.SetSSM(0, nil, RawData(DType(7), make([]byte, 8))), ErrUnsupportedDtype)
+	_, err := a.CountNonfinite(99)
+	checkErr(t, err, ErrOutOfRange)
+	var se *Error
+	if !errors.As(a.SetSSMF32(9, []int32{0}, st[:cfg.SSMStateLen()]), &se) || se.Op != "m2c_set_ssm" {
+		t.Fatalf("SetSSM error does not name m2c_set_ssm: %v", se)
+	}
+}

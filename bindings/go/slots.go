@@ -66,21 +66,36 @@ func (c *Cache) CopySlots(src, dst []int32) error {
 	return err
 }
 
-// CheckFinite returns the number of NaN and infinite elements in the state
-// of slot, its conv windows and SSM states in every layer
-// (m2c_check_finite); 0 means the sequence is numerically healthy.
+// CountNonfinite returns the number of NaN and infinite elements in the
+// state of slot, its conv windows and SSM states in every layer
+// (m2c_count_nonfinite); 0 means the sequence is numerically healthy.
 // Non-finite inputs never reach another slot, but the recurrence carries
 // them forward in their own slot until it is reset or reloaded: call this
 // after a step that produced NaN outputs to decide whether to drop the
 // sequence. Works on a poisoned cache. Errors: ErrOutOfRange, ErrClosed.
+func (c *Cache) CountNonfinite(slot int) (uint64, error) {
+	return c.countNonfinite("m2c_count_nonfinite", slot, func(h *C.m2c_cache, s C.int32_t, out *C.uint64_t) C.m2c_status {
+		return C.m2c_count_nonfinite(h, s, out)
+	})
+}
+
+// CheckFinite is [Cache.CountNonfinite] under its first name
+// (m2c_check_finite): it returns a count.
+//
+// Deprecated: use [Cache.CountNonfinite].
 func (c *Cache) CheckFinite(slot int) (uint64, error) {
-	const op = "m2c_check_finite"
+	return c.countNonfinite("m2c_check_finite", slot, func(h *C.m2c_cache, s C.int32_t, out *C.uint64_t) C.m2c_status {
+		return C.m2c_check_finite(h, s, out)
+	})
+}
+
+func (c *Cache) countNonfinite(op string, slot int, call func(*C.m2c_cache, C.int32_t, *C.uint64_t) C.m2c_status) (uint64, error) {
 	s, err := slotArg(op, slot)
 	if err != nil {
 		return 0, err
 	}
 	var out C.uint64_t
-	err = c.do(op, func(h *C.m2c_cache) C.m2c_status { return C.m2c_check_finite(h, s, &out) })
+	err = c.do(op, func(h *C.m2c_cache) C.m2c_status { return call(h, s, &out) })
 	runtime.KeepAlive(&out)
 	if err != nil {
 		return 0, err

@@ -6,7 +6,7 @@
 
 #![allow(dead_code)]
 
-use m2c::ffi::*;
+use m2c::*;
 use std::ptr;
 
 // ------------------------------------------------------------------
@@ -73,18 +73,16 @@ pub fn value(rng: &mut Rng, specials: bool) -> f32 {
 // ------------------------------------------------------------------
 
 pub fn dtype_size(d: u32) -> usize {
-    if d == M2C_DTYPE_F32 {
-        4
-    } else {
-        2
-    }
+    if d == M2C_DTYPE_F32 { 4 } else { 2 }
 }
 
 /// Element `i` of `bytes` (dtype `d`) as f32.
 pub fn load(d: u32, bytes: &[u8], i: usize) -> f32 {
     match d {
         M2C_DTYPE_F32 => f32::from_le_bytes(bytes[i * 4..i * 4 + 4].try_into().unwrap()),
-        M2C_DTYPE_BF16 => half::bf16::from_bits(u16::from_le_bytes(bytes[i * 2..i * 2 + 2].try_into().unwrap())).to_f32(),
+        M2C_DTYPE_BF16 => {
+            half::bf16::from_bits(u16::from_le_bytes(bytes[i * 2..i * 2 + 2].try_into().unwrap())).to_f32()
+        }
         _ => half::f16::from_bits(u16::from_le_bytes(bytes[i * 2..i * 2 + 2].try_into().unwrap())).to_f32(),
     }
 }
@@ -370,7 +368,11 @@ pub fn xxh64(data: &[u8]) -> u64 {
             }
             p = &p[32..];
         }
-        h = v[0].rotate_left(1).wrapping_add(v[1].rotate_left(7)).wrapping_add(v[2].rotate_left(12)).wrapping_add(v[3].rotate_left(18));
+        h = v[0]
+            .rotate_left(1)
+            .wrapping_add(v[1].rotate_left(7))
+            .wrapping_add(v[2].rotate_left(12))
+            .wrapping_add(v[3].rotate_left(18));
         for vi in v {
             h = merge(h, vi);
         }

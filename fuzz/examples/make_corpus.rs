@@ -14,7 +14,7 @@
 mod common;
 
 use common::*;
-use m2c::ffi::*;
+use m2c::*;
 use std::ffi::CString;
 use std::path::Path;
 
@@ -31,8 +31,10 @@ fn snapshot_seeds(dir: &Path) {
     // SAFETY: live handle, buffer of the snapshot size.
     assert_eq!(unsafe { m2c_slot_save(cache, 2, buf.as_mut_ptr().cast(), buf.len(), &mut written) }, 0);
     assert!(valid_snapshot(&buf, &sh), "the library's snapshot fails the harness's validator");
-    assert_eq!(xxh64(&buf), m2c::xxh64::xxh64(&buf));
-    for (name, mode) in [("slot-snapshot-into-slot0", 0u8), ("slot-snapshot-into-slot1-fixsum", 3), ("slot-snapshot-into-slot3", 6)] {
+    assert_eq!(xxh64(&buf), m2c_core::xxh64::xxh64(&buf));
+    for (name, mode) in
+        [("slot-snapshot-into-slot0", 0u8), ("slot-snapshot-into-slot1-fixsum", 3), ("slot-snapshot-into-slot3", 6)]
+    {
         let mut b = vec![mode];
         b.extend_from_slice(&buf);
         write(dir, name, &b);
@@ -53,7 +55,7 @@ fn snapshot_seeds(dir: &Path) {
     let file = std::fs::read(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
     assert!(valid_file(&file, &sh), "the library's file fails the harness's validator");
-    assert_eq!(xxh64(&file), m2c::xxh64::xxh64(&file));
+    assert_eq!(xxh64(&file), m2c_core::xxh64::xxh64(&file));
     let mut b = vec![0u8];
     b.extend_from_slice(&file);
     write(dir, "cache-file", &b);
@@ -74,7 +76,7 @@ fn snapshot_seeds(dir: &Path) {
     unsafe { m2c_destroy(cache) };
     for n in [0usize, 1, 7, 31, 32, 33, 100] {
         let v: Vec<u8> = (0..n as u8).collect();
-        assert_eq!(xxh64(&v), m2c::xxh64::xxh64(&v), "xxh64 of {n} bytes");
+        assert_eq!(xxh64(&v), m2c_core::xxh64::xxh64(&v), "xxh64 of {n} bytes");
     }
 }
 

@@ -30,7 +30,7 @@ mod common;
 
 use common::*;
 use libfuzzer_sys::fuzz_target;
-use m2c::ffi::*;
+use m2c::*;
 use std::ffi::c_void;
 use std::ptr;
 
@@ -108,11 +108,7 @@ fn slot_arg(r: &mut Reader, num_slots: usize) -> SlotArg {
 
 fn dtype_arg(r: &mut Reader) -> (u32, bool) {
     let b = r.u8();
-    if b < 248 {
-        (u32::from(b % 3), true)
-    } else {
-        ([3, 4, u32::MAX, 0x100][(b % 4) as usize], false)
-    }
+    if b < 248 { (u32::from(b % 3), true) } else { ([3, 4, u32::MAX, 0x100][(b % 4) as usize], false) }
 }
 
 /// A length: usually the right one, sometimes off.
@@ -172,7 +168,8 @@ impl BufArg {
         let buf = CBuf::new(elems * esize, off);
         // Aliasing the cache only when the claimed bytes fit inside its
         // storage (otherwise it would be our own out-of-bounds pointer).
-        let mode = if mode == PtrMode::Alias && len.saturating_mul(esize) > cache_mem.1 { PtrMode::Normal } else { mode };
+        let mode =
+            if mode == PtrMode::Alias && len.saturating_mul(esize) > cache_mem.1 { PtrMode::Normal } else { mode };
         BufArg { buf, mode, alias: cache_mem.0, len, esize }
     }
     fn fill(&mut self, dtype: u32, seed: u8) {
@@ -234,11 +231,7 @@ impl ParamArg {
         ParamArg { data, null, len, ok }
     }
     fn ptr(&self) -> *const f32 {
-        if self.null {
-            ptr::null()
-        } else {
-            self.data.as_ptr()
-        }
+        if self.null { ptr::null() } else { self.data.as_ptr() }
     }
 }
 
@@ -413,7 +406,8 @@ impl Harness {
         let what = if conv { "read_conv" } else { "read_ssm" };
         let model = self.model.clone();
         if self.check(what, st, e, &[(b.bytes(), &before)]) {
-            let (src, sd) = if conv { (&model.conv[layer as usize], sh.cdt) } else { (&model.ssm[layer as usize], sh.sdt) };
+            let (src, sd) =
+                if conv { (&model.conv[layer as usize], sh.cdt) } else { (&model.ssm[layer as usize], sh.sdt) };
             let mut want = vec![0u8; correct * dtype_size(d)];
             for (row, s) in sa.rows.iter().enumerate() {
                 if let Some(s) = *s {
@@ -477,10 +471,8 @@ impl Harness {
             dst = (0..n as i32).rev().collect();
         }
         let nulls = r.u8() % 16;
-        let (sp, dp) = (
-            if nulls == 0 { ptr::null() } else { src.as_ptr() },
-            if nulls == 1 { ptr::null() } else { dst.as_ptr() },
-        );
+        let (sp, dp) =
+            (if nulls == 0 { ptr::null() } else { src.as_ptr() }, if nulls == 1 { ptr::null() } else { dst.as_ptr() });
         let ok = n == 0
             || (nulls > 1
                 && selection_ok(&dst, ns)
@@ -579,7 +571,11 @@ impl Harness {
         }
         // ---- load (the saved bytes, or the model's snapshot of some slot)
         let b = slot_entry(r, sh.slots);
-        let mut bytes = if saved { buf.slice()[..size].to_vec() } else { self.model_snapshot(a.rem_euclid(sh.slots as i32) as usize) };
+        let mut bytes = if saved {
+            buf.slice()[..size].to_vec()
+        } else {
+            self.model_snapshot(a.rem_euclid(sh.slots as i32) as usize)
+        };
         let m = r.u8();
         let arg = r.u8();
         if m >= 160 {
@@ -615,8 +611,11 @@ impl Harness {
             }
         }
         let alias = r.u8().is_multiple_of(32) && self.cache_mem.1 >= 1;
-        let (p, l): (*const c_void, usize) =
-            if alias { (self.cache_mem.0, bytes.len().min(self.cache_mem.1)) } else { (bytes.as_ptr().cast(), bytes.len()) };
+        let (p, l): (*const c_void, usize) = if alias {
+            (self.cache_mem.0, bytes.len().min(self.cache_mem.1))
+        } else {
+            (bytes.as_ptr().cast(), bytes.len())
+        };
         let ok = !alias && slot_in_range(b, sh.slots) && valid_snapshot(&bytes, &sh);
         let mut e = self.expect(ok);
         if ok {
@@ -746,7 +745,8 @@ impl Harness {
         let (layer, lok) = layer_arg(r, &sh);
         let sa = slot_arg(r, sh.slots);
         let (io, dok) = dtype_arg(r);
-        let (cu, cu_null, tokens, cu_ok) = if prefill { Self::cu_arg(r, sa.n) } else { (vec![], false, sa.rows.len(), true) };
+        let (cu, cu_null, tokens, cu_ok) =
+            if prefill { Self::cu_arg(r, sa.n) } else { (vec![], false, sa.rows.len(), true) };
         let (args, _w, _bias, aok) = self.conv_args(r, io);
         let correct = tokens * sh.dim();
         let xl = len_arg(r, correct, sh.dim());
@@ -814,7 +814,8 @@ impl Harness {
         let (layer, lok) = layer_arg(r, &sh);
         let sa = slot_arg(r, sh.slots);
         let (io, dok) = dtype_arg(r);
-        let (cu, cu_null, tokens, cu_ok) = if prefill { Self::cu_arg(r, sa.n) } else { (vec![], false, sa.rows.len(), true) };
+        let (cu, cu_null, tokens, cu_ok) =
+            if prefill { Self::cu_arg(r, sa.n) } else { (vec![], false, sa.rows.len(), true) };
         let (args, _params, aok) = self.ssm_args(r, io);
         let (h, hd, gn) = (sh.heads, sh.head_dim, sh.groups * sh.state);
         let per = [h * hd, h, gn, gn, h * hd, h * hd]; // x dt B C z y

@@ -19,7 +19,7 @@ mod common;
 
 use common::*;
 use libfuzzer_sys::fuzz_target;
-use m2c::ffi::*;
+use m2c::*;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 

@@ -815,8 +815,15 @@ pub const Cache = struct {
         try call(self.diag, c.m2c_set_conv(self.handle, layer, r.ptr, r.n, window.ptr(), @intFromEnum(window.dtype()), window.len()));
     }
 
-    /// Replaces whole SSM states of `layer` (`m2c_update_ssm`): `state` is
+    /// Replaces whole SSM states of `layer` (`m2c_set_ssm`): `state` is
     /// `[rows, num_heads, head_dim, state_size]`.
+    pub fn setSsm(self: *Cache, layer: u32, slots: ?[]const i32, state: Input) Error!void {
+        const r = rows(slots, state.len(), self.shape.ssm_state_len);
+        try call(self.diag, c.m2c_set_ssm(self.handle, layer, r.ptr, r.n, state.ptr(), @intFromEnum(state.dtype()), state.len()));
+    }
+
+    /// `setSsm` under its first name (`m2c_update_ssm`): it replaces
+    /// states. Deprecated: use `setSsm`.
     pub fn updateSsm(self: *Cache, layer: u32, slots: ?[]const i32, state: Input) Error!void {
         const r = rows(slots, state.len(), self.shape.ssm_state_len);
         try call(self.diag, c.m2c_update_ssm(self.handle, layer, r.ptr, r.n, state.ptr(), @intFromEnum(state.dtype()), state.len()));
@@ -1023,10 +1030,18 @@ pub const Cache = struct {
     }
 
     /// The number of NaN and infinite elements in the state of `slot`, its
-    /// conv windows and SSM states in every layer (`m2c_check_finite`): 0
-    /// means the sequence is numerically healthy. A non-finite input stays
+    /// conv windows and SSM states in every layer (`m2c_count_nonfinite`):
+    /// 0 means the sequence is numerically healthy. A non-finite input stays
     /// in the slot it entered and is carried forward by the recurrence until
     /// the slot is reset or reloaded. A read: it works on a poisoned cache.
+    pub fn countNonfinite(self: *const Cache, slot: i32) Error!u64 {
+        var n: u64 = 0;
+        try call(self.diag, c.m2c_count_nonfinite(self.handle, slot, &n));
+        return n;
+    }
+
+    /// `countNonfinite` under its first name (`m2c_check_finite`): it
+    /// returns a count. Deprecated: use `countNonfinite`.
     pub fn checkFinite(self: *const Cache, slot: i32) Error!u64 {
         var n: u64 = 0;
         try call(self.diag, c.m2c_check_finite(self.handle, slot, &n));

@@ -129,6 +129,7 @@ const wrappers = .{
     .{ "m2c_get_config", m2c.Cache, "getConfig" },
     .{ "m2c_update_conv", m2c.Cache, "updateConv" },
     .{ "m2c_set_conv", m2c.Cache, "setConv" },
+    .{ "m2c_set_ssm", m2c.Cache, "setSsm" },
     .{ "m2c_update_ssm", m2c.Cache, "updateSsm" },
     .{ "m2c_read_conv", m2c.Cache, "readConv" },
     .{ "m2c_read_ssm", m2c.Cache, "readSsm" },
@@ -157,6 +158,7 @@ const wrappers = .{
     .{ "m2c_slot_load", m2c.Cache, "slotLoad" },
     .{ "m2c_save_file", m2c.Cache, "saveFile" },
     .{ "m2c_load_file", m2c.Cache, "loadFile" },
+    .{ "m2c_count_nonfinite", m2c.Cache, "countNonfinite" },
     .{ "m2c_check_finite", m2c.Cache, "checkFinite" },
     .{ "m2c_set_stream", m2c.Cache, "setStream" },
 };
@@ -1459,6 +1461,33 @@ test "checkFinite counts NaN and Inf in one slot; they stay in the slot they ent
     try expectEqual(@as(?m2c.Status, .out_of_range), diag.status);
     try expect(contains(diag.message(), "m2c_check_finite"));
     try expectError(error.OutOfRange, cache.checkFinite(-1));
+}
+
+test "setSsm and countNonfinite marshal like their first names and map errors" {
+    var diag: m2c.Diagnostics = .{};
+    var a = try m2c.Cache.init(kernelConfig(kc.kernel, .bf16, .f32), &diag);
+    defer a.deinit();
+    var b = try m2c.Cache.init(kernelConfig(kc.kernel, .bf16, .f32), &diag);
+    defer b.deinit();
+    var state: [2 * kc.state_len]f32 = undefined;
+    for (&state, 0..) |*v, i| v.* = @as(f32, @floatFromInt(i)) * 0.25;
+    state[5] = std.math.nan(f32);
+    try a.setSsm(1, &.{ 3, 0 }, .{ .f32 = &state });
+    try b.updateSsm(1, &.{ 3, 0 }, .{ .f32 = &state });
+    for ([_]*m2c.Cache{ &a, &b }) |cache| {
+        var back: [2 * kc.state_len]f32 = undefined;
+        try cache.readSsm(1, &.{ 3, 0 }, .{ .f32 = &back });
+        try expectSameBits(std.mem.sliceAsBytes(&state), std.mem.sliceAsBytes(&back));
+        for ([_]u64{ 0, 0, 0, 1 }, 0..) |want, s| {
+            try expectEqual(want, try cache.countNonfinite(@intCast(s)));
+            try expectEqual(want, try cache.checkFinite(@intCast(s)));
+        }
+    }
+    try expectError(error.ShapeMismatch, a.setSsm(0, &.{0}, .{ .f32 = &state }));
+    try expectEqual(@as(?m2c.Status, .shape_mismatch), diag.status);
+    try expect(contains(diag.message(), "m2c_set_ssm"));
+    try expectError(error.OutOfRange, a.countNonfinite(4));
+    try expect(contains(diag.message(), "m2c_count_nonfinite"));
 }
 
 // ---------------------------------------------------------------------------

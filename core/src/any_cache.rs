@@ -1,0 +1,311 @@
+//! [`AnyCache`]: a cache in host memory or in device memory, and the one
+//! place where a call chooses between the two. Every function of the C API
+//! makes exactly one call here (kernel calls included), so adding a call
+//! means adding its logic to [`Cache`] (and [`DeviceCache`] when the device
+//! does it differently) plus one method here.
+//!
+//! A device cache sits behind a mutex as well as behind the caller's lock,
+//! because its reading calls stage rows through host memory (so they need
+//! exclusive access); a host cache's readers run concurrently.
+
+use crate::cache::Cache;
+use crate::config::{Config, Device, Shape};
+use crate::device::{DeviceCache, DeviceConvArgs, DeviceSsmIo, DeviceSsmParams};
+use crate::dtype::{Slice, SliceMut};
+use crate::error::{Error, Result};
+use crate::kernels::{ConvParams, SsmInputs, SsmParams};
+use crate::selection::Slots;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+/// A cache in host or device memory.
+#[derive(Debug)]
+pub enum AnyCache {
+    /// State in host memory; the kernels run on the CPU.
+    Host(Cache),
+    /// State in device memory; the kernels run on the device.
+    Device(Mutex<DeviceCache>),
+}
+
+/// Where a cache's state lives, and so which arrays its kernel calls take:
+/// host slices ([`ConvIo::Host`], [`SsmIo::Host`]) or device addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Memory {
+    Host,
+    Device,
+}
+
+/// The activations and parameters of a conv step or prefill.
+#[derive(Debug)]
+pub enum ConvIo<'a> {
+    /// Host slices: inputs `x` and outputs `out` `[rows, conv_dim]`.
+    Host { x: Slice<'a>, out: SliceMut<'a>, params: ConvParams<'a> },
+    /// Device arrays.
+    Device(DeviceConvArgs),
+}
+
+/// The activations and parameters of an SSM step or prefill.
+#[derive(Debug)]
+pub enum SsmIo<'a> {
+    /// Host slices.
+    Host { inputs: SsmInputs<'a>, y: SliceMut<'a>, params: SsmParams<'a> },
+    /// Device arrays.
+    Device { io: DeviceSsmIo, params: DeviceSsmParams },
+}
+
+/// Calls `$e` with `$c` bound to the cache, whichever kind it is (a
+/// device cache locked for the call).
+macro_rules! on_either {
+    ($s:expr, $c:ident => $e:expr) => {
+        match $s {
+            AnyCache::Host($c) => $e,
+            AnyCache::Device(m) => {
+                let mut g = AnyCache::lock(m);
+                let $c = &mut *g;
+                $e
+            }
+        }
+    };
+}
+
+fn wrong_memory(cache: Memory) -> Error {
+    let (c, a) = match cache {
+        Memory::Host => ("host", "device"),
+        Memory::Device => ("device", "host"),
+    };
+    Error::InvalidArg(format!("this cache lives in {c} memory, but the call passed {a} arrays"))
+}
+
+impl AnyCache {
+    /// A zeroed cache where `cfg.device` says: host memory, or (in builds
+    /// with the `cuda` feature) the GPU `cfg.device_index`. Without the
+    /// feature a CUDA config is `Unsupported`.
+    pub fn new(cfg: Config) -> Result<AnyCache> {
+        #[cfg(feature = "cuda")]
+        if cfg.device == Device::Cuda {
+            cfg.shape()?;
+            let gpu = crate::cuda::Gpu::new(cfg.device_index as usize)?;
+            return Ok(AnyCache::Device(Mutex::new(DeviceCache::new(cfg, Box::new(gpu))?)));
+        }
+        Ok(AnyCache::Host(Cache::new(cfg)?))
+    }
+
+    /// Validates `cfg` as [`AnyCache::new`] would, without allocating, and
+    /// returns its shape: the checks every cache applies, plus those of the
+    /// device it names.
+    pub fn check_config(cfg: &Config) -> Result<Shape> {
+        let shape = cfg.shape()?;
+        match cfg.device {
+            Device::Cpu => Cache::check_device(cfg)?,
+            #[cfg(feature = "cuda")]
+            Device::Cuda => {}
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda => Cache::check_device(cfg)?,
+        }
+        Ok(shape)
+    }
+
+    fn lock(m: &Mutex<DeviceCache>) -> MutexGuard<'_, DeviceCache> {
+        // A panic inside a device call is caught by the C API's boundary
+        // and poisons the caller's lock for mutations; the mutex itself
+        // holds no invariant of its own.
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where the state lives.
+    pub fn memory(&self) -> Memory {
+        match self {
+            AnyCache::Host(_) => Memory::Host,
+            AnyCache::Device(_) => Memory::Device,
+        }
+    }
+
+    pub fn config(&self) -> Config {
+        on_either!(self, c => *c.config())
+    }
+
+    pub fn shape(&self) -> Shape {
+        on_either!(self, c => *c.shape())
+    }
+
+    /// The host cache, if this is one.
+    pub fn host(&self) -> Option<&Cache> {
+        match self {
+            AnyCache::Host(c) => Some(c),
+            AnyCache::Device(_) => None,
+        }
+    }
+
+    /// The host cache, if this is one, writable (for tests' fault hooks).
+    pub fn host_mut(&mut self) -> Option<&mut Cache> {
+        match self {
+            AnyCache::Host(c) => Some(c),
+            AnyCache::Device(_) => None,
+        }
+    }
+
+    /// Runs `f` on the device cache, if this is one.
+    pub fn with_device<T>(&self, f: impl FnOnce(&mut DeviceCache) -> T) -> Option<T> {
+        match self {
+            AnyCache::Host(_) => None,
+            AnyCache::Device(m) => Some(f(&mut AnyCache::lock(m))),
+        }
+    }
+
+    /// Whether `bytes` bytes at host address `addr` overlap the cache's
+    /// own storage (never, for a device cache: its state is not in host
+    /// memory).
+    pub fn overlaps_storage(&self, addr: usize, bytes: usize) -> bool {
+        self.host().is_some_and(|c| c.overlaps_storage(addr, bytes))
+    }
+
+    /// `OutOfRange` unless `slot` names a slot.
+    pub fn check_slot(&self, slot: i32) -> Result<()> {
+        on_either!(self, c => c.position(slot).map(|_| ()))
+    }
+
+    /// The address and length in bytes of `layer`'s conv windows and SSM
+    /// states: host addresses, or device addresses for a device cache.
+    pub fn layer_storage(&self, layer: u32) -> Result<((u64, usize), (u64, usize))> {
+        match self {
+            AnyCache::Host(c) => {
+                let l = c.layer(layer)?;
+                Ok(((l.conv.as_ptr() as u64, l.conv.len_bytes()), (l.ssm.as_ptr() as u64, l.ssm.len_bytes())))
+            }
+            AnyCache::Device(m) => {
+                let d = AnyCache::lock(m);
+                let (conv, ssm) = d.addresses(layer)?;
+                Ok(((conv, d.shape().conv_layer_bytes), (ssm, d.shape().ssm_layer_bytes)))
+            }
+        }
+    }
+
+    pub fn update_conv(&mut self, layer: u32, slots: Slots<'_>, x: Slice<'_>) -> Result<()> {
+        on_either!(self, c => c.update_conv(layer, slots, x))
+    }
+
+    pub fn set_conv(&mut self, layer: u32, slots: Slots<'_>, w: Slice<'_>) -> Result<()> {
+        on_either!(self, c => c.set_conv(layer, slots, w))
+    }
+
+    pub fn set_ssm(&mut self, layer: u32, slots: Slots<'_>, s: Slice<'_>) -> Result<()> {
+        on_either!(self, c => c.set_ssm(layer, slots, s))
+    }
+
+    pub fn read_conv(&self, layer: u32, slots: Slots<'_>, out: SliceMut<'_>) -> Result<()> {
+        on_either!(self, c => c.read_conv(layer, slots, out))
+    }
+
+    pub fn read_ssm(&self, layer: u32, slots: Slots<'_>, out: SliceMut<'_>) -> Result<()> {
+        on_either!(self, c => c.read_ssm(layer, slots, out))
+    }
+
+    pub fn reset(&mut self, slots: Slots<'_>) -> Result<()> {
+        on_either!(self, c => c.reset(slots))
+    }
+
+    pub fn advance(&mut self, slots: Slots<'_>, n: u32) -> Result<()> {
+        on_either!(self, c => c.advance(slots, n))
+    }
+
+    pub fn position(&self, slot: i32) -> Result<u64> {
+        on_either!(self, c => c.position(slot))
+    }
+
+    pub fn slot_acquire(&mut self) -> Result<i32> {
+        on_either!(self, c => c.slot_acquire())
+    }
+
+    pub fn slot_release(&mut self, slot: i32) -> Result<()> {
+        on_either!(self, c => c.slot_release(slot))
+    }
+
+    pub fn slots_in_use(&self) -> u32 {
+        on_either!(self, c => c.slots_in_use())
+    }
+
+    pub fn copy_slots(&mut self, src: &[i32], dst: &[i32]) -> Result<()> {
+        on_either!(self, c => c.copy_slots(src, dst))
+    }
+
+    pub fn count_nonfinite(&self, slot: i32) -> Result<u64> {
+        on_either!(self, c => c.count_nonfinite(slot))
+    }
+
+    pub fn slot_snapshot_size(&self) -> usize {
+        on_either!(self, c => c.slot_snapshot_size())
+    }
+
+    pub fn slot_save(&self, slot: i32, buf: &mut [u8]) -> Result<usize> {
+        on_either!(self, c => c.slot_save(slot, buf))
+    }
+
+    pub fn slot_load(&mut self, slot: i32, buf: &[u8]) -> Result<()> {
+        on_either!(self, c => c.slot_load(slot, buf))
+    }
+
+    pub fn save_file(&self, path: &Path) -> Result<()> {
+        on_either!(self, c => c.save_file(path))
+    }
+
+    pub fn load_file(&mut self, path: &Path) -> Result<()> {
+        on_either!(self, c => c.load_file(path))
+    }
+
+    /// One conv step per row of `slots` on `layer`.
+    pub fn conv_step(&mut self, layer: u32, slots: Slots<'_>, io: ConvIo<'_>) -> Result<()> {
+        match (self, io) {
+            (AnyCache::Host(c), ConvIo::Host { x, out, params }) => c.conv_step(layer, slots, x, out, &params),
+            (AnyCache::Device(m), ConvIo::Device(a)) => AnyCache::lock(m).conv_step(layer, slots, &a),
+            (c, _) => Err(wrong_memory(c.memory())),
+        }
+    }
+
+    /// The conv over whole sequences: sequence `i` (slot row `i`) owns the
+    /// token rows `cu_seqlens[i] .. cu_seqlens[i+1]`.
+    pub fn conv_prefill(&mut self, layer: u32, slots: Slots<'_>, cu_seqlens: &[u64], io: ConvIo<'_>) -> Result<()> {
+        match (self, io) {
+            (AnyCache::Host(c), ConvIo::Host { x, out, params }) => {
+                c.conv_prefill(layer, slots, cu_seqlens, x, out, &params)
+            }
+            (AnyCache::Device(m), ConvIo::Device(a)) => AnyCache::lock(m).conv_prefill(layer, slots, cu_seqlens, &a),
+            (c, _) => Err(wrong_memory(c.memory())),
+        }
+    }
+
+    /// One SSM step per row of `slots` on `layer`.
+    pub fn ssm_step(&mut self, layer: u32, slots: Slots<'_>, io: SsmIo<'_>) -> Result<()> {
+        match (self, io) {
+            (AnyCache::Host(c), SsmIo::Host { inputs, y, params }) => c.ssm_step(layer, slots, &inputs, y, &params),
+            (AnyCache::Device(m), SsmIo::Device { io, params }) => {
+                AnyCache::lock(m).ssm_step(layer, slots, &io, &params)
+            }
+            (c, _) => Err(wrong_memory(c.memory())),
+        }
+    }
+
+    /// The SSM over whole sequences, as [`AnyCache::conv_prefill`].
+    pub fn ssm_prefill(&mut self, layer: u32, slots: Slots<'_>, cu_seqlens: &[u64], io: SsmIo<'_>) -> Result<()> {
+        match (self, io) {
+            (AnyCache::Host(c), SsmIo::Host { inputs, y, params }) => {
+                c.ssm_prefill(layer, slots, cu_seqlens, &inputs, y, &params)
+            }
+            (AnyCache::Device(m), SsmIo::Device { io, params }) => {
+                AnyCache::lock(m).ssm_prefill(layer, slots, cu_seqlens, &io, &params)
+            }
+            (c, _) => Err(wrong_memory(c.memory())),
+        }
+    }
+
+    /// A device cache queues its work on `stream` from now on; a host
+    /// cache accepts only "no stream" (0).
+    pub fn set_stream(&mut self, stream: u64) -> Result<()> {
+        match self {
+            AnyCache::Host(_) if stream == 0 => Ok(()),
+            AnyCache::Host(_) => Err(Error::Unsupported(
+                "this cache lives in host memory: it runs its kernels on the calling thread and takes no stream".into(),
+            )),
+            AnyCache::Device(m) => AnyCache::lock(m).set_stream(stream),
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Zeroed, 64-byte-aligned storage that does not touch its pages when
+//! allocated: `calloc` hands large requests to `mmap`, whose pages are
+//! zero and not yet resident, so creating a big cache is cheap until used.
+
+use crate::config::ALIGN;
+use crate::dtype::{DType, Slice, SliceMut};
+use crate::error::{Error, Result};
+use half::{bf16, f16};
+use std::ptr::NonNull;
+
+/// An owned, zero-initialised, `ALIGN`-aligned allocation from `calloc`.
+struct RawZeroed {
+    /// The pointer `calloc` returned (what `free` takes).
+    raw: NonNull<u8>,
+    /// `raw` rounded up to `ALIGN`.
+    data: NonNull<u8>,
+    len_bytes: usize,
+}
+
+// SAFETY: uniquely owned heap memory; access goes through the owners'
+// `&self` / `&mut self`, so the usual borrow rules make sharing sound.
+unsafe impl Send for RawZeroed {}
+unsafe impl Sync for RawZeroed {}
+
+impl RawZeroed {
+    fn new(len_bytes: usize) -> Result<Self> {
+        let oom = || Error::OutOfMemory(format!("cannot allocate {len_bytes} bytes"));
+        let total = len_bytes.checked_add(ALIGN).ok_or_else(oom)?;
+        if total > isize::MAX as usize {
+            return Err(oom());
+        }
+        // SAFETY: calloc is safe to call with any size; NULL means failure.
+        let raw = NonNull::new(unsafe { libc::calloc(1, total) } as *mut u8).ok_or_else(oom)?;
+        let offset = raw.as_ptr().align_offset(ALIGN);
+        // SAFETY: offset < ALIGN, so data stays inside the allocation of
+        // len_bytes + ALIGN bytes, with len_bytes bytes after it.
+        let data = unsafe { NonNull::new_unchecked(raw.as_ptr().add(offset)) };
+        Ok(RawZeroed { raw, data, len_bytes })
+    }
+}
+
+impl Drop for RawZeroed {
+    fn drop(&mut self) {
+        // SAFETY: raw came from calloc and is freed exactly once.
+        unsafe { libc::free(self.raw.as_ptr() as *mut libc::c_void) }
+    }
+}
+
+/// One owned, zero-initialised, `ALIGN`-aligned byte buffer holding
+/// elements of one dtype.
+pub struct AlignedBuf {
+    mem: RawZeroed,
+    dtype: DType,
+}
+
+impl AlignedBuf {
+    /// Allocates `len_bytes` zero bytes (a multiple of the dtype size).
+    pub fn zeroed(len_bytes: usize, dtype: DType) -> Result<Self> {
+        debug_assert_eq!(len_bytes % dtype.size(), 0);
+        Ok(AlignedBuf { mem: RawZeroed::new(len_bytes)?, dtype })
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn len_bytes(&self) -> usize {
+        self.mem.len_bytes
+    }
+
+    /// Elements held.
+    pub fn len(&self) -> usize {
+        self.mem.len_bytes / self.dtype.size()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.mem.len_bytes == 0
+    }
+
+    /// The start of the storage, for zero-copy views handed to C.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.mem.data.as_ptr()
+    }
+
+    /// The elements, typed.
+    pub fn slice(&self) -> Slice<'_> {
+        let n = self.len();
+        let p = self.mem.data.as_ptr();
+        // SAFETY: `data` is ALIGN-aligned (enough for every dtype), valid
+        // for len_bytes initialised bytes, and every bit pattern is a valid
+        // f32/bf16/f16.
+        unsafe {
+            match self.dtype {
+                DType::F32 => Slice::F32(std::slice::from_raw_parts(p as *const f32, n)),
+                DType::BF16 => Slice::BF16(std::slice::from_raw_parts(p as *const bf16, n)),
+                DType::F16 => Slice::F16(std::slice::from_raw_parts(p as *const f16, n)),
+            }
+        }
+    }
+
+    /// The elements, typed and writable.
+    pub fn slice_mut(&mut self) -> SliceMut<'_> {
+        let n = self.len();
+        let p = self.mem.data.as_ptr();
+        // SAFETY: as in `slice`, and `&mut self` makes the borrow unique.
+        unsafe {
+            match self.dtype {
+                DType::F32 => SliceMut::F32(std::slice::from_raw_parts_mut(p as *mut f32, n)),
+                DType::BF16 => SliceMut::BF16(std::slice::from_raw_parts_mut(p as *mut bf16, n)),
+                DType::F16 => SliceMut::F16(std::slice::from_raw_parts_mut(p as *mut f16, n)),
+            }
+        }
+    }
+
+    /// Hands the whole pages of the storage back to the OS (the contents
+    /// become unspecified: zero on Linux): for scratch copies that should
+    /// not stay resident. A hint: where the OS declines, nothing changes.
+    pub fn discard(&mut self) {
+        #[cfg(unix)]
+        {
+            // SAFETY: sysconf has no preconditions.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            let page = if page > 0 { page as usize } else { return };
+            let start = self.mem.data.as_ptr() as usize;
+            let first = start.div_ceil(page) * page;
+            let end = (start + self.mem.len_bytes) / page * page;
+            if end > first {
+                // SAFETY: [first, end) lies inside this allocation, which
+                // `&mut self` owns exclusively; MADV_DONTNEED on private
+                // anonymous memory only drops its contents, which no
+                // reference observes during the call.
+                unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_DONTNEED) };
+            }
+        }
+    }
+
+    /// The raw bytes.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: valid for len_bytes initialised bytes.
+        unsafe { std::slice::from_raw_parts(self.mem.data.as_ptr(), self.mem.len_bytes) }
+    }
+
+    /// The raw bytes, writable. Any bit pattern is a valid element.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: valid for len_bytes initialised bytes; `&mut self` makes
+        // the borrow unique.
+        unsafe { std::slice::from_raw_parts_mut(self.mem.data.as_ptr(), self.mem.len_bytes) }
+    }
+}
+
+/// Plain integers whose all-zero bit pattern is zero and every bit pattern
+/// is valid.
+pub trait Zeroable: Copy + Send + Sync + 'static {}
+impl Zeroable for u8 {}
+impl Zeroable for u64 {}
+
+/// A fixed-length vector of zeroed integers whose pages are not touched
+/// until used (per-slot tables of a cache with very many slots).
+pub struct ZeroedVec<T: Zeroable> {
+    mem: RawZeroed,
+    len: usize,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<T: Zeroable> ZeroedVec<T> {
+    pub fn new(len: usize) -> Result<Self> {
+        let bytes = len
+            .checked_mul(std::mem::size_of::<T>())
+            .ok_or_else(|| Error::OutOfMemory(format!("cannot allocate {len} table entries")))?;
+        Ok(ZeroedVec { mem: RawZeroed::new(bytes)?, len, _t: std::marker::PhantomData })
+    }
+}
+
+impl<T: Zeroable> std::ops::Deref for ZeroedVec<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: ALIGN-aligned, len elements of zero-initialised memory,
+        // and every bit pattern is a valid T.
+        unsafe { std::slice::from_raw_parts(self.mem.data.as_ptr() as *const T, self.len) }
+    }
+}
+
+impl<T: Zeroable> std::ops::DerefMut for ZeroedVec<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `deref`; `&mut self` makes the borrow unique.
+        unsafe { std::slice::from_raw_parts_mut(self.mem.data.as_ptr() as *mut T, self.len) }
+    }
+}
+
+/// A vector of `n` copies of `v`, or `OutOfMemory` (never an abort) when
+/// the allocator refuses. For scratch space sized by caller input.
+pub fn try_vec<T: Clone>(n: usize, v: T, what: &str) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(n).map_err(|_| Error::OutOfMemory(format!("cannot allocate {what} ({n} elements)")))?;
+    out.resize(n, v);
+    Ok(out)
+}
+
+/// An empty vector with room for `n` elements, or `OutOfMemory`.
+pub fn try_with_capacity<T>(n: usize, what: &str) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(n).map_err(|_| Error::OutOfMemory(format!("cannot allocate {what} ({n} elements)")))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zeroed_aligned_and_sized() {
+        for dtype in DType::ALL {
+            let b = AlignedBuf::zeroed(4096, dtype).unwrap();
+            assert_eq!(b.as_ptr() as usize % ALIGN, 0);
+            assert_eq!(b.len(), 4096 / dtype.size());
+            assert!(b.bytes().iter().all(|&x| x == 0));
+        }
+    }
+
+    #[test]
+    fn impossible_sizes_are_out_of_memory_not_an_abort() {
+        assert!(matches!(AlignedBuf::zeroed(usize::MAX & !63, DType::BF16), Err(Error::OutOfMemory(_))));
+        // Larger than this machine's memory and swap: calloc refuses.
+        assert!(matches!(AlignedBuf::zeroed(1 << 46, DType::F32), Err(Error::OutOfMemory(_))));
+    }
+
+    #[test]
+    fn discard_keeps_the_buffer_usable() {
+        let mut b = AlignedBuf::zeroed(1 << 20, DType::F32).unwrap();
+        b.bytes_mut().fill(0xAB);
+        b.discard();
+        // Whatever the OS did with the pages, the buffer can be written
+        // and read again, and bytes outside whole pages are kept.
+        assert!(b.bytes()[0] == 0xAB || b.bytes()[0] == 0);
+        b.bytes_mut().fill(7);
+        assert!(b.bytes().iter().all(|&x| x == 7));
+        #[cfg(target_os = "linux")]
+        {
+            b.discard();
+            // On Linux the discarded whole pages read as zero: the memory
+            // really went back.
+            let page = 4096;
+            let mid = (b.as_ptr() as usize).div_ceil(page) * page - b.as_ptr() as usize;
+            assert_eq!(b.bytes()[mid], 0);
+        }
+    }
+}

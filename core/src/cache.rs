@@ -1,0 +1,405 @@
+//! The state cache: per-layer conv windows and SSM states for every slot,
+//! plus a position per slot. Every method validates all of its arguments
+//! before it writes anything, so an `Err` leaves the cache unchanged.
+
+use crate::buffer::{AlignedBuf, ZeroedVec};
+use crate::config::{Config, Device, Shape};
+use crate::dtype::{Elem, Slice, SliceMut, convert};
+use crate::error::{Error, Result};
+use crate::selection::{Selection, Slots, slot_chunks};
+use crate::with_slice;
+use rayon::prelude::*;
+
+/// Calls touching fewer state bytes than this run on the calling thread:
+/// below it, waking the thread pool costs more than it saves.
+pub(crate) const PAR_MIN_BYTES: usize = 512 * 1024;
+
+/// One layer's storage for all slots.
+pub struct Layer {
+    /// `[num_slots][conv_dim][conv_width]`.
+    pub conv: AlignedBuf,
+    /// `[num_slots][num_heads][head_dim][state_size]`.
+    pub ssm: AlignedBuf,
+}
+
+/// The cache.
+pub struct Cache {
+    cfg: Config,
+    shape: Shape,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) positions: ZeroedVec<u64>,
+    /// 1 where a slot is acquired (`slot_acquire` / `slot_release`).
+    pub(crate) in_use: ZeroedVec<u8>,
+    /// The lowest and one-past-highest address of any layer's storage.
+    span: (usize, usize),
+    pub(crate) in_use_count: usize,
+    /// Test-only fault injection: the next `update_conv` panics inside
+    /// its per-slot work (on a pool thread when the call is parallel).
+    #[cfg(any(test, feature = "testing"))]
+    #[doc(hidden)]
+    pub inject_panic: bool,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache").field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    /// Allocates a zeroed cache. Fails with `InvalidConfig` for a bad
+    /// shape, `Unsupported` for a device this build cannot drive, and
+    /// `OutOfMemory` when the allocator refuses.
+    pub fn new(cfg: Config) -> Result<Cache> {
+        let shape = cfg.shape()?;
+        Cache::check_device(&cfg)?;
+        let oom = |what: &str| Error::OutOfMemory(format!("cannot allocate {what}"));
+        let mut layers = Vec::new();
+        layers.try_reserve_exact(cfg.num_layers as usize).map_err(|_| oom("layer table"))?;
+        for _ in 0..cfg.num_layers {
+            layers.push(Layer {
+                conv: AlignedBuf::zeroed(shape.conv_layer_bytes, cfg.conv_dtype)?,
+                ssm: AlignedBuf::zeroed(shape.ssm_layer_bytes, cfg.ssm_dtype)?,
+            });
+        }
+        // Per-slot tables come zeroed from the OS too: creating a cache
+        // with very many slots touches no per-slot memory.
+        let positions = ZeroedVec::new(cfg.num_slots as usize)?;
+        let in_use = ZeroedVec::new(cfg.num_slots as usize)?;
+        let span = layers.iter().flat_map(|l| [&l.conv, &l.ssm]).fold((usize::MAX, 0), |(lo, hi), b| {
+            (lo.min(b.as_ptr() as usize), hi.max(b.as_ptr() as usize + b.len_bytes()))
+        });
+        Ok(Cache {
+            cfg,
+            shape,
+            layers,
+            positions,
+            in_use,
+            in_use_count: 0,
+            span,
+            #[cfg(any(test, feature = "testing"))]
+            inject_panic: false,
+        })
+    }
+
+    /// The device checks of [`Cache::new`]: a host cache lives on the CPU,
+    /// device index 0 (a device cache is [`crate::device::DeviceCache`]).
+    pub fn check_device(cfg: &Config) -> Result<()> {
+        match cfg.device {
+            Device::Cpu if cfg.device_index != 0 => Err(Error::InvalidConfig(format!(
+                "device_index = {} but the CPU device has only index 0",
+                cfg.device_index
+            ))),
+            Device::Cpu => Ok(()),
+            Device::Cuda if cfg!(feature = "cuda") => {
+                Err(Error::Unsupported("device CUDA: a host cache cannot live on a GPU; create a device cache".into()))
+            }
+            Device::Cuda => Err(Error::Unsupported("device CUDA: this build of m2c has no CUDA support".into())),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn shape(&self) -> &Shape {
+        &self.shape
+    }
+
+    pub fn num_slots(&self) -> usize {
+        self.cfg.num_slots as usize
+    }
+
+    /// True if the `bytes` bytes at address `addr` overlap any layer's
+    /// storage. Callers' buffers must never alias the cache.
+    pub fn overlaps_storage(&self, addr: usize, bytes: usize) -> bool {
+        let end = addr.saturating_add(bytes);
+        if bytes == 0 || end <= self.span.0 || addr >= self.span.1 {
+            return false;
+        }
+        self.layers.iter().flat_map(|l| [&l.conv, &l.ssm]).any(|b| {
+            let (b0, b1) = (b.as_ptr() as usize, b.as_ptr() as usize + b.len_bytes());
+            addr < b1 && b0 < end
+        })
+    }
+
+    /// The storage of `layer`.
+    pub fn layer(&self, layer: u32) -> Result<&Layer> {
+        self.check_layer(layer)?;
+        Ok(&self.layers[layer as usize])
+    }
+
+    fn check_layer(&self, layer: u32) -> Result<()> {
+        if layer >= self.cfg.num_layers {
+            return Err(Error::OutOfRange(format!(
+                "layer {layer} is out of range (num_layers = {})",
+                self.cfg.num_layers
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_len(what: &str, got: usize, rows: usize, per_row: usize) -> Result<()> {
+        // rows <= num_slots and per_row * num_slots fits in memory, so the
+        // product cannot overflow; checked anyway.
+        let want = rows.checked_mul(per_row);
+        if want != Some(got) {
+            return Err(Error::ShapeMismatch(format!(
+                "{what}: len = {got} elements, but {rows} rows need {}",
+                want.map_or_else(|| "more than usize::MAX".to_string(), |w| w.to_string())
+            )));
+        }
+        Ok(())
+    }
+
+    fn parallel(sel: &Selection<'_>, bytes_per_slot: usize) -> bool {
+        sel.active() >= 2 && sel.active().saturating_mul(bytes_per_slot) >= PAR_MIN_BYTES
+    }
+
+    /// Pushes one new input column per selected slot into its conv window
+    /// of `layer`: the window shifts left by one column (the oldest input
+    /// drops out) and `x[row]` becomes the newest column.
+    /// `x` is `[rows, conv_dim]`.
+    pub fn update_conv(&mut self, layer: u32, slots: Slots<'_>, x: Slice<'_>) -> Result<()> {
+        self.check_layer(layer)?;
+        let sel = slots.validate(self.num_slots())?;
+        let (dim, w) = (self.shape.conv_dim, self.shape.conv_width);
+        Self::check_len("x", x.len(), sel.rows(), dim)?;
+        let par = Self::parallel(&sel, self.shape.conv_slot_elems * self.cfg.conv_dtype.size());
+        #[cfg(any(test, feature = "testing"))]
+        let inject = self.inject_panic;
+        let buf = self.layers[layer as usize].conv.slice_mut();
+        with_slice!(SliceMut, buf, s => with_slice!(Slice, x, i => {
+            for_rows(s, dim * w, &sel, par, |row, win| {
+                #[cfg(any(test, feature = "testing"))]
+                if inject {
+                    panic!("injected fault in update_conv");
+                }
+                shift_push(win, &i[row * dim..][..dim], w)
+            })
+        }));
+        Ok(())
+    }
+
+    /// Replaces whole conv windows of `layer`: `window` is
+    /// `[rows, conv_dim, conv_width]`.
+    pub fn set_conv(&mut self, layer: u32, slots: Slots<'_>, window: Slice<'_>) -> Result<()> {
+        self.check_layer(layer)?;
+        let per = self.shape.conv_slot_elems;
+        let sel = slots.validate(self.num_slots())?;
+        Self::check_len("window", window.len(), sel.rows(), per)?;
+        let par = Self::parallel(&sel, per * self.cfg.conv_dtype.size());
+        write_rows(self.layers[layer as usize].conv.slice_mut(), per, &sel, par, window);
+        Ok(())
+    }
+
+    /// Replaces whole SSM states of `layer`: `state` is
+    /// `[rows, num_heads, head_dim, state_size]`.
+    pub fn set_ssm(&mut self, layer: u32, slots: Slots<'_>, state: Slice<'_>) -> Result<()> {
+        self.check_layer(layer)?;
+        let per = self.shape.ssm_slot_elems;
+        let sel = slots.validate(self.num_slots())?;
+        Self::check_len("state", state.len(), sel.rows(), per)?;
+        let par = Self::parallel(&sel, per * self.cfg.ssm_dtype.size());
+        write_rows(self.layers[layer as usize].ssm.slice_mut(), per, &sel, par, state);
+        Ok(())
+    }
+
+    /// Copies conv windows of `layer` out, converted to `out`'s dtype;
+    /// padding rows are written as zeros. `out` is
+    /// `[rows, conv_dim, conv_width]`.
+    pub fn read_conv(&self, layer: u32, slots: Slots<'_>, out: SliceMut<'_>) -> Result<()> {
+        self.check_layer(layer)?;
+        let per = self.shape.conv_slot_elems;
+        let sel = slots.validate(self.num_slots())?;
+        Self::check_len("out", out.len(), sel.rows(), per)?;
+        let par = Self::parallel(&sel, per * self.cfg.conv_dtype.size());
+        read_rows(self.layers[layer as usize].conv.slice(), per, &sel, par, out);
+        Ok(())
+    }
+
+    /// Copies SSM states of `layer` out, converted to `out`'s dtype;
+    /// padding rows are written as zeros. `out` is
+    /// `[rows, num_heads, head_dim, state_size]`.
+    pub fn read_ssm(&self, layer: u32, slots: Slots<'_>, out: SliceMut<'_>) -> Result<()> {
+        self.check_layer(layer)?;
+        let per = self.shape.ssm_slot_elems;
+        let sel = slots.validate(self.num_slots())?;
+        Self::check_len("out", out.len(), sel.rows(), per)?;
+        let par = Self::parallel(&sel, per * self.cfg.ssm_dtype.size());
+        read_rows(self.layers[layer as usize].ssm.slice(), per, &sel, par, out);
+        Ok(())
+    }
+
+    /// Zeroes the conv and SSM state of the selected slots in every layer
+    /// and sets their positions to 0.
+    pub fn reset(&mut self, slots: Slots<'_>) -> Result<()> {
+        let sel = slots.validate(self.num_slots())?;
+        let (cper, sper) = (self.shape.conv_slot_elems, self.shape.ssm_slot_elems);
+        let bytes_per_slot = cper * self.cfg.conv_dtype.size() + sper * self.cfg.ssm_dtype.size();
+        let total = sel.active().saturating_mul(bytes_per_slot).saturating_mul(self.layers.len());
+        let zero_layer = |l: &mut Layer| {
+            zero_rows(l.conv.slice_mut(), cper, &sel);
+            zero_rows(l.ssm.slice_mut(), sper, &sel);
+        };
+        if total >= PAR_MIN_BYTES && self.layers.len() >= 2 {
+            self.layers.par_iter_mut().for_each(zero_layer);
+        } else {
+            self.layers.iter_mut().for_each(zero_layer);
+        }
+        for (_, s) in sel.pairs() {
+            self.positions[s] = 0;
+        }
+        Ok(())
+    }
+
+    /// Adds `num_tokens` to the position of each selected slot. Fails with
+    /// `OutOfRange`, changing nothing, if any position would overflow.
+    pub fn advance(&mut self, slots: Slots<'_>, num_tokens: u32) -> Result<()> {
+        let sel = slots.validate(self.num_slots())?;
+        for (_, s) in sel.pairs() {
+            if self.positions[s].checked_add(u64::from(num_tokens)).is_none() {
+                return Err(Error::OutOfRange(format!(
+                    "slot {s}: position {} + {num_tokens} overflows uint64_t",
+                    self.positions[s]
+                )));
+            }
+        }
+        for (_, s) in sel.pairs() {
+            self.positions[s] += u64::from(num_tokens);
+        }
+        Ok(())
+    }
+
+    /// Tokens consumed by `slot` so far.
+    pub fn position(&self, slot: i32) -> Result<u64> {
+        Ok(self.positions[self.check_slot(slot)?])
+    }
+}
+
+/// Runs `f(row, chunk)` for every selected slot's chunk of `per` elements,
+/// on the thread pool when `par`.
+fn for_rows<T: Send>(buf: &mut [T], per: usize, sel: &Selection<'_>, par: bool, f: impl Fn(usize, &mut [T]) + Sync) {
+    if par {
+        slot_chunks(buf, per, sel).into_par_iter().for_each(|(row, chunk)| f(row, chunk));
+    } else {
+        for (row, slot) in sel.pairs() {
+            f(row, &mut buf[slot * per..][..per]);
+        }
+    }
+}
+
+/// Shifts every `w`-wide row of `win` left by one and appends `x[c]` to
+/// row `c`. Common widths get a const-width loop that keeps a row in a
+/// register; other widths shift the whole slot window by one element in
+/// one memmove (row `c+1`'s oldest element lands in row `c`'s newest
+/// column, which the strided store of `x` then overwrites).
+#[inline]
+fn shift_push<S: Elem, I: Elem>(win: &mut [S], x: &[I], w: usize) {
+    debug_assert_eq!(win.len(), x.len() * w);
+    match w {
+        2 => shift_push_n::<S, I, 2>(win, x),
+        3 => shift_push_n::<S, I, 3>(win, x),
+        4 => shift_push_n::<S, I, 4>(win, x),
+        _ => {
+            if w > 1 {
+                win.copy_within(1.., 0);
+            }
+            for (d, s) in win.iter_mut().skip(w - 1).step_by(w).zip(x) {
+                *d = s.cast();
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn shift_push_n<S: Elem, I: Elem, const W: usize>(win: &mut [S], x: &[I]) {
+    let (rows, _) = win.as_chunks_mut::<W>();
+    for (row, xv) in rows.iter_mut().zip(x) {
+        let mut next = [S::ZERO; W];
+        next[..W - 1].copy_from_slice(&row[1..]);
+        next[W - 1] = xv.cast();
+        *row = next;
+    }
+}
+
+/// Copies row `r` of `src` (`per` elements a row) into each selected
+/// slot's chunk of `dst`, converting dtypes.
+fn write_rows(dst: SliceMut<'_>, per: usize, sel: &Selection<'_>, par: bool, src: Slice<'_>) {
+    with_slice!(SliceMut, dst, d => {
+        for_rows(d, per, sel, par, |row, chunk| {
+            convert(src.sub(row * per..(row + 1) * per), Elem::wrap_mut(chunk))
+        })
+    })
+}
+
+/// Copies each selected slot's chunk of `src` into row `r` of `dst`,
+/// converting dtypes; padding rows of `dst` become zeros.
+fn read_rows(src: Slice<'_>, per: usize, sel: &Selection<'_>, par: bool, dst: SliceMut<'_>) {
+    let copy_row = |row: usize, out: SliceMut<'_>| {
+        let mut out = out;
+        match sel.slot(row) {
+            Some(slot) => convert(src.sub(slot * per..(slot + 1) * per), out),
+            None => out.fill_zero(),
+        }
+    };
+    if par {
+        dst.chunks(per).into_par_iter().enumerate().for_each(|(row, out)| copy_row(row, out));
+    } else {
+        let mut dst = dst;
+        for row in 0..sel.rows() {
+            copy_row(row, dst.sub(row * per..(row + 1) * per));
+        }
+    }
+}
+
+fn zero_rows(buf: SliceMut<'_>, per: usize, sel: &Selection<'_>) {
+    with_slice!(SliceMut, buf, b => {
+        for (_, slot) in sel.pairs() {
+            b[slot * per..(slot + 1) * per].fill(Elem::ZERO);
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> Config {
+        Config {
+            num_layers: 2,
+            num_slots: 3,
+            intermediate_size: 4,
+            num_heads: 2,
+            head_dim: 2,
+            state_size: 2,
+            n_groups: 1,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn advance_that_would_overflow_changes_no_position() {
+        let mut c = Cache::new(tiny()).unwrap();
+        c.positions[1] = u64::MAX - 3;
+        c.advance(Slots::List(&[0, 1]), 3).unwrap();
+        assert_eq!((c.position(0).unwrap(), c.position(1).unwrap()), (3, u64::MAX));
+        let e = c.advance(Slots::List(&[0, 1]), 1).unwrap_err();
+        assert!(matches!(e, Error::OutOfRange(ref m) if m.contains("overflows")), "{e:?}");
+        assert_eq!((c.position(0).unwrap(), c.position(1).unwrap()), (3, u64::MAX));
+    }
+
+    #[test]
+    fn cuda_device_is_unsupported_in_this_build() {
+        let e = Cache::new(Config { device: Device::Cuda, ..tiny() }).unwrap_err();
+        assert!(matches!(e, Error::Unsupported(_)));
+    }
+
+    #[test]
+    fn position_rejects_negative_and_too_large_slots() {
+        let c = Cache::new(tiny()).unwrap();
+        for s in [-1, 3, i32::MAX, i32::MIN] {
+            assert!(matches!(c.position(s), Err(Error::OutOfRange(_))));
+        }
+    }
+}

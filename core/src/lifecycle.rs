@@ -1,0 +1,255 @@
+//! Slot lifecycle (acquire, release), fork and reorder (`copy_slots`), and
+//! the byte-level accessors snapshots and files use.
+
+use crate::buffer::{try_vec, try_with_capacity};
+use crate::cache::{Cache, PAR_MIN_BYTES};
+use crate::error::{Error, Result};
+use rayon::prelude::*;
+
+impl Cache {
+    /// `slot` as an index, or `OutOfRange`.
+    pub fn check_slot(&self, slot: i32) -> Result<usize> {
+        match usize::try_from(slot) {
+            Ok(s) if s < self.num_slots() => Ok(s),
+            _ => Err(Error::OutOfRange(format!("slot {slot} is out of range (num_slots = {})", self.num_slots()))),
+        }
+    }
+
+    /// Hands out the lowest free slot, with zeroed state in every layer and
+    /// position 0. `NoFreeSlot` when every slot is taken.
+    pub fn slot_acquire(&mut self) -> Result<i32> {
+        let s = self
+            .in_use
+            .iter()
+            .position(|&u| u == 0)
+            .ok_or_else(|| Error::NoFreeSlot(format!("all {} slots are in use", self.num_slots())))?;
+        self.zero_slot(s);
+        self.positions[s] = 0;
+        self.set_in_use(s, true);
+        Ok(s as i32)
+    }
+
+    /// Returns `slot` to the free list. Releasing a free slot is an
+    /// `InvalidArg` (a double release is an engine bug worth reporting).
+    pub fn slot_release(&mut self, slot: i32) -> Result<()> {
+        let s = self.check_slot(slot)?;
+        if self.in_use[s] == 0 {
+            return Err(Error::InvalidArg(format!("slot {slot} is not in use (double release?)")));
+        }
+        self.set_in_use(s, false);
+        Ok(())
+    }
+
+    /// Slots currently acquired.
+    pub fn slots_in_use(&self) -> u32 {
+        self.in_use_count as u32
+    }
+
+    pub(crate) fn set_in_use(&mut self, s: usize, used: bool) {
+        if (self.in_use[s] == 1) != used {
+            self.in_use[s] = u8::from(used);
+            if used {
+                self.in_use_count += 1;
+            } else {
+                self.in_use_count -= 1;
+            }
+        }
+    }
+
+    pub(crate) fn set_position(&mut self, s: usize, pos: u64) {
+        self.positions[s] = pos;
+    }
+
+    fn zero_slot(&mut self, s: usize) {
+        let (cper, sper) = (self.shape().conv_slot_elems, self.shape().ssm_slot_elems);
+        for l in &mut self.layers {
+            l.conv.slice_mut().sub(s * cper..(s + 1) * cper).fill_zero();
+            l.ssm.slice_mut().sub(s * sper..(s + 1) * sper).fill_zero();
+        }
+    }
+
+    /// Zeroes every slot, resets every position and releases every slot.
+    pub(crate) fn reset_everything(&mut self) {
+        for l in &mut self.layers {
+            l.conv.slice_mut().fill_zero();
+            l.ssm.slice_mut().fill_zero();
+        }
+        self.positions.fill(0);
+        self.in_use.fill(0);
+        self.in_use_count = 0;
+    }
+
+    /// The storage bytes of slot `s` in layer `l`: conv window, ssm state.
+    pub(crate) fn slot_bytes(&self, l: u32, s: usize) -> [&[u8]; 2] {
+        let (cb, sb) = self.slot_byte_sizes();
+        let layer = &self.layers[l as usize];
+        [&layer.conv.bytes()[s * cb..(s + 1) * cb], &layer.ssm.bytes()[s * sb..(s + 1) * sb]]
+    }
+
+    pub(crate) fn slot_bytes_mut(&mut self, l: u32, s: usize) -> [&mut [u8]; 2] {
+        let (cb, sb) = self.slot_byte_sizes();
+        let layer = &mut self.layers[l as usize];
+        [&mut layer.conv.bytes_mut()[s * cb..(s + 1) * cb], &mut layer.ssm.bytes_mut()[s * sb..(s + 1) * sb]]
+    }
+
+    /// Every slot's storage bytes of layer `l` (without alignment padding).
+    pub(crate) fn layer_bytes(&self, l: u32) -> [&[u8]; 2] {
+        let (cb, sb) = self.slot_byte_sizes();
+        let n = self.num_slots();
+        let layer = &self.layers[l as usize];
+        [&layer.conv.bytes()[..n * cb], &layer.ssm.bytes()[..n * sb]]
+    }
+
+    pub(crate) fn layer_bytes_mut(&mut self, l: u32) -> [&mut [u8]; 2] {
+        let (cb, sb) = self.slot_byte_sizes();
+        let n = self.num_slots();
+        let layer = &mut self.layers[l as usize];
+        [&mut layer.conv.bytes_mut()[..n * cb], &mut layer.ssm.bytes_mut()[..n * sb]]
+    }
+
+    fn slot_byte_sizes(&self) -> (usize, usize) {
+        let cfg = self.config();
+        (self.shape().conv_slot_elems * cfg.conv_dtype.size(), self.shape().ssm_slot_elems * cfg.ssm_dtype.size())
+    }
+
+    /// For each `i`, slot `dst[i]` receives slot `src[i]`'s conv and ssm
+    /// state in every layer and its position, as if every read happened
+    /// before any write: permutations (beam-search reorders) and
+    /// overlapping sets are correct. A row with `dst[i] < 0` is padding
+    /// and its source is ignored.
+    /// A destination listed twice is `InvalidArg`; a negative source with a
+    /// real destination, or any index past the slot count, `OutOfRange`.
+    /// Whether a slot is acquired does not move with its state.
+    pub fn copy_slots(&mut self, src: &[i32], dst: &[i32]) -> Result<()> {
+        let Some(plan) = self.copy_plan(src, dst)? else {
+            return Ok(());
+        };
+        let (moves, staged) = (&plan.moves, &plan.staged);
+        let (cb, sb) = self.slot_byte_sizes();
+        let bytes = moves.len() * (cb + sb) * self.layers.len();
+        let parallel = bytes >= PAR_MIN_BYTES && self.layers.len() >= 2;
+        // One scratch buffer per worker, each processing a run of layers.
+        let workers = if parallel { rayon::current_num_threads().clamp(1, self.layers.len()) } else { 1 };
+        let scratch_bytes = staged.len() * cb.max(sb);
+        let mut scratches: Vec<Vec<u8>> = try_with_capacity(workers, "scratch table")?;
+        for _ in 0..workers {
+            scratches.push(try_with_capacity(scratch_bytes, "copy scratch")?);
+        }
+        let copy_layer = |layer: &mut crate::cache::Layer, scratch: &mut Vec<u8>| {
+            for (buf, per) in [(&mut layer.conv, cb), (&mut layer.ssm, sb)] {
+                let bytes = buf.bytes_mut();
+                scratch.clear(); // keeps its capacity: no allocation here
+                for &s in staged {
+                    scratch.extend_from_slice(&bytes[s * per..(s + 1) * per]);
+                }
+                for &(s, d) in moves {
+                    match staged.binary_search(&s) {
+                        Ok(k) => bytes[d * per..(d + 1) * per].copy_from_slice(&scratch[k * per..(k + 1) * per]),
+                        Err(_) => bytes.copy_within(s * per..(s + 1) * per, d * per),
+                    }
+                }
+            }
+        };
+        let per_worker = self.layers.len().div_ceil(workers);
+        if parallel {
+            self.layers
+                .par_chunks_mut(per_worker)
+                .zip(scratches.par_iter_mut())
+                .for_each(|(layers, scratch)| layers.iter_mut().for_each(|l| copy_layer(l, scratch)));
+        } else {
+            let scratch = &mut scratches[0];
+            self.layers.iter_mut().for_each(|l| copy_layer(l, scratch));
+        }
+        self.copy_positions(&plan);
+        Ok(())
+    }
+}
+
+/// What `copy_slots` does, worked out (and validated, and allocated)
+/// before anything is written: the `(src, dst)` moves with `src != dst`,
+/// the sources that are also destinations (so read into scratch first),
+/// sorted and distinct, and each move's source position.
+pub(crate) struct CopyPlan {
+    pub moves: Vec<(usize, usize)>,
+    pub staged: Vec<usize>,
+    pub old_pos: Vec<u64>,
+}
+
+impl Cache {
+    /// Validates a `copy_slots` call and plans it; `None` when it moves
+    /// nothing. Changes nothing.
+    pub(crate) fn copy_plan(&self, src: &[i32], dst: &[i32]) -> Result<Option<CopyPlan>> {
+        if src.len() != dst.len() {
+            return Err(Error::ShapeMismatch(format!("src has {} rows, dst {}", src.len(), dst.len())));
+        }
+        // Destinations: in range, distinct (as a slot selection).
+        crate::selection::Slots::List(dst).validate_named(self.num_slots(), "dst")?;
+        // Everything this call allocates is allocated here, before the
+        // first write: an allocation failure changes nothing.
+        let mut moves: Vec<(usize, usize)> = try_with_capacity(src.len(), "copy list")?;
+        for (i, (&s, &d)) in src.iter().zip(dst).enumerate() {
+            if d < 0 {
+                continue;
+            }
+            let s = usize::try_from(s).ok().filter(|&s| s < self.num_slots()).ok_or_else(|| {
+                Error::OutOfRange(format!("src[{i}] = {s} is out of range (num_slots = {})", self.num_slots()))
+            })?;
+            if s != d as usize {
+                moves.push((s, d as usize));
+            }
+        }
+        if moves.is_empty() {
+            return Ok(None);
+        }
+        // Sources that are also destinations must be read before anything
+        // is written: stage those (once each) in scratch space.
+        let mut is_dst = try_vec(self.num_slots(), false, "destination table")?;
+        for &(_, d) in &moves {
+            is_dst[d] = true;
+        }
+        let mut staged: Vec<usize> = try_with_capacity(moves.len(), "staging list")?;
+        staged.extend(moves.iter().map(|&(s, _)| s).filter(|&s| is_dst[s]));
+        staged.sort_unstable();
+        staged.dedup();
+        let mut old_pos: Vec<u64> = try_with_capacity(moves.len(), "positions")?;
+        old_pos.extend(moves.iter().map(|&(s, _)| self.positions[s]));
+        Ok(Some(CopyPlan { moves, staged, old_pos }))
+    }
+
+    /// Gives the destinations of an applied plan their sources' positions.
+    pub(crate) fn copy_positions(&mut self, plan: &CopyPlan) {
+        for (&(_, d), &p) in plan.moves.iter().zip(&plan.old_pos) {
+            self.positions[d] = p;
+        }
+    }
+}
+
+/// Non-finite (NaN or infinite) elements in a run of stored elements,
+/// counted on the bit patterns: an all-ones exponent.
+fn count_nonfinite(s: crate::dtype::Slice<'_>) -> u64 {
+    use crate::dtype::Slice;
+    match s {
+        Slice::F32(v) => v.iter().filter(|x| x.to_bits() & 0x7F80_0000 == 0x7F80_0000).count() as u64,
+        Slice::BF16(v) => v.iter().filter(|x| x.to_bits() & 0x7F80 == 0x7F80).count() as u64,
+        Slice::F16(v) => v.iter().filter(|x| x.to_bits() & 0x7C00 == 0x7C00).count() as u64,
+    }
+}
+
+impl Cache {
+    /// The number of NaN or infinite elements in `slot`'s conv windows and
+    /// SSM states over every layer: 0 for a healthy sequence. Non-finite
+    /// inputs reach only the slot they are fed to, but the recurrence
+    /// carries them forward in that slot until it is reset or reloaded.
+    pub fn count_nonfinite(&self, slot: i32) -> Result<u64> {
+        let s = self.check_slot(slot)?;
+        let (cper, sper) = (self.shape().conv_slot_elems, self.shape().ssm_slot_elems);
+        Ok(self
+            .layers
+            .iter()
+            .map(|l| {
+                count_nonfinite(l.conv.slice().sub(s * cper..(s + 1) * cper))
+                    + count_nonfinite(l.ssm.slice().sub(s * sper..(s + 1) * sper))
+            })
+            .sum())
+    }
+}

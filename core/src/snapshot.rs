@@ -1,0 +1,271 @@
+//! The snapshot format of one slot and the file format of a whole cache.
+//! Both are specified in `docs/FORMATS.md`; this module is the one place
+//! that encodes and decodes them. All integers are little-endian; element
+//! payloads are the storage dtype's little-endian bytes.
+
+#[cfg(target_endian = "big")]
+compile_error!("m2c's snapshot and file formats are little-endian; big-endian hosts are not supported");
+
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::xxh64::xxh64;
+
+/// First 8 bytes of a slot snapshot.
+pub(crate) const SLOT_MAGIC: [u8; 8] = *b"M2CSLOT\0";
+/// First 8 bytes of a cache file.
+pub(crate) const FILE_MAGIC: [u8; 8] = *b"M2CCACHE";
+/// The format version both kinds carry; readers refuse other versions.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Bytes of the shape fingerprint: ten u32.
+pub(crate) const FINGERPRINT_BYTES: usize = 40;
+/// Bytes before a slot snapshot's payload.
+pub(crate) const SLOT_HEADER_BYTES: usize = 72;
+/// Bytes before a cache file's slot table.
+pub(crate) const FILE_HEADER_BYTES: usize = 64;
+/// Bytes per slot in a cache file's slot table (position, flags).
+pub(crate) const SLOT_TABLE_ENTRY_BYTES: usize = 16;
+/// Bytes of the trailing checksum.
+pub(crate) const CHECKSUM_BYTES: usize = 8;
+
+/// The shape fingerprint: every dimension but the slot count, the conv
+/// width and both storage dtypes.
+pub fn fingerprint(cfg: &Config) -> [u8; FINGERPRINT_BYTES] {
+    let fields = [
+        cfg.num_layers,
+        cfg.intermediate_size,
+        cfg.num_heads,
+        cfg.head_dim,
+        cfg.state_size,
+        cfg.n_groups,
+        cfg.conv_kernel_size,
+        cfg.conv_width,
+        cfg.conv_dtype.format_code(),
+        cfg.ssm_dtype.format_code(),
+    ];
+    let mut out = [0u8; FINGERPRINT_BYTES];
+    for (i, f) in fields.iter().enumerate() {
+        out[i * 4..i * 4 + 4].copy_from_slice(&f.to_le_bytes());
+    }
+    out
+}
+
+const FIELD_NAMES: [&str; 10] = [
+    "num_layers",
+    "intermediate_size",
+    "num_heads",
+    "head_dim",
+    "state_size",
+    "n_groups",
+    "conv_kernel_size",
+    "conv_width",
+    "conv_dtype",
+    "ssm_dtype",
+];
+
+/// `Err(Incompatible)` naming the first field that differs.
+pub fn check_fingerprint(found: &[u8], cfg: &Config) -> Result<()> {
+    let want = fingerprint(cfg);
+    for (i, name) in FIELD_NAMES.iter().enumerate() {
+        let f = u32_at(found, i * 4);
+        let w = u32_at(&want, i * 4);
+        if f != w {
+            return Err(Error::Incompatible(format!(
+                "the snapshot was made for {name} = {f}, this cache has {name} = {w}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+pub fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+impl Cache {
+    /// Payload bytes of one slot: every layer's conv window then ssm state.
+    fn slot_payload_bytes(&self) -> usize {
+        let sh = self.shape();
+        let cfg = self.config();
+        cfg.num_layers as usize
+            * (sh.conv_slot_elems * cfg.conv_dtype.size() + sh.ssm_slot_elems * cfg.ssm_dtype.size())
+    }
+
+    /// Bytes of a snapshot of one slot of this cache.
+    pub fn slot_snapshot_size(&self) -> usize {
+        SLOT_HEADER_BYTES + self.slot_payload_bytes() + CHECKSUM_BYTES
+    }
+
+    /// Writes a snapshot of `slot` into the start of `buf` and returns the
+    /// bytes written. `buf` must hold at least `slot_snapshot_size()`.
+    pub fn slot_save(&self, slot: i32, buf: &mut [u8]) -> Result<usize> {
+        let s = self.check_slot(slot)?;
+        let size = self.slot_snapshot_size();
+        if buf.len() < size {
+            return Err(Error::ShapeMismatch(format!(
+                "buffer of {} bytes is smaller than the snapshot ({size} bytes)",
+                buf.len()
+            )));
+        }
+        let buf = &mut buf[..size];
+        buf[0..8].copy_from_slice(&SLOT_MAGIC);
+        buf[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        buf[12..16].copy_from_slice(&(SLOT_HEADER_BYTES as u32).to_le_bytes());
+        buf[16..56].copy_from_slice(&fingerprint(self.config()));
+        buf[56..64].copy_from_slice(&self.position(slot)?.to_le_bytes());
+        buf[64..72].copy_from_slice(&(self.slot_payload_bytes() as u64).to_le_bytes());
+        let mut at = SLOT_HEADER_BYTES;
+        for l in 0..self.config().num_layers {
+            for part in self.slot_bytes(l, s) {
+                buf[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+        }
+        let sum = xxh64(&buf[..at]);
+        buf[at..at + 8].copy_from_slice(&sum.to_le_bytes());
+        Ok(size)
+    }
+
+    /// Validates a whole snapshot, then replaces `slot`'s state and position
+    /// with it. Nothing changes unless every check passes.
+    pub fn slot_load(&mut self, slot: i32, buf: &[u8]) -> Result<()> {
+        let s = self.check_slot(slot)?;
+        let size = self.slot_snapshot_size();
+        if buf.len() < SLOT_HEADER_BYTES + CHECKSUM_BYTES {
+            return Err(Error::Corrupt(format!("{} bytes is too short for a snapshot", buf.len())));
+        }
+        if buf[0..8] != SLOT_MAGIC {
+            return Err(Error::Corrupt("not an m2c slot snapshot (bad magic)".into()));
+        }
+        let body = buf.len() - CHECKSUM_BYTES;
+        if xxh64(&buf[..body]) != u64_at(buf, body) {
+            return Err(Error::Corrupt("checksum mismatch: the snapshot is truncated or damaged".into()));
+        }
+        let version = u32_at(buf, 8);
+        if version != FORMAT_VERSION {
+            return Err(Error::Incompatible(format!(
+                "snapshot format version {version}; this library reads version {FORMAT_VERSION}"
+            )));
+        }
+        check_fingerprint(&buf[16..56], self.config())?;
+        if u32_at(buf, 12) as usize != SLOT_HEADER_BYTES
+            || u64_at(buf, 64) != self.slot_payload_bytes() as u64
+            || buf.len() != size
+        {
+            return Err(Error::Corrupt(format!(
+                "snapshot of {} bytes does not have the layout its header declares ({size} expected)",
+                buf.len()
+            )));
+        }
+        let position = u64_at(buf, 56);
+        let mut at = SLOT_HEADER_BYTES;
+        for l in 0..self.config().num_layers {
+            for part in self.slot_bytes_mut(l, s) {
+                let n = part.len();
+                part.copy_from_slice(&buf[at..at + n]);
+                at += n;
+            }
+        }
+        self.set_position(s, position);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::{DType, Slice};
+    use crate::selection::Slots;
+
+    fn cache(cfg: Config) -> Cache {
+        let mut c = Cache::new(cfg).unwrap();
+        let n = cfg.num_slots as usize;
+        for l in 0..cfg.num_layers {
+            let conv: Vec<f32> = (0..n * c.shape().conv_slot_elems).map(|i| 0.5 + i as f32).collect();
+            let ssm: Vec<f32> = (0..n * c.shape().ssm_slot_elems).map(|i| -(i as f32) * 0.25).collect();
+            c.set_conv(l, Slots::Dense(n), Slice::F32(&conv)).unwrap();
+            c.set_ssm(l, Slots::Dense(n), Slice::F32(&ssm)).unwrap();
+        }
+        c.advance(Slots::List(&[0]), 17).unwrap();
+        c
+    }
+
+    fn small() -> Config {
+        Config {
+            num_layers: 2,
+            num_slots: 2,
+            intermediate_size: 4,
+            num_heads: 2,
+            head_dim: 2,
+            state_size: 4,
+            n_groups: 1,
+            conv_dtype: DType::F16,
+            ..Config::default()
+        }
+    }
+
+    fn snap(c: &Cache, slot: i32) -> Vec<u8> {
+        let mut b = vec![0u8; c.slot_snapshot_size()];
+        c.slot_save(slot, &mut b).unwrap();
+        b
+    }
+
+    #[test]
+    fn every_truncation_and_every_byte_flip_is_rejected_and_the_slot_kept() {
+        let mut c = cache(small());
+        let good = snap(&c, 0);
+        let before = snap(&c, 1);
+        for len in 0..good.len() {
+            let e = c.slot_load(1, &good[..len]).unwrap_err();
+            assert!(matches!(e, Error::Corrupt(_)), "truncated to {len}: {e:?}");
+        }
+        let mut longer = good.clone();
+        longer.push(0);
+        assert!(c.slot_load(1, &longer).is_err());
+        for at in 0..good.len() {
+            for bit in [0x01u8, 0x80] {
+                let mut b = good.clone();
+                b[at] ^= bit;
+                let e = c.slot_load(1, &b).unwrap_err();
+                assert!(matches!(e, Error::Corrupt(_)), "flip at {at}: {e:?}");
+            }
+        }
+        assert_eq!(snap(&c, 1), before);
+        c.slot_load(1, &good).unwrap();
+        assert_eq!(c.position(1).unwrap(), 17);
+        assert_eq!(snap(&c, 1)[16..], good[16..]);
+    }
+
+    #[test]
+    fn a_snapshot_for_another_shape_or_version_is_incompatible() {
+        let c = cache(small());
+        let good = snap(&c, 0);
+        let mut other = cache(Config { conv_width: 3, ..small() });
+        let e = other.slot_load(0, &good).unwrap_err();
+        assert!(matches!(e, Error::Incompatible(ref m) if m.contains("conv_width")), "{e:?}");
+        // A future version with a valid checksum.
+        let mut v2 = good.clone();
+        v2[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let body = v2.len() - 8;
+        let sum = xxh64(&v2[..body]);
+        v2[body..].copy_from_slice(&sum.to_le_bytes());
+        let mut same = cache(small());
+        let e = same.slot_load(0, &v2).unwrap_err();
+        assert!(matches!(e, Error::Incompatible(ref m) if m.contains("version 2")), "{e:?}");
+    }
+
+    #[test]
+    fn save_refuses_a_small_buffer_and_a_bad_slot() {
+        let c = cache(small());
+        let mut b = vec![0u8; c.slot_snapshot_size() - 1];
+        assert!(matches!(c.slot_save(0, &mut b), Err(Error::ShapeMismatch(_))));
+        assert!(b.iter().all(|&x| x == 0));
+        let mut b = vec![0u8; c.slot_snapshot_size()];
+        assert!(matches!(c.slot_save(2, &mut b), Err(Error::OutOfRange(_))));
+        assert!(matches!(c.slot_save(-1, &mut b), Err(Error::OutOfRange(_))));
+    }
+}

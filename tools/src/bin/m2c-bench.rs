@@ -1,0 +1,661 @@
+//! m2c-bench: drives libm2c through its C ABI on Mamba2 shapes and prints
+//! what each state operation costs per decode token, beside a memcpy of the
+//! same bytes measured in the same run.
+//!
+//! Modes:
+//!   m2c-bench [shape flags]            state operations and decode kernels for one shape
+//!   m2c-bench --matrix                 decode kernels over Mamba2-130m/2.7B x 1/8/32 slots x f32/bf16 state
+//!   m2c-bench --fidelity [--steps N]   SSM state drift of f32/bf16/f16 storage against f64
+//! Shape flags: --model 130m|2.7b --slots N --layers N --conv-dtype D --ssm-dtype D
+//!              --io-dtype D --width k|k-1 --iters N   (D: f32, bf16, f16)
+
+use m2c::*;
+use std::ffi::CStr;
+use std::hint::black_box;
+use std::process::ExitCode;
+use std::ptr;
+use std::time::Instant;
+
+#[derive(Clone)]
+struct Shape {
+    model: String,
+    slots: u32,
+    layers: Option<u32>,
+    conv_dtype: m2c_dtype,
+    ssm_dtype: m2c_dtype,
+    io_dtype: m2c_dtype,
+    width_k: bool,
+    iters: usize,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: m2c-bench [--matrix | --fidelity [--steps N]] [--model 130m|2.7b] [--slots N] [--layers N]\n\
+         \x20                [--conv-dtype D] [--ssm-dtype D] [--io-dtype D] [--width k|k-1] [--iters N]\n\
+         D is f32, bf16 or f16. The thread pool size follows RAYON_NUM_THREADS (default: all cores)."
+    );
+    std::process::exit(2)
+}
+
+fn dtype(s: &str) -> m2c_dtype {
+    match s {
+        "f32" => M2C_DTYPE_F32,
+        "bf16" => M2C_DTYPE_BF16,
+        "f16" => M2C_DTYPE_F16,
+        _ => usage(),
+    }
+}
+
+fn dname(d: m2c_dtype) -> &'static str {
+    ["f32", "bf16", "f16"][d as usize]
+}
+
+fn dsize(d: m2c_dtype) -> usize {
+    if d == M2C_DTYPE_F32 { 4 } else { 2 }
+}
+
+fn check(s: m2c_status, what: &str) {
+    if s != M2C_STATUS_OK {
+        // SAFETY: never NULL.
+        let msg = unsafe { CStr::from_ptr(m2c_last_error()) }.to_string_lossy();
+        eprintln!("m2c-bench: {what} failed ({s}): {msg}");
+        std::process::exit(1);
+    }
+}
+
+/// Median seconds of `f` over `iters` runs, after warm-up runs.
+fn median_secs(iters: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..2 {
+        f();
+    }
+    let mut t: Vec<f64> = (0..iters.max(1))
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+/// Bandwidth (bytes/s, bytes copied per second) of a memcpy of `bytes`
+/// bytes on `threads` threads, between buffers touched first. Buffers are
+/// capped at 1 GiB (far beyond any cache): above that the figure is flat.
+fn memcpy_bw(bytes: usize, threads: usize, iters: usize) -> f64 {
+    let n = bytes.clamp(4096, 1 << 30);
+    let src = vec![1u8; n];
+    let mut dst = vec![0u8; n];
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
+    let t = median_secs(iters, || {
+        if threads == 1 {
+            dst.copy_from_slice(black_box(&src));
+        } else {
+            let chunk = n.div_ceil(threads);
+            pool.scope(|s| {
+                for (d, sr) in dst.chunks_mut(chunk).zip(src.chunks(chunk)) {
+                    s.spawn(move |_| d.copy_from_slice(black_box(sr)));
+                }
+            });
+        }
+        black_box(&mut dst);
+    });
+    n as f64 / t
+}
+
+fn parse() -> (String, Shape, usize) {
+    let mut mode = "table".to_string();
+    let mut steps = 2000;
+    let mut a = Shape {
+        model: "130m".into(),
+        slots: 8,
+        layers: None,
+        conv_dtype: M2C_DTYPE_BF16,
+        ssm_dtype: M2C_DTYPE_F32,
+        io_dtype: M2C_DTYPE_F32,
+        width_k: true,
+        iters: 0,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().unwrap_or_else(|| usage());
+        match flag.as_str() {
+            "--matrix" => mode = "matrix".into(),
+            "--fidelity" => mode = "fidelity".into(),
+            "--steps" => steps = val().parse().unwrap_or_else(|_| usage()),
+            "--model" => a.model = val(),
+            "--slots" => a.slots = val().parse().unwrap_or_else(|_| usage()),
+            "--layers" => a.layers = Some(val().parse().unwrap_or_else(|_| usage())),
+            "--conv-dtype" => a.conv_dtype = dtype(&val()),
+            "--ssm-dtype" => a.ssm_dtype = dtype(&val()),
+            "--io-dtype" => a.io_dtype = dtype(&val()),
+            "--width" => {
+                a.width_k = match val().as_str() {
+                    "k" => true,
+                    "k-1" => false,
+                    _ => usage(),
+                }
+            }
+            "--iters" => a.iters = val().parse().unwrap_or_else(|_| usage()),
+            _ => usage(),
+        }
+    }
+    (mode, a, steps)
+}
+
+/// A cache handle that may cross threads: the C API is thread-safe.
+#[derive(Clone, Copy)]
+struct Handle(*mut m2c_cache);
+// SAFETY: every m2c function may be called from any thread.
+unsafe impl Send for Handle {}
+// SAFETY: as above.
+unsafe impl Sync for Handle {}
+
+impl Handle {
+    fn get(self) -> *mut m2c_cache {
+        self.0
+    }
+}
+
+/// A cache and everything needed to run its kernels.
+struct Bench {
+    cache: Handle,
+    cfg: m2c_config,
+    io: m2c_dtype,
+    n: usize,
+    conv_dim: usize,
+    x: Vec<u8>,
+    conv_out: Vec<u8>,
+    weights: Vec<Vec<f32>>,
+    bias: Vec<f32>,
+    ssm_x: Vec<u8>,
+    dt: Vec<u8>,
+    bc: Vec<u8>,
+    z: Vec<u8>,
+    y: Vec<u8>,
+    a: Vec<f32>,
+    d: Vec<f32>,
+}
+
+impl Bench {
+    fn new(s: &Shape) -> Bench {
+        let mut cfg = std::mem::MaybeUninit::<m2c_config>::zeroed();
+        // SAFETY: valid storage.
+        unsafe { m2c_config_init(cfg.as_mut_ptr()) };
+        // SAFETY: initialised above.
+        let mut cfg = unsafe { cfg.assume_init() };
+        match s.model.as_str() {
+            "130m" => {}
+            "2.7b" => {
+                cfg.num_layers = 64;
+                cfg.intermediate_size = 5120;
+                cfg.num_heads = 80;
+            }
+            _ => usage(),
+        }
+        cfg.num_slots = s.slots;
+        if let Some(l) = s.layers {
+            cfg.num_layers = l;
+        }
+        cfg.conv_dtype = s.conv_dtype;
+        cfg.ssm_dtype = s.ssm_dtype;
+        cfg.conv_width = if s.width_k { cfg.conv_kernel_size } else { cfg.conv_kernel_size - 1 };
+        let mut cache = ptr::null_mut();
+        // SAFETY: valid pointers.
+        check(unsafe { m2c_create(&cfg, &mut cache) }, "m2c_create");
+        let n = s.slots as usize;
+        let conv_dim = (cfg.intermediate_size + 2 * cfg.n_groups * cfg.state_size) as usize;
+        let (h, p, st, g) =
+            (cfg.num_heads as usize, cfg.head_dim as usize, cfg.state_size as usize, cfg.n_groups as usize);
+        let k = cfg.conv_kernel_size as usize;
+        let io = s.io_dtype;
+        let e = dsize(io);
+        // Small values: 0x3c00 is 1.0 in f16 and ~0.0078 in bf16; 0x3c003c00 ~0.0078 in f32.
+        let fill = |len: usize| vec![0x3Cu8; len * e];
+        Bench {
+            cache: Handle(cache),
+            cfg,
+            io,
+            n,
+            conv_dim,
+            x: fill(n * conv_dim),
+            conv_out: vec![0; n * conv_dim * e],
+            weights: (0..cfg.num_layers).map(|l| vec![0.01 * (l as f32 + 1.0); conv_dim * k]).collect(),
+            bias: vec![0.1; conv_dim],
+            ssm_x: fill(n * h * p),
+            dt: fill(n * h),
+            bc: fill(n * g * st),
+            z: fill(n * h * p),
+            y: vec![0; n * h * p * e],
+            a: vec![-0.5; h],
+            d: vec![1.0; h],
+        }
+    }
+
+    fn conv_bytes(&self) -> usize {
+        self.cfg.num_layers as usize
+            * self.n
+            * self.conv_dim
+            * self.cfg.conv_width as usize
+            * dsize(self.cfg.conv_dtype)
+    }
+
+    fn ssm_bytes(&self) -> usize {
+        let c = &self.cfg;
+        c.num_layers as usize * self.n * (c.num_heads * c.head_dim * c.state_size) as usize * dsize(c.ssm_dtype)
+    }
+
+    fn conv_step_all(&mut self) {
+        let mut args = std::mem::MaybeUninit::<m2c_conv_args>::zeroed();
+        // SAFETY: valid storage.
+        unsafe { m2c_conv_args_init(args.as_mut_ptr()) };
+        // SAFETY: initialised above.
+        let mut args = unsafe { args.assume_init() };
+        args.io_dtype = self.io;
+        args.bias = self.bias.as_ptr();
+        args.bias_len = self.bias.len();
+        let len = self.n * self.conv_dim;
+        for l in 0..self.cfg.num_layers {
+            args.weight = self.weights[l as usize].as_ptr();
+            args.weight_len = self.weights[l as usize].len();
+            // SAFETY: valid buffers of the stated lengths.
+            check(
+                unsafe {
+                    m2c_conv_step(
+                        self.cache.get(),
+                        l,
+                        ptr::null(),
+                        self.n,
+                        self.x.as_ptr().cast(),
+                        len,
+                        self.conv_out.as_mut_ptr().cast(),
+                        len,
+                        &args,
+                    )
+                },
+                "m2c_conv_step",
+            );
+        }
+    }
+
+    fn ssm_step_all(&mut self) {
+        let mut args = std::mem::MaybeUninit::<m2c_ssm_args>::zeroed();
+        let mut io = std::mem::MaybeUninit::<m2c_ssm_io>::zeroed();
+        // SAFETY: valid storage.
+        unsafe {
+            m2c_ssm_args_init(args.as_mut_ptr());
+            m2c_ssm_io_init(io.as_mut_ptr());
+        }
+        // SAFETY: initialised above.
+        let (mut args, mut io) = unsafe { (args.assume_init(), io.assume_init()) };
+        args.io_dtype = self.io;
+        args.A = self.a.as_ptr();
+        args.A_len = self.a.len();
+        args.D = self.d.as_ptr();
+        args.D_len = self.d.len();
+        args.dt_bias = self.d.as_ptr();
+        args.dt_bias_len = self.d.len();
+        let e = dsize(self.io);
+        io.x = self.ssm_x.as_ptr().cast();
+        io.x_len = self.ssm_x.len() / e;
+        io.dt = self.dt.as_ptr().cast();
+        io.dt_len = self.dt.len() / e;
+        io.B = self.bc.as_ptr().cast();
+        io.B_len = self.bc.len() / e;
+        io.C = self.bc.as_ptr().cast();
+        io.C_len = self.bc.len() / e;
+        io.z = self.z.as_ptr().cast();
+        io.z_len = self.z.len() / e;
+        io.y = self.y.as_mut_ptr().cast();
+        io.y_len = self.y.len() / e;
+        for l in 0..self.cfg.num_layers {
+            // SAFETY: valid buffers of the stated lengths.
+            check(unsafe { m2c_ssm_step(self.cache.get(), l, ptr::null(), self.n, &io, &args) }, "m2c_ssm_step");
+        }
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        // SAFETY: handle from m2c_create.
+        unsafe { m2c_destroy(self.cache.get()) };
+    }
+}
+
+fn header(b: &Bench, s: &Shape, iters: usize) {
+    let mut total = 0u64;
+    // SAFETY: valid pointers.
+    check(unsafe { m2c_config_bytes(&b.cfg, &mut total) }, "m2c_config_bytes");
+    println!(
+        "m2c {} | Mamba2-{} shapes: {} layers, {} slots, conv {} [{}x{}], ssm {} [{}x{}x{}], activations {} | {:.1} MB of state | kernels: {} | median of {} runs",
+        // SAFETY: static string.
+        unsafe { CStr::from_ptr(m2c_version()) }.to_string_lossy(),
+        s.model,
+        b.cfg.num_layers,
+        b.n,
+        dname(b.cfg.conv_dtype),
+        b.conv_dim,
+        b.cfg.conv_width,
+        dname(b.cfg.ssm_dtype),
+        b.cfg.num_heads,
+        b.cfg.head_dim,
+        b.cfg.state_size,
+        dname(b.io),
+        total as f64 / 1e6,
+        if m2c_core::kernels::isa::avx512_bf16() { "avx512+bf16" } else { m2c_core::kernels::isa::isa().name() },
+        iters
+    );
+}
+
+fn row(name: &str, threads: usize, secs: f64, bytes: usize, bw1: f64) {
+    let copy = bytes as f64 / bw1;
+    println!(
+        "{:<34} {:>3} {:>10.3} {:>9.2} {:>10.2} {:>9.2}x",
+        name,
+        threads,
+        secs * 1e3,
+        bytes as f64 / secs / 1e9,
+        bw1 / 1e9,
+        copy / secs
+    );
+}
+
+fn table(s: &Shape) {
+    let mut b = Bench::new(s);
+    let (cb, sb) = (b.conv_bytes(), b.ssm_bytes());
+    let iters = if s.iters > 0 {
+        s.iters
+    } else if sb > (1 << 30) {
+        5
+    } else {
+        21
+    };
+    header(&b, s, iters);
+    let bw1 = memcpy_bw(cb + sb, 1, iters);
+    let bw2 = memcpy_bw(cb + sb, 2, iters);
+    println!("memcpy of the state's bytes: {:.2} GB/s on 1 thread, {:.2} GB/s on 2 threads", bw1 / 1e9, bw2 / 1e9);
+    println!(
+        "{:<34} {:>3} {:>10} {:>9} {:>10} {:>10}",
+        "operation, all layers, per token", "thr", "ms", "GB/s", "memcpy1", "vs memcpy1"
+    );
+    let pools: Vec<(usize, rayon::ThreadPool)> =
+        [1, 2].iter().map(|&t| (t, rayon::ThreadPoolBuilder::new().num_threads(t).build().expect("pool"))).collect();
+    let n = b.n;
+    let handle = b.cache;
+    let cfg = b.cfg;
+    let ssm_per = (cfg.num_heads * cfg.head_dim * cfg.state_size) as usize;
+    let state_in = vec![0x3Cu8; n * ssm_per * dsize(cfg.ssm_dtype)];
+    let conv_in = vec![0u8; n * b.conv_dim * dsize(cfg.conv_dtype)];
+    for (t, pool) in &pools {
+        let t = *t;
+        pool.install(|| {
+            let tc = median_secs(iters, || b.conv_step_all());
+            let ts = median_secs(iters, || b.ssm_step_all());
+            let tt = median_secs(iters, || {
+                b.conv_step_all();
+                b.ssm_step_all();
+            });
+            row("conv_step", t, tc, cb, bw1);
+            row("ssm_step", t, ts, sb, bw1);
+            row("decode token (conv_step+ssm_step)", t, tt, cb + sb, bw1);
+            println!(
+                "{:<34} {:>3} {:>10.1} tokens/s per slot, {:.1} tokens/s over {} slots",
+                "",
+                t,
+                1.0 / tt,
+                n as f64 / tt,
+                n
+            );
+            let tu = median_secs(iters, || {
+                for l in 0..cfg.num_layers {
+                    // SAFETY: valid buffers of the stated lengths.
+                    check(
+                        unsafe {
+                            m2c_update_conv(
+                                handle.get(),
+                                l,
+                                ptr::null(),
+                                n,
+                                conv_in.as_ptr().cast(),
+                                cfg.conv_dtype,
+                                n * b.conv_dim,
+                            )
+                        },
+                        "m2c_update_conv",
+                    );
+                }
+            });
+            row("update_conv (store only)", t, tu, cb, bw1);
+            let tss = median_secs(iters, || {
+                for l in 0..cfg.num_layers {
+                    // SAFETY: valid buffers of the stated lengths.
+                    check(
+                        unsafe {
+                            m2c_update_ssm(
+                                handle.get(),
+                                l,
+                                ptr::null(),
+                                n,
+                                state_in.as_ptr().cast(),
+                                cfg.ssm_dtype,
+                                n * ssm_per,
+                            )
+                        },
+                        "m2c_update_ssm",
+                    );
+                }
+            });
+            row("set_ssm (replace state)", t, tss, sb, bw1);
+            // SAFETY: valid pointers.
+            let tr = median_secs(iters, || check(unsafe { m2c_reset(handle.get(), ptr::null(), n) }, "m2c_reset"));
+            row("reset (all slots)", t, tr, cb + sb, bw1);
+            if n >= 2 {
+                let src: Vec<i32> = (0..n as i32).rev().collect();
+                let dst: Vec<i32> = (0..n as i32).collect();
+                let tp = median_secs(iters, || {
+                    // SAFETY: valid arrays of n entries.
+                    check(unsafe { m2c_copy_slots(handle.get(), src.as_ptr(), dst.as_ptr(), n) }, "m2c_copy_slots")
+                });
+                row("copy_slots (reverse permutation)", t, tp, cb + sb, bw1);
+            }
+        });
+    }
+    let cache = handle.get();
+    // Snapshots: one slot, in memory.
+    let mut size = 0usize;
+    // SAFETY: valid pointers.
+    check(unsafe { m2c_slot_snapshot_size(cache, &mut size) }, "m2c_slot_snapshot_size");
+    let mut snap = vec![0u8; size];
+    let mut written = 0usize;
+    let tsave = median_secs(iters, || {
+        // SAFETY: valid buffer of `size` bytes.
+        check(unsafe { m2c_slot_save(cache, 0, snap.as_mut_ptr().cast(), size, &mut written) }, "m2c_slot_save")
+    });
+    let tload = median_secs(iters, || {
+        // SAFETY: valid buffer of `size` bytes.
+        check(unsafe { m2c_slot_load(cache, 0, snap.as_ptr().cast(), size) }, "m2c_slot_load")
+    });
+    row("slot_save (one slot, to memory)", 1, tsave, size, bw1);
+    row("slot_load (one slot, validated)", 1, tload, size, bw1);
+    // Whole-cache files: crash-safe save (temp file, fsync, rename) and a
+    // validating two-pass load, through the page cache of this machine.
+    let dir = std::env::temp_dir().join(format!("m2c-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = std::ffi::CString::new(dir.join("cache.m2c").to_string_lossy().as_bytes()).expect("path");
+    let file_iters = iters.min(5);
+    // SAFETY: valid handle and NUL-terminated path.
+    let tfs = median_secs(file_iters, || check(unsafe { m2c_save_file(cache, path.as_ptr()) }, "m2c_save_file"));
+    // SAFETY: as above.
+    let tfl = median_secs(file_iters, || check(unsafe { m2c_load_file(cache, path.as_ptr()) }, "m2c_load_file"));
+    row("save_file (all slots, fsync)", 1, tfs, cb + sb, bw1);
+    row("load_file (all slots, 2 passes)", 1, tfl, cb + sb, bw1);
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "GB/s = bytes of state covered / median time (each byte read once and written once counts once, as for memcpy);\n\
+         memcpy1 = one-thread memcpy bandwidth measured above; 'vs memcpy1' = (state bytes / memcpy1) / time: above 1x is faster than copying the state."
+    );
+}
+
+fn matrix(base: &Shape) {
+    println!("decode-kernel matrix (activations f32, conv state bf16, width K); columns as in the table mode");
+    let pools: Vec<(usize, rayon::ThreadPool)> =
+        [1, 2].iter().map(|&t| (t, rayon::ThreadPoolBuilder::new().num_threads(t).build().expect("pool"))).collect();
+    for model in ["130m", "2.7b"] {
+        for slots in [1u32, 8, 32] {
+            for ssm in [M2C_DTYPE_F32, M2C_DTYPE_BF16] {
+                let s = Shape { model: model.into(), slots, ssm_dtype: ssm, ..base.clone() };
+                let mut b = Bench::new(&s);
+                let (cb, sb) = (b.conv_bytes(), b.ssm_bytes());
+                let iters = if base.iters > 0 {
+                    base.iters
+                } else if sb > (1 << 30) {
+                    3
+                } else if sb > (1 << 27) {
+                    7
+                } else {
+                    15
+                };
+                let bw1 = memcpy_bw(cb + sb, 1, iters.min(5));
+                let bw2 = memcpy_bw(cb + sb, 2, iters.min(5));
+                println!(
+                    "-- Mamba2-{model}, {slots} slots, ssm {}: {:.0} MB of state; memcpy {:.1} GB/s (1 thread), {:.1} GB/s (2 threads)",
+                    dname(ssm),
+                    (cb + sb) as f64 / 1e6,
+                    bw1 / 1e9,
+                    bw2 / 1e9
+                );
+                for (t, pool) in &pools {
+                    pool.install(|| {
+                        let tc = median_secs(iters, || b.conv_step_all());
+                        let ts = median_secs(iters, || b.ssm_step_all());
+                        row("conv_step", *t, tc, cb, bw1);
+                        row("ssm_step", *t, ts, sb, bw1);
+                        println!(
+                            "{:<34} {:>3} {:>10.3} ms/token -> {:.1} tokens/s per slot, vs 2-thread memcpy {:.2}x",
+                            "decode state work (conv+ssm)",
+                            t,
+                            (tc + ts) * 1e3,
+                            1.0 / (tc + ts),
+                            (cb + sb) as f64 / bw2 / (tc + ts)
+                        );
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Runs `steps` decode steps of one head through m2c with each storage
+/// dtype and through an f64 model, and reports how far each drifts.
+fn fidelity(steps: usize) {
+    let (p, n) = (64usize, 128usize);
+    println!(
+        "SSM state fidelity over {steps} decode steps (one layer, 1 head of {p}x{n}, Mamba2-like dt/A, f32 activations)"
+    );
+    println!("{:<6} {:>14} {:>14} {:>14} {:>14}", "state", "state rel err", "y rel err", "y max abs err", "at step");
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    };
+    // Inputs for every step, shared by all runs.
+    let xs: Vec<f32> = (0..steps * p).map(|_| next()).collect();
+    let dts: Vec<f32> = (0..steps).map(|_| next() * 2.0 - 2.0).collect();
+    let bs: Vec<f32> = (0..steps * n).map(|_| next()).collect();
+    let cs: Vec<f32> = (0..steps * n).map(|_| next()).collect();
+    let a = [-0.3f32];
+    let d = [1.0f32];
+    // f64 reference.
+    let mut st = vec![0f64; p * n];
+    let mut ref_y = vec![0f64; steps * p];
+    for t in 0..steps {
+        let dt = (dts[t] as f64).exp().ln_1p();
+        let da = (dt * a[0] as f64).exp();
+        for pp in 0..p {
+            let xv = xs[t * p + pp] as f64;
+            let mut acc = 0f64;
+            for nn in 0..n {
+                let s = &mut st[pp * n + nn];
+                *s = *s * da + dt * xv * bs[t * n + nn] as f64;
+                acc += *s * cs[t * n + nn] as f64;
+            }
+            ref_y[t * p + pp] = acc + d[0] as f64 * xv;
+        }
+    }
+    for dt_code in [M2C_DTYPE_F32, M2C_DTYPE_BF16, M2C_DTYPE_F16] {
+        let mut cfg = std::mem::MaybeUninit::<m2c_config>::zeroed();
+        // SAFETY: valid storage.
+        unsafe { m2c_config_init(cfg.as_mut_ptr()) };
+        // SAFETY: initialised.
+        let mut cfg = unsafe { cfg.assume_init() };
+        cfg.num_layers = 1;
+        cfg.num_heads = 1;
+        cfg.head_dim = p as u32;
+        cfg.intermediate_size = p as u32;
+        cfg.state_size = n as u32;
+        cfg.ssm_dtype = dt_code;
+        let mut cache = ptr::null_mut();
+        // SAFETY: valid pointers.
+        check(unsafe { m2c_create(&cfg, &mut cache) }, "m2c_create");
+        let mut args = std::mem::MaybeUninit::<m2c_ssm_args>::zeroed();
+        let mut io = std::mem::MaybeUninit::<m2c_ssm_io>::zeroed();
+        // SAFETY: valid storage.
+        unsafe {
+            m2c_ssm_args_init(args.as_mut_ptr());
+            m2c_ssm_io_init(io.as_mut_ptr());
+        }
+        // SAFETY: initialised.
+        let (mut args, mut io) = unsafe { (args.assume_init(), io.assume_init()) };
+        args.A = a.as_ptr();
+        args.A_len = 1;
+        args.D = d.as_ptr();
+        args.D_len = 1;
+        let mut y = vec![0f32; p];
+        let mut worst_y = (0f64, 0f64, 0usize);
+        for t in 0..steps {
+            io.x = xs[t * p..].as_ptr().cast();
+            io.x_len = p;
+            io.dt = dts[t..].as_ptr().cast();
+            io.dt_len = 1;
+            io.B = bs[t * n..].as_ptr().cast();
+            io.B_len = n;
+            io.C = cs[t * n..].as_ptr().cast();
+            io.C_len = n;
+            io.y = y.as_mut_ptr().cast();
+            io.y_len = p;
+            // SAFETY: valid buffers.
+            check(unsafe { m2c_ssm_step(cache, 0, ptr::null(), 1, &io, &args) }, "m2c_ssm_step");
+            let scale = ref_y[t * p..(t + 1) * p].iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-30);
+            let err = y.iter().zip(&ref_y[t * p..]).fold(0f64, |m, (g, w)| m.max((*g as f64 - w).abs()));
+            if err / scale > worst_y.0 {
+                worst_y = (err / scale, err, t);
+            }
+        }
+        let mut out = vec![0f32; p * n];
+        // SAFETY: valid buffer.
+        check(
+            unsafe { m2c_read_ssm(cache, 0, ptr::null(), 1, out.as_mut_ptr().cast(), M2C_DTYPE_F32, p * n) },
+            "m2c_read_ssm",
+        );
+        let scale = st.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let serr = out.iter().zip(&st).fold(0f64, |m, (g, w)| m.max((*g as f64 - w).abs())) / scale;
+        println!("{:<6} {:>14.3e} {:>14.3e} {:>14.3e} {:>14}", dname(dt_code), serr, worst_y.0, worst_y.1, worst_y.2);
+        // SAFETY: handle from m2c_create.
+        unsafe { m2c_destroy(cache) };
+    }
+    println!(
+        "state rel err: max |state - f64 state| / max |f64 state| after the last step; y: the worst step's max error relative to that step's largest |y|."
+    );
+}
+
+fn main() -> ExitCode {
+    let (mode, shape, steps) = parse();
+    match mode.as_str() {
+        "matrix" => matrix(&shape),
+        "fidelity" => fidelity(steps),
+        _ => table(&shape),
+    }
+    ExitCode::SUCCESS
+}
