@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tests the Go binding (bindings/go): go vet, go test -race, and the
-# m2cdebug build (forced GC before every C call). Installs Go 1.23 from
-# bookworm-backports when it is missing (see /work/shared/TOOLCHAIN.md) and
+# m2cdebug build (forced GC before every C call). Uses a go >= 1.23 on PATH,
+# else installs Debian's golang-1.23-go (from backports of the machine's own
+# mirror when the main suite lacks it; see ../shared/TOOLCHAIN.md) and
 # runs fully offline. Assumes `cargo build --release` has already run.
 # Safe to rerun. Exit status 0 only if every stage passed.
 set -u
@@ -11,18 +12,39 @@ root=$(pwd)
 log() { printf '\n=== %s\n' "$*"; }
 
 # --- Go toolchain -----------------------------------------------------------
+# A go of 1.23 or later on PATH is used as it is; otherwise Debian's
+# golang-1.23-go is installed (Debian 12 has it in its backports suite).
 gobin=/usr/lib/go-1.23/bin
+go_ok() {
+    local v
+    v=$("$1" env GOVERSION 2>/dev/null) || return 1
+    v=${v#go}
+    [ "${v%%.*}" -gt 1 ] 2>/dev/null && return 0
+    [ "${v%%.*}" = 1 ] && v=${v#1.} && [ "${v%%.*}" -ge 23 ] 2>/dev/null
+}
+# The URI of the machine's own Debian mirror for suite $1 (deb822 sources
+# or a one-line sources.list): an added suite uses the same mirror.
+debian_uri() {
+    local u
+    u=$(awk -v want="$1" '/^URIs:/ { u = $2 } /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == want) { print u; exit } }' \
+        /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1)
+    [ -n "$u" ] || u=$(awk -v want="$1" '$1 == "deb" { l = $0; gsub(/\[[^]]*\]/, "", l); split(l, f, " "); if (f[3] == want) { print f[2]; exit } }' \
+        /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | head -1)
+    echo "$u"
+}
 install_go() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null 2>&1 || true
     if ! apt-cache show golang-1.23-go >/dev/null 2>&1; then
-        # Debian 12's main suite has only Go 1.19; 1.23 is in backports, on the
-        # same mirror as the machine's own sources.
-        echo "adding bookworm-backports to apt sources"
-        cat >/etc/apt/sources.list.d/bookworm-backports.sources <<'SRC' || return 1
+        local codename uri
+        codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+        uri=$(debian_uri "$codename")
+        [ -n "$codename" ] && [ -n "$uri" ] || { echo "cannot find this machine's Debian mirror in its apt sources"; return 1; }
+        echo "adding $codename-backports (from the machine's own mirror) to apt sources"
+        cat >"/etc/apt/sources.list.d/$codename-backports.sources" <<SRC || return 1
 Types: deb
-URIs: http://deb.debian.org/debian
-Suites: bookworm-backports
+URIs: $uri
+Suites: $codename-backports
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
@@ -30,8 +52,10 @@ SRC
     fi
     apt-get install -y -qq golang-1.23-go >/dev/null || return 1
 }
-if [ ! -x "$gobin/go" ]; then
-    log "installing Go 1.23 (apt, bookworm-backports)"
+if command -v go >/dev/null && go_ok "$(command -v go)"; then
+    gobin=$(dirname "$(command -v go)")
+elif [ ! -x "$gobin/go" ]; then
+    log "installing Go 1.23 (apt)"
     install_go || { echo "cannot install golang-1.23-go"; exit 1; }
 fi
 export PATH="$gobin:$PATH"

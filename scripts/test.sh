@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Runs every test suite of m2c: Rust (unit, FFI, model, kernels, header),
-# clippy, the C tests under ctest (plain, ASan+UBSan, valgrind), the
+# Runs every test suite of m2c: Rust (unit, FFI, model, kernels, header,
+# format fixtures), rustfmt, clippy, rustdoc, the C tests under ctest (plain, ASan+UBSan, valgrind), the
 # installed-prefix consumers (CMake, pkg-config, static, C++17), the Go
 # and Zig bindings, and the fuzz targets (cargo-fuzz, 30 s each; the stress
 # and fault tests run inside "cargo test" and the C tests, see
 # RELIABILITY.md). Installs what is missing on a fresh Debian machine
-# (cmake and valgrind from apt, Go 1.23 from bookworm-backports, Zig 0.15.2
-# from PyPI: the Go and Zig scripts install their own) and is safe to rerun.
+# (cmake and valgrind from apt, Go 1.23 from apt, Zig 0.15.2 from PyPI: the
+# Go and Zig scripts install their own) and is safe to rerun.
 # Exit status 0 only if every suite passed; the last line counts suites.
 set -u
 cd "$(dirname "$0")/.."
@@ -70,9 +70,17 @@ header_committed() {
     return 0
 }
 
+rust_format() {
+    cargo fmt --all --check && (cd fuzz && cargo fmt --check)
+}
+rust_docs() {
+    RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --workspace --quiet
+}
+stage "rustfmt (workspace and fuzz)" rust_format
 stage "cargo build" cargo build --release --all-targets
 stage "cargo test" cargo test --release
 stage "clippy" cargo clippy --release --all-targets -- -D warnings
+stage "rustdoc (warnings denied)" rust_docs
 stage "header is committed" header_committed
 # The cuda feature builds without a CUDA toolkit (drivers load at run time)
 # and must leave the header byte-identical; its tests check that a machine
