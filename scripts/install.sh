@@ -80,10 +80,11 @@ abi=$(sed -n 's/^pub const M2C_ABI_VERSION: u32 = \([0-9][0-9]*\);.*$/\1/p' "$RO
 [ -n "$abi" ] && [ "$(printf '%s\n' "$abi" | wc -l)" -eq 1 ] ||
     die "cannot read M2C_ABI_VERSION from src/abi.rs"
 
-# name, version and description of the [package] table of Cargo.toml.
+# name, version and description of the [package] table of Cargo.toml, or
+# of [workspace.package] for the fields the package inherits.
 cargo_field() {
     awk -v key="$1" '
-        /^\[/ { in_pkg = ($0 == "[package]"); next }
+        /^\[/ { in_pkg = ($0 == "[package]" || $0 == "[workspace.package]"); next }
         in_pkg && $0 ~ "^" key "[ \t]*=" {
             sub("^[^=]*=[ \t]*\"", ""); sub("\"[ \t]*(#.*)?$", ""); print; exit
         }' "$ROOT/Cargo.toml"
@@ -100,8 +101,8 @@ soname=libm2c.so.$abi
 
 if [ "$build" = 1 ]; then
     command -v cargo >/dev/null || die "cargo not found (install Rust, or pass --no-build)"
-    echo "install.sh: cargo build --release"
-    (cd "$ROOT" && cargo build --release) || die "cargo build --release failed"
+    echo "install.sh: cargo build --release -p m2c"
+    (cd "$ROOT" && cargo build --release -p m2c) || die "cargo build --release -p m2c failed"
 fi
 
 # --- check what is about to be installed ---------------------------------------

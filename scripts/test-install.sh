@@ -213,7 +213,7 @@ stage_install() {
         mode=
         echo "    target/release has no library yet: install.sh builds it"
     else
-        stale=$(cd "$ROOT" && find src build.rs Cargo.toml Cargo.lock cbindgen.toml \
+        stale=$(cd "$ROOT" && find src core/src build.rs Cargo.toml core/Cargo.toml Cargo.lock cbindgen.toml \
             -newer "$REL/libm2c.so" -print -quit 2>/dev/null)
         if [ -n "$stale" ]; then
             mode=

@@ -28,30 +28,69 @@ struct Shape {
     iters: usize,
 }
 
-fn usage() -> ! {
-    eprintln!(
-        "usage: m2c-bench [--matrix | --fidelity [--steps N]] [--model 130m|2.7b] [--slots N] [--layers N]\n\
-         \x20                [--conv-dtype D] [--ssm-dtype D] [--io-dtype D] [--width k|k-1] [--iters N]\n\
-         D is f32, bf16 or f16. The thread pool size follows RAYON_NUM_THREADS (default: all cores)."
-    );
-    std::process::exit(2)
+/// What the bench measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// State operations and decode kernels for one shape.
+    Table,
+    /// Decode kernels over Mamba2-130m/2.7B x 1/8/32 slots x f32/bf16 state.
+    Matrix,
+    /// SSM state drift of f32/bf16/f16 storage against f64.
+    Fidelity,
 }
 
-fn dtype(s: &str) -> m2c_dtype {
+const HELP: &str = "\
+m2c-bench: what each state operation of m2c costs per decode token, beside a
+memcpy of the same bytes measured in the same run.
+
+usage: m2c-bench [--matrix | --fidelity [--steps N]] [shape flags]
+
+modes:
+  (default)          every state operation (update, set, read, reset, copy_slots,
+                     snapshots, files) and the decode kernels for one shape
+  --matrix           decode kernels over Mamba2-130m/2.7B x 1/8/32 slots x f32/bf16
+                     state
+  --fidelity         drift of f32/bf16/f16 SSM state storage against an f64 model
+                     over --steps decode steps (default 2000)
+
+shape flags:
+  --model 130m|2.7b  model shape (default 130m)
+  --slots N          sequences per call (default 8)
+  --layers N         layers (default: the model's)
+  --conv-dtype D     conv window storage (default bf16)
+  --ssm-dtype D      SSM state storage (default f32)
+  --io-dtype D       activations (default f32)
+  --width k|k-1      conv window of K columns (HF) or K-1 (vLLM) (default k)
+  --iters N          timed repetitions per figure (default: chosen per size)
+  D is f32, bf16 or f16.
+
+The thread pool size follows RAYON_NUM_THREADS (default: all cores).
+";
+
+fn dtype(s: &str) -> Result<m2c_dtype, lexopt::Error> {
     match s {
-        "f32" => M2C_DTYPE_F32,
-        "bf16" => M2C_DTYPE_BF16,
-        "f16" => M2C_DTYPE_F16,
-        _ => usage(),
+        "f32" => Ok(M2C_DTYPE_F32),
+        "bf16" => Ok(M2C_DTYPE_BF16),
+        "f16" => Ok(M2C_DTYPE_F16),
+        _ => Err(format!("unknown dtype '{s}' (f32, bf16 or f16)").into()),
+    }
+}
+
+/// The core's dtype of a C dtype code (for its name and size).
+fn core_dtype(d: m2c_dtype) -> m2c_core::DType {
+    match d {
+        M2C_DTYPE_F32 => m2c_core::DType::F32,
+        M2C_DTYPE_BF16 => m2c_core::DType::BF16,
+        _ => m2c_core::DType::F16,
     }
 }
 
 fn dname(d: m2c_dtype) -> &'static str {
-    ["f32", "bf16", "f16"][d as usize]
+    core_dtype(d).name()
 }
 
 fn dsize(d: m2c_dtype) -> usize {
-    if d == M2C_DTYPE_F32 { 4 } else { 2 }
+    core_dtype(d).size()
 }
 
 fn check(s: m2c_status, what: &str) {
@@ -103,8 +142,11 @@ fn memcpy_bw(bytes: usize, threads: usize, iters: usize) -> f64 {
     n as f64 / t
 }
 
-fn parse() -> (String, Shape, usize) {
-    let mut mode = "table".to_string();
+/// The mode, the shape and the fidelity mode's step count; `--help`
+/// prints the help and exits 0.
+fn parse() -> Result<(Mode, Shape, usize), lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut mode = Mode::Table;
     let mut steps = 2000;
     let mut a = Shape {
         model: "130m".into(),
@@ -116,31 +158,39 @@ fn parse() -> (String, Shape, usize) {
         width_k: true,
         iters: 0,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().unwrap_or_else(|| usage());
-        match flag.as_str() {
-            "--matrix" => mode = "matrix".into(),
-            "--fidelity" => mode = "fidelity".into(),
-            "--steps" => steps = val().parse().unwrap_or_else(|_| usage()),
-            "--model" => a.model = val(),
-            "--slots" => a.slots = val().parse().unwrap_or_else(|_| usage()),
-            "--layers" => a.layers = Some(val().parse().unwrap_or_else(|_| usage())),
-            "--conv-dtype" => a.conv_dtype = dtype(&val()),
-            "--ssm-dtype" => a.ssm_dtype = dtype(&val()),
-            "--io-dtype" => a.io_dtype = dtype(&val()),
-            "--width" => {
-                a.width_k = match val().as_str() {
-                    "k" => true,
-                    "k-1" => false,
-                    _ => usage(),
+    let mut p = lexopt::Parser::from_env();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => {
+                print!("{HELP}");
+                std::process::exit(0);
+            }
+            Long("matrix") => mode = Mode::Matrix,
+            Long("fidelity") => mode = Mode::Fidelity,
+            Long("steps") => steps = p.value()?.parse()?,
+            Long("model") => {
+                a.model = p.value()?.string()?;
+                if a.model != "130m" && a.model != "2.7b" {
+                    return Err(format!("unknown model '{}' (130m or 2.7b)", a.model).into());
                 }
             }
-            "--iters" => a.iters = val().parse().unwrap_or_else(|_| usage()),
-            _ => usage(),
+            Long("slots") => a.slots = p.value()?.parse()?,
+            Long("layers") => a.layers = Some(p.value()?.parse()?),
+            Long("conv-dtype") => a.conv_dtype = dtype(&p.value()?.string()?)?,
+            Long("ssm-dtype") => a.ssm_dtype = dtype(&p.value()?.string()?)?,
+            Long("io-dtype") => a.io_dtype = dtype(&p.value()?.string()?)?,
+            Long("width") => {
+                a.width_k = match p.value()?.string()?.as_str() {
+                    "k" => true,
+                    "k-1" => false,
+                    w => return Err(format!("unknown width '{w}' (k or k-1)").into()),
+                }
+            }
+            Long("iters") => a.iters = p.value()?.parse()?,
+            _ => return Err(arg.unexpected()),
         }
     }
-    (mode, a, steps)
+    Ok((mode, a, steps))
 }
 
 /// A cache handle that may cross threads: the C API is thread-safe.
@@ -184,14 +234,11 @@ impl Bench {
         unsafe { m2c_config_init(cfg.as_mut_ptr()) };
         // SAFETY: initialised above.
         let mut cfg = unsafe { cfg.assume_init() };
-        match s.model.as_str() {
-            "130m" => {}
-            "2.7b" => {
-                cfg.num_layers = 64;
-                cfg.intermediate_size = 5120;
-                cfg.num_heads = 80;
-            }
-            _ => usage(),
+        // `parse` accepts only these two models.
+        if s.model == "2.7b" {
+            cfg.num_layers = 64;
+            cfg.intermediate_size = 5120;
+            cfg.num_heads = 80;
         }
         cfg.num_slots = s.slots;
         if let Some(l) = s.layers {
@@ -651,11 +698,17 @@ fn fidelity(steps: usize) {
 }
 
 fn main() -> ExitCode {
-    let (mode, shape, steps) = parse();
-    match mode.as_str() {
-        "matrix" => matrix(&shape),
-        "fidelity" => fidelity(steps),
-        _ => table(&shape),
+    let (mode, shape, steps) = match parse() {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("m2c-bench: {e}\nm2c-bench --help lists the modes and flags");
+            return ExitCode::from(2);
+        }
+    };
+    match mode {
+        Mode::Matrix => matrix(&shape),
+        Mode::Fidelity => fidelity(steps),
+        Mode::Table => table(&shape),
     }
     ExitCode::SUCCESS
 }
