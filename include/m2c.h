@@ -947,8 +947,9 @@ m2c_status m2c_slot_snapshot_size(const struct m2c_cache *cache, size_t *out);
  *
  * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (slot),
  * `M2C_STATUS_SHAPE_MISMATCH` (`len` too small, `(NULL, 0)` included),
- * `M2C_STATUS_INVALID_ARG` (`buf` overlaps the cache). On failure neither `buf` nor `*out_written`
- * is written. Thread-safe (a read of the cache).
+ * `M2C_STATUS_INVALID_ARG` (`buf` or `out_written` overlaps the cache, or
+ * `out_written` lies inside `buf`). On failure neither `buf` nor
+ * `*out_written` is written. Thread-safe (a read of the cache).
  */
 m2c_status m2c_slot_save(const struct m2c_cache *cache, int32_t slot, void *buf, size_t len, size_t *out_written);
 
@@ -977,8 +978,9 @@ m2c_status m2c_slot_load(struct m2c_cache *cache, int32_t slot, const void *buf,
  *
  * `path` is a NUL-terminated byte string naming a file (not a directory
  * such as "/", "." or ".."). Errors: `M2C_STATUS_NULL_ARG`,
- * `M2C_STATUS_INVALID_ARG` (empty path, or a path that names no file),
- * `M2C_STATUS_IO` (with the OS error in `m2c_last_error()`). Thread-safe; mutations of this cache wait
+ * `M2C_STATUS_INVALID_ARG` (empty path, a path that names no file, or a
+ * path string inside the cache's storage), `M2C_STATUS_IO` (with the OS
+ * error in `m2c_last_error()`). Thread-safe; mutations of this cache wait
  * until the save ends.
  */
 m2c_status m2c_save_file(const struct m2c_cache *cache, const char *path);
@@ -993,8 +995,9 @@ m2c_status m2c_save_file(const struct m2c_cache *cache, const char *path);
  * `M2C_STATUS_CORRUPT` and every slot is reset and released, so the cache
  * never holds a mix of old and new states.
  *
- * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (empty path),
- * `M2C_STATUS_IO`, `M2C_STATUS_CORRUPT`, `M2C_STATUS_INCOMPATIBLE`,
+ * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (empty path, or
+ * a path string inside the cache's storage), `M2C_STATUS_IO`,
+ * `M2C_STATUS_CORRUPT`, `M2C_STATUS_INCOMPATIBLE`,
  * `M2C_STATUS_POISONED`. Thread-safe.
  */
 m2c_status m2c_load_file(struct m2c_cache *cache, const char *path);

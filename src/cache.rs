@@ -51,6 +51,14 @@ pub(crate) fn check_outside(c: &AnyCache, ptr: *const c_void, bytes: usize, what
 
 /// `Err(InvalidArg)` if an output buffer overlaps an input buffer of the
 /// same call.
+/// Checks a scalar output parameter: the `T` at `out` (already
+/// non-NULL and aligned, see `out_ptr`) must not overlap the cache's
+/// storage, so that no call, a read included, writes into the state.
+/// Every export with an output parameter checks it here before it runs.
+pub(crate) fn check_out<T>(c: &AnyCache, out: *mut T, what: &str) -> Result<(), Error> {
+    check_outside(c, out.cast_const().cast(), std::mem::size_of::<T>(), what)
+}
+
 pub(crate) fn check_apart(
     out: *const c_void,
     out_bytes: usize,
@@ -128,7 +136,9 @@ pub unsafe extern "C" fn m2c_get_config(cache: *const m2c_cache, out: *mut m2c_c
         let out = out_ptr(out, "out")?;
         // SAFETY: non-NULL and aligned; the caller provides a config.
         check_struct_size::<m2c_config>(unsafe { (*out).struct_size }, "out", "m2c_config_init")?;
-        let cfg = config_to_c(&cache.read().config());
+        let c = cache.read();
+        check_out(&c, out, "out")?;
+        let cfg = config_to_c(&c.config());
         // SAFETY: as above.
         unsafe { out.write(cfg) };
         Ok(())
@@ -329,7 +339,9 @@ pub unsafe extern "C" fn m2c_reset(cache: *mut m2c_cache, slots: *const i32, n: 
     ffi_status("m2c_reset", || {
         // SAFETY: pointer contracts as documented above.
         let (cache, sl) = unsafe { (arg_ref(cache, "cache")?, slots_arg(slots, n)?) };
-        Ok(cache.write()?.reset(sl)?)
+        let mut c = cache.write()?;
+        check_outside(&c, slots.cast(), slots_bytes(slots, n), "slots")?;
+        Ok(c.reset(sl)?)
     })
 }
 
@@ -349,7 +361,9 @@ pub unsafe extern "C" fn m2c_advance(
     ffi_status("m2c_advance", || {
         // SAFETY: pointer contracts as documented above.
         let (cache, sl) = unsafe { (arg_ref(cache, "cache")?, slots_arg(slots, n)?) };
-        Ok(cache.write()?.advance(sl, num_tokens)?)
+        let mut c = cache.write()?;
+        check_outside(&c, slots.cast(), slots_bytes(slots, n), "slots")?;
+        Ok(c.advance(sl, num_tokens)?)
     })
 }
 
@@ -362,7 +376,9 @@ pub unsafe extern "C" fn m2c_position(cache: *const m2c_cache, slot: i32, out: *
         // SAFETY: NULL or a live handle, per the contract.
         let cache = unsafe { arg_ref(cache, "cache") }?;
         let out = out_ptr(out, "out")?;
-        let pos = cache.read().position(slot)?;
+        let c = cache.read();
+        check_out(&c, out, "out")?;
+        let pos = c.position(slot)?;
         // SAFETY: checked non-NULL and aligned.
         unsafe { out.write(pos) };
         Ok(())

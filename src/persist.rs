@@ -1,6 +1,6 @@
 //! Slot snapshots (bytes in caller memory) and whole-cache files.
 
-use super::cache::check_outside;
+use super::cache::{check_apart, check_out, check_outside};
 use super::*;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -47,7 +47,9 @@ pub unsafe extern "C" fn m2c_slot_snapshot_size(cache: *const m2c_cache, out: *m
         // SAFETY: NULL or a live handle, per the contract.
         let cache = unsafe { arg_ref(cache, "cache") }?;
         let out = out_ptr(out, "out")?;
-        let n = cache.read().slot_snapshot_size();
+        let c = cache.read();
+        check_out(&c, out, "out")?;
+        let n = c.slot_snapshot_size();
         // SAFETY: checked non-NULL and aligned.
         unsafe { out.write(n) };
         Ok(())
@@ -62,8 +64,9 @@ pub unsafe extern "C" fn m2c_slot_snapshot_size(cache: *const m2c_cache, out: *m
 ///
 /// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (slot),
 /// `M2C_STATUS_SHAPE_MISMATCH` (`len` too small, `(NULL, 0)` included),
-/// `M2C_STATUS_INVALID_ARG` (`buf` overlaps the cache). On failure neither `buf` nor `*out_written`
-/// is written. Thread-safe (a read of the cache).
+/// `M2C_STATUS_INVALID_ARG` (`buf` or `out_written` overlaps the cache, or
+/// `out_written` lies inside `buf`). On failure neither `buf` nor
+/// `*out_written` is written. Thread-safe (a read of the cache).
 #[no_mangle]
 pub unsafe extern "C" fn m2c_slot_save(
     cache: *const m2c_cache,
@@ -92,6 +95,8 @@ pub unsafe extern "C" fn m2c_slot_save(
             return Err(Error::NullArg(format!("buf is NULL but len = {len}")));
         }
         check_outside(&c, buf, len, "buf")?;
+        check_out(&c, out, "out_written")?;
+        check_apart(out.cast_const().cast(), std::mem::size_of::<usize>(), buf, len, "out_written overlaps buf")?;
         // SAFETY: non-NULL, at least `size` writable bytes per the contract.
         let dst = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), size) };
         let n = c.slot_save(slot, dst)?;
@@ -132,15 +137,18 @@ pub unsafe extern "C" fn m2c_slot_load(cache: *mut m2c_cache, slot: i32, buf: *c
 ///
 /// `path` is a NUL-terminated byte string naming a file (not a directory
 /// such as "/", "." or ".."). Errors: `M2C_STATUS_NULL_ARG`,
-/// `M2C_STATUS_INVALID_ARG` (empty path, or a path that names no file),
-/// `M2C_STATUS_IO` (with the OS error in `m2c_last_error()`). Thread-safe; mutations of this cache wait
+/// `M2C_STATUS_INVALID_ARG` (empty path, a path that names no file, or a
+/// path string inside the cache's storage), `M2C_STATUS_IO` (with the OS
+/// error in `m2c_last_error()`). Thread-safe; mutations of this cache wait
 /// until the save ends.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_save_file(cache: *const m2c_cache, path: *const c_char) -> m2c_status {
     ffi_status("m2c_save_file", || {
         // SAFETY: pointer contracts as documented above.
-        let (cache, path) = unsafe { (arg_ref(cache, "cache")?, path_arg(path)?) };
-        Ok(cache.read().save_file(path)?)
+        let (cache, p) = unsafe { (arg_ref(cache, "cache")?, path_arg(path)?) };
+        let c = cache.read();
+        check_outside(&c, path.cast(), p.as_os_str().len() + 1, "path")?;
+        Ok(c.save_file(p)?)
     })
 }
 
@@ -153,14 +161,17 @@ pub unsafe extern "C" fn m2c_save_file(cache: *const m2c_cache, path: *const c_c
 /// `M2C_STATUS_CORRUPT` and every slot is reset and released, so the cache
 /// never holds a mix of old and new states.
 ///
-/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (empty path),
-/// `M2C_STATUS_IO`, `M2C_STATUS_CORRUPT`, `M2C_STATUS_INCOMPATIBLE`,
+/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (empty path, or
+/// a path string inside the cache's storage), `M2C_STATUS_IO`,
+/// `M2C_STATUS_CORRUPT`, `M2C_STATUS_INCOMPATIBLE`,
 /// `M2C_STATUS_POISONED`. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_load_file(cache: *mut m2c_cache, path: *const c_char) -> m2c_status {
     ffi_status("m2c_load_file", || {
         // SAFETY: pointer contracts as documented above.
-        let (cache, path) = unsafe { (arg_ref(cache, "cache")?, path_arg(path)?) };
-        Ok(cache.write()?.load_file(path)?)
+        let (cache, p) = unsafe { (arg_ref(cache, "cache")?, path_arg(path)?) };
+        let mut c = cache.write()?;
+        check_outside(&c, path.cast(), p.as_os_str().len() + 1, "path")?;
+        Ok(c.load_file(p)?)
     })
 }

@@ -1,7 +1,7 @@
 //! The slot lifecycle (acquire, release), fork and reorder (copy_slots),
 //! and the health of a slot's state.
 
-use super::cache::check_outside;
+use super::cache::{check_out, check_outside};
 use super::*;
 
 /// Hands out the lowest free slot: its state is zeroed in every layer, its
@@ -18,7 +18,9 @@ pub unsafe extern "C" fn m2c_slot_acquire(cache: *mut m2c_cache, out_slot: *mut 
         // SAFETY: NULL or a live handle, per the contract.
         let cache = unsafe { arg_ref(cache, "cache") }?;
         let out = out_ptr(out_slot, "out_slot")?;
-        let slot = cache.write()?.slot_acquire()?;
+        let mut c = cache.write()?;
+        check_out(&c, out, "out_slot")?;
+        let slot = c.slot_acquire()?;
         // SAFETY: checked non-NULL and aligned.
         unsafe { out.write(slot) };
         Ok(())
@@ -47,7 +49,9 @@ pub unsafe extern "C" fn m2c_slots_in_use(cache: *const m2c_cache, out: *mut u32
         // SAFETY: NULL or a live handle, per the contract.
         let cache = unsafe { arg_ref(cache, "cache") }?;
         let out = out_ptr(out, "out")?;
-        let n = cache.read().slots_in_use();
+        let c = cache.read();
+        check_out(&c, out, "out")?;
+        let n = c.slots_in_use();
         // SAFETY: checked non-NULL and aligned.
         unsafe { out.write(n) };
         Ok(())
@@ -142,7 +146,9 @@ unsafe fn count_nonfinite(name: &str, cache: *const m2c_cache, slot: i32, out_no
         // SAFETY: NULL or a live handle, per the contract.
         let cache = unsafe { arg_ref(cache, "cache") }?;
         let out = out_ptr(out_nonfinite, "out_nonfinite")?;
-        let n = cache.read().count_nonfinite(slot)?;
+        let c = cache.read();
+        check_out(&c, out, "out_nonfinite")?;
+        let n = c.count_nonfinite(slot)?;
         // SAFETY: checked non-NULL and aligned.
         unsafe { out.write(n) };
         Ok(())

@@ -1,5 +1,6 @@
 //! Zero-copy views of a layer's storage.
 
+use super::cache::check_out;
 use super::*;
 use m2c_core::any_cache::Memory;
 
@@ -35,6 +36,7 @@ fn view(cache: *const m2c_cache, layer: u32, out: *mut m2c_tensor, ssm: bool) ->
         return Err(CoreError::Poisoned("the cache panicked during an earlier mutation; destroy it".into()).into());
     }
     let c = cache.read();
+    check_out(&c, out, "out")?;
     let cfg = c.config();
     let sh = c.shape();
     let (conv, state) = c.layer_storage(layer)?;
