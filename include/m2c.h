@@ -12,7 +12,8 @@
  *
  * Errors. Every fallible function returns an m2c_status: M2C_STATUS_OK (0) or a
  * failure. A failing call changes nothing (arguments, slots and lengths are all
- * validated before anything is written), writes none of its outputs, and sets
+ * validated before anything is written; the one exception, a file that changes
+ * under m2c_load_file, is documented there), writes none of its outputs, and sets
  * a message that m2c_last_error() returns on the same thread. Output parameters
  * are written only on success. A buffer is always followed by its length in
  * elements; (NULL, 0) is a valid empty buffer. Every pointer must be aligned
@@ -27,8 +28,11 @@
  * may run concurrently: mutations are serialised by an internal reader-writer
  * lock, reads share it. m2c_destroy must not race any other call on the same
  * handle. Zero-copy views (m2c_conv_view, m2c_ssm_view) are not synchronised.
- * Large batched calls use an internal thread pool; small ones (one slot) run on
- * the calling thread.
+ * A call with at least 512 KiB of state work splits it over m2c's own thread
+ * pool (M2C_NUM_THREADS, else RAYON_NUM_THREADS, else one thread per CPU);
+ * smaller calls run on the calling thread, and so does every call when the
+ * pool cannot start or after fork(). Calls run in the default floating-point
+ * mode (no flush-to-zero or denormals-are-zero) and restore the caller's.
  *
  * Device caches. With m2c_config.device = M2C_DEVICE_CUDA (a build with the
  * cuda feature, on a machine with the CUDA driver and NVRTC) the conv windows
@@ -976,6 +980,12 @@ m2c_status m2c_slot_load(struct m2c_cache *cache, int32_t slot, const void *buf,
  * fsynced and then renamed over `path`: an interrupted save never damages
  * an existing file, and a failed save removes its temporary file.
  *
+ * The temporary file is `.<name>.m2c-tmp.<pid>.<n>` (the name cut to fit
+ * NAME_MAX; a stale one left by a killed process is skipped). An existing
+ * file keeps its permissions; a new one gets 0666 less the umask. A
+ * symbolic link to an existing file is followed: the file it points to
+ * is replaced and the link stays.
+ *
  * `path` is a NUL-terminated byte string naming a file (not a directory
  * such as "/", "." or ".."). Errors: `M2C_STATUS_NULL_ARG`,
  * `M2C_STATUS_INVALID_ARG` (empty path, a path that names no file, or a
@@ -995,9 +1005,15 @@ m2c_status m2c_save_file(const struct m2c_cache *cache, const char *path);
  * `M2C_STATUS_CORRUPT` and every slot is reset and released, so the cache
  * never holds a mix of old and new states.
  *
- * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (empty path, or
- * a path string inside the cache's storage), `M2C_STATUS_IO`,
- * `M2C_STATUS_CORRUPT`, `M2C_STATUS_INCOMPATIBLE`,
+ * The file must be a regular file: a FIFO, device or directory is
+ * refused without waiting on it. Its size is compared with the size this
+ * cache's file must have before anything is hashed, so a huge file is
+ * refused at once. A read error in the second pass is `M2C_STATUS_IO`
+ * (with every slot reset, as above).
+ *
+ * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (empty path, not
+ * a regular file, or a path string inside the cache's storage),
+ * `M2C_STATUS_IO`, `M2C_STATUS_CORRUPT`, `M2C_STATUS_INCOMPATIBLE`,
  * `M2C_STATUS_POISONED`. Thread-safe.
  */
 m2c_status m2c_load_file(struct m2c_cache *cache, const char *path);

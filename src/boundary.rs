@@ -3,10 +3,12 @@
 
 use crate::config::{dtype_from_c, m2c_dtype};
 use crate::error::*;
+use m2c_core::pool::with_default_fp;
 use m2c_core::{DType, Slice, SliceMut, Slots};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Once;
 
 pub(crate) use m2c_core::Error as CoreError;
 
@@ -74,6 +76,47 @@ pub(crate) fn status_of(e: &Error) -> m2c_status {
     }
 }
 
+thread_local! {
+    /// How many m2c exports are running on this thread (nested: a Rust
+    /// caller of the C API inside an m2c callback).
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Marks the calling thread as inside an export until dropped.
+struct Inside;
+
+impl Inside {
+    fn enter() -> Inside {
+        quiet_panics();
+        let _ = DEPTH.try_with(|d| d.set(d.get() + 1));
+        Inside
+    }
+}
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        let _ = DEPTH.try_with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
+/// Installs, once, a panic hook that says nothing for panics inside m2c
+/// (an export on this thread, or one of m2c's pool threads): their message
+/// goes to `m2c_last_error()` only, never to the host's stderr. Every
+/// other panic goes to the hook that was installed before (the host's, or
+/// Rust's default).
+fn quiet_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let ours = DEPTH.try_with(|d| d.get() > 0).unwrap_or(false) || m2c_core::pool::on_pool_thread();
+            if !ours {
+                previous(info);
+            }
+        }));
+    });
+}
+
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
@@ -89,7 +132,8 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// (prefixed by the function name), and turns a panic into
 /// `M2C_STATUS_PANIC`. No unwind ever crosses into C.
 pub(crate) fn ffi_status(name: &str, f: impl FnOnce() -> Result<(), Error>) -> m2c_status {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    let _inside = Inside::enter();
+    match catch_unwind(AssertUnwindSafe(|| with_default_fp(f))) {
         Ok(Ok(())) => M2C_STATUS_OK,
         Ok(Err(e)) => {
             set_last_error(&format!("{name}: {e}"));
@@ -105,7 +149,8 @@ pub(crate) fn ffi_status(name: &str, f: impl FnOnce() -> Result<(), Error>) -> m
 /// The panic boundary of a function that returns a value: a panic yields
 /// `fallback` and sets the last error.
 pub(crate) fn ffi_value<T>(name: &str, fallback: T, f: impl FnOnce() -> T) -> T {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    let _inside = Inside::enter();
+    match catch_unwind(AssertUnwindSafe(|| with_default_fp(f))) {
         Ok(v) => v,
         Err(payload) => {
             set_last_error(&format!("{name}: internal panic: {}", panic_message(&*payload)));

@@ -135,6 +135,12 @@ pub unsafe extern "C" fn m2c_slot_load(cache: *mut m2c_cache, slot: i32, buf: *c
 /// fsynced and then renamed over `path`: an interrupted save never damages
 /// an existing file, and a failed save removes its temporary file.
 ///
+/// The temporary file is `.<name>.m2c-tmp.<pid>.<n>` (the name cut to fit
+/// NAME_MAX; a stale one left by a killed process is skipped). An existing
+/// file keeps its permissions; a new one gets 0666 less the umask. A
+/// symbolic link to an existing file is followed: the file it points to
+/// is replaced and the link stays.
+///
 /// `path` is a NUL-terminated byte string naming a file (not a directory
 /// such as "/", "." or ".."). Errors: `M2C_STATUS_NULL_ARG`,
 /// `M2C_STATUS_INVALID_ARG` (empty path, a path that names no file, or a
@@ -161,9 +167,15 @@ pub unsafe extern "C" fn m2c_save_file(cache: *const m2c_cache, path: *const c_c
 /// `M2C_STATUS_CORRUPT` and every slot is reset and released, so the cache
 /// never holds a mix of old and new states.
 ///
-/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (empty path, or
-/// a path string inside the cache's storage), `M2C_STATUS_IO`,
-/// `M2C_STATUS_CORRUPT`, `M2C_STATUS_INCOMPATIBLE`,
+/// The file must be a regular file: a FIFO, device or directory is
+/// refused without waiting on it. Its size is compared with the size this
+/// cache's file must have before anything is hashed, so a huge file is
+/// refused at once. A read error in the second pass is `M2C_STATUS_IO`
+/// (with every slot reset, as above).
+///
+/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (empty path, not
+/// a regular file, or a path string inside the cache's storage),
+/// `M2C_STATUS_IO`, `M2C_STATUS_CORRUPT`, `M2C_STATUS_INCOMPATIBLE`,
 /// `M2C_STATUS_POISONED`. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_load_file(cache: *mut m2c_cache, path: *const c_char) -> m2c_status {

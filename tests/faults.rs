@@ -179,6 +179,21 @@ fn copy_slots_that_cannot_allocate_its_staging_buffer_is_out_of_memory() {
     assert!(text.contains(&format!("{MARK}ok")), "{text}");
 }
 
+/// A thread pool that cannot start (its threads' stacks cannot be mapped
+/// under RLIMIT_AS; a pids limit does the same) must not fail a call:
+/// pool-sized and one-slot calls run on the calling thread and succeed,
+/// on this handle and on new ones, and nothing is printed. (It once
+/// returned PANIC, poisoned the handle and every later one, and printed
+/// rayon's panic to stderr: RELIABILITY-FINDINGS 3 and 18.)
+#[test]
+fn a_thread_pool_that_cannot_start_leaves_every_call_working() {
+    let out = child("pool_fail", &[("RUST_BACKTRACE", "1".into())]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child under RLIMIT_AS failed ({}):\n{text}", out.status);
+    assert!(text.contains(&format!("{MARK}ok")), "{text}");
+    assert!(!text.contains("panicked"), "a panic reached stderr:\n{text}");
+}
+
 /// The value every element of generation `g` holds in slot `s`.
 fn gen_value(g: u64, s: usize) -> f32 {
     (g * 16 + s as u64) as f32
@@ -365,6 +380,7 @@ fn child_process() {
         Ok("save_loop") => save_loop(),
         Ok("rlimit") => rlimit_child(),
         Ok("copy_oom") => copy_oom_child(),
+        Ok("pool_fail") => pool_fail_child(),
         _ => {}
     }
 }
@@ -436,6 +452,46 @@ fn rlimit_child() {
         vm1 >> 20
     );
     println!("rlimit child: ok");
+}
+
+/// Creates a cache, then caps the address space just above what is mapped
+/// (no room for pool threads' stacks), then makes pool-sized and one-slot
+/// calls on it and on a new cache.
+fn pool_fail_child() {
+    // 8 slots x 256 KiB of SSM state: batched calls are pool-sized.
+    let cfg = config(1, 8, 8);
+    let h = create(&cfg).unwrap();
+    let small = config(1, 2, 1);
+    let h2 = create(&small).unwrap();
+    let per = (cfg.num_heads * cfg.head_dim * cfg.state_size) as usize;
+    let st: Vec<f32> = (0..8 * per).map(|i| (i % 11) as f32).collect();
+    let mut back = vec![0f32; 8 * per];
+    let vm = proc_kb("/proc/self/status", "VmSize:") * 1024;
+    let lim = libc::rlimit { rlim_cur: vm + (1 << 20), rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain syscall on this process.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) }, 0);
+    // SAFETY: live handles, buffers of the stated lengths.
+    unsafe {
+        ok(m2c_set_ssm(h, 0, ptr::null(), 8, st.as_ptr().cast(), M2C_DTYPE_F32, st.len()), "pool-sized set_ssm");
+        ok(m2c_read_ssm(h, 0, ptr::null(), 8, back.as_mut_ptr().cast(), M2C_DTYPE_F32, back.len()), "pool-sized read");
+        assert_eq!(back, st);
+        ok(m2c_reset(h, ptr::null(), 8), "pool-sized reset");
+        let x = vec![0.5f32; 2 * (small.intermediate_size + 2 * small.state_size) as usize];
+        ok(m2c_update_conv(h2, 0, ptr::null(), 2, x.as_ptr().cast(), M2C_DTYPE_F32, x.len()), "small update_conv");
+    }
+    // The limit lifted, a new handle still works (the pool is not retried).
+    let lim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain syscall on this process.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) }, 0);
+    let h3 = create(&cfg).unwrap();
+    // SAFETY: live handle, buffer of the stated length.
+    unsafe {
+        ok(m2c_set_ssm(h3, 0, ptr::null(), 8, st.as_ptr().cast(), M2C_DTYPE_F32, st.len()), "set_ssm on a new handle");
+        for c in [h, h2, h3] {
+            m2c_destroy(c);
+        }
+    }
+    println!("{MARK}ok");
 }
 
 /// copy_slots with a scratch buffer larger than what is left under an

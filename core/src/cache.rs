@@ -6,6 +6,7 @@ use crate::buffer::{AlignedBuf, ZeroedVec};
 use crate::config::{Config, Device, Shape};
 use crate::dtype::{Elem, Slice, SliceMut, convert};
 use crate::error::{Error, Result};
+use crate::pool;
 use crate::selection::{Selection, Slots, slot_chunks};
 use crate::with_slice;
 use rayon::prelude::*;
@@ -153,7 +154,7 @@ impl Cache {
     }
 
     fn parallel(sel: &Selection<'_>, bytes_per_slot: usize) -> bool {
-        sel.active() >= 2 && sel.active().saturating_mul(bytes_per_slot) >= PAR_MIN_BYTES
+        sel.active() >= 2 && sel.active().saturating_mul(bytes_per_slot) >= PAR_MIN_BYTES && pool::threads() > 1
     }
 
     /// Pushes one new input column per selected slot into its conv window
@@ -242,8 +243,8 @@ impl Cache {
             zero_rows(l.conv.slice_mut(), cper, &sel);
             zero_rows(l.ssm.slice_mut(), sper, &sel);
         };
-        if total >= PAR_MIN_BYTES && self.layers.len() >= 2 {
-            self.layers.par_iter_mut().for_each(zero_layer);
+        if total >= PAR_MIN_BYTES && self.layers.len() >= 2 && pool::threads() > 1 {
+            pool::install(|| self.layers.par_iter_mut().for_each(zero_layer));
         } else {
             self.layers.iter_mut().for_each(zero_layer);
         }
@@ -281,7 +282,8 @@ impl Cache {
 /// on the thread pool when `par`.
 fn for_rows<T: Send>(buf: &mut [T], per: usize, sel: &Selection<'_>, par: bool, f: impl Fn(usize, &mut [T]) + Sync) {
     if par {
-        slot_chunks(buf, per, sel).into_par_iter().for_each(|(row, chunk)| f(row, chunk));
+        let chunks = slot_chunks(buf, per, sel);
+        pool::install(|| chunks.into_par_iter().for_each(|(row, chunk)| f(row, chunk)));
     } else {
         for (row, slot) in sel.pairs() {
             f(row, &mut buf[slot * per..][..per]);
@@ -344,7 +346,8 @@ fn read_rows(src: Slice<'_>, per: usize, sel: &Selection<'_>, par: bool, dst: Sl
         }
     };
     if par {
-        dst.chunks(per).into_par_iter().enumerate().for_each(|(row, out)| copy_row(row, out));
+        let chunks = dst.chunks(per);
+        pool::install(|| chunks.into_par_iter().enumerate().for_each(|(row, out)| copy_row(row, out)));
     } else {
         let mut dst = dst;
         for row in 0..sel.rows() {

@@ -25,6 +25,7 @@ pub mod error;
 pub mod kernels;
 mod lifecycle;
 mod persist;
+pub mod pool;
 pub mod selection;
 pub mod snapshot;
 pub mod xxh64;

@@ -4,6 +4,7 @@
 use crate::buffer::{try_vec, try_with_capacity};
 use crate::cache::{Cache, PAR_MIN_BYTES};
 use crate::error::{Error, Result};
+use crate::pool;
 use rayon::prelude::*;
 
 impl Cache {
@@ -127,9 +128,9 @@ impl Cache {
         let (moves, staged) = (&plan.moves, &plan.staged);
         let (cb, sb) = self.slot_byte_sizes();
         let bytes = moves.len() * (cb + sb) * self.layers.len();
-        let parallel = bytes >= PAR_MIN_BYTES && self.layers.len() >= 2;
+        let parallel = bytes >= PAR_MIN_BYTES && self.layers.len() >= 2 && pool::threads() > 1;
         // One scratch buffer per worker, each processing a run of layers.
-        let workers = if parallel { rayon::current_num_threads().clamp(1, self.layers.len()) } else { 1 };
+        let workers = if parallel { pool::threads().clamp(1, self.layers.len()) } else { 1 };
         let scratch_bytes = staged.len() * cb.max(sb);
         let mut scratches: Vec<Vec<u8>> = try_with_capacity(workers, "scratch table")?;
         for _ in 0..workers {
@@ -152,10 +153,13 @@ impl Cache {
         };
         let per_worker = self.layers.len().div_ceil(workers);
         if parallel {
-            self.layers
-                .par_chunks_mut(per_worker)
-                .zip(scratches.par_iter_mut())
-                .for_each(|(layers, scratch)| layers.iter_mut().for_each(|l| copy_layer(l, scratch)));
+            let layers = &mut self.layers;
+            pool::install(|| {
+                layers
+                    .par_chunks_mut(per_worker)
+                    .zip(scratches.par_iter_mut())
+                    .for_each(|(layers, scratch)| layers.iter_mut().for_each(|l| copy_layer(l, scratch)))
+            });
         } else {
             let scratch = &mut scratches[0];
             self.layers.iter_mut().for_each(|l| copy_layer(l, scratch));

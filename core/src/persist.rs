@@ -4,11 +4,15 @@
 
 use crate::buffer::{try_vec, try_with_capacity};
 use crate::cache::Cache;
+use crate::config::Config;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::snapshot::*;
 use crate::xxh64::Xxh64;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -30,15 +34,17 @@ thread_local! {
     pub(crate) static TRUNCATE_BETWEEN_PASSES: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
 }
 
-/// A writer that hashes what it writes.
+/// A writer that hashes what it writes, through a buffer allocated (fallibly)
+/// before the file it writes was created.
 struct HashingWriter<W: Write> {
     inner: W,
+    buf: Vec<u8>,
     hash: Xxh64,
     written: u64,
 }
 
 impl<W: Write> HashingWriter<W> {
-    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn put(&mut self, mut bytes: &[u8]) -> io::Result<()> {
         #[cfg(test)]
         if let Some(limit) = FAIL_WRITE_AFTER.with(|f| f.get()) {
             if self.written + bytes.len() as u64 > limit {
@@ -47,7 +53,43 @@ impl<W: Write> HashingWriter<W> {
         }
         self.hash.update(bytes);
         self.written += bytes.len() as u64;
-        self.inner.write_all(bytes)
+        while !bytes.is_empty() {
+            let room = self.buf.capacity() - self.buf.len();
+            let n = room.min(bytes.len());
+            self.buf.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.buf.len() == self.buf.capacity() {
+                self.flush_buf()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_buf(&mut self) -> io::Result<()> {
+        self.inner.write_all(&self.buf)?;
+        self.buf.clear(); // keeps its capacity
+        Ok(())
+    }
+}
+
+/// Temporary files are `.<name>.m2c-tmp.<pid>.<n>`; a name is cut so that
+/// the whole stays within NAME_MAX (255 bytes).
+const NAME_MAX: usize = 255;
+
+/// Where a save must write: the file `path` names (following a symbolic
+/// link to an existing file, so the link is kept), refused with
+/// `InvalidArg` when the path names no file ("/", ".", "..", or a path
+/// ending in "/", "/." or "/..").
+fn save_target(path: &Path) -> Result<PathBuf> {
+    let last = path.as_os_str().as_bytes().rsplit(|&b| b == b'/').next().unwrap_or(b"");
+    if last.is_empty() || last == b"." || last == b".." {
+        return Err(Error::InvalidArg(format!("path {} names no file", path.display())));
+    }
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            fs::canonicalize(path).map_err(|e| io_err("cannot resolve the symbolic link", path, e))
+        }
+        _ => Ok(path.to_path_buf()),
     }
 }
 
@@ -88,21 +130,24 @@ impl Cache {
     /// save never damages an existing file; on failure the temporary file
     /// is removed.
     pub fn save_file(&self, path: &Path) -> Result<()> {
+        let target = save_target(path)?;
+        let path = target.as_path();
         let name =
             path.file_name().ok_or_else(|| Error::InvalidArg(format!("path {} names no file", path.display())))?;
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".m2c-tmp.{}.{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
-        let tmp = dir.join(tmp_name);
-        let file =
-            OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| io_err("cannot create", &tmp, e))?;
+        // Everything the save allocates is allocated before the temporary
+        // file exists.
+        let table = self.slot_table()?;
+        let buf = try_with_capacity(IO_CHUNK, "write buffer")?;
+        // An existing target keeps its permissions (a private cache file
+        // stays private).
+        let mode = fs::metadata(path).ok().filter(|m| m.is_file()).map(|m| m.mode() & 0o7777);
+        let (tmp, file) = create_temp(&dir, name.as_bytes(), mode)?;
         match self
-            .write_file(file, &tmp)
+            .write_file(file, &tmp, &table, buf)
             .and_then(|()| fs::rename(&tmp, path).map_err(|e| io_err("cannot rename onto", path, e)))
         {
             Ok(()) => {
@@ -120,12 +165,11 @@ impl Cache {
         }
     }
 
-    fn write_file(&self, file: File, tmp: &Path) -> Result<()> {
+    fn write_file(&self, file: File, tmp: &Path, table: &[u8], buf: Vec<u8>) -> Result<()> {
         let werr = |e| io_err("cannot write", tmp, e);
-        let table = self.slot_table()?;
-        let mut w = HashingWriter { inner: BufWriter::with_capacity(IO_CHUNK, file), hash: Xxh64::new(), written: 0 };
+        let mut w = HashingWriter { inner: file, buf, hash: Xxh64::new(), written: 0 };
         w.put(&self.file_header()).map_err(werr)?;
-        w.put(&table).map_err(werr)?;
+        w.put(table).map_err(werr)?;
         for l in 0..self.config().num_layers {
             for part in self.layer_bytes(l) {
                 for chunk in part.chunks(IO_CHUNK) {
@@ -135,8 +179,8 @@ impl Cache {
         }
         let sum = w.hash.digest().to_le_bytes();
         w.put(&sum).map_err(werr)?;
-        let file = w.inner.into_inner().map_err(|e| werr(e.into_error()))?;
-        file.sync_all().map_err(|e| io_err("cannot fsync", tmp, e))
+        w.flush_buf().map_err(werr)?;
+        w.inner.sync_all().map_err(|e| io_err("cannot fsync", tmp, e))
     }
 
     /// Loads a file written by `save_file` into this cache. The whole file
@@ -147,8 +191,18 @@ impl Cache {
     /// load fails with `Corrupt`: the cache never holds a mix.
     pub fn load_file(&mut self, path: &Path) -> Result<()> {
         let rerr = |e| io_err("cannot read", path, e);
-        let mut f = File::open(path).map_err(|e| io_err("cannot open", path, e))?;
-        let len = f.metadata().map_err(rerr)?.len();
+        // O_NONBLOCK: opening a FIFO must not wait for a writer; anything
+        // but a regular file is refused before a byte is read.
+        let mut f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| io_err("cannot open", path, e))?;
+        let meta = f.metadata().map_err(rerr)?;
+        if !meta.is_file() {
+            return Err(Error::InvalidArg(format!("{} is not a regular file", path.display())));
+        }
+        let len = meta.len();
         let min = (FILE_HEADER_BYTES + CHECKSUM_BYTES) as u64;
         if len < min {
             return Err(Error::Corrupt(format!("{}: {len} bytes is too short for an m2c file", path.display())));
@@ -157,6 +211,34 @@ impl Cache {
         read_full(&mut f, &mut header, path)?;
         if header[0..8] != FILE_MAGIC {
             return Err(Error::Corrupt(format!("{}: not an m2c cache file (bad magic)", path.display())));
+        }
+        // The size this cache's file must have is known: compare it before
+        // hashing anything, so a huge file is refused at once. The header
+        // (not yet verified) tells a file of another version or shape from
+        // a truncated or padded one.
+        let want = self.file_size();
+        if len != want {
+            let version = u32_at(&header, 8);
+            if version != FORMAT_VERSION && version != 0 {
+                return Err(Error::Incompatible(format!(
+                    "{}: file format version {version}; this library reads version {FORMAT_VERSION}",
+                    path.display()
+                )));
+            }
+            // A whole file of another shape: its header describes exactly
+            // its size.
+            if version == FORMAT_VERSION && described_file_size(&header) == Some(len) {
+                check_fingerprint(&header[16..56], self.config())?;
+                return Err(Error::Incompatible(format!(
+                    "the file holds num_slots = {}, this cache has num_slots = {}",
+                    u32_at(&header, 56),
+                    self.config().num_slots
+                )));
+            }
+            return Err(Error::Corrupt(format!(
+                "{}: {len} bytes, but a file of this cache is {want} bytes (truncated, padded or damaged)",
+                path.display()
+            )));
         }
         // Pass 1: the checksum over everything.
         let mut hash = Xxh64::new();
@@ -225,27 +307,38 @@ impl Cache {
         let mut hash = Xxh64::new();
         hash.update(&header);
         hash.update(&table);
-        let mut ok = true;
+        // A short read means the file shrank; any other read error is the
+        // OS's, reported as such. Either way the cache was partly written:
+        // every slot is reset.
+        let mut failure: Option<io::Error> = None;
         'layers: for l in 0..self.config().num_layers {
             for part in self.layer_bytes_mut(l) {
                 for chunk in part.chunks_mut(IO_CHUNK) {
-                    if f.read_exact(chunk).is_err() {
-                        ok = false;
+                    if let Err(e) = f.read_exact(chunk) {
+                        failure = Some(e);
                         break 'layers;
                     }
                     hash.update(chunk);
                 }
             }
         }
-        if ok {
-            ok = f.read_exact(&mut sum).is_ok() && u64::from_le_bytes(sum) == checksum && hash.digest() == checksum;
+        if failure.is_none() {
+            if let Err(e) = f.read_exact(&mut sum) {
+                failure = Some(e);
+            }
         }
-        if !ok {
+        let changed = u64::from_le_bytes(sum) != checksum || hash.digest() != checksum;
+        if failure.is_some() || changed {
             self.reset_everything();
-            return Err(Error::Corrupt(format!(
-                "{}: the file changed while it was being loaded; every slot was reset",
-                path.display()
-            )));
+            return Err(match failure {
+                Some(e) if e.kind() != io::ErrorKind::UnexpectedEof => {
+                    Error::Io(format!("cannot read {} while loading it: {e}; every slot was reset", path.display()))
+                }
+                _ => Error::Corrupt(format!(
+                    "{}: the file changed while it was being loaded; every slot was reset",
+                    path.display()
+                )),
+            });
         }
         for (s, (pos, used)) in entries.into_iter().enumerate() {
             self.set_position(s, pos);
@@ -253,6 +346,69 @@ impl Cache {
         }
         Ok(())
     }
+}
+
+/// The size of the file a (not yet verified) header describes, if its
+/// fingerprint and slot count make a valid shape.
+fn described_file_size(header: &[u8]) -> Option<u64> {
+    let f = |i: usize| u32_at(header, 16 + 4 * i);
+    let dtype = |code: u32| DType::ALL.into_iter().find(|d| d.format_code() == code);
+    let cfg = Config {
+        num_layers: f(0),
+        num_slots: u32_at(header, 56),
+        intermediate_size: f(1),
+        num_heads: f(2),
+        head_dim: f(3),
+        state_size: f(4),
+        n_groups: f(5),
+        conv_kernel_size: f(6),
+        conv_width: f(7),
+        conv_dtype: dtype(f(8))?,
+        ssm_dtype: dtype(f(9))?,
+        ..Config::default()
+    };
+    let shape = cfg.shape().ok()?;
+    let per_layer = (shape.conv_layer_bytes as u64).checked_add(shape.ssm_layer_bytes as u64)?;
+    let slots = (SLOT_TABLE_ENTRY_BYTES as u64).checked_mul(u64::from(cfg.num_slots))?;
+    per_layer
+        .checked_mul(u64::from(cfg.num_layers))?
+        .checked_add(slots)?
+        .checked_add((FILE_HEADER_BYTES + CHECKSUM_BYTES) as u64)
+}
+
+/// Creates `.<name>.m2c-tmp.<pid>.<n>` in `dir`, with the permissions
+/// `keep_mode` of the file it will replace, or else the usual 0666 less
+/// the umask; tries the next `n` when a stale file of a dead process with
+/// the same pid (a restarted container) holds the name.
+fn create_temp(dir: &Path, name: &[u8], keep_mode: Option<u32>) -> Result<(PathBuf, File)> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    let mut last = None;
+    for _ in 0..64 {
+        let suffix = format!(".m2c-tmp.{pid}.{}", COUNTER.fetch_add(1, Ordering::Relaxed));
+        let keep = name.len().min(NAME_MAX - 1 - suffix.len());
+        let mut tmp_name = Vec::with_capacity(1 + keep + suffix.len());
+        tmp_name.push(b'.');
+        tmp_name.extend_from_slice(&name[..keep]);
+        tmp_name.extend_from_slice(suffix.as_bytes());
+        let tmp = dir.join(std::ffi::OsStr::from_bytes(&tmp_name));
+        match OpenOptions::new().write(true).create_new(true).mode(keep_mode.unwrap_or(0o666)).open(&tmp) {
+            Ok(f) => {
+                if let Some(m) = keep_mode {
+                    // The umask must not change a kept mode.
+                    if let Err(e) = f.set_permissions(fs::Permissions::from_mode(m)) {
+                        let _ = fs::remove_file(&tmp);
+                        return Err(io_err("cannot set the permissions of", &tmp, e));
+                    }
+                }
+                return Ok((tmp, f));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some((tmp, e)),
+            Err(e) => return Err(io_err("cannot create", &tmp, e)),
+        }
+    }
+    let (tmp, e) = last.expect("at least one attempt");
+    Err(io_err("cannot create", &tmp, e))
 }
 
 fn read_full(f: &mut File, buf: &mut [u8], path: &Path) -> Result<()> {
@@ -417,7 +573,7 @@ mod tests {
         assert!(matches!(e, Error::Io(ref m) if m.contains("No such file")), "{e:?}");
         // A directory is not a file to load.
         let e = c.load_file(Path::new("/")).unwrap_err();
-        assert!(matches!(e, Error::Io(_) | Error::Corrupt(_)), "{e:?}");
+        assert!(matches!(e, Error::InvalidArg(ref m) if m.contains("not a regular file")), "{e:?}");
     }
 
     #[test]

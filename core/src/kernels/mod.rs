@@ -13,6 +13,7 @@ use crate::cache::{Cache, PAR_MIN_BYTES};
 use crate::config::Config;
 use crate::dtype::{DType, Elem, Slice, SliceMut};
 use crate::error::{Error, Result};
+use crate::pool;
 use crate::selection::{Selection, Slots, slot_chunks};
 use convert::Lane;
 use half::{bf16, f16};
@@ -264,7 +265,7 @@ impl Cache {
         same_dtype("out", out.dtype(), x.dtype())?;
         // Bytes a channel touches: window, weights, input and output.
         let per_channel = w * cfg.conv_dtype.size() + k * 4 + 2 * x.dtype().size();
-        let par = rayon::current_num_threads() > 1 && sel.active() * dim * per_channel >= CONV_PAR_MIN_BYTES;
+        let par = sel.active() * dim * per_channel >= CONV_PAR_MIN_BYTES && pool::threads() > 1;
         let io = x.dtype();
         let buf = self.layers[layer as usize].conv.slice_mut();
         dispatch!(buf, st: S, io, I => {
@@ -294,7 +295,7 @@ impl Cache {
         let (h, hd, n, g) =
             (cfg.num_heads as usize, cfg.head_dim as usize, cfg.state_size as usize, cfg.n_groups as usize);
         let head_bytes = hd * n * cfg.ssm_dtype.size();
-        let par = sel.active() * row_bytes >= PAR_MIN_BYTES && rayon::current_num_threads() > 1;
+        let par = sel.active() * row_bytes >= PAR_MIN_BYTES && pool::threads() > 1;
         let io = inp.x.dtype();
         let buf = self.layers[layer as usize].ssm.slice_mut();
         dispatch!(buf, st: S, io, I => {
@@ -331,8 +332,7 @@ impl Cache {
         same_dtype("out", out.dtype(), x.dtype())?;
         let per_channel = w * cfg.conv_dtype.size() + k * 4 + 2 * x.dtype().size();
         let tokens_active: usize = sel.pairs().map(|(r, _)| (cu_seqlens[r + 1] - cu_seqlens[r]) as usize).sum();
-        let par =
-            rayon::current_num_threads() > 1 && tokens_active.saturating_mul(dim * per_channel) >= CONV_PAR_MIN_BYTES;
+        let par = tokens_active.saturating_mul(dim * per_channel) >= CONV_PAR_MIN_BYTES && pool::threads() > 1;
         let io = x.dtype();
         let buf = self.layers[layer as usize].conv.slice_mut();
         dispatch!(buf, st: S, io, I => {
@@ -369,7 +369,7 @@ impl Cache {
         let io = inp.x.dtype();
         let head_bytes = hd * n * cfg.ssm_dtype.size();
         let tokens_active: usize = sel.pairs().map(|(r, _)| (cu_seqlens[r + 1] - cu_seqlens[r]) as usize).sum();
-        let par = rayon::current_num_threads() > 1 && tokens_active.saturating_mul(par_bytes) >= PAR_MIN_BYTES;
+        let par = tokens_active.saturating_mul(par_bytes) >= PAR_MIN_BYTES && pool::threads() > 1;
         let buf = self.layers[layer as usize].ssm.slice_mut();
         dispatch!(buf, st: S, io, I => {
             let job = ssm_job::<I>(inp, p, h, hd, n, g);
@@ -479,7 +479,7 @@ fn conv_prefill_rows<S: Lane, I: Lane>(
         }
     }
     if par {
-        items.into_par_iter().for_each(|(r, c0, wc)| run(r, c0, wc));
+        pool::install(|| items.into_par_iter().for_each(|(r, c0, wc)| run(r, c0, wc)));
     } else {
         items.into_iter().for_each(|(r, c0, wc)| run(r, c0, wc));
     }
@@ -508,7 +508,7 @@ fn ssm_prefill_rows<S: Lane, I: Lane>(
         ssm::ssm_prefill_heads(job, cu[r] as usize, cu[r + 1] as usize, h0, sc, &writer)
     };
     if par {
-        items.into_par_iter().for_each(run);
+        pool::install(|| items.into_par_iter().for_each(run));
     } else {
         items.into_iter().for_each(run);
     }
@@ -543,9 +543,11 @@ fn conv_rows<S: Lane, I: Lane>(
                 items.push((r, i * CONV_TASK_CHANNELS, wc, oc));
             }
         }
-        items.into_par_iter().for_each(|(r, c0, wc, oc)| {
-            let xs = &job.x[r * dim + c0..r * dim + c0 + oc.len()];
-            conv::conv_token(job, c0, wc, xs, oc)
+        pool::install(|| {
+            items.into_par_iter().for_each(|(r, c0, wc, oc)| {
+                let xs = &job.x[r * dim + c0..r * dim + c0 + oc.len()];
+                conv::conv_token(job, c0, wc, xs, oc)
+            })
         });
     } else {
         for (r, s) in sel.pairs() {
@@ -579,7 +581,7 @@ fn ssm_rows<S: Lane, I: Lane>(
                 items.push((r, i * heads_per_task, sc, yc));
             }
         }
-        items.into_par_iter().for_each(|(r, h0, sc, yc)| ssm::ssm_heads(job, r, h0, sc, yc));
+        pool::install(|| items.into_par_iter().for_each(|(r, h0, sc, yc)| ssm::ssm_heads(job, r, h0, sc, yc)));
     } else {
         for (r, s) in sel.pairs() {
             ssm::ssm_heads(job, r, 0, &mut st[s * per_slot..(s + 1) * per_slot], &mut y[r * h * p..(r + 1) * h * p]);
