@@ -25,22 +25,30 @@ func devF32(t *testing.T, pin *runtime.Pinner, v []float32) DeviceBuf {
 }
 
 // The device-buffer calls give bit-identical results to the slice calls on
-// two caches with the same state, for steps and for prefill.
+// two caches with the same state, for steps and for prefill, with the
+// Mamba2 parameters and with every flag flipped (no activation, no bias,
+// no softplus, a clamp, no D).
 func TestDeviceBufferCallsMatchTheSliceCalls(t *testing.T) {
 	cfg := kernelConfig(4, F32, BF16)
 	rng := rand.New(rand.NewSource(11))
 	a, b := mustNew(t, cfg), mustNew(t, cfg)
 	randomState(t, a, rand.New(rand.NewSource(12)))
 	randomState(t, b, rand.New(rand.NewSource(12)))
-	cp, sp := kernelParams(rng, cfg)
 	var pin runtime.Pinner
 	defer pin.Unpin()
-	dcp := DefaultDeviceConvParams()
-	dcp.Weight, dcp.Bias, dcp.Activation = devF32(t, &pin, cp.Weight), devF32(t, &pin, cp.Bias), cp.Activation
-	dsp := DeviceSSMParams{A: devF32(t, &pin, sp.A), D: devF32(t, &pin, sp.D), DtBias: devF32(t, &pin, sp.DtBias),
-		DtSoftplus: sp.DtSoftplus, DtClamp: sp.DtClamp, DtMin: sp.DtMin, DtMax: sp.DtMax}
 	dim, hd := cfg.ConvDim(), int(cfg.NumHeads*cfg.HeadDim)
 
+	var cp ConvParams
+	var sp SSMParams
+	var dcp DeviceConvParams
+	var dsp DeviceSSMParams
+	params := func(c ConvParams, s SSMParams) {
+		cp, sp = c, s
+		dcp = DefaultDeviceConvParams()
+		dcp.Weight, dcp.Bias, dcp.Activation = devF32(t, &pin, cp.Weight), devF32(t, &pin, cp.Bias), cp.Activation
+		dsp = DeviceSSMParams{A: devF32(t, &pin, sp.A), D: devF32(t, &pin, sp.D), DtBias: devF32(t, &pin, sp.DtBias),
+			DtSoftplus: sp.DtSoftplus, DtClamp: sp.DtClamp, DtMin: sp.DtMin, DtMax: sp.DtMax}
+	}
 	check := func(what string, slots []int32, cu []uint64, T int) {
 		tk := randomTokens(rng, cfg, F32, T)
 		var want kernelOut
@@ -65,8 +73,15 @@ func TestDeviceBufferCallsMatchTheSliceCalls(t *testing.T) {
 		}
 		sameLayer(t, a, b, 1)
 	}
+	params(kernelParams(rng, cfg))
 	check("step", []int32{3, -1, 0}, nil, 3)
 	check("prefill", []int32{2, -1, 1}, []uint64{0, 4, 6, 9}, 9)
+
+	flipped, _ := kernelParams(rng, cfg)
+	flipped.Activation, flipped.Bias = ActivationNone, nil
+	params(flipped, ssmVariant{bias: true, clamp: true}.params(rng, int(cfg.NumHeads)))
+	check("step, flags flipped", []int32{0, 2}, nil, 2)
+	check("prefill, flags flipped", []int32{1, -1, 3}, []uint64{0, 2, 3, 6}, 6)
 }
 
 // Bad device-buffer calls are refused with the same errors as the slice

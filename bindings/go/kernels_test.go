@@ -1,6 +1,7 @@
 package m2c
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -31,96 +32,6 @@ func rnd(rng *rand.Rand, n int, lo, hi float64) []float32 {
 		x[i] = float32(lo + (hi-lo)*rng.Float64())
 	}
 	return x
-}
-
-// within reports whether got is want to 1e-5, relative to the larger of
-// |want| and scale, the sum of the magnitudes of the terms that make up
-// want (so that a sum that cancels to near zero is judged by the size of
-// what was summed, not by its own size).
-func within(got float32, want, scale float64) bool {
-	return math.Abs(float64(got)-want) <= 1e-5*math.Max(math.Abs(want), scale)
-}
-
-func silu64(v float64) float64 { return v / (1 + math.Exp(-v)) }
-
-// refConvStep is causal_conv1d_update for one slot in float64: win is the
-// slot's window ([ConvDim, ConvWidth], oldest column first) and x its new
-// input row. It returns the outputs, the magnitude of each output's terms,
-// and the window after the step.
-func refConvStep(cfg Config, win, x []float32, p ConvParams) (out, scale []float64, next []float32) {
-	dim, w, k := cfg.ConvDim(), int(cfg.ConvWidth), int(cfg.ConvKernelSize)
-	out, scale = make([]float64, dim), make([]float64, dim)
-	next = make([]float32, dim*w)
-	for c := 0; c < dim; c++ {
-		row := win[c*w : (c+1)*w]
-		inputs := append(append([]float32(nil), row[w-(k-1):]...), x[c]) // the K newest, oldest first
-		var v, s float64
-		for j, in := range inputs {
-			term := float64(in) * float64(p.Weight[c*k+j])
-			v += term
-			s += math.Abs(term)
-		}
-		if p.Bias != nil {
-			v += float64(p.Bias[c])
-			s += math.Abs(float64(p.Bias[c]))
-		}
-		if p.Activation == ActivationSiLU {
-			v = silu64(v) // |silu'| <= 1.1: the error scale carries over
-		}
-		out[c], scale[c] = v, s
-		copy(next[c*w:], row[1:])
-		next[c*w+w-1] = x[c]
-	}
-	return out, scale, next
-}
-
-// refSSMStep is selective_state_update for one slot in float64: st is the
-// slot's state ([NumHeads, HeadDim, StateSize]) and x, dt, b, c, z its
-// token row (z nil: no gate). It returns y and the new state, each with
-// the magnitude of its terms.
-func refSSMStep(cfg Config, st, x, dt, b, c, z []float32, p SSMParams) (y, yScale, next, nextScale []float64) {
-	h, hd, n, g := int(cfg.NumHeads), int(cfg.HeadDim), int(cfg.StateSize), int(cfg.NGroups)
-	y, yScale = make([]float64, h*hd), make([]float64, h*hd)
-	next, nextScale = make([]float64, len(st)), make([]float64, len(st))
-	for head := 0; head < h; head++ {
-		grp := head / (h / g)
-		d := float64(dt[head])
-		if p.DtBias != nil {
-			d += float64(p.DtBias[head])
-		}
-		if p.DtSoftplus && d <= 20 {
-			d = math.Log1p(math.Exp(d))
-		}
-		if p.DtClamp {
-			d = math.Min(math.Max(d, float64(p.DtMin)), float64(p.DtMax))
-		}
-		dA := math.Exp(d * float64(p.A[head]))
-		for ch := 0; ch < hd; ch++ {
-			xv := float64(x[head*hd+ch])
-			var acc, accScale float64
-			for i := 0; i < n; i++ {
-				at := (head*hd+ch)*n + i
-				decay := float64(st[at]) * dA
-				input := d * xv * float64(b[grp*n+i])
-				s := decay + input
-				next[at], nextScale[at] = s, math.Abs(decay)+math.Abs(input)
-				term := s * float64(c[grp*n+i])
-				acc += term
-				accScale += math.Abs(term)
-			}
-			if p.D != nil {
-				acc += float64(p.D[head]) * xv
-				accScale += math.Abs(float64(p.D[head]) * xv)
-			}
-			if z != nil {
-				gate := silu64(float64(z[head*hd+ch]))
-				acc *= gate
-				accScale *= math.Abs(gate)
-			}
-			y[head*hd+ch], yScale[head*hd+ch] = acc, accScale
-		}
-	}
-	return y, yScale, next, nextScale
 }
 
 // readLayer returns the conv windows and SSM states of every slot of layer.
@@ -157,72 +68,6 @@ func TestDefaultKernelParamsMirrorTheLibrary(t *testing.T) {
 	}
 }
 
-func TestConvStepMatchesFloat64Reference(t *testing.T) {
-	for _, width := range []uint32{4, 3} {
-		for _, act := range []Activation{ActivationSiLU, ActivationNone} {
-			for _, bias := range []bool{true, false} {
-				t.Run(fmt.Sprintf("width %d, %s, bias %v", width, act, bias), func(t *testing.T) {
-					cfg := kernelConfig(width, F32, F32)
-					c := mustNew(t, cfg)
-					rng := rand.New(rand.NewSource(int64(width)))
-					randomState(t, c, rng)
-					dim, wl, k := cfg.ConvDim(), cfg.ConvWindowLen(), int(cfg.ConvKernelSize)
-					p := DefaultConvParams()
-					p.Activation = act
-					p.Weight = rnd(rng, dim*k, -1, 1)
-					if bias {
-						p.Bias = rnd(rng, dim, -0.5, 0.5)
-					}
-					_, ssm0 := readLayer(t, c, 1)
-					other, _ := readLayer(t, c, 0)
-					slots := []int32{3, -1, 0} // slots 1 and 2 are not stepped
-					for step := 0; step < 3; step++ {
-						before, _ := readLayer(t, c, 1)
-						x := rnd(rng, len(slots)*dim, -2, 2)
-						out := filled(len(slots)*dim, 99)
-						checkErr(t, c.ConvStepF32(1, slots, x, out, p), nil)
-						after, ssm := readLayer(t, c, 1)
-						for r, s := range slots {
-							got := out[r*dim : (r+1)*dim]
-							if s < 0 {
-								if !equalF32(got, make([]float32, dim)) {
-									t.Fatalf("step %d: padding row %d is not zero", step, r)
-								}
-								continue
-							}
-							want, scale, next := refConvStep(cfg, before[int(s)*wl:(int(s)+1)*wl], x[r*dim:(r+1)*dim], p)
-							for ch := range got {
-								if !within(got[ch], want[ch], scale[ch]) {
-									t.Fatalf("step %d slot %d channel %d: got %v, want %v (scale %v)", step, s, ch, got[ch], want[ch], scale[ch])
-								}
-							}
-							if !equalF32(after[int(s)*wl:(int(s)+1)*wl], next) {
-								t.Fatalf("step %d slot %d: the window did not shift in x", step, s)
-							}
-						}
-						for _, s := range []int{1, 2} {
-							if !equalF32(after[s*wl:(s+1)*wl], before[s*wl:(s+1)*wl]) {
-								t.Fatalf("slot %d changed", s)
-							}
-						}
-						if !equalF32(ssm, ssm0) {
-							t.Fatal("the conv step changed the SSM state")
-						}
-					}
-					if now, _ := readLayer(t, c, 0); !equalF32(now, other) {
-						t.Fatal("layer 0 changed")
-					}
-					for s := 0; s < 4; s++ {
-						if pos, _ := c.Position(s); pos != 0 {
-							t.Fatalf("slot %d position advanced to %d", s, pos)
-						}
-					}
-				})
-			}
-		}
-	}
-}
-
 // ssmVariant is one combination of SSM parameters.
 type ssmVariant struct {
 	name                        string
@@ -251,70 +96,7 @@ func (v ssmVariant) params(rng *rand.Rand, heads int) SSMParams {
 	return p
 }
 
-func TestSSMStepMatchesFloat64Reference(t *testing.T) {
-	for _, v := range ssmVariants {
-		t.Run(v.name, func(t *testing.T) {
-			cfg := kernelConfig(4, F32, F32)
-			c := mustNew(t, cfg)
-			rng := rand.New(rand.NewSource(7))
-			randomState(t, c, rng)
-			h, hd, gn, sl := int(cfg.NumHeads), int(cfg.NumHeads*cfg.HeadDim), int(cfg.NGroups*cfg.StateSize), cfg.SSMStateLen()
-			p := v.params(rng, h)
-			conv0, _ := readLayer(t, c, 0)
-			slots := []int32{2, -1, 1} // slots 0 and 3 are not stepped
-			for step := 0; step < 3; step++ {
-				_, before := readLayer(t, c, 0)
-				n := len(slots)
-				x, dt := rnd(rng, n*hd, -1, 1), rnd(rng, n*h, -2, 1)
-				b, cc := rnd(rng, n*gn, -1, 1), rnd(rng, n*gn, -1, 1)
-				var z []float32
-				if v.z {
-					z = rnd(rng, n*hd, -2, 2)
-				}
-				y := filled(n*hd, 99)
-				io := SSMIO{X: F32Data(x), Dt: F32Data(dt), B: F32Data(b), C: F32Data(cc), Z: F32Data(z), Y: F32Data(y)}
-				checkErr(t, c.SSMStep(0, slots, io, p), nil)
-				conv, after := readLayer(t, c, 0)
-				for r, s := range slots {
-					got := y[r*hd : (r+1)*hd]
-					if s < 0 {
-						if !equalF32(got, make([]float32, hd)) {
-							t.Fatalf("step %d: padding row %d is not zero", step, r)
-						}
-						continue
-					}
-					var zr []float32
-					if z != nil {
-						zr = z[r*hd : (r+1)*hd]
-					}
-					want, ys, next, ns := refSSMStep(cfg, before[int(s)*sl:(int(s)+1)*sl], x[r*hd:(r+1)*hd], dt[r*h:(r+1)*h],
-						b[r*gn:(r+1)*gn], cc[r*gn:(r+1)*gn], zr, p)
-					for i := range got {
-						if !within(got[i], want[i], ys[i]) {
-							t.Fatalf("step %d slot %d y[%d]: got %v, want %v (scale %v)", step, s, i, got[i], want[i], ys[i])
-						}
-					}
-					st := after[int(s)*sl : (int(s)+1)*sl]
-					for i := range st {
-						if !within(st[i], next[i], ns[i]) {
-							t.Fatalf("step %d slot %d state[%d]: got %v, want %v", step, s, i, st[i], next[i])
-						}
-					}
-				}
-				for _, s := range []int{0, 3} {
-					if !equalF32(after[s*sl:(s+1)*sl], before[s*sl:(s+1)*sl]) {
-						t.Fatalf("slot %d changed", s)
-					}
-				}
-				if !equalF32(conv, conv0) {
-					t.Fatal("the SSM step changed the conv windows")
-				}
-			}
-		})
-	}
-}
-
-// ioVals is a per-token buffer in the io dtype of a test, kept as the
+// ioBuf is a per-token buffer in the io dtype of a test, kept as the
 // float32 values it holds (exact in that dtype).
 type ioBuf struct {
 	dt DType
@@ -391,22 +173,6 @@ func randomTokens(rng *rand.Rand, cfg Config, io DType, T int) tokens {
 	}
 }
 
-// gather returns the token rows idx of every input.
-func (tk tokens) gather(cfg Config, idx []int) tokens {
-	pick := func(v []float32, per int) []float32 {
-		out := make([]float32, 0, len(idx)*per)
-		for _, i := range idx {
-			out = append(out, v[i*per:(i+1)*per]...)
-		}
-		return out
-	}
-	hd, gn := int(cfg.NumHeads*cfg.HeadDim), int(cfg.NGroups*cfg.StateSize)
-	return tokens{
-		x: pick(tk.x, cfg.ConvDim()), sx: pick(tk.sx, hd), dt: pick(tk.dt, int(cfg.NumHeads)),
-		b: pick(tk.b, gn), c: pick(tk.c, gn), z: pick(tk.z, hd),
-	}
-}
-
 // kernelOut is what a run of the kernels produced: the conv outputs and y
 // of every token, in token order.
 type kernelOut struct{ conv, y []float32 }
@@ -435,14 +201,6 @@ func runStep(t *testing.T, c *Cache, io DType, layer int, slots []int32, tk toke
 	return kernelOut{out.rows(0, out.len()), y.rows(0, y.len())}
 }
 
-func cumsum(lens []int) []uint64 {
-	cu := make([]uint64, len(lens)+1)
-	for i, l := range lens {
-		cu[i+1] = cu[i] + uint64(l)
-	}
-	return cu
-}
-
 // sameLayer fails unless layer holds bit-identical state in a and b.
 func sameLayer(t *testing.T, a, b *Cache, layer int) {
 	t.Helper()
@@ -464,110 +222,381 @@ func kernelParams(rng *rand.Rand, cfg Config) (ConvParams, SSMParams) {
 	return cp, ssmVariants[0].params(rng, int(cfg.NumHeads))
 }
 
-// dtypeCases are the storage and io dtypes the prefill tests run with.
-var dtypeCases = []struct {
-	width     uint32
-	store, io DType
-}{{4, F32, F32}, {3, BF16, F32}, {4, F16, BF16}, {3, F32, BF16}}
+// The marshalling round trips below run each kernel call on a case small
+// enough to compute by hand, so that a wrong pointer, length, dtype, slot
+// list, cu_seqlens or flag passed to C shows up as a wrong number. The
+// kernels' math (an f64 reference, prefill == token-by-token steps,
+// chunked prefill == one call, the vector loops of large shapes) is
+// proven in Rust (core/tests) and through the C ABI under ctest
+// (ctests/{conv,ssm}_step_reference.c, *_prefill_matches_steps.c,
+// *_prefill_chunked.c), not here.
 
-func TestPrefillEqualsTokenByTokenSteps(t *testing.T) {
-	for _, dc := range dtypeCases {
-		t.Run(fmt.Sprintf("width %d, storage %s, io %s", dc.width, dc.store, dc.io), func(t *testing.T) {
-			cfg := kernelConfig(dc.width, dc.store, dc.store)
-			rng := rand.New(rand.NewSource(3))
-			pre, step := mustNew(t, cfg), mustNew(t, cfg)
-			randomState(t, pre, rand.New(rand.NewSource(4)))
-			randomState(t, step, rand.New(rand.NewSource(4)))
-			cp, sp := kernelParams(rng, cfg)
+func silu64(v float64) float64 { return v / (1 + math.Exp(-v)) }
 
-			slots, lens := []int32{2, -1, 0, 3}, []int{5, 3, 0, 4} // a padding and an empty sequence
-			cu := cumsum(lens)
-			tk := randomTokens(rng, cfg, dc.io, int(cu[len(lens)]))
-			got := runPrefill(t, pre, dc.io, 1, slots, cu, tk, cp, sp)
-
-			dim, hd := cfg.ConvDim(), int(cfg.NumHeads*cfg.HeadDim)
-			for tok := 0; tok < 5; tok++ {
-				var rows []int32
-				var idx []int
-				for i, s := range slots {
-					if lens[i] > tok {
-						rows = append(rows, s)
-						idx = append(idx, int(cu[i])+tok)
-					}
-				}
-				want := runStep(t, step, dc.io, 1, rows, tk.gather(cfg, idx), cp, sp)
-				for r, i := range idx {
-					if !sameBits(got.conv[i*dim:(i+1)*dim], want.conv[r*dim:(r+1)*dim]) {
-						t.Fatalf("token %d (sequence row %d): conv output differs from the step's", tok, r)
-					}
-					if !sameBits(got.y[i*hd:(i+1)*hd], want.y[r*hd:(r+1)*hd]) {
-						t.Fatalf("token %d (sequence row %d): y differs from the step's", tok, r)
-					}
-				}
+// ioAs holds vals in a buffer of the kind how names: "f32" (F32Data),
+// "raw" (RawData of little-endian f32 bytes) or "bf16" (BF16Data; vals must
+// be exact in bf16). get reads the buffer back as float32. No vals: the
+// empty Data (none).
+func ioAs(how string, vals []float32) (d Data, get func() []float32) {
+	if len(vals) == 0 {
+		return Data{}, func() []float32 { return nil }
+	}
+	switch how {
+	case "raw":
+		b := make([]byte, 4*len(vals))
+		for i, v := range vals {
+			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+		}
+		return RawData(F32, b), func() []float32 {
+			out := make([]float32, len(vals))
+			for i := range out {
+				out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
 			}
-			pad := got.conv[int(cu[1])*dim : int(cu[2])*dim]
-			if !equalF32(pad, make([]float32, len(pad))) {
-				t.Fatal("the padding sequence's outputs are not zero")
+			return out
+		}
+	case "bf16":
+		buf := ioFrom(BF16, vals)
+		return buf.data(), func() []float32 { return buf.rows(0, len(vals)) }
+	}
+	f := append([]float32(nil), vals...)
+	return F32Data(f), func() []float32 { return f }
+}
+
+// marshallings are the ways the round trips pass their token buffers.
+var marshallings = []string{"f32", "raw", "bf16"}
+
+// kernelCall is one shape of kernel call: a step (cu nil) or a prefill, on
+// listed slots or on nil slots (dense rows or sequences).
+type kernelCall struct {
+	name  string
+	slots []int32
+	cu    []uint64 // nil: a step
+	rows  int      // a step's rows
+}
+
+// kernelCalls, run on layer 1 of 2: listed slots in no order with a padding
+// row or sequence (and an empty sequence), and nil slots; each leaves some
+// slots out of the batch, which must not change.
+var kernelCalls = []kernelCall{
+	{name: "step", slots: []int32{3, -1, 0}, rows: 3},
+	{name: "step, nil slots", rows: 2},
+	{name: "prefill", slots: []int32{2, -1, 0, 3}, cu: []uint64{0, 2, 3, 3, 5}},
+	{name: "prefill, nil slots", cu: []uint64{0, 1, 1, 3}},
+}
+
+// sequences returns the call as sequences: slot slots[i] (negative:
+// padding) owns token rows cu[i]..cu[i+1]. A step is one token per row;
+// nil slots are rows or sequences 0..n-1. T is the token count.
+func (k kernelCall) sequences() (slots []int32, cu []uint64, T int) {
+	n := len(k.slots)
+	if k.cu == nil {
+		n = max(n, k.rows)
+		cu = make([]uint64, n+1)
+		for i := range cu {
+			cu[i] = uint64(i)
+		}
+	} else {
+		n, cu = len(k.cu)-1, k.cu
+	}
+	slots = k.slots
+	if slots == nil {
+		slots = make([]int32, n)
+		for i := range slots {
+			slots[i] = int32(i)
+		}
+	}
+	return slots, cu, int(cu[n])
+}
+
+// clone returns a deep copy of s.
+func (s state) clone() state {
+	c := state{pos: append([]uint64(nil), s.pos...), inUse: s.inUse}
+	for i := range s.conv {
+		c.conv = append(c.conv, append([]float32(nil), s.conv[i]...))
+		c.ssm = append(c.ssm, append([]float32(nil), s.ssm[i]...))
+	}
+	return c
+}
+
+// near reports whether got is want to tol*(1+|want|) everywhere (tol 0:
+// exactly).
+func near(got, want []float32, tol float64) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for i := range got {
+		if math.Abs(float64(got[i])-float64(want[i])) > tol*(1+math.Abs(float64(want[i]))) {
+			return false
+		}
+	}
+	return true
+}
+
+// pickConv is a conv whose output is computable by hand: channel c passes
+// its tap c%K through (tap K-1 is the newest input), plus Bias[c] = c.
+func pickConv(cfg Config, act Activation, bias bool) ConvParams {
+	dim, k := cfg.ConvDim(), int(cfg.ConvKernelSize)
+	p := DefaultConvParams()
+	p.Activation = act
+	p.Weight = make([]float32, dim*k)
+	for c := 0; c < dim; c++ {
+		p.Weight[c*k+c%k] = 1
+	}
+	if bias {
+		p.Bias = make([]float32, dim)
+		for c := range p.Bias {
+			p.Bias[c] = float32(c)
+		}
+	}
+	return p
+}
+
+// wantPickConv returns what a pickConv conv on layer gives for the
+// sequences of a call (as kernelCall.sequences returns them) with token rows
+// x, starting from the cache state before: the outputs, and the state
+// after. Each sequence's inputs run after its slot's window; padding
+// sequences get zero rows and change nothing.
+func wantPickConv(cfg Config, before state, layer int, slots []int32, cu []uint64, x []float32, p ConvParams) ([]float32, state) {
+	dim, w, wl, k := cfg.ConvDim(), int(cfg.ConvWidth), cfg.ConvWindowLen(), int(cfg.ConvKernelSize)
+	out := make([]float32, len(x))
+	after := before.clone()
+	for i, s := range slots {
+		if s < 0 {
+			continue
+		}
+		win := after.conv[layer][int(s)*wl : (int(s)+1)*wl]
+		var hist [][]float32 // the slot's inputs, one column of dim each, oldest first
+		for j := 0; j < w; j++ {
+			col := make([]float32, dim)
+			for c := range col {
+				col[c] = win[c*w+j]
 			}
-			sameLayer(t, pre, step, 1)
-			sameLayer(t, pre, step, 0)
-		})
+			hist = append(hist, col)
+		}
+		for t := int(cu[i]); t < int(cu[i+1]); t++ {
+			hist = append(hist, x[t*dim:(t+1)*dim])
+			for c := 0; c < dim; c++ {
+				v := hist[len(hist)-k+c%k][c]
+				if p.Bias != nil {
+					v += p.Bias[c]
+				}
+				if p.Activation == ActivationSiLU {
+					v = float32(silu64(float64(v)))
+				}
+				out[t*dim+c] = v
+			}
+		}
+		for c := 0; c < dim; c++ {
+			for j := 0; j < w; j++ {
+				win[c*w+j] = hist[len(hist)-w+j][c]
+			}
+		}
+	}
+	return out, after
+}
+
+// TestConvKernelsMarshalTheirArguments is the round trip of ConvStep,
+// ConvStepF32, ConvPrefill and ConvPrefillF32: every call shape, with the
+// tokens as F32 slices, raw bytes and bf16, against the hand-computed
+// outputs and state (every layer, slot and position). The values are small
+// integers, exact in f32 and bf16; the SiLU case is compared to f32 (bf16)
+// rounding.
+func TestConvKernelsMarshalTheirArguments(t *testing.T) {
+	cfg := smallConfig()
+	dim := cfg.ConvDim()
+	for _, pc := range []struct {
+		name string
+		p    ConvParams
+	}{
+		{"no activation, bias", pickConv(cfg, ActivationNone, true)},
+		{"silu, no bias", pickConv(cfg, ActivationSiLU, false)},
+	} {
+		for _, how := range marshallings {
+			for _, call := range kernelCalls {
+				t.Run(fmt.Sprintf("%s, %s, %s", pc.name, how, call.name), func(t *testing.T) {
+					c := mustNew(t, cfg)
+					fill(t, c) // windows of small integers
+					before := snapshotState(t, c)
+					slots, cu, T := call.sequences()
+					x := make([]float32, T*dim)
+					for i := range x {
+						x[i] = -float32(i + 1)
+					}
+					xd, _ := ioAs(how, x)
+					od, got := ioAs(how, filled(T*dim, 99))
+					var err error
+					switch {
+					case how == "f32" && call.cu == nil: // the typed wrappers
+						out := filled(T*dim, 99)
+						err = c.ConvStepF32(1, call.slots, x, out, pc.p)
+						got = func() []float32 { return out }
+					case how == "f32":
+						out := filled(T*dim, 99)
+						err = c.ConvPrefillF32(1, call.slots, call.cu, x, out, pc.p)
+						got = func() []float32 { return out }
+					case call.cu == nil:
+						err = c.ConvStep(1, call.slots, xd, od, pc.p)
+					default:
+						err = c.ConvPrefill(1, call.slots, call.cu, xd, od, pc.p)
+					}
+					checkErr(t, err, nil)
+					want, wantState := wantPickConv(cfg, before, 1, slots, cu, x, pc.p)
+					tol := 0.0 // exact
+					if pc.p.Activation == ActivationSiLU {
+						tol = map[string]float64{"f32": 1e-5, "raw": 1e-5, "bf16": 1e-2}[how]
+					}
+					if out := got(); !near(out, want, tol) {
+						t.Fatalf("out = %v,\nwant %v", out, want)
+					}
+					if !sameState(snapshotState(t, c), wantState) {
+						t.Fatal("the cache does not hold the hand-computed state")
+					}
+				})
+			}
+		}
 	}
 }
 
-func TestChunkedPrefillEqualsOneCall(t *testing.T) {
-	for trial, dc := range dtypeCases {
-		t.Run(fmt.Sprintf("width %d, storage %s, io %s", dc.width, dc.store, dc.io), func(t *testing.T) {
-			cfg := kernelConfig(dc.width, dc.store, dc.store)
-			rng := rand.New(rand.NewSource(int64(10 + trial)))
-			whole, chunked := mustNew(t, cfg), mustNew(t, cfg)
-			randomState(t, whole, rand.New(rand.NewSource(5)))
-			randomState(t, chunked, rand.New(rand.NewSource(5)))
-			cp, sp := kernelParams(rng, cfg)
+// wantSSMToken applies one token of the selective-state update, the
+// formula of SSMStep's doc, to st (one slot's state, [NumHeads, HeadDim,
+// StateSize]) in float64 and returns y. The token's rows are x, dt, b, cc
+// and z (nil: no gate).
+func wantSSMToken(cfg Config, st []float64, x, dt, b, cc, z []float32, p SSMParams) []float64 {
+	h, hd, n, g := int(cfg.NumHeads), int(cfg.HeadDim), int(cfg.StateSize), int(cfg.NGroups)
+	y := make([]float64, h*hd)
+	for head := 0; head < h; head++ {
+		grp := head / (h / g)
+		d := float64(dt[head])
+		if p.DtBias != nil {
+			d += float64(p.DtBias[head])
+		}
+		if p.DtSoftplus && d <= 20 {
+			d = math.Log1p(math.Exp(d))
+		}
+		if p.DtClamp {
+			d = math.Min(math.Max(d, float64(p.DtMin)), float64(p.DtMax))
+		}
+		dA := math.Exp(d * float64(p.A[head]))
+		for ch := 0; ch < hd; ch++ {
+			i := head*hd + ch
+			xv := float64(x[i])
+			for k := 0; k < n; k++ {
+				at := i*n + k
+				st[at] = st[at]*dA + d*xv*float64(b[grp*n+k])
+				y[i] += st[at] * float64(cc[grp*n+k])
+			}
+			if p.D != nil {
+				y[i] += float64(p.D[head]) * xv
+			}
+			if z != nil {
+				y[i] *= silu64(float64(z[i]))
+			}
+		}
+	}
+	return y
+}
 
-			slots, lens := []int32{1, 3, 0}, []int{7, 1, 6}
-			if trial%2 == 1 {
-				slots = nil // sequence i is slot i
-			}
-			cu := cumsum(lens)
-			tk := randomTokens(rng, cfg, dc.io, int(cu[len(lens)]))
-			want := runPrefill(t, whole, dc.io, 0, slots, cu, tk, cp, sp)
+// dyadic returns n values k/4 for k in -4..4, exact in f32 and bf16, in a
+// pattern of period m.
+func dyadic(n, m int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(i%m%9-4) / 4
+	}
+	return v
+}
 
-			// Split each sequence into random chunks (empty ones included);
-			// call i brings chunk i of every sequence.
-			dim, hd := cfg.ConvDim(), int(cfg.NumHeads*cfg.HeadDim)
-			got := kernelOut{conv: make([]float32, len(want.conv)), y: make([]float32, len(want.y))}
-			done := make([]int, len(lens))
-			for call := 0; ; call++ {
-				left := false
-				part := make([]int, len(lens))
-				var idx []int
-				for i, l := range lens {
-					part[i] = min(rng.Intn(4), l-done[i]) // 0..3 tokens
-					if call == 0 && i == 0 {
-						part[i] = 0 // one sequence starts with an empty chunk
+// TestSSMKernelsMarshalTheirArguments is the round trip of SSMStep and
+// SSMPrefill: every call shape, with the tokens as F32 slices, raw bytes
+// and bf16, and two parameter sets that between them flip every flag and
+// leave out every optional array, against the formula evaluated in float64
+// on a 2-head shape (y and the state to f32, or bf16, rounding; every
+// other layer, slot and position exactly).
+func TestSSMKernelsMarshalTheirArguments(t *testing.T) {
+	cfg := smallConfig()
+	h, hd, gn, sl := int(cfg.NumHeads), int(cfg.NumHeads*cfg.HeadDim), int(cfg.NGroups*cfg.StateSize), cfg.SSMStateLen()
+	plain := DefaultSSMParams() // softplus off, D and dt_bias, no gate
+	plain.DtSoftplus = false
+	plain.A, plain.D, plain.DtBias = []float32{-0.5, -0.25}, []float32{1, -0.5}, []float32{0.25, 0.5}
+	gated := DefaultSSMParams() // softplus, clamp (both bounds hit), gate, no D or dt_bias
+	gated.A = []float32{-1, -0.75}
+	gated.DtClamp, gated.DtMin, gated.DtMax = true, 0.6, 1
+	for _, pc := range []struct {
+		name string
+		p    SSMParams
+		z    bool
+	}{{"no softplus, D, dt_bias", plain, false}, {"softplus, clamp, z", gated, true}} {
+		for _, how := range marshallings {
+			for _, call := range kernelCalls {
+				t.Run(fmt.Sprintf("%s, %s, %s", pc.name, how, call.name), func(t *testing.T) {
+					c := mustNew(t, cfg)
+					fill(t, c)
+					checkErr(t, c.UpdateSSMF32(1, nil, dyadic(int(cfg.NumSlots)*sl, 7)), nil)
+					before := snapshotState(t, c)
+					slots, cu, T := call.sequences()
+					x, b, cc := dyadic(T*hd, 5), dyadic(T*gn, 6), dyadic(T*gn, 4)
+					dt := make([]float32, T*h) // -0.25, 0.25, 0.75: softplus 0.58, 0.83, 1.13
+					for i := range dt {
+						dt[i] = float32(i%3)/2 - 0.25
 					}
-					for k := 0; k < part[i]; k++ {
-						idx = append(idx, int(cu[i])+done[i]+k)
+					var z []float32
+					if pc.z {
+						z = dyadic(T*hd, 9)
 					}
-					done[i] += part[i]
-					left = left || done[i] < l
-				}
-				out := runPrefill(t, chunked, dc.io, 0, slots, cumsum(part), tk.gather(cfg, idx), cp, sp)
-				for r, i := range idx {
-					copy(got.conv[i*dim:(i+1)*dim], out.conv[r*dim:(r+1)*dim])
-					copy(got.y[i*hd:(i+1)*hd], out.y[r*hd:(r+1)*hd])
-				}
-				if !left {
-					t.Logf("%d chunked calls", call+1)
-					break
-				}
+					io := SSMIO{}
+					io.X, _ = ioAs(how, x)
+					io.Dt, _ = ioAs(how, dt)
+					io.B, _ = ioAs(how, b)
+					io.C, _ = ioAs(how, cc)
+					io.Z, _ = ioAs(how, z)
+					var got func() []float32
+					io.Y, got = ioAs(how, filled(T*hd, 99))
+					if call.cu == nil {
+						checkErr(t, c.SSMStep(1, call.slots, io, pc.p), nil)
+					} else {
+						checkErr(t, c.SSMPrefill(1, call.slots, call.cu, io, pc.p), nil)
+					}
+
+					want := make([]float32, T*hd) // padding rows: zeros
+					wantState := before.clone()
+					for i, s := range slots {
+						if s < 0 {
+							continue
+						}
+						st := make([]float64, sl)
+						for j, v := range before.ssm[1][int(s)*sl : (int(s)+1)*sl] {
+							st[j] = float64(v)
+						}
+						for tok := int(cu[i]); tok < int(cu[i+1]); tok++ {
+							var zr []float32
+							if z != nil {
+								zr = z[tok*hd : (tok+1)*hd]
+							}
+							y := wantSSMToken(cfg, st, x[tok*hd:(tok+1)*hd], dt[tok*h:(tok+1)*h],
+								b[tok*gn:(tok+1)*gn], cc[tok*gn:(tok+1)*gn], zr, pc.p)
+							for j, v := range y {
+								want[tok*hd+j] = float32(v)
+							}
+						}
+						for j, v := range st {
+							wantState.ssm[1][int(s)*sl+j] = float32(v)
+						}
+					}
+					tol := map[string]float64{"f32": 1e-5, "raw": 1e-5, "bf16": 1e-2}[how]
+					if y := got(); !near(y, want, tol) {
+						t.Fatalf("y = %v,\nwant %v", y, want)
+					}
+					after := snapshotState(t, c)
+					if !near(after.ssm[1], wantState.ssm[1], 1e-5) {
+						t.Fatalf("state = %v,\nwant %v", after.ssm[1], wantState.ssm[1])
+					}
+					after.ssm[1] = wantState.ssm[1]
+					if !sameState(after, wantState) {
+						t.Fatal("the call changed more than the batch's SSM states")
+					}
+				})
 			}
-			if !sameBits(got.conv, want.conv) || !sameBits(got.y, want.y) {
-				t.Fatal("chunked outputs differ from one call's")
-			}
-			sameLayer(t, whole, chunked, 0)
-		})
+		}
 	}
 }
 
