@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds and runs the Zig bindings' tests (bindings/zig) twice: against the
-# shared libm2c.so and, with -Dstatic=true, against libm2c.a.
+# Checks that the Zig bindings' sources (bindings/zig: build.zig, src/,
+# examples/) are `zig fmt`-ed, then builds and runs their tests twice:
+# against the shared libm2c.so and, with -Dstatic=true, against libm2c.a.
 #
 # It builds nothing with cargo: target/release/libm2c.{so,a} and
 # include/m2c.h must exist (cargo build --release). Zig 0.15.2 comes from
@@ -57,6 +58,24 @@ cd "$ROOT/bindings/zig" || { summary FAILED "no bindings/zig"; exit 2; }
 
 passed=()
 failed=()
+
+# zig fmt --check lists the files it would change (or the parse errors) and
+# exits non-zero. Its output is captured and echoed: Zig 0.15 writes to a
+# regular file at its own offset, which would overwrite a log that this
+# script's output is redirected to.
+echo
+echo "=== zig: fmt --check (build.zig, src/, examples/)"
+t0=$SECONDS
+if fmt_out=$(zig fmt --check build.zig src examples 2>&1); then
+    passed+=("fmt")
+    echo "--- zig fmt: ok ($((SECONDS - t0)) s)"
+else
+    failed+=("fmt")
+    printf '%s\n' "$fmt_out"
+    echo "--- zig fmt: FAILED: the files listed above are not zig fmt-ed" \
+        "(fix: cd bindings/zig && $PYTHON -m ziglang fmt build.zig src examples)"
+fi
+
 stage() {
     # stage NAME ZIG-BUILD-ARGS...: one `zig build` run; its exit code decides.
     local name=$1
@@ -81,8 +100,8 @@ stage "tests, static libm2c.a" test -Dstatic=true
 echo
 if [ "${#failed[@]}" -ne 0 ]; then
     list=$(printf '%s; ' "${failed[@]}")
-    summary FAILED "${#passed[@]} of 2 Zig stages passed; failed: ${list%; }"
+    summary FAILED "${#passed[@]} of 3 Zig stages passed; failed: ${list%; }"
     exit 1
 fi
-summary ok "2 of 2 Zig stages passed (shared, static)"
+summary ok "3 of 3 Zig stages passed (fmt, shared, static)"
 exit 0
