@@ -60,21 +60,30 @@ run_ctest() {
     (cd "$dir" && ctest --output-on-failure -j "$JOBS")
 }
 
+# `cmd | grep -q` is racy under pipefail: grep exits at the first match and
+# the writer's SIGPIPE then fails the pipeline. Match on captured output.
+output_has() {
+    local pattern=$1 out
+    shift
+    out=$("$@" 2>&1) || return 1
+    grep -q -- "$pattern" <<<"$out"
+}
+
 # Checks on the built binaries that make a green run mean something.
 check_plain_linkage() {
     local dir=$BUILD/plain rc=0
     # The shared tests record the SONAME and find it through BUILD_RPATH.
-    if ! readelf -d "$dir/version_abi" | grep -q 'NEEDED.*\[libm2c\.so\.1\]'; then
+    if ! output_has 'NEEDED.*\[libm2c\.so\.1\]' readelf -d "$dir/version_abi"; then
         echo "version_abi does not record DT_NEEDED libm2c.so.1" >&2
         rc=1
     fi
-    if ! ldd "$dir/version_abi" | grep -q "libm2c\.so\.1 => $dir/m2c-runtime/libm2c\.so\.1"; then
+    if ! output_has "libm2c\.so\.1 => $dir/m2c-runtime/libm2c\.so\.1" ldd "$dir/version_abi"; then
         echo "version_abi does not load libm2c.so.1 from $dir/m2c-runtime:" >&2
         ldd "$dir/version_abi" >&2
         rc=1
     fi
     # The static test must not load the shared library at all.
-    if ldd "$dir/threads_static" | grep -q libm2c; then
+    if output_has libm2c ldd "$dir/threads_static"; then
         echo "threads_static links libm2c dynamically" >&2
         rc=1
     fi
@@ -84,12 +93,12 @@ check_plain_linkage() {
 check_asan_linkage() {
     local dir=$BUILD/asan rc=0 t
     for t in version_abi threads_static header_twice_cpp; do
-        if ! ldd "$dir/$t" | grep -q 'libasan\.so'; then
+        if ! output_has 'libasan\.so' ldd "$dir/$t"; then
             echo "$t is not linked against the ASan runtime:" >&2
             ldd "$dir/$t" >&2
             rc=1
         fi
-        if ! ldd "$dir/$t" | grep -q 'libubsan\.so'; then
+        if ! output_has 'libubsan\.so' ldd "$dir/$t"; then
             echo "$t is not linked against the UBSan runtime" >&2
             rc=1
         fi

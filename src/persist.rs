@@ -2,6 +2,7 @@
 
 use super::cache::{check_apart, check_out, check_outside};
 use super::*;
+use m2c_core::persist::FileCheck;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -182,8 +183,14 @@ pub unsafe extern "C" fn m2c_load_file(cache: *mut m2c_cache, path: *const c_cha
     ffi_status("m2c_load_file", || {
         // SAFETY: pointer contracts as documented above.
         let (cache, p) = unsafe { (arg_ref(cache, "cache")?, path_arg(path)?) };
-        let mut c = cache.write()?;
-        check_outside(&c, path.cast(), p.as_os_str().len() + 1, "path")?;
-        Ok(c.load_file(p)?)
+        let (cfg, want) = {
+            let c = cache.read();
+            check_outside(&c, path.cast(), p.as_os_str().len() + 1, "path")?;
+            (c.config(), c.file_size())
+        };
+        // The first pass holds no lock: the cache stays usable however long
+        // the file takes to read. Only the copying pass takes the write lock.
+        let check = FileCheck::read(&cfg, want, p)?;
+        Ok(cache.write()?.install_file(check)?)
     })
 }

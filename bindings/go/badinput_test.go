@@ -137,7 +137,7 @@ func badCases(t *testing.T, dir string) []badCase {
 		{name: "save_file missing directory", call: func(c *Cache) error { return c.SaveFile(filepath.Join(dir, "no", "such", "dir", "f")) }, want: ErrIO},
 		{name: "save_file NUL in path", call: func(c *Cache) error { return c.SaveFile(dir + "/a\x00b") }, want: ErrInvalidArg, goOnly: true},
 		{name: "load_file missing file", call: func(c *Cache) error { return c.LoadFile(filepath.Join(dir, "missing.m2c")) }, want: ErrIO},
-		{name: "load_file a directory", call: func(c *Cache) error { return c.LoadFile(dir) }, want: ErrIO},
+		{name: "load_file a directory", call: func(c *Cache) error { return c.LoadFile(dir) }, want: ErrInvalidArg},
 		{name: "load_file empty path", call: func(c *Cache) error { return c.LoadFile("") }, want: ErrInvalidArg},
 		{name: "load_file damaged", call: func(c *Cache) error { return c.LoadFile(damaged) }, want: ErrCorrupt},
 		{name: "load_file garbage", call: func(c *Cache) error { return c.LoadFile(garbage) }, want: ErrCorrupt},

@@ -14,6 +14,7 @@ use crate::device::{DeviceCache, DeviceConvArgs, DeviceSsmIo, DeviceSsmParams};
 use crate::dtype::{Slice, SliceMut};
 use crate::error::{Error, Result};
 use crate::kernels::{ConvParams, SsmInputs, SsmParams};
+use crate::persist::FileCheck;
 use crate::selection::Slots;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -250,6 +251,17 @@ impl AnyCache {
 
     pub fn load_file(&mut self, path: &Path) -> Result<()> {
         on_either!(self, c => c.load_file(path))
+    }
+
+    /// Bytes of this cache's file (what [`FileCheck::read`] expects).
+    pub fn file_size(&self) -> u64 {
+        on_either!(self, c => c.file_size())
+    }
+
+    /// The second pass of a load whose first pass ([`FileCheck::read`])
+    /// ran without holding the cache.
+    pub fn install_file(&mut self, check: FileCheck) -> Result<()> {
+        on_either!(self, c => c.install_file(check))
     }
 
     /// One conv step per row of `slots` on `layer`.

@@ -6,8 +6,9 @@ use crate::buffer::{AlignedBuf, ZeroedVec};
 use crate::config::{Config, Device, Shape};
 use crate::dtype::{Elem, Slice, SliceMut, convert};
 use crate::error::{Error, Result};
+use crate::kernels::RowWriter;
 use crate::pool;
-use crate::selection::{Selection, Slots, slot_chunks};
+use crate::selection::{Selection, Slots};
 use crate::with_slice;
 use rayon::prelude::*;
 
@@ -282,8 +283,16 @@ impl Cache {
 /// on the thread pool when `par`.
 fn for_rows<T: Send>(buf: &mut [T], per: usize, sel: &Selection<'_>, par: bool, f: impl Fn(usize, &mut [T]) + Sync) {
     if par {
-        let chunks = slot_chunks(buf, per, sel);
-        pool::install(|| chunks.into_par_iter().for_each(|(row, chunk)| f(row, chunk)));
+        let rows = RowWriter::new(buf);
+        pool::install(|| {
+            (0..sel.rows()).into_par_iter().for_each(|row| {
+                if let Some(slot) = sel.slot(row) {
+                    // SAFETY: a selection never repeats a slot, so each
+                    // slot's chunk goes to one task.
+                    f(row, unsafe { rows.row(slot * per, per) })
+                }
+            })
+        });
     } else {
         for (row, slot) in sel.pairs() {
             f(row, &mut buf[slot * per..][..per]);
@@ -346,8 +355,15 @@ fn read_rows(src: Slice<'_>, per: usize, sel: &Selection<'_>, par: bool, dst: Sl
         }
     };
     if par {
-        let chunks = dst.chunks(per);
-        pool::install(|| chunks.into_par_iter().enumerate().for_each(|(row, out)| copy_row(row, out)));
+        with_slice!(SliceMut, dst, d => {
+            let rows = RowWriter::new(d);
+            pool::install(|| {
+                (0..sel.rows()).into_par_iter().for_each(|row| {
+                    // SAFETY: each row of `dst` goes to one task.
+                    copy_row(row, Elem::wrap_mut(unsafe { rows.row(row * per, per) }))
+                })
+            })
+        })
     } else {
         let mut dst = dst;
         for row in 0..sel.rows() {

@@ -243,14 +243,6 @@ impl<'a> SliceMut<'a> {
             SliceMut::F16(s) => s.fill(f16::ZERO),
         }
     }
-    /// Splits into runs of `chunk` elements (the last may be shorter).
-    pub fn chunks(self, chunk: usize) -> Vec<SliceMut<'a>> {
-        match self {
-            SliceMut::F32(s) => s.chunks_mut(chunk).map(SliceMut::F32).collect(),
-            SliceMut::BF16(s) => s.chunks_mut(chunk).map(SliceMut::BF16).collect(),
-            SliceMut::F16(s) => s.chunks_mut(chunk).map(SliceMut::F16).collect(),
-        }
-    }
 }
 
 /// Copies `src` into `dst` element by element, converting the dtype.

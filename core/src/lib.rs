@@ -24,7 +24,7 @@ pub mod dtype;
 pub mod error;
 pub mod kernels;
 mod lifecycle;
-mod persist;
+pub mod persist;
 pub mod pool;
 pub mod selection;
 pub mod snapshot;

@@ -32,6 +32,8 @@ thread_local! {
     /// the validating pass and the copying pass (a file that changes
     /// underneath a load).
     pub(crate) static TRUNCATE_BETWEEN_PASSES: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+    /// Test-only: the save's write buffer cannot be allocated.
+    pub(crate) static FAIL_BUFFER_ALLOC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// A writer that hashes what it writes, through a buffer allocated (fallibly)
@@ -141,6 +143,10 @@ impl Cache {
         // Everything the save allocates is allocated before the temporary
         // file exists.
         let table = self.slot_table()?;
+        #[cfg(test)]
+        if FAIL_BUFFER_ALLOC.with(|f| f.get()) {
+            return Err(Error::OutOfMemory("cannot allocate write buffer (injected)".into()));
+        }
         let buf = try_with_capacity(IO_CHUNK, "write buffer")?;
         // An existing target keeps its permissions (a private cache file
         // stays private).
@@ -190,115 +196,20 @@ impl Cache {
     /// matches the checked bytes), every slot is reset and released and the
     /// load fails with `Corrupt`: the cache never holds a mix.
     pub fn load_file(&mut self, path: &Path) -> Result<()> {
-        let rerr = |e| io_err("cannot read", path, e);
-        // O_NONBLOCK: opening a FIFO must not wait for a writer; anything
-        // but a regular file is refused before a byte is read.
-        let mut f = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .map_err(|e| io_err("cannot open", path, e))?;
-        let meta = f.metadata().map_err(rerr)?;
-        if !meta.is_file() {
-            return Err(Error::InvalidArg(format!("{} is not a regular file", path.display())));
-        }
-        let len = meta.len();
-        let min = (FILE_HEADER_BYTES + CHECKSUM_BYTES) as u64;
-        if len < min {
-            return Err(Error::Corrupt(format!("{}: {len} bytes is too short for an m2c file", path.display())));
-        }
-        let mut header = [0u8; FILE_HEADER_BYTES];
-        read_full(&mut f, &mut header, path)?;
-        if header[0..8] != FILE_MAGIC {
-            return Err(Error::Corrupt(format!("{}: not an m2c cache file (bad magic)", path.display())));
-        }
-        // The size this cache's file must have is known: compare it before
-        // hashing anything, so a huge file is refused at once. The header
-        // (not yet verified) tells a file of another version or shape from
-        // a truncated or padded one.
-        let want = self.file_size();
-        if len != want {
-            let version = u32_at(&header, 8);
-            if version != FORMAT_VERSION && version != 0 {
-                return Err(Error::Incompatible(format!(
-                    "{}: file format version {version}; this library reads version {FORMAT_VERSION}",
-                    path.display()
-                )));
-            }
-            // A whole file of another shape: its header describes exactly
-            // its size.
-            if version == FORMAT_VERSION && described_file_size(&header) == Some(len) {
-                check_fingerprint(&header[16..56], self.config())?;
-                return Err(Error::Incompatible(format!(
-                    "the file holds num_slots = {}, this cache has num_slots = {}",
-                    u32_at(&header, 56),
-                    self.config().num_slots
-                )));
-            }
-            return Err(Error::Corrupt(format!(
-                "{}: {len} bytes, but a file of this cache is {want} bytes (truncated, padded or damaged)",
-                path.display()
-            )));
-        }
-        // Pass 1: the checksum over everything.
-        let mut hash = Xxh64::new();
-        hash.update(&header);
-        // Everything the load allocates is allocated here, before the
-        // cache is touched.
-        let mut buf = try_vec(IO_CHUNK, 0u8, "read buffer")?;
-        let mut table = try_vec(self.num_slots() * SLOT_TABLE_ENTRY_BYTES, 0u8, "slot table")?;
-        let mut entries: Vec<(u64, bool)> = try_with_capacity(self.num_slots(), "slot entries")?;
-        let mut left = len - min;
-        while left > 0 {
-            let n = left.min(IO_CHUNK as u64) as usize;
-            read_full(&mut f, &mut buf[..n], path)?;
-            hash.update(&buf[..n]);
-            left -= n as u64;
+        let check = FileCheck::read(self.config(), self.file_size(), path)?;
+        self.install_file(check)
+    }
+
+    /// The second pass of [`Cache::load_file`]: copies a file that
+    /// [`FileCheck::read`] validated for this cache's shape into the cache,
+    /// hashing it again (a file changed in between resets every slot).
+    pub fn install_file(&mut self, check: FileCheck) -> Result<()> {
+        let FileCheck { mut f, header, table, entries, checksum, path } = check;
+        let path = path.as_path();
+        if header[16..56] != crate::snapshot::fingerprint(self.config())[..] || entries.len() != self.num_slots() {
+            return Err(Error::InvalidArg("the file was checked for a cache of another shape".into()));
         }
         let mut sum = [0u8; 8];
-        read_full(&mut f, &mut sum, path)?;
-        let checksum = u64::from_le_bytes(sum);
-        if hash.digest() != checksum {
-            return Err(Error::Corrupt(format!(
-                "{}: checksum mismatch: the file is truncated or damaged",
-                path.display()
-            )));
-        }
-        let version = u32_at(&header, 8);
-        if version != FORMAT_VERSION {
-            return Err(Error::Incompatible(format!(
-                "{}: file format version {version}; this library reads version {FORMAT_VERSION}",
-                path.display()
-            )));
-        }
-        check_fingerprint(&header[16..56], self.config())?;
-        let slots = u32_at(&header, 56);
-        if slots != self.config().num_slots {
-            return Err(Error::Incompatible(format!(
-                "the file holds num_slots = {slots}, this cache has num_slots = {}",
-                self.config().num_slots
-            )));
-        }
-        if u32_at(&header, 12) as usize != FILE_HEADER_BYTES || len != self.file_size() {
-            return Err(Error::Corrupt(format!(
-                "{}: {len} bytes, but its header describes {} bytes",
-                path.display(),
-                self.file_size()
-            )));
-        }
-        if u32_at(&header, 60) != 0 {
-            return Err(Error::Corrupt(format!("{}: reserved header field is not 0", path.display())));
-        }
-        f.seek(SeekFrom::Start(FILE_HEADER_BYTES as u64)).map_err(rerr)?;
-        read_full(&mut f, &mut table, path)?;
-        for e in table.chunks_exact(SLOT_TABLE_ENTRY_BYTES) {
-            let flags = u64_at(e, 8);
-            if flags > 1 {
-                return Err(Error::Corrupt(format!("{}: slot table has unknown flags {flags:#x}", path.display())));
-            }
-            entries.push((u64_at(e, 0), flags == 1));
-        }
-
         #[cfg(test)]
         if let Some(n) = TRUNCATE_BETWEEN_PASSES.with(|t| t.get()) {
             OpenOptions::new().write(true).open(path).and_then(|w| w.set_len(n)).expect("test truncation");
@@ -345,6 +256,137 @@ impl Cache {
             self.set_in_use(s, used);
         }
         Ok(())
+    }
+}
+
+/// A cache file that passed every check of the first pass of a load
+/// (size, magic, checksum, version, fingerprint, slot count, slot table):
+/// what `Cache::install_file` needs for the second. Checking needs only the
+/// cache's config, so a caller can do it holding no lock on the cache.
+#[derive(Debug)]
+pub struct FileCheck {
+    f: File,
+    header: [u8; FILE_HEADER_BYTES],
+    table: Vec<u8>,
+    entries: Vec<(u64, bool)>,
+    checksum: u64,
+    path: PathBuf,
+}
+
+impl FileCheck {
+    /// The first pass over the file at `path` for a cache of `cfg`, whose
+    /// files are `want` bytes long. Reads and hashes it in bounded memory;
+    /// everything the load allocates is allocated here.
+    pub fn read(cfg: &Config, want: u64, path: &Path) -> Result<FileCheck> {
+        let rerr = |e| io_err("cannot read", path, e);
+        // O_NONBLOCK: opening a FIFO must not wait for a writer; anything
+        // but a regular file is refused before a byte is read.
+        let mut f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| io_err("cannot open", path, e))?;
+        let meta = f.metadata().map_err(rerr)?;
+        if !meta.is_file() {
+            return Err(Error::InvalidArg(format!("{} is not a regular file", path.display())));
+        }
+        let len = meta.len();
+        let min = (FILE_HEADER_BYTES + CHECKSUM_BYTES) as u64;
+        if len < min {
+            return Err(Error::Corrupt(format!("{}: {len} bytes is too short for an m2c file", path.display())));
+        }
+        let mut header = [0u8; FILE_HEADER_BYTES];
+        read_full(&mut f, &mut header, path)?;
+        if header[0..8] != FILE_MAGIC {
+            return Err(Error::Corrupt(format!("{}: not an m2c cache file (bad magic)", path.display())));
+        }
+        // The size this cache's file must have is known: compare it before
+        // hashing anything, so a huge file is refused at once. The header
+        // (not yet verified) tells a file of another version or shape from
+        // a truncated or padded one.
+        if len != want {
+            let version = u32_at(&header, 8);
+            if version != FORMAT_VERSION && version != 0 {
+                return Err(Error::Incompatible(format!(
+                    "{}: file format version {version}; this library reads version {FORMAT_VERSION}",
+                    path.display()
+                )));
+            }
+            // A whole file of another shape: its header describes exactly
+            // its size.
+            if version == FORMAT_VERSION && described_file_size(&header) == Some(len) {
+                check_fingerprint(&header[16..56], cfg)?;
+                return Err(Error::Incompatible(format!(
+                    "the file holds num_slots = {}, this cache has num_slots = {}",
+                    u32_at(&header, 56),
+                    cfg.num_slots
+                )));
+            }
+            return Err(Error::Corrupt(format!(
+                "{}: {len} bytes, but a file of this cache is {want} bytes (truncated, padded or damaged)",
+                path.display()
+            )));
+        }
+        // Pass 1: the checksum over everything.
+        let mut hash = Xxh64::new();
+        hash.update(&header);
+        // Everything the load allocates is allocated here, before the
+        // cache is touched.
+        let mut buf = try_vec(IO_CHUNK, 0u8, "read buffer")?;
+        let mut table = try_vec((cfg.num_slots as usize) * SLOT_TABLE_ENTRY_BYTES, 0u8, "slot table")?;
+        let mut entries: Vec<(u64, bool)> = try_with_capacity(cfg.num_slots as usize, "slot entries")?;
+        let mut left = len - min;
+        while left > 0 {
+            let n = left.min(IO_CHUNK as u64) as usize;
+            read_full(&mut f, &mut buf[..n], path)?;
+            hash.update(&buf[..n]);
+            left -= n as u64;
+        }
+        let mut sum = [0u8; 8];
+        read_full(&mut f, &mut sum, path)?;
+        let checksum = u64::from_le_bytes(sum);
+        if hash.digest() != checksum {
+            return Err(Error::Corrupt(format!(
+                "{}: checksum mismatch: the file is truncated or damaged",
+                path.display()
+            )));
+        }
+        let version = u32_at(&header, 8);
+        if version != FORMAT_VERSION {
+            return Err(Error::Incompatible(format!(
+                "{}: file format version {version}; this library reads version {FORMAT_VERSION}",
+                path.display()
+            )));
+        }
+        check_fingerprint(&header[16..56], cfg)?;
+        let slots = u32_at(&header, 56);
+        if slots != cfg.num_slots {
+            return Err(Error::Incompatible(format!(
+                "the file holds num_slots = {slots}, this cache has num_slots = {}",
+                cfg.num_slots
+            )));
+        }
+        if u32_at(&header, 12) as usize != FILE_HEADER_BYTES || len != want {
+            return Err(Error::Corrupt(format!(
+                "{}: {len} bytes, but its header describes {} bytes",
+                path.display(),
+                want
+            )));
+        }
+        if u32_at(&header, 60) != 0 {
+            return Err(Error::Corrupt(format!("{}: reserved header field is not 0", path.display())));
+        }
+        f.seek(SeekFrom::Start(FILE_HEADER_BYTES as u64)).map_err(rerr)?;
+        read_full(&mut f, &mut table, path)?;
+        for e in table.chunks_exact(SLOT_TABLE_ENTRY_BYTES) {
+            let flags = u64_at(e, 8);
+            if flags > 1 {
+                return Err(Error::Corrupt(format!("{}: slot table has unknown flags {flags:#x}", path.display())));
+            }
+            entries.push((u64_at(e, 0), flags == 1));
+        }
+
+        Ok(FileCheck { f, header, table, entries, checksum, path: path.to_path_buf() })
     }
 }
 
@@ -561,6 +603,18 @@ mod tests {
         let e = other.load_file(&path).unwrap_err();
         assert!(matches!(e, Error::Incompatible(ref m) if m.contains("ssm_dtype")), "{e:?}");
         assert_eq!(image(&three), before);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_save_that_cannot_allocate_is_out_of_memory_and_creates_no_file() {
+        let dir = tmpdir("save-oom");
+        let c = filled(1, 1.0);
+        FAIL_BUFFER_ALLOC.with(|f| f.set(true));
+        let e = c.save_file(&dir.join("c.m2c"));
+        FAIL_BUFFER_ALLOC.with(|f| f.set(false));
+        assert!(matches!(e, Err(Error::OutOfMemory(_))), "{e:?}");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "the save created a file before it had its buffer");
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -111,25 +111,6 @@ impl<'a> Selection<'a> {
     }
 }
 
-/// Splits `buf` (one chunk of `per` elements per slot) into the chunks of
-/// the selected slots, each paired with its row. The chunks are disjoint
-/// because a selection never repeats a slot.
-pub fn slot_chunks<'b, T>(buf: &'b mut [T], per: usize, sel: &Selection<'_>) -> Vec<(usize, &'b mut [T])> {
-    let mut pairs: Vec<(usize, usize)> = sel.pairs().map(|(r, s)| (s, r)).collect();
-    pairs.sort_unstable();
-    let mut out = Vec::with_capacity(pairs.len());
-    let mut rest = buf;
-    let mut next = 0usize;
-    for (slot, row) in pairs {
-        let (_, tail) = std::mem::take(&mut rest).split_at_mut((slot - next) * per);
-        let (chunk, tail) = tail.split_at_mut(per);
-        out.push((row, chunk));
-        rest = tail;
-        next = slot + 1;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,15 +132,5 @@ mod tests {
         // Padding may repeat.
         let pad = vec![-1; 100];
         assert!(Slots::List(&pad).validate(1).is_ok());
-    }
-
-    #[test]
-    fn slot_chunks_pairs_rows_with_their_slots() {
-        let mut buf: Vec<u32> = (0..12).collect();
-        let list = [2, -1, 0];
-        let sel = Slots::List(&list).validate(4).unwrap();
-        let chunks = slot_chunks(&mut buf, 3, &sel);
-        let got: Vec<(usize, Vec<u32>)> = chunks.into_iter().map(|(r, c)| (r, c.to_vec())).collect();
-        assert_eq!(got, vec![(2, vec![0, 1, 2]), (0, vec![6, 7, 8])]);
     }
 }

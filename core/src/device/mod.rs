@@ -28,6 +28,7 @@ use crate::config::{Config, Device, Shape};
 use crate::dtype::{DType, Slice, SliceMut};
 use crate::error::{Error, Result};
 use crate::kernels::{ConvLens, SsmLens, check_conv_lens, check_ssm_lens};
+use crate::persist::FileCheck;
 use crate::selection::Slots;
 use std::any::Any;
 use std::path::Path;
@@ -509,10 +510,16 @@ impl DeviceCache {
     /// when the file changes under it, resets every slot; the staging copy
     /// is made whole first so that both outcomes reach the device.
     pub fn load_file(&mut self, path: &Path) -> Result<()> {
+        let check = FileCheck::read(&self.cfg, self.file_size(), path)?;
+        self.install_file(check)
+    }
+
+    /// As [`Cache::install_file`].
+    pub fn install_file(&mut self, check: FileCheck) -> Result<()> {
         let all: Vec<usize> = (0..self.num_slots()).collect();
         let ls = self.all_layers();
         self.pull_both(ls.clone(), &all)?;
-        let loaded = self.host.load_file(path);
+        let loaded = self.host.install_file(check);
         self.push_both(ls, &all)?;
         self.release_staging();
         loaded

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::dtype::{DType, Elem, Slice, SliceMut};
 use crate::error::{Error, Result};
 use crate::pool;
-use crate::selection::{Selection, Slots, slot_chunks};
+use crate::selection::{Selection, Slots};
 use convert::Lane;
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -295,12 +295,16 @@ impl Cache {
         let (h, hd, n, g) =
             (cfg.num_heads as usize, cfg.head_dim as usize, cfg.state_size as usize, cfg.n_groups as usize);
         let head_bytes = hd * n * cfg.ssm_dtype.size();
-        let par = sel.active() * row_bytes >= PAR_MIN_BYTES && pool::threads() > 1;
+        // State rows longer than the stack buffers convert B and C through
+        // a spill allocated here, before anything is written; such calls
+        // run on the calling thread.
+        let mut spill = ssm::Spill::for_state(n)?;
+        let par = spill.is_empty() && sel.active() * row_bytes >= PAR_MIN_BYTES && pool::threads() > 1;
         let io = inp.x.dtype();
         let buf = self.layers[layer as usize].ssm.slice_mut();
         dispatch!(buf, st: S, io, I => {
             let job = ssm_job::<I>(inp, p, h, hd, n, g);
-            ssm_rows::<S, I>(&job, st, I::of_mut(y).expect("dtype checked"), &sel, par, head_bytes);
+            ssm_rows::<S, I>(&job, st, I::of_mut(y).expect("dtype checked"), &sel, par, head_bytes, &mut spill);
         });
         Ok(())
     }
@@ -369,12 +373,13 @@ impl Cache {
         let io = inp.x.dtype();
         let head_bytes = hd * n * cfg.ssm_dtype.size();
         let tokens_active: usize = sel.pairs().map(|(r, _)| (cu_seqlens[r + 1] - cu_seqlens[r]) as usize).sum();
-        let par = tokens_active.saturating_mul(par_bytes) >= PAR_MIN_BYTES && pool::threads() > 1;
+        let mut spill = ssm::Spill::for_state(n)?;
+        let par = spill.is_empty() && tokens_active.saturating_mul(par_bytes) >= PAR_MIN_BYTES && pool::threads() > 1;
         let buf = self.layers[layer as usize].ssm.slice_mut();
         dispatch!(buf, st: S, io, I => {
             let job = ssm_job::<I>(inp, p, h, hd, n, g);
             let y = I::of_mut(y).expect("dtype checked");
-            ssm_prefill_rows::<S, I>(&job, st, y, &sel, cu_seqlens, par, head_bytes);
+            ssm_prefill_rows::<S, I>(&job, st, y, &sel, cu_seqlens, par, head_bytes, &mut spill);
         });
         Ok(())
     }
@@ -459,8 +464,19 @@ fn conv_prefill_rows<S: Lane, I: Lane>(
     let (dim, w) = (job.dim, job.width);
     zero_padding_seqs(out, dim, sel, cu);
     let writer = RowWriter::new(out);
-    let run = |r: usize, c0: usize, win: &mut [S]| {
-        let len = win.len() / w;
+    let windows = RowWriter::new(st);
+    // Tasks of (sequence, channel range); no allocation, so nothing can
+    // fail once the first window is written.
+    let chunk = if par { CONV_TASK_CHANNELS } else { dim };
+    let per_row = dim.div_ceil(chunk);
+    let task = |i: usize| {
+        let (r, c0) = (i / per_row, i % per_row * chunk);
+        let Some(slot) = sel.slot(r) else { return };
+        let len = chunk.min(dim - c0);
+        // SAFETY: slot `slot`'s windows of channels c0..c0+len belong to
+        // this task alone (a selection never repeats a slot; tasks split a
+        // slot's channels without overlap).
+        let win = unsafe { windows.row((slot * dim + c0) * w, len * w) };
         for t in cu[r] as usize..cu[r + 1] as usize {
             let xs = &job.x[t * dim + c0..t * dim + c0 + len];
             // SAFETY: token t's channels c0..c0+len belong to this task.
@@ -468,20 +484,11 @@ fn conv_prefill_rows<S: Lane, I: Lane>(
             conv::conv_token(job, c0, win, xs, o);
         }
     };
-    let mut items: Vec<(usize, usize, &mut [S])> = Vec::new();
-    for (r, win) in slot_chunks(st, dim * w, sel) {
-        if par {
-            for (i, wc) in win.chunks_mut(CONV_TASK_CHANNELS * w).enumerate() {
-                items.push((r, i * CONV_TASK_CHANNELS, wc));
-            }
-        } else {
-            items.push((r, 0, win));
-        }
-    }
+    let tasks = sel.rows() * per_row;
     if par {
-        pool::install(|| items.into_par_iter().for_each(|(r, c0, wc)| run(r, c0, wc)));
+        pool::install(|| (0..tasks).into_par_iter().for_each(task));
     } else {
-        items.into_iter().for_each(|(r, c0, wc)| run(r, c0, wc));
+        (0..tasks).for_each(task);
     }
 }
 
@@ -493,24 +500,40 @@ fn ssm_prefill_rows<S: Lane, I: Lane>(
     cu: &[u64],
     par: bool,
     head_bytes: usize,
+    spill: &mut ssm::Spill,
 ) {
     let (h, p, n) = (job.heads, job.head_dim, job.state_size);
     zero_padding_seqs(y, h * p, sel, cu);
     let writer = RowWriter::new(y);
+    let states = RowWriter::new(st);
     let heads_per_task = if par { (128 * 1024 / head_bytes.max(1)).clamp(1, h) } else { h };
-    let mut items: Vec<(usize, usize, &mut [S])> = Vec::new();
-    for (r, slot_state) in slot_chunks(st, h * p * n, sel) {
-        for (i, sc) in slot_state.chunks_mut(heads_per_task * p * n).enumerate() {
-            items.push((r, i * heads_per_task, sc));
-        }
-    }
-    let run = |(r, h0, sc): (usize, usize, &mut [S])| {
-        ssm::ssm_prefill_heads(job, cu[r] as usize, cu[r + 1] as usize, h0, sc, &writer)
+    let per_row = h.div_ceil(heads_per_task);
+    let states_of = |i: usize| {
+        let (r, h0) = (i / per_row, i % per_row * heads_per_task);
+        let slot = sel.slot(r)?;
+        let k = heads_per_task.min(h - h0);
+        // SAFETY: heads h0..h0+k of slot `slot` belong to this task alone.
+        Some((r, h0, unsafe { states.row((slot * h + h0) * p * n, k * p * n) }))
     };
+    let tasks = sel.rows() * per_row;
     if par {
-        pool::install(|| items.into_par_iter().for_each(run));
+        pool::install(|| {
+            (0..tasks).into_par_iter().filter_map(states_of).for_each(|(r, h0, sc)| {
+                ssm::ssm_prefill_heads(
+                    job,
+                    cu[r] as usize,
+                    cu[r + 1] as usize,
+                    h0,
+                    sc,
+                    &writer,
+                    &mut ssm::Spill::none(),
+                )
+            })
+        });
     } else {
-        items.into_iter().for_each(run);
+        for (r, h0, sc) in (0..tasks).filter_map(states_of) {
+            ssm::ssm_prefill_heads(job, cu[r] as usize, cu[r + 1] as usize, h0, sc, &writer, spill);
+        }
     }
 }
 
@@ -533,20 +556,17 @@ fn conv_rows<S: Lane, I: Lane>(
     let (dim, w) = (job.dim, job.width);
     zero_padding(out, dim, sel);
     if par {
-        let mut outs: Vec<&mut [I]> = out.chunks_exact_mut(dim).collect();
-        let mut items: Vec<(usize, usize, &mut [S], &mut [I])> = Vec::new();
-        for (r, win) in slot_chunks(st, dim * w, sel) {
-            let o = std::mem::take(&mut outs[r]);
-            for (i, (wc, oc)) in
-                win.chunks_mut(CONV_TASK_CHANNELS * w).zip(o.chunks_mut(CONV_TASK_CHANNELS)).enumerate()
-            {
-                items.push((r, i * CONV_TASK_CHANNELS, wc, oc));
-            }
-        }
+        let (windows, outs) = (RowWriter::new(st), RowWriter::new(out));
+        let per_row = dim.div_ceil(CONV_TASK_CHANNELS);
         pool::install(|| {
-            items.into_par_iter().for_each(|(r, c0, wc, oc)| {
-                let xs = &job.x[r * dim + c0..r * dim + c0 + oc.len()];
-                conv::conv_token(job, c0, wc, xs, oc)
+            (0..sel.rows() * per_row).into_par_iter().for_each(|i| {
+                let (r, c0) = (i / per_row, i % per_row * CONV_TASK_CHANNELS);
+                let Some(slot) = sel.slot(r) else { return };
+                let len = CONV_TASK_CHANNELS.min(dim - c0);
+                // SAFETY: slot `slot`'s windows and row r's outputs of
+                // channels c0..c0+len belong to this task alone.
+                let (wc, oc) = unsafe { (windows.row((slot * dim + c0) * w, len * w), outs.row(r * dim + c0, len)) };
+                conv::conv_token(job, c0, wc, &job.x[r * dim + c0..r * dim + c0 + len], oc)
             })
         });
     } else {
@@ -564,6 +584,7 @@ fn ssm_rows<S: Lane, I: Lane>(
     sel: &Selection<'_>,
     par: bool,
     head_bytes: usize,
+    spill: &mut ssm::Spill,
 ) {
     let (h, p, n) = (job.heads, job.head_dim, job.state_size);
     let per_slot = h * p * n;
@@ -571,20 +592,24 @@ fn ssm_rows<S: Lane, I: Lane>(
     if par {
         // Tasks of whole heads, at least ~256 KiB of state each.
         let heads_per_task = (128 * 1024 / head_bytes.max(1)).clamp(1, h);
-        let mut ys: Vec<&mut [I]> = y.chunks_exact_mut(h * p).collect();
-        let mut items: Vec<(usize, usize, &mut [S], &mut [I])> = Vec::new();
-        for (r, slot_state) in slot_chunks(st, per_slot, sel) {
-            let yr = std::mem::take(&mut ys[r]);
-            for (i, (sc, yc)) in
-                slot_state.chunks_mut(heads_per_task * p * n).zip(yr.chunks_mut(heads_per_task * p)).enumerate()
-            {
-                items.push((r, i * heads_per_task, sc, yc));
-            }
-        }
-        pool::install(|| items.into_par_iter().for_each(|(r, h0, sc, yc)| ssm::ssm_heads(job, r, h0, sc, yc)));
+        let per_row = h.div_ceil(heads_per_task);
+        let (states, ys) = (RowWriter::new(st), RowWriter::new(y));
+        pool::install(|| {
+            (0..sel.rows() * per_row).into_par_iter().for_each(|i| {
+                let (r, h0) = (i / per_row, i % per_row * heads_per_task);
+                let Some(slot) = sel.slot(r) else { return };
+                let k = heads_per_task.min(h - h0);
+                // SAFETY: heads h0..h0+k of slot `slot` and of row r's
+                // outputs belong to this task alone.
+                let (sc, yc) =
+                    unsafe { (states.row(slot * per_slot + h0 * p * n, k * p * n), ys.row((r * h + h0) * p, k * p)) };
+                ssm::ssm_heads(job, r, h0, sc, yc, &mut ssm::Spill::none())
+            })
+        });
     } else {
         for (r, s) in sel.pairs() {
-            ssm::ssm_heads(job, r, 0, &mut st[s * per_slot..(s + 1) * per_slot], &mut y[r * h * p..(r + 1) * h * p]);
+            let (sc, yc) = (&mut st[s * per_slot..(s + 1) * per_slot], &mut y[r * h * p..(r + 1) * h * p]);
+            ssm::ssm_heads(job, r, 0, sc, yc, spill);
         }
     }
 }

@@ -372,39 +372,68 @@ fn hsum16(a: &[f32; 16]) -> f32 {
     (p0 + p1) + (p2 + p3)
 }
 
-/// Converts a run of io elements to f32 in `buf` (stack) or `heap`.
+/// Where B and C rows longer than the stack buffers are converted to f32:
+/// allocated (fallibly) before a call writes anything, and only for state
+/// sizes above `STACK_N`; such calls run on the calling thread.
+pub(crate) struct Spill {
+    b_spill: Vec<f32>,
+    c_spill: Vec<f32>,
+}
+
+impl Spill {
+    /// Room for two rows of `state_size` when they do not fit the stack.
+    pub(crate) fn for_state(state_size: usize) -> crate::error::Result<Spill> {
+        if state_size <= STACK_N {
+            return Ok(Spill::none());
+        }
+        let b_spill = crate::buffer::try_with_capacity(state_size, "B row")?;
+        let c_spill = crate::buffer::try_with_capacity(state_size, "C row")?;
+        Ok(Spill { b_spill, c_spill })
+    }
+
+    /// No spill (state rows fit the stack buffers).
+    pub(crate) fn none() -> Spill {
+        Spill { b_spill: Vec::new(), c_spill: Vec::new() }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.b_spill.capacity() == 0
+    }
+}
+
+/// Converts a run of io elements to f32 in `buf` (stack) or `spill` (its
+/// capacity reserved by `Spill::for_state`: nothing is allocated here).
 #[inline(always)]
-fn to_f32<'b, I: Lane>(src: &[I], buf: &'b mut [f32; STACK_N], heap: &'b mut Vec<f32>) -> &'b [f32] {
+fn to_f32<'b, I: Lane>(src: &[I], buf: &'b mut [f32; STACK_N], spill: &'b mut Vec<f32>) -> &'b [f32] {
     if src.len() <= STACK_N {
         for (d, s) in buf.iter_mut().zip(src) {
             *d = s.load();
         }
         &buf[..src.len()]
     } else {
-        heap.clear();
-        heap.extend(src.iter().map(|s| s.load()));
-        heap
+        assert!(spill.capacity() >= src.len(), "state row spill not reserved");
+        spill.clear();
+        spill.extend(src.iter().map(|s| s.load()));
+        spill
     }
 }
 
 /// Scratch space for one task's B/C rows in f32.
-struct Scratch {
+struct Scratch<'s> {
     b: [f32; STACK_N],
     c: [f32; STACK_N],
-    bheap: Vec<f32>,
-    cheap: Vec<f32>,
+    spill: &'s mut Spill,
     /// The hand-written paths this task may take.
     fast: Fast,
 }
 
-impl Scratch {
+impl<'s> Scratch<'s> {
     #[inline(always)]
-    fn new() -> Self {
+    fn new(spill: &'s mut Spill) -> Self {
         Scratch {
             b: [0f32; STACK_N],
             c: [0f32; STACK_N],
-            bheap: Vec::new(),
-            cheap: Vec::new(),
+            spill,
             fast: Fast {
                 bf16: super::isa::avx512_bf16(),
                 avx512: super::isa::isa() == super::isa::Isa::Avx512,
@@ -416,15 +445,22 @@ impl Scratch {
 
 /// Head `h` at token row `t`: updates `st` and writes `yh`.
 #[inline(always)]
-fn head_at<S: Lane, I: Lane>(job: &SsmJob<'_, I>, t: usize, h: usize, st: &mut [S], yh: &mut [I], sc: &mut Scratch) {
+fn head_at<S: Lane, I: Lane>(
+    job: &SsmJob<'_, I>,
+    t: usize,
+    h: usize,
+    st: &mut [S],
+    yh: &mut [I],
+    sc: &mut Scratch<'_>,
+) {
     let (p, n) = (job.head_dim, job.state_size);
     let g = h / (job.heads / job.groups);
     let dt = job.dt(t, h);
     let da = math::exp(dt * job.a[h]);
     let d = job.d.map_or(0.0, |d| d[h]);
     let off = (t * job.groups + g) * n;
-    let bf = to_f32(&job.b[off..off + n], &mut sc.b, &mut sc.bheap);
-    let cf = to_f32(&job.c[off..off + n], &mut sc.c, &mut sc.cheap);
+    let bf = to_f32(&job.b[off..off + n], &mut sc.b, &mut sc.spill.b_spill);
+    let cf = to_f32(&job.c[off..off + n], &mut sc.c, &mut sc.spill.c_spill);
     let xo = (t * job.heads + h) * p;
     let z = job.z.map(|z| &z[xo..xo + p]);
     head_token(sc.fast, st, n, &job.x[xo..xo + p], z, yh, bf, cf, dt, da, d);
@@ -433,9 +469,9 @@ fn head_at<S: Lane, I: Lane>(job: &SsmJob<'_, I>, t: usize, h: usize, st: &mut [
 multiversion! {
     /// Heads `h0..h0 + k` of one slot for token row `t`: `state` holds
     /// those heads' states, `y` their outputs.
-    fn ssm_heads<S: Lane, I: Lane>(job: &SsmJob<'_, I>, t: usize, h0: usize, state: &mut [S], y: &mut [I]) {
+    fn ssm_heads<S: Lane, I: Lane>(job: &SsmJob<'_, I>, t: usize, h0: usize, state: &mut [S], y: &mut [I], spill: &mut Spill) {
         let (p, n) = (job.head_dim, job.state_size);
-        let mut sc = Scratch::new();
+        let mut sc = Scratch::new(spill);
         for (k, (st, yh)) in state.chunks_exact_mut(p * n).zip(y.chunks_exact_mut(p)).enumerate() {
             head_at(job, t, h0 + k, st, yh, &mut sc);
         }
@@ -447,9 +483,9 @@ multiversion! {
     /// its slot, head by head so each head's state stays in cache across
     /// the tokens. Exactly the computation of `t1 - t0` calls of
     /// `ssm_heads`, in the same order per head.
-    fn ssm_prefill_heads<S: Lane, I: Lane>(job: &SsmJob<'_, I>, t0: usize, t1: usize, h0: usize, state: &mut [S], y: &super::RowWriter<'_, I>) {
+    fn ssm_prefill_heads<S: Lane, I: Lane>(job: &SsmJob<'_, I>, t0: usize, t1: usize, h0: usize, state: &mut [S], y: &super::RowWriter<'_, I>, spill: &mut Spill) {
         let (p, n) = (job.head_dim, job.state_size);
-        let mut sc = Scratch::new();
+        let mut sc = Scratch::new(spill);
         for (k, st) in state.chunks_exact_mut(p * n).enumerate() {
             let h = h0 + k;
             for t in t0..t1 {
