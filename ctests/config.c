@@ -145,6 +145,10 @@ int main(void) {
     x = small_config(4, M2C_DTYPE_BF16, M2C_DTYPE_F32);
     x.device_index = -1;
     expect_refused("device_index -1", &x, M2C_STATUS_INVALID_CONFIG, "device_index");
+    /* The CPU has only index 0: m2c_config_bytes refuses it as m2c_create
+     * does (it once returned OK: RELIABILITY-FINDINGS 17). */
+    x.device_index = 1;
+    expect_refused("device_index 1 on the CPU", &x, M2C_STATUS_INVALID_CONFIG, "device_index");
 
     /* struct_size the library does not know. */
     const uint32_t bad_sizes[] = {0, sizeof(m2c_config) - 4, sizeof(m2c_config) + 8, UINT32_MAX};

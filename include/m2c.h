@@ -611,8 +611,9 @@ void m2c_destroy(struct m2c_cache *cache);
  * `out->struct_size` first (`m2c_config_init(out)` does); it must be a
  * size this library knows.
  *
- * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (unknown
- * `out->struct_size`). `*out` is written only on success. Thread-safe.
+ * Errors: `M2C_STATUS_NULL_ARG` (cache, out), `M2C_STATUS_INVALID_ARG`
+ * (unknown `out->struct_size`, or `out` inside the cache's storage).
+ * `*out` is written only on success. Thread-safe.
  */
 m2c_status m2c_get_config(const struct m2c_cache *cache, struct m2c_config *out);
 
@@ -692,26 +693,34 @@ m2c_status m2c_read_ssm(const struct m2c_cache *cache, uint32_t layer, const int
  * Zeroes the conv windows and SSM states of the selected slots in every
  * layer and sets their positions to 0 (a slot starting a new sequence).
  * Slot selection as for `m2c_update_conv` (`slots == NULL`: slots
- * `0..n-1`). Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE`,
- * `M2C_STATUS_INVALID_ARG`, `M2C_STATUS_POISONED`; on failure nothing
- * changes. Thread-safe.
+ * `0..n-1`).
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (cache), `M2C_STATUS_OUT_OF_RANGE` (a
+ * slot), `M2C_STATUS_INVALID_ARG` (a slot listed twice, or `slots` inside
+ * the cache's storage), `M2C_STATUS_POISONED`. On failure nothing changes.
+ * Thread-safe.
  */
 m2c_status m2c_reset(struct m2c_cache *cache, const int32_t *slots, size_t n);
 
 /**
  * Adds `num_tokens` to the position of each selected slot (call it once
  * per decode step or prefill chunk). Slot selection as for
- * `m2c_update_conv`. Errors: `M2C_STATUS_NULL_ARG`,
- * `M2C_STATUS_OUT_OF_RANGE` (a slot, or a position that would overflow
- * `uint64_t`), `M2C_STATUS_INVALID_ARG`, `M2C_STATUS_POISONED`; on failure
- * no position changes. Thread-safe.
+ * `m2c_update_conv`.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (cache), `M2C_STATUS_OUT_OF_RANGE` (a
+ * slot, or a position that would overflow `uint64_t`),
+ * `M2C_STATUS_INVALID_ARG` (a slot listed twice, or `slots` inside the
+ * cache's storage), `M2C_STATUS_POISONED`. On failure no position
+ * changes. Thread-safe.
  */
 m2c_status m2c_advance(struct m2c_cache *cache, const int32_t *slots, size_t n, uint32_t num_tokens);
 
 /**
  * Writes the position of `slot` (tokens it has consumed) to `*out`.
- * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (a negative or
- * too large slot). `*out` is written only on success. Thread-safe.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (cache, out), `M2C_STATUS_OUT_OF_RANGE`
+ * (a negative or too large slot), `M2C_STATUS_INVALID_ARG` (`out` inside
+ * the cache's storage). `*out` is written only on success. Thread-safe.
  */
 m2c_status m2c_position(const struct m2c_cache *cache, int32_t slot, uint64_t *out);
 
@@ -729,7 +738,8 @@ m2c_status m2c_position(const struct m2c_cache *cache, int32_t slot, uint64_t *o
  * the view while another call on this cache writes the same layer, and
  * must not call m2c on the layer while writing through the view.
  *
- * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (layer),
+ * Errors: `M2C_STATUS_NULL_ARG` (cache, out), `M2C_STATUS_OUT_OF_RANGE`
+ * (layer), `M2C_STATUS_INVALID_ARG` (`out` inside the cache's storage),
  * `M2C_STATUS_POISONED`. `*out` is written only on success.
  */
 m2c_status m2c_conv_view(struct m2c_cache *cache, uint32_t layer, struct m2c_tensor *out);
@@ -866,8 +876,10 @@ m2c_status m2c_ssm_prefill(struct m2c_cache *cache, uint32_t layer, const int32_
  * Engines that manage slots themselves can ignore acquire/release: every
  * index-based call works on any slot in range.
  *
- * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_NO_FREE_SLOT`,
- * `M2C_STATUS_POISONED`. `*out_slot` is written only on success.
+ * Errors: `M2C_STATUS_NULL_ARG` (cache, out_slot),
+ * `M2C_STATUS_NO_FREE_SLOT`, `M2C_STATUS_INVALID_ARG` (`out_slot` inside
+ * the cache's storage), `M2C_STATUS_POISONED`. `*out_slot` is written
+ * only on success.
  * Thread-safe: two threads never get the same slot.
  */
 m2c_status m2c_slot_acquire(struct m2c_cache *cache, int32_t *out_slot);
@@ -876,14 +888,20 @@ m2c_status m2c_slot_acquire(struct m2c_cache *cache, int32_t *out_slot);
  * Returns `slot` to the free list; its state is left as it is until the
  * next acquire zeroes it. Releasing a slot that is not in use is
  * `M2C_STATUS_INVALID_ARG` (a double release is an engine bug worth
- * reporting). Errors also: `M2C_STATUS_NULL_ARG`,
- * `M2C_STATUS_OUT_OF_RANGE`, `M2C_STATUS_POISONED`. Thread-safe.
+ * reporting).
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (cache), `M2C_STATUS_OUT_OF_RANGE`
+ * (slot), `M2C_STATUS_INVALID_ARG` (a slot not in use),
+ * `M2C_STATUS_POISONED`. Thread-safe.
  */
 m2c_status m2c_slot_release(struct m2c_cache *cache, int32_t slot);
 
 /**
- * Writes the number of acquired slots to `*out`. Errors:
- * `M2C_STATUS_NULL_ARG`. Thread-safe.
+ * Writes the number of acquired slots to `*out`.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (cache, out), `M2C_STATUS_INVALID_ARG`
+ * (`out` inside the cache's storage). `*out` is written only on success.
+ * Thread-safe.
  */
 m2c_status m2c_slots_in_use(const struct m2c_cache *cache, uint32_t *out);
 
@@ -917,9 +935,11 @@ m2c_status m2c_copy_slots(struct m2c_cache *cache, const int32_t *src, const int
  * `m2c_slot_acquire`) or reloaded from a snapshot. Call this after a step
  * that produced NaN outputs to decide whether to drop the sequence.
  *
- * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (slot).
- * `*out_nonfinite` is written only on success. Thread-safe (a read; works
- * on a poisoned handle).
+ * Errors: `M2C_STATUS_NULL_ARG` (cache, out_nonfinite),
+ * `M2C_STATUS_OUT_OF_RANGE` (slot), `M2C_STATUS_INVALID_ARG`
+ * (`out_nonfinite` inside the cache's storage). `*out_nonfinite` is
+ * written only on success. Thread-safe (a read; works on a poisoned
+ * handle).
  */
 m2c_status m2c_count_nonfinite(const struct m2c_cache *cache, int32_t slot, uint64_t *out_nonfinite);
 
@@ -937,7 +957,10 @@ m2c_status m2c_check_finite(const struct m2c_cache *cache, int32_t slot, uint64_
 /**
  * Writes to `*out` the exact size in bytes of a snapshot of one slot of
  * this cache (header, every layer's conv and SSM state, checksum). The
- * format is specified in docs/FORMATS.md. Errors: `M2C_STATUS_NULL_ARG`.
+ * format is specified in docs/FORMATS.md.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (cache, out), `M2C_STATUS_INVALID_ARG`
+ * (`out` inside the cache's storage). `*out` is written only on success.
  * Thread-safe.
  */
 m2c_status m2c_slot_snapshot_size(const struct m2c_cache *cache, size_t *out);
@@ -987,11 +1010,13 @@ m2c_status m2c_slot_load(struct m2c_cache *cache, int32_t slot, const void *buf,
  * is replaced and the link stays.
  *
  * `path` is a NUL-terminated byte string naming a file (not a directory
- * such as "/", "." or ".."). Errors: `M2C_STATUS_NULL_ARG`,
- * `M2C_STATUS_INVALID_ARG` (empty path, a path that names no file, or a
- * path string inside the cache's storage), `M2C_STATUS_IO` (with the OS
- * error in `m2c_last_error()`). Thread-safe; mutations of this cache wait
- * until the save ends.
+ * such as "/", "." or "..").
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (cache, path), `M2C_STATUS_INVALID_ARG`
+ * (an empty path, a path that names no file, or a path string inside the
+ * cache's storage), `M2C_STATUS_OUT_OF_MEMORY` (before any file is
+ * created), `M2C_STATUS_IO` (with the OS error in `m2c_last_error()`).
+ * Thread-safe; mutations of this cache wait until the save ends.
  */
 m2c_status m2c_save_file(const struct m2c_cache *cache, const char *path);
 

@@ -126,8 +126,9 @@ pub unsafe extern "C" fn m2c_destroy(cache: *mut m2c_cache) {
 /// `out->struct_size` first (`m2c_config_init(out)` does); it must be a
 /// size this library knows.
 ///
-/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (unknown
-/// `out->struct_size`). `*out` is written only on success. Thread-safe.
+/// Errors: `M2C_STATUS_NULL_ARG` (cache, out), `M2C_STATUS_INVALID_ARG`
+/// (unknown `out->struct_size`, or `out` inside the cache's storage).
+/// `*out` is written only on success. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_get_config(cache: *const m2c_cache, out: *mut m2c_config) -> m2c_status {
     ffi_status("m2c_get_config", || {
@@ -331,9 +332,12 @@ pub unsafe extern "C" fn m2c_read_ssm(
 /// Zeroes the conv windows and SSM states of the selected slots in every
 /// layer and sets their positions to 0 (a slot starting a new sequence).
 /// Slot selection as for `m2c_update_conv` (`slots == NULL`: slots
-/// `0..n-1`). Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE`,
-/// `M2C_STATUS_INVALID_ARG`, `M2C_STATUS_POISONED`; on failure nothing
-/// changes. Thread-safe.
+/// `0..n-1`).
+///
+/// Errors: `M2C_STATUS_NULL_ARG` (cache), `M2C_STATUS_OUT_OF_RANGE` (a
+/// slot), `M2C_STATUS_INVALID_ARG` (a slot listed twice, or `slots` inside
+/// the cache's storage), `M2C_STATUS_POISONED`. On failure nothing changes.
+/// Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_reset(cache: *mut m2c_cache, slots: *const i32, n: usize) -> m2c_status {
     ffi_status("m2c_reset", || {
@@ -347,10 +351,13 @@ pub unsafe extern "C" fn m2c_reset(cache: *mut m2c_cache, slots: *const i32, n: 
 
 /// Adds `num_tokens` to the position of each selected slot (call it once
 /// per decode step or prefill chunk). Slot selection as for
-/// `m2c_update_conv`. Errors: `M2C_STATUS_NULL_ARG`,
-/// `M2C_STATUS_OUT_OF_RANGE` (a slot, or a position that would overflow
-/// `uint64_t`), `M2C_STATUS_INVALID_ARG`, `M2C_STATUS_POISONED`; on failure
-/// no position changes. Thread-safe.
+/// `m2c_update_conv`.
+///
+/// Errors: `M2C_STATUS_NULL_ARG` (cache), `M2C_STATUS_OUT_OF_RANGE` (a
+/// slot, or a position that would overflow `uint64_t`),
+/// `M2C_STATUS_INVALID_ARG` (a slot listed twice, or `slots` inside the
+/// cache's storage), `M2C_STATUS_POISONED`. On failure no position
+/// changes. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_advance(
     cache: *mut m2c_cache,
@@ -368,8 +375,10 @@ pub unsafe extern "C" fn m2c_advance(
 }
 
 /// Writes the position of `slot` (tokens it has consumed) to `*out`.
-/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (a negative or
-/// too large slot). `*out` is written only on success. Thread-safe.
+///
+/// Errors: `M2C_STATUS_NULL_ARG` (cache, out), `M2C_STATUS_OUT_OF_RANGE`
+/// (a negative or too large slot), `M2C_STATUS_INVALID_ARG` (`out` inside
+/// the cache's storage). `*out` is written only on success. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_position(cache: *const m2c_cache, slot: i32, out: *mut u64) -> m2c_status {
     ffi_status("m2c_position", || {

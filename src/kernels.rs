@@ -151,7 +151,7 @@ unsafe fn opt_slice<'a>(
 
 /// A pointer of a device cache's kernel call, taken as a device address
 /// (never dereferenced on the host).
-fn dev(p: *const c_void, len: usize, what: &str) -> Result<DevArray, Error> {
+fn device_array(p: *const c_void, len: usize, what: &str) -> Result<DevArray, Error> {
     if p.is_null() && len != 0 {
         return Err(Error::NullArg(format!("{what} is NULL but {what}_len = {len}")));
     }
@@ -171,10 +171,10 @@ fn device_conv(
     let (dtype, silu) = conv_header(a)?;
     Ok(DeviceConvArgs {
         dtype,
-        x: dev(x, x_len, "x")?,
-        out: dev(out, out_len, "out")?,
-        weight: dev(a.weight.cast(), a.weight_len, "weight")?,
-        bias: dev(a.bias.cast(), a.bias_len, "bias")?,
+        x: device_array(x, x_len, "x")?,
+        out: device_array(out, out_len, "out")?,
+        weight: device_array(a.weight.cast(), a.weight_len, "weight")?,
+        bias: device_array(a.bias.cast(), a.bias_len, "bias")?,
         silu,
     })
 }
@@ -186,17 +186,17 @@ fn device_ssm(io: &m2c_ssm_io, a: &m2c_ssm_args) -> Result<(DeviceSsmIo, DeviceS
     io_header(io)?;
     let dio = DeviceSsmIo {
         dtype,
-        x: dev(io.x, io.x_len, "x")?,
-        dt: dev(io.dt, io.dt_len, "dt")?,
-        b: dev(io.B, io.B_len, "B")?,
-        c: dev(io.C, io.C_len, "C")?,
-        z: dev(io.z, io.z_len, "z")?,
-        y: dev(io.y.cast_const(), io.y_len, "y")?,
+        x: device_array(io.x, io.x_len, "x")?,
+        dt: device_array(io.dt, io.dt_len, "dt")?,
+        b: device_array(io.B, io.B_len, "B")?,
+        c: device_array(io.C, io.C_len, "C")?,
+        z: device_array(io.z, io.z_len, "z")?,
+        y: device_array(io.y.cast_const(), io.y_len, "y")?,
     };
     let p = DeviceSsmParams {
-        a: dev(a.A.cast(), a.A_len, "A")?,
-        d: dev(a.D.cast(), a.D_len, "D")?,
-        dt_bias: dev(a.dt_bias.cast(), a.dt_bias_len, "dt_bias")?,
+        a: device_array(a.A.cast(), a.A_len, "A")?,
+        d: device_array(a.D.cast(), a.D_len, "D")?,
+        dt_bias: device_array(a.dt_bias.cast(), a.dt_bias_len, "dt_bias")?,
         dt_softplus: a.dt_softplus != 0,
         dt_limit: (a.dt_clamp != 0).then_some((a.dt_min, a.dt_max)),
     };

@@ -40,7 +40,10 @@ unsafe fn path_arg<'a>(path: *const c_char) -> Result<&'a Path, Error> {
 
 /// Writes to `*out` the exact size in bytes of a snapshot of one slot of
 /// this cache (header, every layer's conv and SSM state, checksum). The
-/// format is specified in docs/FORMATS.md. Errors: `M2C_STATUS_NULL_ARG`.
+/// format is specified in docs/FORMATS.md.
+///
+/// Errors: `M2C_STATUS_NULL_ARG` (cache, out), `M2C_STATUS_INVALID_ARG`
+/// (`out` inside the cache's storage). `*out` is written only on success.
 /// Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_slot_snapshot_size(cache: *const m2c_cache, out: *mut usize) -> m2c_status {
@@ -143,11 +146,13 @@ pub unsafe extern "C" fn m2c_slot_load(cache: *mut m2c_cache, slot: i32, buf: *c
 /// is replaced and the link stays.
 ///
 /// `path` is a NUL-terminated byte string naming a file (not a directory
-/// such as "/", "." or ".."). Errors: `M2C_STATUS_NULL_ARG`,
-/// `M2C_STATUS_INVALID_ARG` (empty path, a path that names no file, or a
-/// path string inside the cache's storage), `M2C_STATUS_IO` (with the OS
-/// error in `m2c_last_error()`). Thread-safe; mutations of this cache wait
-/// until the save ends.
+/// such as "/", "." or "..").
+///
+/// Errors: `M2C_STATUS_NULL_ARG` (cache, path), `M2C_STATUS_INVALID_ARG`
+/// (an empty path, a path that names no file, or a path string inside the
+/// cache's storage), `M2C_STATUS_OUT_OF_MEMORY` (before any file is
+/// created), `M2C_STATUS_IO` (with the OS error in `m2c_last_error()`).
+/// Thread-safe; mutations of this cache wait until the save ends.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_save_file(cache: *const m2c_cache, path: *const c_char) -> m2c_status {
     ffi_status("m2c_save_file", || {

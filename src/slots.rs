@@ -9,8 +9,10 @@ use super::*;
 /// Engines that manage slots themselves can ignore acquire/release: every
 /// index-based call works on any slot in range.
 ///
-/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_NO_FREE_SLOT`,
-/// `M2C_STATUS_POISONED`. `*out_slot` is written only on success.
+/// Errors: `M2C_STATUS_NULL_ARG` (cache, out_slot),
+/// `M2C_STATUS_NO_FREE_SLOT`, `M2C_STATUS_INVALID_ARG` (`out_slot` inside
+/// the cache's storage), `M2C_STATUS_POISONED`. `*out_slot` is written
+/// only on success.
 /// Thread-safe: two threads never get the same slot.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_slot_acquire(cache: *mut m2c_cache, out_slot: *mut i32) -> m2c_status {
@@ -30,8 +32,11 @@ pub unsafe extern "C" fn m2c_slot_acquire(cache: *mut m2c_cache, out_slot: *mut 
 /// Returns `slot` to the free list; its state is left as it is until the
 /// next acquire zeroes it. Releasing a slot that is not in use is
 /// `M2C_STATUS_INVALID_ARG` (a double release is an engine bug worth
-/// reporting). Errors also: `M2C_STATUS_NULL_ARG`,
-/// `M2C_STATUS_OUT_OF_RANGE`, `M2C_STATUS_POISONED`. Thread-safe.
+/// reporting).
+///
+/// Errors: `M2C_STATUS_NULL_ARG` (cache), `M2C_STATUS_OUT_OF_RANGE`
+/// (slot), `M2C_STATUS_INVALID_ARG` (a slot not in use),
+/// `M2C_STATUS_POISONED`. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_slot_release(cache: *mut m2c_cache, slot: i32) -> m2c_status {
     ffi_status("m2c_slot_release", || {
@@ -41,8 +46,11 @@ pub unsafe extern "C" fn m2c_slot_release(cache: *mut m2c_cache, slot: i32) -> m
     })
 }
 
-/// Writes the number of acquired slots to `*out`. Errors:
-/// `M2C_STATUS_NULL_ARG`. Thread-safe.
+/// Writes the number of acquired slots to `*out`.
+///
+/// Errors: `M2C_STATUS_NULL_ARG` (cache, out), `M2C_STATUS_INVALID_ARG`
+/// (`out` inside the cache's storage). `*out` is written only on success.
+/// Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_slots_in_use(cache: *const m2c_cache, out: *mut u32) -> m2c_status {
     ffi_status("m2c_slots_in_use", || {
@@ -114,9 +122,11 @@ pub unsafe extern "C" fn m2c_copy_slots(
 /// `m2c_slot_acquire`) or reloaded from a snapshot. Call this after a step
 /// that produced NaN outputs to decide whether to drop the sequence.
 ///
-/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (slot).
-/// `*out_nonfinite` is written only on success. Thread-safe (a read; works
-/// on a poisoned handle).
+/// Errors: `M2C_STATUS_NULL_ARG` (cache, out_nonfinite),
+/// `M2C_STATUS_OUT_OF_RANGE` (slot), `M2C_STATUS_INVALID_ARG`
+/// (`out_nonfinite` inside the cache's storage). `*out_nonfinite` is
+/// written only on success. Thread-safe (a read; works on a poisoned
+/// handle).
 #[no_mangle]
 pub unsafe extern "C" fn m2c_count_nonfinite(
     cache: *const m2c_cache,

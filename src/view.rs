@@ -80,7 +80,8 @@ fn view(cache: *const m2c_cache, layer: u32, out: *mut m2c_tensor, ssm: bool) ->
 /// the view while another call on this cache writes the same layer, and
 /// must not call m2c on the layer while writing through the view.
 ///
-/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (layer),
+/// Errors: `M2C_STATUS_NULL_ARG` (cache, out), `M2C_STATUS_OUT_OF_RANGE`
+/// (layer), `M2C_STATUS_INVALID_ARG` (`out` inside the cache's storage),
 /// `M2C_STATUS_POISONED`. `*out` is written only on success.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_conv_view(cache: *mut m2c_cache, layer: u32, out: *mut m2c_tensor) -> m2c_status {

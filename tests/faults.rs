@@ -194,6 +194,23 @@ fn a_thread_pool_that_cannot_start_leaves_every_call_working() {
     assert!(!text.contains("panicked"), "a panic reached stderr:\n{text}");
 }
 
+/// The same under a process-count limit (RLIMIT_NPROC, as a pids cgroup
+/// or `ulimit -u` sets it): the child drops to an unprivileged user
+/// (root is not bound by the limit), so the test needs root.
+#[test]
+fn a_thread_pool_under_a_process_limit_leaves_every_call_working() {
+    // SAFETY: plain syscall.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("faults: not root: RLIMIT_NPROC cannot be tested (it binds only unprivileged users)");
+        return;
+    }
+    let out = child("nproc", &[("RUST_BACKTRACE", "1".into())]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child under RLIMIT_NPROC failed ({}):\n{text}", out.status);
+    assert!(text.contains(&format!("{MARK}ok")), "{text}");
+    assert!(!text.contains("panicked"), "a panic reached stderr:\n{text}");
+}
+
 /// Calls over 2^25 rows under an address-space limit far below what a
 /// per-row table would take: batched reads, writes and resets allocate
 /// nothing per row, so they succeed (they once aborted the process:
@@ -395,6 +412,7 @@ fn child_process() {
         Ok("copy_oom") => copy_oom_child(),
         Ok("pool_fail") => pool_fail_child(),
         Ok("row_oom") => row_oom_child(),
+        Ok("nproc") => nproc_child(),
         _ => {}
     }
 }
@@ -466,6 +484,30 @@ fn rlimit_child() {
         vm1 >> 20
     );
     println!("rlimit child: ok");
+}
+
+fn nproc_child() {
+    let cfg = config(1, 8, 8);
+    let h = create(&cfg).unwrap();
+    let per = (cfg.num_heads * cfg.head_dim * cfg.state_size) as usize;
+    let st: Vec<f32> = (0..8 * per).map(|i| (i % 5) as f32).collect();
+    let mut back = vec![0f32; 8 * per];
+    let lim = libc::rlimit { rlim_cur: 1, rlim_max: 1 };
+    // SAFETY: plain syscalls on this process: one process at most, then
+    // an unprivileged user, whom the limit binds.
+    unsafe {
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NPROC, &lim), 0);
+        assert_eq!(libc::setgid(65534), 0);
+        assert_eq!(libc::setuid(65534), 0);
+    }
+    // SAFETY: live handle, buffers of the stated lengths.
+    unsafe {
+        ok(m2c_set_ssm(h, 0, ptr::null(), 8, st.as_ptr().cast(), M2C_DTYPE_F32, st.len()), "pool-sized set_ssm");
+        ok(m2c_read_ssm(h, 0, ptr::null(), 8, back.as_mut_ptr().cast(), M2C_DTYPE_F32, back.len()), "pool-sized read");
+        assert_eq!(back, st);
+        m2c_destroy(h);
+    }
+    println!("{MARK}ok");
 }
 
 fn row_oom_child() {

@@ -62,10 +62,10 @@ impl Cache {
     }
 
     fn zero_slot(&mut self, s: usize) {
-        let (cper, sper) = (self.shape().conv_slot_elems, self.shape().ssm_slot_elems);
+        let (conv_elems, ssm_elems) = (self.shape().conv_slot_elems, self.shape().ssm_slot_elems);
         for l in &mut self.layers {
-            l.conv.slice_mut().sub(s * cper..(s + 1) * cper).fill_zero();
-            l.ssm.slice_mut().sub(s * sper..(s + 1) * sper).fill_zero();
+            l.conv.slice_mut().sub(s * conv_elems..(s + 1) * conv_elems).fill_zero();
+            l.ssm.slice_mut().sub(s * ssm_elems..(s + 1) * ssm_elems).fill_zero();
         }
     }
 
@@ -82,30 +82,33 @@ impl Cache {
 
     /// The storage bytes of slot `s` in layer `l`: conv window, ssm state.
     pub(crate) fn slot_bytes(&self, l: u32, s: usize) -> [&[u8]; 2] {
-        let (cb, sb) = self.slot_byte_sizes();
+        let (conv_row, ssm_row) = self.slot_byte_sizes();
         let layer = &self.layers[l as usize];
-        [&layer.conv.bytes()[s * cb..(s + 1) * cb], &layer.ssm.bytes()[s * sb..(s + 1) * sb]]
+        [&layer.conv.bytes()[s * conv_row..(s + 1) * conv_row], &layer.ssm.bytes()[s * ssm_row..(s + 1) * ssm_row]]
     }
 
     pub(crate) fn slot_bytes_mut(&mut self, l: u32, s: usize) -> [&mut [u8]; 2] {
-        let (cb, sb) = self.slot_byte_sizes();
+        let (conv_row, ssm_row) = self.slot_byte_sizes();
         let layer = &mut self.layers[l as usize];
-        [&mut layer.conv.bytes_mut()[s * cb..(s + 1) * cb], &mut layer.ssm.bytes_mut()[s * sb..(s + 1) * sb]]
+        [
+            &mut layer.conv.bytes_mut()[s * conv_row..(s + 1) * conv_row],
+            &mut layer.ssm.bytes_mut()[s * ssm_row..(s + 1) * ssm_row],
+        ]
     }
 
     /// Every slot's storage bytes of layer `l` (without alignment padding).
     pub(crate) fn layer_bytes(&self, l: u32) -> [&[u8]; 2] {
-        let (cb, sb) = self.slot_byte_sizes();
+        let (conv_row, ssm_row) = self.slot_byte_sizes();
         let n = self.num_slots();
         let layer = &self.layers[l as usize];
-        [&layer.conv.bytes()[..n * cb], &layer.ssm.bytes()[..n * sb]]
+        [&layer.conv.bytes()[..n * conv_row], &layer.ssm.bytes()[..n * ssm_row]]
     }
 
     pub(crate) fn layer_bytes_mut(&mut self, l: u32) -> [&mut [u8]; 2] {
-        let (cb, sb) = self.slot_byte_sizes();
+        let (conv_row, ssm_row) = self.slot_byte_sizes();
         let n = self.num_slots();
         let layer = &mut self.layers[l as usize];
-        [&mut layer.conv.bytes_mut()[..n * cb], &mut layer.ssm.bytes_mut()[..n * sb]]
+        [&mut layer.conv.bytes_mut()[..n * conv_row], &mut layer.ssm.bytes_mut()[..n * ssm_row]]
     }
 
     fn slot_byte_sizes(&self) -> (usize, usize) {
@@ -126,18 +129,18 @@ impl Cache {
             return Ok(());
         };
         let (moves, staged) = (&plan.moves, &plan.staged);
-        let (cb, sb) = self.slot_byte_sizes();
-        let bytes = moves.len() * (cb + sb) * self.layers.len();
+        let (conv_row, ssm_row) = self.slot_byte_sizes();
+        let bytes = moves.len() * (conv_row + ssm_row) * self.layers.len();
         let parallel = bytes >= PAR_MIN_BYTES && self.layers.len() >= 2 && pool::threads() > 1;
         // One scratch buffer per worker, each processing a run of layers.
         let workers = if parallel { pool::threads().clamp(1, self.layers.len()) } else { 1 };
-        let scratch_bytes = staged.len() * cb.max(sb);
+        let scratch_bytes = staged.len() * conv_row.max(ssm_row);
         let mut scratches: Vec<Vec<u8>> = try_with_capacity(workers, "scratch table")?;
         for _ in 0..workers {
             scratches.push(try_with_capacity(scratch_bytes, "copy scratch")?);
         }
         let copy_layer = |layer: &mut crate::cache::Layer, scratch: &mut Vec<u8>| {
-            for (buf, per) in [(&mut layer.conv, cb), (&mut layer.ssm, sb)] {
+            for (buf, per) in [(&mut layer.conv, conv_row), (&mut layer.ssm, ssm_row)] {
                 let bytes = buf.bytes_mut();
                 scratch.clear(); // keeps its capacity: no allocation here
                 for &s in staged {
@@ -246,13 +249,13 @@ impl Cache {
     /// carries them forward in that slot until it is reset or reloaded.
     pub fn count_nonfinite(&self, slot: i32) -> Result<u64> {
         let s = self.check_slot(slot)?;
-        let (cper, sper) = (self.shape().conv_slot_elems, self.shape().ssm_slot_elems);
+        let (conv_elems, ssm_elems) = (self.shape().conv_slot_elems, self.shape().ssm_slot_elems);
         Ok(self
             .layers
             .iter()
             .map(|l| {
-                count_nonfinite(l.conv.slice().sub(s * cper..(s + 1) * cper))
-                    + count_nonfinite(l.ssm.slice().sub(s * sper..(s + 1) * sper))
+                count_nonfinite(l.conv.slice().sub(s * conv_elems..(s + 1) * conv_elems))
+                    + count_nonfinite(l.ssm.slice().sub(s * ssm_elems..(s + 1) * ssm_elems))
             })
             .sum())
     }

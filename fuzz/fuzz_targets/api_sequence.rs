@@ -947,6 +947,51 @@ impl Harness {
         self.check("queries", M2C_STATUS_OK, e, &[]);
     }
 
+    /// Output parameters and slot lists that point into the cache's own
+    /// storage (and a snapshot's `out_written` inside its buffer): each call
+    /// fails with INVALID_ARG and changes nothing, reads included.
+    fn aliased_outputs(&mut self, r: &mut Reader) {
+        let (base, len) = self.cache_mem;
+        let which = r.u8() % 11;
+        let need = match which {
+            5 => std::mem::size_of::<m2c_config>(),
+            6 => std::mem::size_of::<m2c_tensor>(),
+            _ => 8,
+        };
+        if len < need + 8 {
+            return;
+        }
+        let off = (r.u8() as usize * 8) % (len - need) / 8 * 8;
+        // SAFETY: off + need <= len: inside layer 0's conv storage.
+        let p = unsafe { base.cast::<u8>().add(off) };
+        let n = 1 + r.u8() as usize % ((len - off) / 4).clamp(1, 8);
+        let c = self.cache;
+        let mut snap = vec![0u8; self.sh.snapshot_size() + 16];
+        // SAFETY: every pointer is valid for its type (inside the storage,
+        // 8-aligned, with room); the library must refuse them all.
+        let st = unsafe {
+            match which {
+                0 => m2c_position(c, 0, p.cast()),
+                1 => m2c_count_nonfinite(c, 0, p.cast()),
+                2 => m2c_check_finite(c, 0, p.cast()),
+                3 => m2c_slots_in_use(c, p.cast()),
+                4 => m2c_slot_snapshot_size(c, p.cast()),
+                5 => m2c_get_config(c, p.cast()),
+                6 => m2c_conv_view(c, 0, p.cast()),
+                7 => m2c_slot_acquire(c, p.cast()),
+                8 => m2c_reset(c, p.cast(), n),
+                9 => m2c_advance(c, p.cast(), n, 1),
+                _ => {
+                    let inside = snap.as_mut_ptr().add(8).cast::<usize>();
+                    m2c_slot_save(c, 0, snap.as_mut_ptr().cast(), snap.len(), inside)
+                }
+            }
+        };
+        assert_eq!(st, M2C_STATUS_INVALID_ARG, "aliased output, call {which}: {}", last_error());
+        let e = self.expect(false);
+        self.check("aliased output", st, e, &[]);
+    }
+
     /// Calls with a NULL handle or NULL required pointers: each fails with
     /// NULL_ARG and changes nothing.
     fn null_calls(&mut self, r: &mut Reader) {
@@ -1010,7 +1055,7 @@ fuzz_target!(|data: &[u8]| {
     let mut calls = 0;
     while !r.done() && calls < MAX_CALLS {
         calls += 1;
-        match r.u8() % 18 {
+        match r.u8() % 19 {
             0 => h.update(&mut r, 0),
             1 => h.update(&mut r, 1),
             2 => h.update(&mut r, 2),
@@ -1028,6 +1073,7 @@ fuzz_target!(|data: &[u8]| {
             14 => h.ssm_kernel(&mut r, true),
             15 => h.queries(&mut r),
             16 => h.null_calls(&mut r),
+            17 => h.aliased_outputs(&mut r),
             _ => {
                 let which = r.u8() % 3;
                 h.update(&mut r, which)

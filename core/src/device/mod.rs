@@ -340,51 +340,51 @@ impl DeviceCache {
 
     /// As [`Cache::update_conv`].
     pub fn update_conv(&mut self, layer: u32, slots: Slots<'_>, x: Slice<'_>) -> Result<()> {
-        let (ls, ss) = (self.one_layer(layer)?, self.selected(slots)?);
-        self.pull(Part::Conv, ls.clone(), &ss)?;
+        let (layers, touched) = (self.one_layer(layer)?, self.selected(slots)?);
+        self.pull(Part::Conv, layers.clone(), &touched)?;
         self.host.update_conv(layer, slots, x)?;
-        self.push(Part::Conv, ls, &ss)
+        self.push(Part::Conv, layers, &touched)
     }
 
     /// As [`Cache::set_conv`].
     pub fn set_conv(&mut self, layer: u32, slots: Slots<'_>, window: Slice<'_>) -> Result<()> {
-        let (ls, ss) = (self.one_layer(layer)?, self.selected(slots)?);
+        let (layers, touched) = (self.one_layer(layer)?, self.selected(slots)?);
         self.host.set_conv(layer, slots, window)?;
-        self.push(Part::Conv, ls, &ss)
+        self.push(Part::Conv, layers, &touched)
     }
 
     /// As [`Cache::set_ssm`].
     pub fn set_ssm(&mut self, layer: u32, slots: Slots<'_>, state: Slice<'_>) -> Result<()> {
-        let (ls, ss) = (self.one_layer(layer)?, self.selected(slots)?);
+        let (layers, touched) = (self.one_layer(layer)?, self.selected(slots)?);
         self.host.set_ssm(layer, slots, state)?;
-        self.push(Part::Ssm, ls, &ss)
+        self.push(Part::Ssm, layers, &touched)
     }
 
     /// As [`Cache::read_conv`].
     pub fn read_conv(&mut self, layer: u32, slots: Slots<'_>, out: SliceMut<'_>) -> Result<()> {
-        let (ls, ss) = (self.one_layer(layer)?, self.selected(slots)?);
-        self.pull(Part::Conv, ls, &ss)?;
+        let (layers, touched) = (self.one_layer(layer)?, self.selected(slots)?);
+        self.pull(Part::Conv, layers, &touched)?;
         self.host.read_conv(layer, slots, out)
     }
 
     /// As [`Cache::read_ssm`].
     pub fn read_ssm(&mut self, layer: u32, slots: Slots<'_>, out: SliceMut<'_>) -> Result<()> {
-        let (ls, ss) = (self.one_layer(layer)?, self.selected(slots)?);
-        self.pull(Part::Ssm, ls, &ss)?;
+        let (layers, touched) = (self.one_layer(layer)?, self.selected(slots)?);
+        self.pull(Part::Ssm, layers, &touched)?;
         self.host.read_ssm(layer, slots, out)
     }
 
     /// As [`Cache::reset`]: zeroes the slots' state on the device.
     pub fn reset(&mut self, slots: Slots<'_>) -> Result<()> {
-        let ss = self.selected(slots)?;
+        let touched = self.selected(slots)?;
         self.host.reset(slots)?;
-        self.zero_rows(&ss)
+        self.zero_rows(&touched)
     }
 
     /// Zeroes the state of `slots` on the device, in every layer.
     fn zero_rows(&mut self, slots: &[usize]) -> Result<()> {
-        let (cb, sb) = (self.row_bytes(Part::Conv), self.row_bytes(Part::Ssm));
-        for (rb, bufs) in [(cb, &mut self.conv), (sb, &mut self.ssm)] {
+        let (conv_row, ssm_row) = (self.row_bytes(Part::Conv), self.row_bytes(Part::Ssm));
+        for (rb, bufs) in [(conv_row, &mut self.conv), (ssm_row, &mut self.ssm)] {
             for b in bufs.iter_mut() {
                 for &s in slots {
                     self.dev.zero(b, s * rb, rb)?;
@@ -436,14 +436,14 @@ impl DeviceCache {
         let Some(plan) = self.host.copy_plan(src, dst)? else {
             return Ok(());
         };
-        let (cb, sb) = (self.row_bytes(Part::Conv), self.row_bytes(Part::Ssm));
+        let (conv_row, ssm_row) = (self.row_bytes(Part::Conv), self.row_bytes(Part::Ssm));
         let mut scratch = match plan.staged.len() {
             0 => None,
-            k => Some(self.dev.alloc_zeroed(k * cb.max(sb))?),
+            k => Some(self.dev.alloc_zeroed(k * conv_row.max(ssm_row))?),
         };
         let dev = &*self.dev;
         for (conv, ssm) in self.conv.iter_mut().zip(self.ssm.iter_mut()) {
-            for (buf, per) in [(conv, cb), (ssm, sb)] {
+            for (buf, per) in [(conv, conv_row), (ssm, ssm_row)] {
                 if let Some(sc) = scratch.as_mut() {
                     for (k, &s) in plan.staged.iter().enumerate() {
                         dev.copy(buf, s * per, sc, k * per, per)?;
@@ -465,8 +465,8 @@ impl DeviceCache {
     /// As [`Cache::count_nonfinite`].
     pub fn count_nonfinite(&mut self, slot: i32) -> Result<u64> {
         let s = self.host.check_slot(slot)?;
-        let ls = self.all_layers();
-        self.pull_both(ls, &[s])?;
+        let layers = self.all_layers();
+        self.pull_both(layers, &[s])?;
         self.host.count_nonfinite(slot)
     }
 
@@ -478,8 +478,8 @@ impl DeviceCache {
     /// As [`Cache::slot_save`].
     pub fn slot_save(&mut self, slot: i32, buf: &mut [u8]) -> Result<usize> {
         let s = self.host.check_slot(slot)?;
-        let ls = self.all_layers();
-        self.pull_both(ls, &[s])?;
+        let layers = self.all_layers();
+        self.pull_both(layers, &[s])?;
         self.host.slot_save(slot, buf)
     }
 
@@ -487,8 +487,8 @@ impl DeviceCache {
     pub fn slot_load(&mut self, slot: i32, buf: &[u8]) -> Result<()> {
         let s = self.host.check_slot(slot)?;
         self.host.slot_load(slot, buf)?;
-        let ls = self.all_layers();
-        self.push_both(ls, &[s])
+        let layers = self.all_layers();
+        self.push_both(layers, &[s])
     }
 
     /// As [`Cache::file_size`].
@@ -499,8 +499,8 @@ impl DeviceCache {
     /// As [`Cache::save_file`].
     pub fn save_file(&mut self, path: &Path) -> Result<()> {
         let all: Vec<usize> = (0..self.num_slots()).collect();
-        let ls = self.all_layers();
-        self.pull_both(ls, &all)?;
+        let layers = self.all_layers();
+        self.pull_both(layers, &all)?;
         let saved = self.host.save_file(path);
         self.release_staging();
         saved
@@ -517,10 +517,10 @@ impl DeviceCache {
     /// As [`Cache::install_file`].
     pub fn install_file(&mut self, check: FileCheck) -> Result<()> {
         let all: Vec<usize> = (0..self.num_slots()).collect();
-        let ls = self.all_layers();
-        self.pull_both(ls.clone(), &all)?;
+        let layers = self.all_layers();
+        self.pull_both(layers.clone(), &all)?;
         let loaded = self.host.install_file(check);
-        self.push_both(ls, &all)?;
+        self.push_both(layers, &all)?;
         self.release_staging();
         loaded
     }
@@ -544,7 +544,7 @@ fn null_len(what: &str, a: DevArray) -> Result<()> {
     Ok(())
 }
 
-fn need(what: &str, addr: u64) -> Result<()> {
+fn require_address(what: &str, addr: u64) -> Result<()> {
     if addr == 0 {
         return Err(Error::InvalidArg(format!("{what} is a null device address")));
     }
@@ -615,7 +615,7 @@ impl DeviceCache {
 
     /// The checks of the host `ssm_step` that do not read the arrays.
     fn check_ssm(&self, io: &DeviceSsmIo, p: &DeviceSsmParams, rows: usize) -> Result<()> {
-        need("A", p.a.addr)?;
+        require_address("A", p.a.addr)?;
         let all = [
             ("x", io.x),
             ("dt", io.dt),
@@ -669,7 +669,7 @@ impl DeviceCache {
     /// The checks of the host `conv_step` that do not read the arrays.
     fn check_conv(&self, a: &DeviceConvArgs, rows: usize) -> Result<()> {
         let dim = self.shape().conv_dim;
-        need("weight", a.weight.addr)?;
+        require_address("weight", a.weight.addr)?;
         for (what, v) in [("x", a.x), ("out", a.out), ("bias", a.bias)] {
             null_len(what, v)?;
         }
