@@ -43,24 +43,15 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// SplitMix64, to expand one input byte into many element values.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
+/// The shared test PRNG (SplitMix64), to expand one input byte into many
+/// element values.
+pub use m2c_testkit::Rng;
 
 /// An f32 test value from a seed: mostly small multiples of 1/8, sometimes
 /// a special value (NaN, infinities, -0, subnormals, values past f16's
 /// range), when `specials` is set.
 pub fn value(rng: &mut Rng, specials: bool) -> f32 {
-    let r = rng.next();
+    let r = rng.next_u64();
     if specials && r.is_multiple_of(16) {
         const SPECIAL: [f32; 8] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 1e-40, 65504.0, 1e30, 7e-6];
         return SPECIAL[((r >> 8) % 8) as usize];
@@ -169,7 +160,7 @@ impl CBuf {
     }
     /// Fills `n` elements of dtype `d` with values from `seed`.
     pub fn fill(&mut self, d: u32, n: usize, seed: u64, specials: bool) {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let d = if d <= M2C_DTYPE_F16 { d } else { M2C_DTYPE_F32 };
         let cap = self.bytes / dtype_size(d);
         let s = self.slice_mut();

@@ -219,7 +219,7 @@ impl ParamArg {
     fn new(r: &mut Reader, want: usize, required: bool) -> ParamArg {
         let b = r.u8();
         let seed = r.u8();
-        let mut rng = Rng(u64::from(seed) + 77);
+        let mut rng = Rng::new(u64::from(seed) + 77);
         let (null, len, ok) = match b {
             0..=95 if !required => (true, 0, true),
             0..=231 => (false, want, true),

@@ -274,33 +274,25 @@ mod tests {
     use crate::kernels::{ConvParams, SsmInputs, SsmParams};
     use std::sync::atomic::Ordering;
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
+    use m2c_testkit::Rng;
+
+    /// `n` values in [-1, 1) on a 1/1000 grid.
+    fn f32s(rng: &mut Rng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| (rng.next_u64() % 2000) as f32 / 1000.0 - 1.0).collect()
+    }
+
+    /// A slot list of `rows` distinct slots, some rows padding.
+    fn slots(rng: &mut Rng, num_slots: usize) -> Vec<i32> {
+        let mut all: Vec<i32> = (0..num_slots as i32).collect();
+        for i in (1..all.len()).rev() {
+            all.swap(i, rng.below(i + 1));
         }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
+        let rows = 1 + rng.below(num_slots);
+        all.truncate(rows);
+        if rows > 1 && rng.below(3) == 0 {
+            all[0] = -1;
         }
-        fn f32s(&mut self, n: usize) -> Vec<f32> {
-            (0..n).map(|_| (self.next() % 2000) as f32 / 1000.0 - 1.0).collect()
-        }
-        /// A slot list of `rows` distinct slots, some rows padding.
-        fn slots(&mut self, num_slots: usize) -> Vec<i32> {
-            let mut all: Vec<i32> = (0..num_slots as i32).collect();
-            for i in (1..all.len()).rev() {
-                all.swap(i, self.below(i + 1));
-            }
-            let rows = 1 + self.below(num_slots);
-            all.truncate(rows);
-            if rows > 1 && self.below(3) == 0 {
-                all[0] = -1;
-            }
-            all
-        }
+        all
     }
 
     fn arr(v: &[f32]) -> DevArray {
@@ -347,7 +339,7 @@ mod tests {
     }
 
     fn run(cfg: Config, seed: u64) {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let mut host = Cache::new(cfg).unwrap();
         let mut dev = DeviceCache::new(Config { device: Device::Cuda, ..cfg }, Box::new(Emu::default())).unwrap();
         let (n, shape) = (cfg.num_slots as usize, *host.shape());
@@ -358,13 +350,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("m2c-device-test-{}-{seed}", std::process::id()));
         for step in 0..300 {
             let layer = rng.below(cfg.num_layers as usize + 1) as u32; // sometimes out of range
-            let sl = rng.slots(n);
+            let sl = slots(&mut rng, n);
             let rows = sl.len();
             let ctx = format!("seed {seed} step {step}");
             match rng.below(13) {
                 0 => {
                     let extra = rng.below(2); // sometimes a wrong length
-                    let x = rng.f32s(rows * dim + extra);
+                    let x = f32s(&mut rng, rows * dim + extra);
                     let (a, b) = (
                         host.update_conv(layer, Slots::List(&sl), Slice::F32(&x)),
                         dev.update_conv(layer, Slots::List(&sl), Slice::F32(&x)),
@@ -372,7 +364,7 @@ mod tests {
                     assert_eq!(kind(&a), kind(&b), "{ctx} update_conv");
                 }
                 1 => {
-                    let w = rng.f32s(rows * shape.conv_slot_elems);
+                    let w = f32s(&mut rng, rows * shape.conv_slot_elems);
                     let (a, b) = (
                         host.set_conv(layer, Slots::List(&sl), Slice::F32(&w)),
                         dev.set_conv(layer, Slots::List(&sl), Slice::F32(&w)),
@@ -380,7 +372,7 @@ mod tests {
                     assert_eq!(kind(&a), kind(&b), "{ctx} set_conv");
                 }
                 2 => {
-                    let st = rng.f32s(rows * shape.ssm_slot_elems);
+                    let st = f32s(&mut rng, rows * shape.ssm_slot_elems);
                     let (a, b) = (
                         host.set_ssm(layer, Slots::List(&sl), Slice::F32(&st)),
                         dev.set_ssm(layer, Slots::List(&sl), Slice::F32(&st)),
@@ -395,7 +387,7 @@ mod tests {
                 }
                 4 => {
                     // A permutation with overlap, or a bad pair list.
-                    let src = rng.slots(n);
+                    let src = slots(&mut rng, n);
                     let mut dst = src.clone();
                     dst.rotate_left(1);
                     if rng.below(4) == 0 {
@@ -447,9 +439,9 @@ mod tests {
                     }
                 }
                 7 => {
-                    let x = rng.f32s(rows * dim);
-                    let w = rng.f32s(dim * k);
-                    let bias = rng.f32s(dim);
+                    let x = f32s(&mut rng, rows * dim);
+                    let w = f32s(&mut rng, dim * k);
+                    let bias = f32s(&mut rng, dim);
                     let silu = rng.below(2) == 0;
                     let mut o1 = vec![7f32; rows * dim];
                     let mut o2 = vec![7f32; rows * dim];
@@ -468,11 +460,11 @@ mod tests {
                     assert!(o1.iter().zip(&o2).all(|(p, q)| p.to_bits() == q.to_bits()), "{ctx}: conv outputs differ");
                 }
                 8 | 9 => {
-                    let x = rng.f32s(rows * h * hd);
-                    let dt = rng.f32s(rows * h);
-                    let b = rng.f32s(rows * g * ns);
-                    let c = rng.f32s(rows * g * ns);
-                    let z = rng.f32s(rows * h * hd);
+                    let x = f32s(&mut rng, rows * h * hd);
+                    let dt = f32s(&mut rng, rows * h);
+                    let b = f32s(&mut rng, rows * g * ns);
+                    let c = f32s(&mut rng, rows * g * ns);
+                    let z = f32s(&mut rng, rows * h * hd);
                     let a: Vec<f32> = (0..h).map(|i| -0.5 - i as f32 * 0.25).collect();
                     let mut y1 = vec![7f32; rows * h * hd];
                     let mut y2 = vec![7f32; rows * h * hd];
@@ -512,8 +504,8 @@ mod tests {
                         cu.push(cu.last().unwrap() + rng.below(4) as u64);
                     }
                     let t = *cu.last().unwrap() as usize;
-                    let x = rng.f32s(t * dim);
-                    let w = rng.f32s(dim * k);
+                    let x = f32s(&mut rng, t * dim);
+                    let w = f32s(&mut rng, dim * k);
                     let mut o1 = vec![7f32; t * dim];
                     let mut o2 = vec![7f32; t * dim];
                     let p = ConvParams { weight: &w, bias: None, silu: true };
@@ -532,8 +524,12 @@ mod tests {
                         o1.iter().zip(&o2).all(|(p, q)| p.to_bits() == q.to_bits()),
                         "{ctx}: conv prefill outputs differ"
                     );
-                    let (xs, dts, bs, cs) =
-                        (rng.f32s(t * h * hd), rng.f32s(t * h), rng.f32s(t * g * ns), rng.f32s(t * g * ns));
+                    let (xs, dts, bs, cs) = (
+                        f32s(&mut rng, t * h * hd),
+                        f32s(&mut rng, t * h),
+                        f32s(&mut rng, t * g * ns),
+                        f32s(&mut rng, t * g * ns),
+                    );
                     let a: Vec<f32> = (0..h).map(|i| -1.0 - i as f32).collect();
                     let mut y1 = vec![7f32; t * h * hd];
                     let mut y2 = vec![7f32; t * h * hd];

@@ -126,12 +126,9 @@ mod tests {
         let mut v: Vec<f32> = (0..=u16::MAX).map(|h| f16::from_bits(h).to_f32()).collect();
         v.extend((0..=u16::MAX).map(|h| f32::from_bits(((h as u32) << 16) | 0x8000)));
         v.extend((0..=u16::MAX).map(|h| f32::from_bits(((h as u32) << 13) | 0x1000)));
-        let mut s = 0x1234_5678_9ABC_DEF0u64;
+        let mut rng = m2c_testkit::Rng::new(0x1234_5678_9ABC_DEF0);
         for _ in 0..200_000 {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            v.push(f32::from_bits(s as u32));
+            v.push(f32::from_bits(rng.next_u64() as u32));
         }
         v.extend([
             0.0,

@@ -533,13 +533,8 @@ mod tests {
             2.9e-8,
             1.0e-30,
         ];
-        let mut seed = 0x9E37_79B9u32;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            seed
-        };
+        let mut rng = m2c_testkit::Rng::new(0x9E37_79B9);
+        let mut next = || rng.next_u64() as u32;
         for round in 0..200 {
             let n = 128;
             let row: Vec<S> = (0..n)

@@ -600,13 +600,8 @@ fn fidelity(steps: usize) {
         "SSM state fidelity over {steps} decode steps (one layer, 1 head of {p}x{n}, Mamba2-like dt/A, f32 activations)"
     );
     println!("{:<6} {:>14} {:>14} {:>14} {:>14}", "state", "state rel err", "y rel err", "y max abs err", "at step");
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        (rng >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    };
+    let mut rng = m2c_testkit::Rng::new(0x9E37_79B9_7F4A_7C15);
+    let mut next = || rng.unit();
     // Inputs for every step, shared by all runs.
     let xs: Vec<f32> = (0..steps * p).map(|_| next()).collect();
     let dts: Vec<f32> = (0..steps).map(|_| next() * 2.0 - 2.0).collect();

@@ -28,7 +28,7 @@ pub(crate) fn check_prefill_api(gpu: &Gpu, st: DType) -> Vec<Check> {
     let (h, p, n, g) = (8usize, 64usize, 128usize, 2usize);
     let dim = 512 + 2 * g * n;
     let s = &gpu.stream;
-    let mut rng = Rng(0x5EED + c_dtype(st) as u64);
+    let mut rng = Rng::new(0x5EED + c_dtype(st) as u64);
     // Sequences: slot 3 (5 tokens), padding (2), slot 0 (none), slot 5 (7).
     let slots = [3i32, -1, 0, 5];
     let cu: [u64; 5] = [0, 5, 7, 7, 14];
@@ -378,7 +378,7 @@ pub(crate) fn check_large_batch(gpu: &Gpu) -> Vec<Check> {
     }
     let [cpu, dev] = hs;
     let s = &gpu.stream;
-    let mut rng = Rng(0xB16);
+    let mut rng = Rng::new(0xB16);
     let state = rng.vec(rows * h * p * n, 0.5);
     // Rows in reverse slot order, one padding row.
     let mut slots: Vec<i32> = (0..rows as i32).rev().collect();
@@ -495,7 +495,7 @@ pub(crate) fn check_api(gpu: &Gpu, st: DType) -> Vec<Check> {
     let (h, p, n, g) = (8usize, 64usize, 128usize, 2usize);
     let dim = 512 + 2 * g * n;
     let per_slot = h * p * n;
-    let mut rng = Rng(0xC0FFEE + c_dtype(st) as u64);
+    let mut rng = Rng::new(0xC0FFEE + c_dtype(st) as u64);
     let slots = [4i32, -1, 1, 0];
     let rows = slots.len();
     let s = &gpu.stream;

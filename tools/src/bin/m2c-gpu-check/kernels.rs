@@ -20,7 +20,7 @@ pub(crate) fn check_ssm(gpu: &Gpu, st: DType, io: DType, groups: u32, n: u32, se
         ..Config::default()
     };
     let (h, p, nn, g) = (8usize, 16usize, n as usize, groups as usize);
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut cpu = Cache::new(cfg).unwrap();
     let init = rng.vec(4 * h * p * nn, 1.0);
     cpu.set_ssm(0, Slots::Dense(4), Slice::F32(&init)).unwrap();
@@ -100,7 +100,7 @@ pub(crate) fn check_conv(gpu: &Gpu, st: DType, io: DType, width: u32, seed: u64)
         conv_dtype: st,
         ..Config::default()
     };
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut cpu = Cache::new(cfg).unwrap();
     let dim = cpu.shape().conv_dim;
     let w = width as usize;

@@ -7,18 +7,7 @@ use m2c_core::device::{DevArray, DevBuf};
 use m2c_core::{Cache, DType};
 use std::sync::Arc;
 
-pub(crate) struct Rng(pub(crate) u64);
-impl Rng {
-    pub(crate) fn unit(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-    pub(crate) fn vec(&mut self, n: usize, s: f32) -> Vec<f32> {
-        (0..n).map(|_| self.unit() * s).collect()
-    }
-}
+pub(crate) use m2c_testkit::Rng;
 
 pub(crate) fn to_bytes(d: DType, v: &[f32]) -> Vec<u8> {
     match d {
