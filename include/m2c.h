@@ -588,8 +588,8 @@ m2c_status m2c_config_bytes(const struct m2c_config *cfg, uint64_t *out_bytes);
  * With `device = M2C_DEVICE_CUDA` the state lives in GPU memory: see
  * "Device caches" at the top of this header.
  *
- * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (unknown
- * `struct_size`), `M2C_STATUS_INVALID_CONFIG` (the message names the
+ * Errors: `M2C_STATUS_NULL_ARG` (cfg, out), `M2C_STATUS_INVALID_ARG`
+ * (unknown `struct_size`), `M2C_STATUS_INVALID_CONFIG` (the message names the
  * field), `M2C_STATUS_UNSUPPORTED_DTYPE`, `M2C_STATUS_UNSUPPORTED`
  * (`M2C_DEVICE_CUDA` in a build without CUDA, or with no usable GPU or
  * driver), `M2C_STATUS_OUT_OF_MEMORY` (host or device memory).
@@ -636,10 +636,12 @@ m2c_status m2c_get_config(const struct m2c_cache *cache, struct m2c_config *out)
  * nearest even). `(NULL, 0)` is valid when `n == 0`. Buffers must be
  * aligned to their element size and must not overlap the cache's storage.
  *
- * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (layer or
- * slot), `M2C_STATUS_INVALID_ARG`, `M2C_STATUS_SHAPE_MISMATCH` (len),
- * `M2C_STATUS_UNSUPPORTED_DTYPE`, `M2C_STATUS_POISONED`. On any failure
- * the cache is unchanged.
+ * Errors: `M2C_STATUS_NULL_ARG` (cache, or `x` NULL with `len > 0`),
+ * `M2C_STATUS_OUT_OF_RANGE` (layer or slot), `M2C_STATUS_INVALID_ARG` (a
+ * slot listed twice, a misaligned `x`, or `x` or `slots` inside the
+ * cache's storage), `M2C_STATUS_SHAPE_MISMATCH` (len),
+ * `M2C_STATUS_UNSUPPORTED_DTYPE` (x_dtype), `M2C_STATUS_POISONED`. On any
+ * failure the cache is unchanged.
  *
  * Thread-safe: mutations of one handle are serialised.
  */
@@ -789,12 +791,15 @@ void m2c_ssm_io_init(struct m2c_ssm_io *io);
  * output row is written as zeros. The slot's position is not advanced
  * (call `m2c_advance` once per token).
  *
- * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (struct_size,
- * activation, reserved field, duplicate slot, misaligned or overlapping
- * buffers), `M2C_STATUS_OUT_OF_RANGE`, `M2C_STATUS_SHAPE_MISMATCH` (any
- * length), `M2C_STATUS_UNSUPPORTED_DTYPE`, `M2C_STATUS_POISONED`. On
- * failure neither the cache nor `out` is written. Thread-safe: mutations
- * of one handle are serialised.
+ * Errors: `M2C_STATUS_NULL_ARG` (cache, args, `args->weight`, or a NULL
+ * buffer with a non-zero length), `M2C_STATUS_INVALID_ARG` (struct_size,
+ * activation, reserved field, a slot listed twice, misaligned buffers,
+ * buffers that overlap the cache's storage or, for `out`, another
+ * argument), `M2C_STATUS_OUT_OF_RANGE` (layer or slot),
+ * `M2C_STATUS_SHAPE_MISMATCH` (any length), `M2C_STATUS_UNSUPPORTED_DTYPE`
+ * (`args->io_dtype`), `M2C_STATUS_POISONED`. On failure neither the cache
+ * nor `out` is written. Thread-safe: mutations of one handle are
+ * serialised.
  */
 m2c_status m2c_conv_step(struct m2c_cache *cache, uint32_t layer, const int32_t *slots, size_t n, const void *x, size_t x_len, void *out, size_t out_len, const struct m2c_conv_args *args);
 
@@ -813,11 +818,13 @@ m2c_status m2c_conv_step(struct m2c_cache *cache, uint32_t layer, const int32_t 
  * Slots as for `m2c_update_conv`; padding rows keep their state and get
  * zero `y` rows. Positions are not advanced.
  *
- * Errors: `M2C_STATUS_NULL_ARG` (cache, io, args, or a NULL buffer with a
- * non-zero length; `(NULL, 0)` is an empty buffer, valid when `n == 0`), `M2C_STATUS_INVALID_ARG`
- * (struct_size, reserved field, duplicate slot, misaligned or overlapping
- * buffers, dt_min > dt_max or NaN), `M2C_STATUS_OUT_OF_RANGE`,
- * `M2C_STATUS_SHAPE_MISMATCH`, `M2C_STATUS_UNSUPPORTED_DTYPE`,
+ * Errors: `M2C_STATUS_NULL_ARG` (cache, io, args, `args->A`, or a NULL
+ * buffer with a non-zero length; `(NULL, 0)` is an empty buffer, valid
+ * when `n == 0`), `M2C_STATUS_INVALID_ARG` (struct_size, reserved field, a
+ * slot listed twice, misaligned buffers, buffers that overlap the cache's
+ * storage or, for `y`, another argument, `dt_min > dt_max` or NaN),
+ * `M2C_STATUS_OUT_OF_RANGE` (layer or slot), `M2C_STATUS_SHAPE_MISMATCH`
+ * (any length), `M2C_STATUS_UNSUPPORTED_DTYPE` (`args->io_dtype`),
  * `M2C_STATUS_POISONED`. On failure neither the cache nor `y` is written.
  * Thread-safe.
  */
@@ -837,12 +844,11 @@ m2c_status m2c_ssm_step(struct m2c_cache *cache, uint32_t layer, const int32_t *
  * state whether it arrives in one call or in chunks of any size. Padding
  * sequences get zero output rows. Positions are not advanced.
  *
- * Errors: as `m2c_conv_step`, plus `M2C_STATUS_NULL_ARG` (cu_seqlens NULL
- * with `cu_len > 0`),
- * `M2C_STATUS_SHAPE_MISMATCH` (`cu_len != n + 1`, or lengths that do not
- * match `T`), `M2C_STATUS_INVALID_ARG` (`cu_seqlens[0] != 0`, or
- * decreasing). On failure neither the cache nor `out` is written.
- * Thread-safe.
+ * Errors: those of `m2c_conv_step`, and `M2C_STATUS_NULL_ARG`
+ * (`cu_seqlens` NULL with `cu_len > 0`), `M2C_STATUS_SHAPE_MISMATCH`
+ * (`cu_len != n + 1`, or lengths that do not match `T`),
+ * `M2C_STATUS_INVALID_ARG` (`cu_seqlens[0] != 0`, or decreasing). On
+ * failure neither the cache nor `out` is written. Thread-safe.
  */
 m2c_status m2c_conv_prefill(struct m2c_cache *cache, uint32_t layer, const int32_t *slots, size_t n, const uint64_t *cu_seqlens, size_t cu_len, const void *x, size_t x_len, void *out, size_t out_len, const struct m2c_conv_args *args);
 
@@ -860,7 +866,7 @@ m2c_status m2c_conv_prefill(struct m2c_cache *cache, uint32_t layer, const int32
  * cache for the whole chunk. Padding sequences get zero `y` rows.
  * Positions are not advanced.
  *
- * Errors: as `m2c_ssm_step`, plus those of `cu_seqlens` listed for
+ * Errors: those of `m2c_ssm_step`, and those of `cu_seqlens` listed for
  * `m2c_conv_prefill`. On failure neither the cache nor `y` is written.
  * Thread-safe.
  */
@@ -972,7 +978,8 @@ m2c_status m2c_slot_snapshot_size(const struct m2c_cache *cache, size_t *out);
  * written. A snapshot can be loaded into any slot of any cache with the
  * same shape and storage dtypes, in this process or another.
  *
- * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (slot),
+ * Errors: `M2C_STATUS_NULL_ARG` (cache, out_written, or a NULL `buf` with
+ * a non-zero `len`), `M2C_STATUS_OUT_OF_RANGE` (slot),
  * `M2C_STATUS_SHAPE_MISMATCH` (`len` too small, `(NULL, 0)` included),
  * `M2C_STATUS_INVALID_ARG` (`buf` or `out_written` overlaps the cache, or
  * `out_written` lies inside `buf`). On failure neither `buf` nor
@@ -987,11 +994,12 @@ m2c_status m2c_slot_save(const struct m2c_cache *cache, int32_t slot, void *buf,
  * damaged or foreign snapshot leaves the slot exactly as it was.
  * Loading does not change whether the slot is acquired.
  *
- * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (slot),
- * `M2C_STATUS_CORRUPT` (bad magic, truncated, checksum mismatch, wrong
- * layout), `M2C_STATUS_INCOMPATIBLE` (another format version or shape;
- * the message names the field), `M2C_STATUS_INVALID_ARG` (`buf` overlaps
- * the cache), `M2C_STATUS_POISONED`. Thread-safe.
+ * Errors: `M2C_STATUS_NULL_ARG` (cache, or a NULL `buf` with a non-zero
+ * `len`), `M2C_STATUS_OUT_OF_RANGE` (slot), `M2C_STATUS_CORRUPT` (bad magic,
+ * truncated, checksum mismatch, wrong layout), `M2C_STATUS_INCOMPATIBLE`
+ * (another format version or shape; the message names the field),
+ * `M2C_STATUS_INVALID_ARG` (`buf` overlaps the cache),
+ * `M2C_STATUS_POISONED`. Thread-safe.
  */
 m2c_status m2c_slot_load(struct m2c_cache *cache, int32_t slot, const void *buf, size_t len);
 
@@ -1036,10 +1044,10 @@ m2c_status m2c_save_file(const struct m2c_cache *cache, const char *path);
  * refused at once. A read error in the second pass is `M2C_STATUS_IO`
  * (with every slot reset, as above).
  *
- * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (empty path, not
- * a regular file, or a path string inside the cache's storage),
- * `M2C_STATUS_IO`, `M2C_STATUS_CORRUPT`, `M2C_STATUS_INCOMPATIBLE`,
- * `M2C_STATUS_POISONED`. Thread-safe.
+ * Errors: `M2C_STATUS_NULL_ARG` (cache, path), `M2C_STATUS_INVALID_ARG`
+ * (empty path, not a regular file, or a path string inside the cache's
+ * storage), `M2C_STATUS_IO`, `M2C_STATUS_CORRUPT`,
+ * `M2C_STATUS_INCOMPATIBLE`, `M2C_STATUS_POISONED`. Thread-safe.
  */
 m2c_status m2c_load_file(struct m2c_cache *cache, const char *path);
 

@@ -88,8 +88,8 @@ pub(crate) fn slots_bytes(slots: *const i32, n: usize) -> usize {
 /// With `device = M2C_DEVICE_CUDA` the state lives in GPU memory: see
 /// "Device caches" at the top of this header.
 ///
-/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (unknown
-/// `struct_size`), `M2C_STATUS_INVALID_CONFIG` (the message names the
+/// Errors: `M2C_STATUS_NULL_ARG` (cfg, out), `M2C_STATUS_INVALID_ARG`
+/// (unknown `struct_size`), `M2C_STATUS_INVALID_CONFIG` (the message names the
 /// field), `M2C_STATUS_UNSUPPORTED_DTYPE`, `M2C_STATUS_UNSUPPORTED`
 /// (`M2C_DEVICE_CUDA` in a build without CUDA, or with no usable GPU or
 /// driver), `M2C_STATUS_OUT_OF_MEMORY` (host or device memory).
@@ -160,10 +160,12 @@ pub unsafe extern "C" fn m2c_get_config(cache: *const m2c_cache, out: *mut m2c_c
 /// nearest even). `(NULL, 0)` is valid when `n == 0`. Buffers must be
 /// aligned to their element size and must not overlap the cache's storage.
 ///
-/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (layer or
-/// slot), `M2C_STATUS_INVALID_ARG`, `M2C_STATUS_SHAPE_MISMATCH` (len),
-/// `M2C_STATUS_UNSUPPORTED_DTYPE`, `M2C_STATUS_POISONED`. On any failure
-/// the cache is unchanged.
+/// Errors: `M2C_STATUS_NULL_ARG` (cache, or `x` NULL with `len > 0`),
+/// `M2C_STATUS_OUT_OF_RANGE` (layer or slot), `M2C_STATUS_INVALID_ARG` (a
+/// slot listed twice, a misaligned `x`, or `x` or `slots` inside the
+/// cache's storage), `M2C_STATUS_SHAPE_MISMATCH` (len),
+/// `M2C_STATUS_UNSUPPORTED_DTYPE` (x_dtype), `M2C_STATUS_POISONED`. On any
+/// failure the cache is unchanged.
 ///
 /// Thread-safe: mutations of one handle are serialised.
 #[no_mangle]

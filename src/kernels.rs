@@ -484,12 +484,15 @@ pub unsafe extern "C" fn m2c_ssm_io_init(io: *mut m2c_ssm_io) {
 /// output row is written as zeros. The slot's position is not advanced
 /// (call `m2c_advance` once per token).
 ///
-/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (struct_size,
-/// activation, reserved field, duplicate slot, misaligned or overlapping
-/// buffers), `M2C_STATUS_OUT_OF_RANGE`, `M2C_STATUS_SHAPE_MISMATCH` (any
-/// length), `M2C_STATUS_UNSUPPORTED_DTYPE`, `M2C_STATUS_POISONED`. On
-/// failure neither the cache nor `out` is written. Thread-safe: mutations
-/// of one handle are serialised.
+/// Errors: `M2C_STATUS_NULL_ARG` (cache, args, `args->weight`, or a NULL
+/// buffer with a non-zero length), `M2C_STATUS_INVALID_ARG` (struct_size,
+/// activation, reserved field, a slot listed twice, misaligned buffers,
+/// buffers that overlap the cache's storage or, for `out`, another
+/// argument), `M2C_STATUS_OUT_OF_RANGE` (layer or slot),
+/// `M2C_STATUS_SHAPE_MISMATCH` (any length), `M2C_STATUS_UNSUPPORTED_DTYPE`
+/// (`args->io_dtype`), `M2C_STATUS_POISONED`. On failure neither the cache
+/// nor `out` is written. Thread-safe: mutations of one handle are
+/// serialised.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_conv_step(
     cache: *mut m2c_cache,
@@ -528,11 +531,13 @@ pub unsafe extern "C" fn m2c_conv_step(
 /// Slots as for `m2c_update_conv`; padding rows keep their state and get
 /// zero `y` rows. Positions are not advanced.
 ///
-/// Errors: `M2C_STATUS_NULL_ARG` (cache, io, args, or a NULL buffer with a
-/// non-zero length; `(NULL, 0)` is an empty buffer, valid when `n == 0`), `M2C_STATUS_INVALID_ARG`
-/// (struct_size, reserved field, duplicate slot, misaligned or overlapping
-/// buffers, dt_min > dt_max or NaN), `M2C_STATUS_OUT_OF_RANGE`,
-/// `M2C_STATUS_SHAPE_MISMATCH`, `M2C_STATUS_UNSUPPORTED_DTYPE`,
+/// Errors: `M2C_STATUS_NULL_ARG` (cache, io, args, `args->A`, or a NULL
+/// buffer with a non-zero length; `(NULL, 0)` is an empty buffer, valid
+/// when `n == 0`), `M2C_STATUS_INVALID_ARG` (struct_size, reserved field, a
+/// slot listed twice, misaligned buffers, buffers that overlap the cache's
+/// storage or, for `y`, another argument, `dt_min > dt_max` or NaN),
+/// `M2C_STATUS_OUT_OF_RANGE` (layer or slot), `M2C_STATUS_SHAPE_MISMATCH`
+/// (any length), `M2C_STATUS_UNSUPPORTED_DTYPE` (`args->io_dtype`),
 /// `M2C_STATUS_POISONED`. On failure neither the cache nor `y` is written.
 /// Thread-safe.
 #[no_mangle]
@@ -607,12 +612,11 @@ unsafe fn cu_arg<'a>(p: *const u64, len: usize) -> Result<&'a [u64], Error> {
 /// state whether it arrives in one call or in chunks of any size. Padding
 /// sequences get zero output rows. Positions are not advanced.
 ///
-/// Errors: as `m2c_conv_step`, plus `M2C_STATUS_NULL_ARG` (cu_seqlens NULL
-/// with `cu_len > 0`),
-/// `M2C_STATUS_SHAPE_MISMATCH` (`cu_len != n + 1`, or lengths that do not
-/// match `T`), `M2C_STATUS_INVALID_ARG` (`cu_seqlens[0] != 0`, or
-/// decreasing). On failure neither the cache nor `out` is written.
-/// Thread-safe.
+/// Errors: those of `m2c_conv_step`, and `M2C_STATUS_NULL_ARG`
+/// (`cu_seqlens` NULL with `cu_len > 0`), `M2C_STATUS_SHAPE_MISMATCH`
+/// (`cu_len != n + 1`, or lengths that do not match `T`),
+/// `M2C_STATUS_INVALID_ARG` (`cu_seqlens[0] != 0`, or decreasing). On
+/// failure neither the cache nor `out` is written. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_conv_prefill(
     cache: *mut m2c_cache,
@@ -653,7 +657,7 @@ pub unsafe extern "C" fn m2c_conv_prefill(
 /// cache for the whole chunk. Padding sequences get zero `y` rows.
 /// Positions are not advanced.
 ///
-/// Errors: as `m2c_ssm_step`, plus those of `cu_seqlens` listed for
+/// Errors: those of `m2c_ssm_step`, and those of `cu_seqlens` listed for
 /// `m2c_conv_prefill`. On failure neither the cache nor `y` is written.
 /// Thread-safe.
 #[no_mangle]

@@ -66,7 +66,8 @@ pub unsafe extern "C" fn m2c_slot_snapshot_size(cache: *const m2c_cache, out: *m
 /// written. A snapshot can be loaded into any slot of any cache with the
 /// same shape and storage dtypes, in this process or another.
 ///
-/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (slot),
+/// Errors: `M2C_STATUS_NULL_ARG` (cache, out_written, or a NULL `buf` with
+/// a non-zero `len`), `M2C_STATUS_OUT_OF_RANGE` (slot),
 /// `M2C_STATUS_SHAPE_MISMATCH` (`len` too small, `(NULL, 0)` included),
 /// `M2C_STATUS_INVALID_ARG` (`buf` or `out_written` overlaps the cache, or
 /// `out_written` lies inside `buf`). On failure neither `buf` nor
@@ -116,11 +117,12 @@ pub unsafe extern "C" fn m2c_slot_save(
 /// damaged or foreign snapshot leaves the slot exactly as it was.
 /// Loading does not change whether the slot is acquired.
 ///
-/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_OUT_OF_RANGE` (slot),
-/// `M2C_STATUS_CORRUPT` (bad magic, truncated, checksum mismatch, wrong
-/// layout), `M2C_STATUS_INCOMPATIBLE` (another format version or shape;
-/// the message names the field), `M2C_STATUS_INVALID_ARG` (`buf` overlaps
-/// the cache), `M2C_STATUS_POISONED`. Thread-safe.
+/// Errors: `M2C_STATUS_NULL_ARG` (cache, or a NULL `buf` with a non-zero
+/// `len`), `M2C_STATUS_OUT_OF_RANGE` (slot), `M2C_STATUS_CORRUPT` (bad magic,
+/// truncated, checksum mismatch, wrong layout), `M2C_STATUS_INCOMPATIBLE`
+/// (another format version or shape; the message names the field),
+/// `M2C_STATUS_INVALID_ARG` (`buf` overlaps the cache),
+/// `M2C_STATUS_POISONED`. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_slot_load(cache: *mut m2c_cache, slot: i32, buf: *const c_void, len: usize) -> m2c_status {
     ffi_status("m2c_slot_load", || {
@@ -179,10 +181,10 @@ pub unsafe extern "C" fn m2c_save_file(cache: *const m2c_cache, path: *const c_c
 /// refused at once. A read error in the second pass is `M2C_STATUS_IO`
 /// (with every slot reset, as above).
 ///
-/// Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_INVALID_ARG` (empty path, not
-/// a regular file, or a path string inside the cache's storage),
-/// `M2C_STATUS_IO`, `M2C_STATUS_CORRUPT`, `M2C_STATUS_INCOMPATIBLE`,
-/// `M2C_STATUS_POISONED`. Thread-safe.
+/// Errors: `M2C_STATUS_NULL_ARG` (cache, path), `M2C_STATUS_INVALID_ARG`
+/// (empty path, not a regular file, or a path string inside the cache's
+/// storage), `M2C_STATUS_IO`, `M2C_STATUS_CORRUPT`,
+/// `M2C_STATUS_INCOMPATIBLE`, `M2C_STATUS_POISONED`. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_load_file(cache: *mut m2c_cache, path: *const c_char) -> m2c_status {
     ffi_status("m2c_load_file", || {
