@@ -32,6 +32,9 @@ thread_local! {
     /// the validating pass and the copying pass (a file that changes
     /// underneath a load).
     pub(crate) static TRUNCATE_BETWEEN_PASSES: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+    /// Test-only: the second pass of a load reads from a directory (an OS
+    /// read error that is not an end of file).
+    pub(crate) static FAIL_SECOND_PASS_READ: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// Test-only: the save's write buffer cannot be allocated.
     pub(crate) static FAIL_BUFFER_ALLOC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
@@ -206,6 +209,10 @@ impl Cache {
     pub fn install_file(&mut self, check: FileCheck) -> Result<()> {
         let FileCheck { mut f, header, table, entries, checksum, path } = check;
         let path = path.as_path();
+        #[cfg(test)]
+        if FAIL_SECOND_PASS_READ.with(|t| t.get()) {
+            f = File::open(path.parent().expect("a file in a directory")).expect("open the directory");
+        }
         if header[16..56] != crate::snapshot::fingerprint(self.config())[..] || entries.len() != self.num_slots() {
             return Err(Error::InvalidArg("the file was checked for a cache of another shape".into()));
         }
@@ -628,6 +635,20 @@ mod tests {
         // A directory is not a file to load.
         let e = c.load_file(Path::new("/")).unwrap_err();
         assert!(matches!(e, Error::InvalidArg(ref m) if m.contains("not a regular file")), "{e:?}");
+    }
+
+    #[test]
+    fn a_read_error_in_the_second_pass_is_io_and_resets_the_cache() {
+        let dir = tmpdir("eio");
+        let path = dir.join("c.m2c");
+        filled(2, 1.0).save_file(&path).unwrap();
+        let mut c = filled(2, 6.0);
+        FAIL_SECOND_PASS_READ.with(|t| t.set(true));
+        let e = c.load_file(&path).unwrap_err();
+        FAIL_SECOND_PASS_READ.with(|t| t.set(false));
+        assert!(matches!(e, Error::Io(ref m) if m.contains("while loading it")), "{e:?}");
+        assert_eq!(image(&c), image(&Cache::new(cfg(2)).unwrap()));
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
