@@ -9,6 +9,7 @@ mod common;
 use common::{Buf, Rng, round_to};
 use m2c_core::kernels::{ConvParams, SsmInputs, SsmParams};
 use m2c_core::{Cache, Config, DType, Slots};
+use m2c_testkit::oracle;
 
 /// Allowed error, relative to the largest magnitude of the reference
 /// tensor, for a result that ends up stored or returned in `dtype` after a
@@ -66,10 +67,6 @@ fn read_all(cache: &Cache, layer: u32, conv: bool) -> Vec<f32> {
     out.to_f32()
 }
 
-fn silu(v: f64) -> f64 {
-    v / (1.0 + (-v).exp())
-}
-
 #[test]
 fn conv_step_matches_the_f64_reference() {
     let mut rng = Rng::new(11);
@@ -104,15 +101,9 @@ fn conv_step_matches_the_f64_reference() {
                             for c in 0..dim {
                                 let win = &mut want_win[(s * dim + c) * w..(s * dim + c + 1) * w];
                                 let xv = xr[r * dim + c];
-                                // The K newest inputs, oldest first.
-                                let mut inputs: Vec<f64> = win[w - (k - 1)..].to_vec();
-                                inputs.push(xv);
-                                let mut acc: f64 =
-                                    inputs.iter().zip(&weight[c * k..(c + 1) * k]).map(|(a, b)| a * *b as f64).sum();
-                                if use_bias {
-                                    acc += bias[c] as f64;
-                                }
-                                want_out[r * dim + c] = if act { silu(acc) } else { acc };
+                                let b = use_bias.then_some(bias[c]);
+                                want_out[r * dim + c] =
+                                    oracle::conv_channel(win, xv, &weight[c * k..(c + 1) * k], b, act);
                                 win.rotate_left(1);
                                 win[w - 1] = round_to(conv_dtype, xv as f32) as f64;
                             }
@@ -213,28 +204,17 @@ fn run_ssm_case(case: &SsmCase, seed: u64) {
             let s = s as usize;
             for hh in 0..h {
                 let gg = hh / (h / g);
-                let mut dtv = dtr[r * h + hh] + if case.dt_bias { dt_bias[hh] as f64 } else { 0.0 };
-                if case.softplus {
-                    dtv = if dtv <= 20.0 { dtv.exp().ln_1p() } else { dtv };
-                }
-                if let Some((lo, hi)) = case.limit {
-                    dtv = dtv.clamp(lo as f64, hi as f64);
-                }
-                let da = (dtv * a[hh] as f64).exp();
-                for pp in 0..p {
-                    let xv = xr[(r * h + hh) * p + pp];
-                    let mut acc = 0f64;
-                    for nn in 0..n {
-                        let i = ((s * h + hh) * p + pp) * n + nn;
-                        want_state[i] = want_state[i] * da + dtv * xv * br[(r * g + gg) * n + nn];
-                        acc += want_state[i] * cr[(r * g + gg) * n + nn];
-                    }
-                    let mut yv = acc + if case.d { d[hh] as f64 * xv } else { 0.0 };
-                    if case.z {
-                        yv *= silu(zr[(r * h + hh) * p + pp]);
-                    }
-                    want_y[(r * h + hh) * p + pp] = yv;
-                }
+                let bias = case.dt_bias.then_some(f64::from(dt_bias[hh]));
+                let limit = case.limit.map(|(lo, hi)| (f64::from(lo), f64::from(hi)));
+                let dtv = oracle::dt(dtr[r * h + hh], bias, case.softplus, limit);
+                let head = (s * h + hh) * p * n..(s * h + hh + 1) * p * n;
+                let xs = &xr[(r * h + hh) * p..(r * h + hh + 1) * p];
+                let bc = (r * g + gg) * n..(r * g + gg + 1) * n;
+                let z = case.z.then(|| &zr[(r * h + hh) * p..(r * h + hh + 1) * p]);
+                let dv = case.d.then_some(f64::from(d[hh]));
+                let y =
+                    oracle::ssm_head(&mut want_state[head], xs, dtv, f64::from(a[hh]), &br[bc.clone()], &cr[bc], dv, z);
+                want_y[(r * h + hh) * p..(r * h + hh + 1) * p].copy_from_slice(&y);
             }
         }
         let ctx = format!(

@@ -1,7 +1,7 @@
 //! Test support shared by m2c's tests, fuzz targets and tools: one seeded
-//! PRNG, and dtype rounding written independently of the library (so a test
-//! that compares the library with these helpers compares two
-//! implementations). It depends on no m2c crate, so the core's own tests can
+//! PRNG, dtype rounding written independently of the library, and the f64
+//! oracle of the kernels (so a test that compares the library with these
+//! helpers compares two implementations). It depends on no m2c crate, so the core's own tests can
 //! use it without a dependency cycle.
 
 /// SplitMix64: deterministic, seedable, good enough for test data.
@@ -58,4 +58,77 @@ pub fn round_f16(x: f32) -> f32 {
     let r = q.round();
     let r = if (q - q.trunc()).abs() == 0.5 { 2.0 * (q / 2.0).round() } else { r };
     (r * ulp) as f32
+}
+
+/// The f64 oracle of the two Mamba2 recurrences m2c runs, written from the
+/// header's documentation and the public reference implementations
+/// (state-spaces/mamba `selective_state_update_ref`, causal-conv1d): the
+/// one reference the Rust tests, the fuzz targets and the tools compare the
+/// kernels with.
+pub mod oracle {
+    /// `v * sigmoid(v)`.
+    pub fn silu(v: f64) -> f64 {
+        v / (1.0 + (-v).exp())
+    }
+
+    /// The time step a head uses: `dt + dt_bias`, then softplus (the
+    /// identity above 20) when asked, then clamped to `limit`.
+    pub fn dt(dt: f64, dt_bias: Option<f64>, softplus: bool, limit: Option<(f64, f64)>) -> f64 {
+        let mut v = dt + dt_bias.unwrap_or(0.0);
+        if softplus {
+            v = if v <= 20.0 { v.exp().ln_1p() } else { v };
+        }
+        if let Some((lo, hi)) = limit {
+            v = v.clamp(lo, hi);
+        }
+        v
+    }
+
+    /// One conv step of one channel: the output for input `x`, given the
+    /// channel's window of the last `W` inputs, oldest first, and `K`
+    /// weights (oldest tap first). The K-1 newest window entries and `x`
+    /// are the taps' inputs.
+    pub fn conv_channel(window: &[f64], x: f64, weight: &[f32], bias: Option<f32>, silu_out: bool) -> f64 {
+        let k = weight.len();
+        let w = window.len();
+        let taps = window[w - (k - 1)..].iter().chain(std::iter::once(&x));
+        let mut acc: f64 = taps.zip(weight).map(|(a, b)| a * f64::from(*b)).sum();
+        if let Some(b) = bias {
+            acc += f64::from(b);
+        }
+        if silu_out { silu(acc) } else { acc }
+    }
+
+    /// One SSM step of one head: `state` (`[P][N]`) becomes
+    /// `state * exp(dt * a) + dt * x Bᵀ`, and the result is
+    /// `y = state C + D x`, gated by `silu(z)` when `z` is given.
+    pub fn ssm_head(
+        state: &mut [f64],
+        x: &[f64],
+        dt: f64,
+        a: f64,
+        b: &[f64],
+        c: &[f64],
+        d: Option<f64>,
+        z: Option<&[f64]>,
+    ) -> Vec<f64> {
+        let n = b.len();
+        let da = (dt * a).exp();
+        x.iter()
+            .enumerate()
+            .map(|(pp, &xv)| {
+                let row = &mut state[pp * n..(pp + 1) * n];
+                let mut acc = 0f64;
+                for nn in 0..n {
+                    row[nn] = row[nn] * da + dt * xv * b[nn];
+                    acc += row[nn] * c[nn];
+                }
+                let y = acc + d.map_or(0.0, |d| d * xv);
+                match z {
+                    Some(z) => y * silu(z[pp]),
+                    None => y,
+                }
+            })
+            .collect()
+    }
 }
