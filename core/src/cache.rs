@@ -4,12 +4,12 @@
 
 use crate::buffer::{AlignedBuf, ZeroedVec};
 use crate::config::{Config, Device, Shape};
+use crate::dtype::with_slice;
 use crate::dtype::{Elem, Slice, SliceMut, convert};
 use crate::error::{Error, Result};
 use crate::kernels::RowWriter;
 use crate::pool;
 use crate::selection::{Selection, Slots};
-use crate::with_slice;
 use rayon::prelude::*;
 
 /// Calls touching fewer state bytes than this run on the calling thread:

@@ -271,9 +271,7 @@ fn cast_each<S: Elem, D: Elem>(src: &[S], dst: &mut [D]) {
 
 /// Calls `$body` with `$s` bound to the typed slice inside a `Slice` /
 /// `SliceMut` value, whatever its dtype: one generic body, three
-/// monomorphised copies.
-#[macro_export]
-#[doc(hidden)]
+/// monomorphised copies. Crate-private (`pub(crate) use` below).
 macro_rules! with_slice {
     ($kind:ident, $v:expr, $s:ident => $body:expr) => {
         match $v {
@@ -283,6 +281,7 @@ macro_rules! with_slice {
         }
     };
 }
+pub(crate) use with_slice;
 
 #[cfg(test)]
 mod tests {

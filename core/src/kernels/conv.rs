@@ -12,8 +12,8 @@
 //! it is rounded to the storage dtype.
 
 use super::convert::{Lane, same, same_ref};
+use super::isa::multiversion;
 use super::math;
-use crate::multiversion;
 
 /// Everything about one call but the windows.
 pub(crate) struct ConvJob<'a, I> {

@@ -115,8 +115,10 @@ fn detect(cap: Option<&str>) -> Isa {
 
 /// Defines `$name`, which runs `$body` (an expression using the
 /// parameters) compiled for the best instruction set available.
-#[macro_export]
-#[doc(hidden)]
+///
+/// Hand-written rather than the `multiversion` crate: the `M2C_ISA`
+/// environment cap and the tests' per-thread forcing of an instruction set
+/// (`FORCE`) need a dispatch m2c controls.
 macro_rules! multiversion {
     ($(#[$m:meta])* fn $name:ident<$($g:ident: $b:path),*>($($p:ident: $t:ty),* $(,)?) $body:block) => {
         $(#[$m])*
@@ -141,3 +143,4 @@ macro_rules! multiversion {
         }
     };
 }
+pub(crate) use multiversion;

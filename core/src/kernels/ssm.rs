@@ -12,8 +12,8 @@
 //! the storage dtype.
 
 use super::convert::Lane;
+use super::isa::multiversion;
 use super::math;
-use crate::multiversion;
 
 /// Everything about one call but the state itself.
 pub(crate) struct SsmJob<'a, I> {
