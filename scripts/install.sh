@@ -37,9 +37,9 @@ usage() {
     sed -n '2,/^set -u/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
 }
 
-# The system libraries a Rust staticlib needs
-# (`cargo rustc --release --lib --crate-type staticlib -- --print native-static-libs`).
-STATIC_SYSLIBS=(gcc_s util rt pthread m dl c)
+# The system libraries a Rust staticlib needs (one list, checked against
+# rustc by scripts/test.sh).
+read -ra STATIC_SYSLIBS < <(grep -v '^#' "$ROOT/scripts/native-libs.txt")
 
 prefix=${PREFIX:-/usr/local}
 build=1

@@ -44,7 +44,7 @@ START=$SECONDS
 ABI=$(sed -n 's/^pub const M2C_ABI_VERSION: u32 = \([0-9][0-9]*\);.*/\1/p' "$ROOT/src/abi.rs")
 VERSION=$(grep -m1 '^version *= *"' "$ROOT/Cargo.toml" | sed 's/^version *= *"\([^"]*\)".*/\1/')
 SONAME=libm2c.so.$ABI
-STATIC_SYSLIBS="-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc"
+STATIC_SYSLIBS=$(grep -v '^#' "$ROOT/scripts/native-libs.txt" | sed 's/[^ ][^ ]*/-l&/g')
 if [ -z "$ABI" ] || [ -z "$VERSION" ]; then
     echo "test-install.sh: cannot read the ABI version (src/abi.rs) or version (Cargo.toml)" >&2
     exit 2

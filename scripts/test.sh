@@ -82,6 +82,20 @@ stage "cargo test" cargo test --release
 stage "clippy" cargo clippy --release --all-targets -- -D warnings
 stage "rustdoc (warnings denied)" rust_docs
 stage "header is committed" header_committed
+native_libs() {
+    # One list of the staticlib's system libraries (scripts/native-libs.txt),
+    # checked against what rustc says and against the Zig package's copy.
+    local want got zig
+    want=$(grep -v '^#' scripts/native-libs.txt | xargs)
+    got=$(cargo rustc --release -p m2c --lib --crate-type staticlib -- --print native-static-libs 2>&1 |
+        sed -n 's/.*native-static-libs: //p' | sed 's/-l//g' | xargs)
+    zig=$(sed -n 's/^const static_native_libs = .*{ \(.*\) };$/\1/p' bindings/zig/build.zig | tr -d '",' | xargs)
+    echo "scripts/native-libs.txt: $want"
+    echo "rustc:                   $got"
+    echo "bindings/zig/build.zig:  $zig"
+    [ -n "$want" ] && [ "$want" = "$got" ] && [ "$want" = "$zig" ]
+}
+stage "native static libs (one list, = rustc, = Zig)" native_libs
 # The cuda feature builds without a CUDA toolkit (drivers load at run time)
 # and must leave the header byte-identical; its tests check that a machine
 # without a GPU gets UNSUPPORTED, never a panic.

@@ -10,8 +10,8 @@
 //! the module carries the include path, the library and its rpath.
 const std = @import("std");
 
-/// What a program linking libm2c.a needs besides it
-/// (`cargo rustc --release -- --print native-static-libs`).
+/// What a program linking libm2c.a needs besides it: a copy of
+/// scripts/native-libs.txt (scripts/test.sh checks that they agree).
 const static_native_libs = [_][]const u8{ "gcc_s", "util", "rt", "pthread", "m", "dl", "c" };
 
 /// The SONAME of libm2c.so for the ABI version these bindings target.
