@@ -56,6 +56,9 @@
  * before and after m2c's; a caller on a non-blocking stream either
  * synchronises it around the call or hands it to m2c_set_stream.
  *
+ * The header needs C99 or later (or C++): it includes stdint.h and its
+ * include guards carry // comments.
+ *
  * The general flow: see m2c_cache.
  *
  * Sections of this header (after the types and constants): Version, Errors,

@@ -141,6 +141,26 @@ impl Cache {
         if buf[0..8] != SLOT_MAGIC {
             return Err(Error::Corrupt("not an m2c slot snapshot (bad magic)".into()));
         }
+        // The size a snapshot of this cache has is known: a buffer of
+        // another size is refused before it is hashed. Its (unverified)
+        // header tells a snapshot of another version or shape from a
+        // truncated or padded one.
+        if buf.len() != size {
+            let version = u32_at(buf, 8);
+            if version != FORMAT_VERSION && version != 0 {
+                return Err(Error::Incompatible(format!(
+                    "snapshot format version {version}; this library reads version {FORMAT_VERSION}"
+                )));
+            }
+            let described = (SLOT_HEADER_BYTES as u64 + CHECKSUM_BYTES as u64).checked_add(u64_at(buf, 64));
+            if version == FORMAT_VERSION && described == Some(buf.len() as u64) {
+                check_fingerprint(&buf[16..56], self.config())?;
+            }
+            return Err(Error::Corrupt(format!(
+                "snapshot of {} bytes, but a snapshot of this cache is {size} bytes (truncated, padded or damaged)",
+                buf.len()
+            )));
+        }
         let body = buf.len() - CHECKSUM_BYTES;
         if xxh64(&buf[..body]) != u64_at(buf, body) {
             return Err(Error::Corrupt("checksum mismatch: the snapshot is truncated or damaged".into()));
