@@ -8,7 +8,7 @@
 
 use std::env;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 include!("src/abi.rs");
 
@@ -22,6 +22,7 @@ fn main() {
     // The SONAME carries the ABI version, so consumers record
     // libm2c.so.<abi> rather than an absolute path.
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libm2c.so.{M2C_ABI_VERSION}");
+    soname_link(&out_dir);
 
     let major = env::var("CARGO_PKG_VERSION_MAJOR").expect("version");
     let minor = env::var("CARGO_PKG_VERSION_MINOR").expect("version");
@@ -102,6 +103,19 @@ fn with_sections(header: &str) -> String {
 /// Whether `line` declares function `name` (`... name(` or `... *name(`).
 fn declares(line: &str, name: &str) -> bool {
     line.find(&format!("{name}(")).is_some_and(|i| i > 0 && matches!(line.as_bytes()[i - 1], b' ' | b'*'))
+}
+
+/// Gives the build tree (`target/<profile>/`, three levels above OUT_DIR)
+/// the SONAME a program linked against it records: `libm2c.so.<abi>` as a
+/// link to `libm2c.so`, so `LD_LIBRARY_PATH=target/release` runs it. The
+/// link may dangle until the library is linked; nothing else is written
+/// outside OUT_DIR.
+fn soname_link(out_dir: &Path) {
+    let Some(profile_dir) = out_dir.ancestors().nth(3) else { return };
+    let link = profile_dir.join(format!("libm2c.so.{M2C_ABI_VERSION}"));
+    if fs::symlink_metadata(&link).is_err() {
+        let _ = std::os::unix::fs::symlink("libm2c.so", &link);
+    }
 }
 
 fn write_if_changed(path: &PathBuf, bytes: &[u8]) {
