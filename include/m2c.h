@@ -29,7 +29,8 @@
  * lock, reads share it. m2c_destroy must not race any other call on the same
  * handle. Zero-copy views (m2c_conv_view, m2c_ssm_view) are not synchronised.
  * A call with at least 512 KiB of state work splits it over m2c's own thread
- * pool (M2C_NUM_THREADS, else RAYON_NUM_THREADS, else one thread per CPU);
+ * pool (M2C_NUM_THREADS, else RAYON_NUM_THREADS, else one thread per CPU;
+ * m2c_set_num_threads limits one cache, 1 keeping it on the calling thread);
  * smaller calls run on the calling thread, and so does every call when the
  * pool cannot start or after fork(). Calls run in the default floating-point
  * mode (no flush-to-zero or denormals-are-zero) and restore the caller's.
@@ -619,6 +620,21 @@ void m2c_destroy(struct m2c_cache *cache);
  * `*out` is written only on success. Thread-safe.
  */
 m2c_status m2c_get_config(const struct m2c_cache *cache, struct m2c_config *out);
+
+/**
+ * Sets how many threads the calls on this cache that follow may use:
+ * 0 (the default) m2c's thread pool (`M2C_NUM_THREADS`, else
+ * `RAYON_NUM_THREADS`, else one thread per CPU), 1 the calling thread
+ * only (no other thread ever runs work of this cache: for an engine with
+ * workers of its own), `n` at most `n` threads (a pool of `n`, started on
+ * first use and shared by the caches that ask for `n`). Results do not
+ * depend on the setting. Calls too small for several threads run on the
+ * calling thread whatever it is.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (cache), `M2C_STATUS_POISONED`.
+ * Thread-safe: serialised with the handle's other calls.
+ */
+m2c_status m2c_set_num_threads(struct m2c_cache *cache, uint32_t num_threads);
 
 /* ------------------------------------------------------------------------ */
 /* Copy-style calls: write, read, reset and advance slots                   */

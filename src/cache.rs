@@ -146,6 +146,27 @@ pub unsafe extern "C" fn m2c_get_config(cache: *const m2c_cache, out: *mut m2c_c
     })
 }
 
+/// Sets how many threads the calls on this cache that follow may use:
+/// 0 (the default) m2c's thread pool (`M2C_NUM_THREADS`, else
+/// `RAYON_NUM_THREADS`, else one thread per CPU), 1 the calling thread
+/// only (no other thread ever runs work of this cache: for an engine with
+/// workers of its own), `n` at most `n` threads (a pool of `n`, started on
+/// first use and shared by the caches that ask for `n`). Results do not
+/// depend on the setting. Calls too small for several threads run on the
+/// calling thread whatever it is.
+///
+/// Errors: `M2C_STATUS_NULL_ARG` (cache), `M2C_STATUS_POISONED`.
+/// Thread-safe: serialised with the handle's other calls.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_set_num_threads(cache: *mut m2c_cache, num_threads: u32) -> m2c_status {
+    ffi_status("m2c_set_num_threads", || {
+        // SAFETY: NULL or a live handle, per the contract.
+        let cache = unsafe { arg_ref(cache, "cache") }?;
+        cache.write()?.set_num_threads(num_threads as usize);
+        Ok(())
+    })
+}
+
 /// Pushes one new conv input per slot into the conv windows of `layer`
 /// (the decode-time update of a causal conv1d): each selected slot's
 /// window shifts left by one column, dropping the oldest input, and

@@ -211,6 +211,17 @@ fn a_thread_pool_under_a_process_limit_leaves_every_call_working() {
     assert!(!text.contains("panicked"), "a panic reached stderr:\n{text}");
 }
 
+/// m2c_set_num_threads(1): no pool thread ever runs work of that cache
+/// (m2c's job count does not move over pool-sized calls), while 0 and 2
+/// use pools. In a child process, so that no other test's calls count.
+#[test]
+fn one_thread_per_cache_keeps_every_call_on_the_calling_thread() {
+    let out = child("threads", &[]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed ({}):\n{text}", out.status);
+    assert!(text.contains(&format!("{MARK}ok")), "{text}");
+}
+
 /// Calls over 2^25 rows under an address-space limit far below what a
 /// per-row table would take: batched reads, writes and resets allocate
 /// nothing per row, so they succeed (they once aborted the process:
@@ -413,6 +424,7 @@ fn child_process() {
         Ok("pool_fail") => pool_fail_child(),
         Ok("row_oom") => row_oom_child(),
         Ok("nproc") => nproc_child(),
+        Ok("threads") => threads_child(),
         _ => {}
     }
 }
@@ -505,6 +517,51 @@ fn nproc_child() {
         ok(m2c_set_ssm(h, 0, ptr::null(), 8, st.as_ptr().cast(), M2C_DTYPE_F32, st.len()), "pool-sized set_ssm");
         ok(m2c_read_ssm(h, 0, ptr::null(), 8, back.as_mut_ptr().cast(), M2C_DTYPE_F32, back.len()), "pool-sized read");
         assert_eq!(back, st);
+        m2c_destroy(h);
+    }
+    println!("{MARK}ok");
+}
+
+fn threads_child() {
+    let cfg = config(2, 8, 8);
+    let h = create(&cfg).unwrap();
+    let per = (cfg.num_heads * cfg.head_dim * cfg.state_size) as usize;
+    let st: Vec<f32> = (0..8 * per).map(|i| (i % 9) as f32).collect();
+    let mut back = vec![0f32; 8 * per];
+    let src: Vec<i32> = (0..8).rev().collect();
+    let dst: Vec<i32> = (0..8).collect();
+    let work = |h: *mut m2c_cache, back: &mut Vec<f32>| {
+        // SAFETY: live handle, buffers and lists of the stated lengths.
+        unsafe {
+            for l in 0..2 {
+                ok(m2c_set_ssm(h, l, ptr::null(), 8, st.as_ptr().cast(), M2C_DTYPE_F32, st.len()), "set_ssm");
+                ok(m2c_read_ssm(h, l, ptr::null(), 8, back.as_mut_ptr().cast(), M2C_DTYPE_F32, back.len()), "read");
+            }
+            ok(m2c_copy_slots(h, src.as_ptr(), dst.as_ptr(), 8), "copy_slots");
+            ok(m2c_reset(h, ptr::null(), 8), "reset");
+        }
+    };
+    // SAFETY: live handle.
+    ok(unsafe { m2c_set_num_threads(h, 1) }, "set_num_threads(1)");
+    let before = m2c_core::pool::jobs_run();
+    work(h, &mut back);
+    assert_eq!(back, st, "results with one thread");
+    assert_eq!(m2c_core::pool::jobs_run(), before, "a pool ran work of a one-thread cache");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for n in [0u32, 2] {
+        // SAFETY: live handle.
+        ok(unsafe { m2c_set_num_threads(h, n) }, "set_num_threads");
+        let before = m2c_core::pool::jobs_run();
+        back.fill(0.0);
+        work(h, &mut back);
+        assert_eq!(back, st, "results with {n} threads");
+        if cpus >= 2 {
+            assert!(m2c_core::pool::jobs_run() > before, "num_threads {n}: pool-sized calls used no pool");
+        }
+    }
+    // SAFETY: NULL is refused; the handle is live and freed once.
+    unsafe {
+        assert_eq!(m2c_set_num_threads(ptr::null_mut(), 1), M2C_STATUS_NULL_ARG);
         m2c_destroy(h);
     }
     println!("{MARK}ok");

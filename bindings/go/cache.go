@@ -204,6 +204,19 @@ func (c *Cache) batch(op, what string, fn batchFn, layer int, slots []int32, d D
 	return err
 }
 
+// SetNumThreads sets how many threads the calls on c that follow may use
+// (m2c_set_num_threads): 0 (the default) m2c's pool, 1 the calling thread
+// only (no other thread runs work of this cache), n at most n threads.
+// Results do not depend on it. Errors: ErrInvalidArg (n < 0 or past
+// uint32), ErrPoisoned, ErrClosed.
+func (c *Cache) SetNumThreads(n int) error {
+	const op = "m2c_set_num_threads"
+	if n < 0 || n > math.MaxUint32 {
+		return goError(StatusInvalidArg, op, "num_threads = %d is not a uint32", n)
+	}
+	return c.do(op, func(h *C.m2c_cache) C.m2c_status { return C.m2c_set_num_threads(h, C.uint32_t(n)) })
+}
+
 func cUpdateConv(h *C.m2c_cache, l C.uint32_t, s *C.int32_t, n C.size_t, p unsafe.Pointer, dt C.m2c_dtype, ln C.size_t) C.m2c_status {
 	return C.m2c_update_conv(h, l, s, n, p, dt, ln)
 }

@@ -671,3 +671,27 @@ func TestSetSSMAndCountNonfiniteMatchTheirFirstNames(t *testing.T) {
 		t.Fatalf("SetSSM error does not name m2c_set_ssm: %v", se)
 	}
 }
+
+// TestSetNumThreadsMarshalsAndMapsErrors checks m2c_set_num_threads through
+// the binding: any thread count gives the same state, a negative one is
+// refused by the binding, a closed cache by ErrClosed.
+func TestSetNumThreadsMarshalsAndMapsErrors(t *testing.T) {
+	cfg := smallConfig()
+	var want []float32
+	for _, n := range []int{1, 0, 2} {
+		c := mustNew(t, cfg)
+		checkErr(t, c.SetNumThreads(n), nil)
+		st := ramp(2*cfg.SSMStateLen(), 0.25)
+		checkErr(t, c.SetSSMF32(0, []int32{1, 3}, st), nil)
+		got := make([]float32, len(st))
+		checkErr(t, c.ReadSSMF32(0, []int32{1, 3}, got), nil)
+		if want == nil {
+			want = got
+		} else if !equalF32(got, want) {
+			t.Fatalf("state differs with %d threads", n)
+		}
+		checkErr(t, c.SetNumThreads(-1), ErrInvalidArg)
+		c.Close()
+		checkErr(t, c.SetNumThreads(1), ErrClosed)
+	}
+}

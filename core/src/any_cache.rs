@@ -59,11 +59,11 @@ pub enum SsmIo<'a> {
 macro_rules! on_either {
     ($s:expr, $c:ident => $e:expr) => {
         match $s {
-            AnyCache::Host($c) => $e,
+            AnyCache::Host($c) => crate::pool::with_limit($c.num_threads(), || $e),
             AnyCache::Device(m) => {
                 let mut g = AnyCache::lock(m);
                 let $c = &mut *g;
-                $e
+                crate::pool::with_limit($c.num_threads(), || $e)
             }
         }
     };
@@ -264,8 +264,24 @@ impl AnyCache {
         on_either!(self, c => c.install_file(check))
     }
 
+    /// Threads a call on this cache may use (see [`Cache::num_threads`]).
+    pub fn num_threads(&self) -> usize {
+        on_either!(self, c => c.num_threads())
+    }
+
+    /// Sets the threads the calls that follow may use: 0 m2c's pool, 1 the
+    /// calling thread only, `n` at most `n` threads.
+    pub fn set_num_threads(&mut self, n: usize) {
+        on_either!(self, c => c.set_num_threads(n))
+    }
+
     /// One conv step per row of `slots` on `layer`.
     pub fn conv_step(&mut self, layer: u32, slots: Slots<'_>, io: ConvIo<'_>) -> Result<()> {
+        let limit = self.num_threads();
+        crate::pool::with_limit(limit, move || self.conv_step_inner(layer, slots, io))
+    }
+
+    fn conv_step_inner(&mut self, layer: u32, slots: Slots<'_>, io: ConvIo<'_>) -> Result<()> {
         match (self, io) {
             (AnyCache::Host(c), ConvIo::Host { x, out, params }) => c.conv_step(layer, slots, x, out, &params),
             (AnyCache::Device(m), ConvIo::Device(a)) => AnyCache::lock(m).conv_step(layer, slots, &a),
@@ -276,6 +292,11 @@ impl AnyCache {
     /// The conv over whole sequences: sequence `i` (slot row `i`) owns the
     /// token rows `cu_seqlens[i] .. cu_seqlens[i+1]`.
     pub fn conv_prefill(&mut self, layer: u32, slots: Slots<'_>, cu_seqlens: &[u64], io: ConvIo<'_>) -> Result<()> {
+        let limit = self.num_threads();
+        crate::pool::with_limit(limit, move || self.conv_prefill_inner(layer, slots, cu_seqlens, io))
+    }
+
+    fn conv_prefill_inner(&mut self, layer: u32, slots: Slots<'_>, cu_seqlens: &[u64], io: ConvIo<'_>) -> Result<()> {
         match (self, io) {
             (AnyCache::Host(c), ConvIo::Host { x, out, params }) => {
                 c.conv_prefill(layer, slots, cu_seqlens, x, out, &params)
@@ -287,6 +308,11 @@ impl AnyCache {
 
     /// One SSM step per row of `slots` on `layer`.
     pub fn ssm_step(&mut self, layer: u32, slots: Slots<'_>, io: SsmIo<'_>) -> Result<()> {
+        let limit = self.num_threads();
+        crate::pool::with_limit(limit, move || self.ssm_step_inner(layer, slots, io))
+    }
+
+    fn ssm_step_inner(&mut self, layer: u32, slots: Slots<'_>, io: SsmIo<'_>) -> Result<()> {
         match (self, io) {
             (AnyCache::Host(c), SsmIo::Host { inputs, y, params }) => c.ssm_step(layer, slots, &inputs, y, &params),
             (AnyCache::Device(m), SsmIo::Device { io, params }) => {
@@ -298,6 +324,11 @@ impl AnyCache {
 
     /// The SSM over whole sequences, as [`AnyCache::conv_prefill`].
     pub fn ssm_prefill(&mut self, layer: u32, slots: Slots<'_>, cu_seqlens: &[u64], io: SsmIo<'_>) -> Result<()> {
+        let limit = self.num_threads();
+        crate::pool::with_limit(limit, move || self.ssm_prefill_inner(layer, slots, cu_seqlens, io))
+    }
+
+    fn ssm_prefill_inner(&mut self, layer: u32, slots: Slots<'_>, cu_seqlens: &[u64], io: SsmIo<'_>) -> Result<()> {
         match (self, io) {
             (AnyCache::Host(c), SsmIo::Host { inputs, y, params }) => {
                 c.ssm_prefill(layer, slots, cu_seqlens, &inputs, y, &params)

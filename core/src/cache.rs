@@ -35,6 +35,9 @@ pub struct Cache {
     /// The lowest and one-past-highest address of any layer's storage.
     span: (usize, usize),
     pub(crate) in_use_count: usize,
+    /// Threads a call may use: 0 m2c's pool, 1 the calling thread only,
+    /// `n` a pool of `n` (see `pool::with_limit`).
+    num_threads: usize,
     /// Test-only fault injection: the next `update_conv` panics inside
     /// its per-slot work (on a pool thread when the call is parallel).
     #[cfg(any(test, feature = "testing"))]
@@ -78,6 +81,7 @@ impl Cache {
             positions,
             in_use,
             in_use_count: 0,
+            num_threads: 0,
             span,
             #[cfg(any(test, feature = "testing"))]
             inject_panic: false,
@@ -98,6 +102,17 @@ impl Cache {
             }
             Device::Cuda => Err(Error::Unsupported("device CUDA: this build of m2c has no CUDA support".into())),
         }
+    }
+
+    /// Threads a call on this cache may use: 0 (the default) m2c's pool, 1
+    /// the calling thread only, `n` at most `n` threads.
+    pub fn num_threads(&self) -> usize {
+        self.num_threads
+    }
+
+    /// Sets [`Cache::num_threads`] for the calls that follow.
+    pub fn set_num_threads(&mut self, n: usize) {
+        self.num_threads = n;
     }
 
     pub fn config(&self) -> &Config {

@@ -27,9 +27,56 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static POOL: OnceLock<Option<ThreadPool>> = OnceLock::new();
+/// Pools of a size a cache asked for (`with_limit`), built on first use.
+static SIZED: std::sync::Mutex<Vec<(usize, Option<&'static ThreadPool>)>> = std::sync::Mutex::new(Vec::new());
+/// Jobs run on m2c's pools (test support: a count that must not move
+/// while a cache runs on its calling thread only).
+static JOBS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 thread_local! {
     static POOL_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The thread limit of the call running on this thread (`with_limit`).
+    static LIMIT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f` (one call on one cache) with at most `limit` threads: 0 means
+/// m2c's pool, 1 the calling thread only, `n` a pool of `n` threads of its
+/// own (built on first use, shared by every cache asking for `n`).
+pub fn with_limit<R>(limit: usize, f: impl FnOnce() -> R) -> R {
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = LIMIT.try_with(|l| l.set(self.0));
+        }
+    }
+    let _restore = Restore(LIMIT.with(|l| l.replace(limit)));
+    f()
+}
+
+/// Jobs m2c has run on its pools so far.
+#[doc(hidden)]
+pub fn jobs_run() -> u64 {
+    JOBS.load(Ordering::Relaxed)
+}
+
+/// A pool of exactly `n` threads, if it can be built.
+fn sized(n: usize) -> Option<&'static ThreadPool> {
+    let mut pools = SIZED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = pools.iter().find(|(k, _)| *k == n) {
+        return *p;
+    }
+    let built = build(n).map(|p| &*Box::leak(Box::new(p)));
+    pools.push((n, built));
+    built
+}
+
+/// The pool the calling thread's call may use.
+fn current() -> Option<&'static ThreadPool> {
+    match LIMIT.with(|l| l.get()) {
+        0 => pool(),
+        1 => None,
+        n => sized(n),
+    }
 }
 
 /// Whether the calling thread is one of m2c's pool threads (for a panic
@@ -51,39 +98,47 @@ fn size_from_env() -> Option<usize> {
 
 fn pool() -> Option<&'static ThreadPool> {
     POOL.get_or_init(|| {
-        let n = size_from_env().unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        if n < 2 {
-            return None;
-        }
-        // SAFETY: registers a handler that only stores to an atomic, which
-        // is async-signal-safe as a fork child handler must be.
-        if unsafe { libc::pthread_atfork(None, None, Some(forked_child)) } != 0 {
-            return None;
-        }
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .thread_name(|i| format!("m2c-{i}"))
-            .start_handler(|_| {
-                POOL_THREAD.with(|t| t.set(true));
-                set_default_fp();
-            })
-            .build()
-            .ok()
+        build(size_from_env().unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())))
     })
     .as_ref()
+}
+
+/// A pool of `n` threads, or None when `n < 2` or it cannot start.
+fn build(n: usize) -> Option<ThreadPool> {
+    if n < 2 {
+        return None;
+    }
+    static ATFORK: OnceLock<bool> = OnceLock::new();
+    // SAFETY: registers a handler that only stores to an atomic, which is
+    // async-signal-safe as a fork child handler must be.
+    if !*ATFORK.get_or_init(|| unsafe { libc::pthread_atfork(None, None, Some(forked_child)) } == 0) {
+        return None;
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("m2c-{i}"))
+        .start_handler(|_| {
+            POOL_THREAD.with(|t| t.set(true));
+            set_default_fp();
+        })
+        .build()
+        .ok()
 }
 
 /// How many threads a call may split its rows over: 1 when it must run on
 /// the calling thread. Call it only once the call is known to be big
 /// enough for the pool (the first such call builds it).
 pub(crate) fn threads() -> usize {
+    if LIMIT.with(|l| l.get()) == 1 {
+        return 1;
+    }
     if rayon::current_thread_index().is_some() {
         return rayon::current_num_threads();
     }
     if FORKED.load(Ordering::Relaxed) {
         return 1;
     }
-    pool().map_or(1, ThreadPool::current_num_threads)
+    current().map_or(1, ThreadPool::current_num_threads)
 }
 
 /// Runs `f` with the pool current, so that its parallel iterators use the
@@ -92,8 +147,11 @@ pub(crate) fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() || FORKED.load(Ordering::Relaxed) {
         return f();
     }
-    match pool() {
-        Some(p) => p.install(f),
+    match current() {
+        Some(p) => p.install(|| {
+            JOBS.fetch_add(1, Ordering::Relaxed);
+            f()
+        }),
         None => f(),
     }
 }

@@ -1008,6 +1008,14 @@ pub const Cache = struct {
         try call(self.diag, c.m2c_set_stream(self.handle, stream));
     }
 
+    /// Sets how many threads the calls that follow may use
+    /// (`m2c_set_num_threads`): 0 (the default) m2c's pool, 1 the calling
+    /// thread only (no other thread runs work of this cache), `n` at most
+    /// `n` threads. Results do not depend on it.
+    pub fn setNumThreads(self: *Cache, n: u32) Error!void {
+        try call(self.diag, c.m2c_set_num_threads(self.handle, n));
+    }
+
     /// Hands out the lowest free slot, zeroed (`m2c_slot_acquire`);
     /// `error.NoFreeSlot` when all are in use.
     pub fn slotAcquire(self: *Cache) Error!i32 {

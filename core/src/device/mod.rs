@@ -239,6 +239,16 @@ impl DeviceCache {
         &self.cfg
     }
 
+    /// As [`Cache::num_threads`] (for the host work of copy-style calls).
+    pub fn num_threads(&self) -> usize {
+        self.host.num_threads()
+    }
+
+    /// As [`Cache::set_num_threads`].
+    pub fn set_num_threads(&mut self, n: usize) {
+        self.host.set_num_threads(n);
+    }
+
     pub fn shape(&self) -> &Shape {
         self.host.shape()
     }

@@ -68,6 +68,7 @@ const wrappers = .{
     .{ "m2c_count_nonfinite", m2c.Cache, "countNonfinite" },
     .{ "m2c_check_finite", m2c.Cache, "checkFinite" },
     .{ "m2c_set_stream", m2c.Cache, "setStream" },
+    .{ "m2c_set_num_threads", m2c.Cache, "setNumThreads" },
 };
 
 /// The functions m2c.h declares.

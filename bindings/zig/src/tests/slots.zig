@@ -12,6 +12,9 @@ const smallConfig = helpers.smallConfig;
 const contains = helpers.contains;
 const fill = helpers.fill;
 const expectAllZero = helpers.expectAllZero;
+const kernelConfig = helpers.kernelConfig;
+const kc = helpers.kc;
+const expectSameBits = helpers.expectSameBits;
 
 test "slots are acquired lowest first, released, and run out" {
     var diag: m2c.Diagnostics = .{};
@@ -224,4 +227,19 @@ test "advance past the largest position is OutOfRange" {
     try expectEqual(@as(u64, 0), try cache.position(0)); // no position changed
     try cache.advance(&.{1}, 2);
     try expectEqual(@as(u64, std.math.maxInt(u64)), try cache.position(1));
+}
+
+test "setNumThreads marshals and maps errors" {
+    var diag: m2c.Diagnostics = .{};
+    var cache = try m2c.Cache.init(kernelConfig(kc.kernel, .bf16, .f32), &diag);
+    defer cache.deinit();
+    var state: [2 * kc.state_len]f32 = undefined;
+    for (&state, 0..) |*v, i| v.* = @as(f32, @floatFromInt(i % 13)) * 0.25;
+    for ([_]u32{ 1, 0, 2 }) |n| {
+        try cache.setNumThreads(n);
+        try cache.setSsm(0, &.{ 1, 3 }, .{ .f32 = &state });
+        var back: [2 * kc.state_len]f32 = undefined;
+        try cache.readSsm(0, &.{ 1, 3 }, .{ .f32 = &back });
+        try expectSameBits(&state, &back);
+    }
 }
