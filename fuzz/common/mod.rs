@@ -1,47 +1,17 @@
-//! Shared by the fuzz targets and the corpus generator: a byte reader that
-//! turns fuzz input into arguments, typed C buffers, the whole-state image
-//! of a cache taken through the C ABI, and validators of the snapshot and
-//! cache-file formats written from docs/FORMATS.md (not from the library's
-//! code), with an independent XXH64.
+//! Shared by the fuzz targets and the corpus generator: typed C buffers,
+//! the whole-state image of a cache taken through the C ABI, and
+//! validators of the snapshot and cache-file formats written from
+//! docs/FORMATS.md (not from the library's code), with an independent
+//! XXH64. `gen` is the api_sequence target's input (`arbitrary`), `model`
+//! the reference model it runs against.
 
 #![allow(dead_code)]
 
+pub mod gen;
+pub mod model;
+
 use m2c::*;
 use std::ptr;
-
-// ------------------------------------------------------------------
-// Input decoding
-// ------------------------------------------------------------------
-
-/// Reads fuzz input byte by byte; past the end every read is 0, so any
-/// input decodes to something.
-pub struct Reader<'a> {
-    data: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    pub fn new(data: &'a [u8]) -> Self {
-        Reader { data, at: 0 }
-    }
-    pub fn done(&self) -> bool {
-        self.at >= self.data.len()
-    }
-    pub fn u8(&mut self) -> u8 {
-        let b = self.data.get(self.at).copied().unwrap_or(0);
-        self.at += 1;
-        b
-    }
-    pub fn u16(&mut self) -> u16 {
-        u16::from(self.u8()) | (u16::from(self.u8()) << 8)
-    }
-    pub fn u32(&mut self) -> u32 {
-        u32::from(self.u16()) | (u32::from(self.u16()) << 16)
-    }
-    pub fn u64(&mut self) -> u64 {
-        u64::from(self.u32()) | (u64::from(self.u32()) << 32)
-    }
-}
 
 /// The shared test PRNG (SplitMix64), to expand one input byte into many
 /// element values.
@@ -319,13 +289,19 @@ pub fn fill(cache: *mut m2c_cache, shape: &Shape, seed: u64) {
         s.fill(M2C_DTYPE_F32, n * shape.sper(), seed * 37 + l as u64, false);
         // SAFETY: live handle, buffers of the stated lengths.
         unsafe {
-            assert_eq!(m2c_set_conv(cache, l as u32, ptr::null(), n, c.ptr(), M2C_DTYPE_F32, n * shape.cper()), 0);
-            assert_eq!(m2c_update_ssm(cache, l as u32, ptr::null(), n, s.ptr(), M2C_DTYPE_F32, n * shape.sper()), 0);
+            assert_eq!(
+                m2c_set_conv(cache, l as u32, ptr::null(), n, c.ptr(), M2C_DTYPE_F32, n * shape.cper()),
+                M2C_STATUS_OK
+            );
+            assert_eq!(
+                m2c_update_ssm(cache, l as u32, ptr::null(), n, s.ptr(), M2C_DTYPE_F32, n * shape.sper()),
+                M2C_STATUS_OK
+            );
         }
     }
     for s in 0..n as i32 {
         // SAFETY: live handle.
-        assert_eq!(unsafe { m2c_advance(cache, &s, 1, (seed * 100) as u32 + s as u32) }, 0);
+        assert_eq!(unsafe { m2c_advance(cache, &s, 1, (seed * 100) as u32 + s as u32) }, M2C_STATUS_OK);
     }
 }
 

@@ -40,10 +40,10 @@ fuzz_target!(|data: &[u8]| {
     let mut s = -1;
     // SAFETY: live handle, valid out pointers.
     unsafe {
-        assert_eq!(m2c_slot_acquire(cache, &mut s), 0);
-        assert_eq!(m2c_slot_acquire(cache, &mut s), 0);
-        assert_eq!(m2c_slot_acquire(cache, &mut s), 0);
-        assert_eq!(m2c_slot_release(cache, 1), 0);
+        assert_eq!(m2c_slot_acquire(cache, &mut s), M2C_STATUS_OK);
+        assert_eq!(m2c_slot_acquire(cache, &mut s), M2C_STATUS_OK);
+        assert_eq!(m2c_slot_acquire(cache, &mut s), M2C_STATUS_OK);
+        assert_eq!(m2c_slot_release(cache, 1), M2C_STATUS_OK);
     }
     fill(cache, &sh, 9);
     let acquired = [true, false, true];
