@@ -33,29 +33,29 @@ pub fn value(rng: &mut Rng, specials: bool) -> f32 {
 // Dtypes
 // ------------------------------------------------------------------
 
+/// The shared test element type of a C dtype code (codes past f16 are
+/// treated as f16, as the fuzz model sizes them).
+pub fn elem(d: u32) -> m2c_testkit::Elem {
+    match d {
+        M2C_DTYPE_F32 => m2c_testkit::Elem::F32,
+        M2C_DTYPE_BF16 => m2c_testkit::Elem::BF16,
+        _ => m2c_testkit::Elem::F16,
+    }
+}
+
 pub fn dtype_size(d: u32) -> usize {
-    if d == M2C_DTYPE_F32 { 4 } else { 2 }
+    elem(d).size()
 }
 
 /// Element `i` of `bytes` (dtype `d`) as f32.
 pub fn load(d: u32, bytes: &[u8], i: usize) -> f32 {
-    match d {
-        M2C_DTYPE_F32 => f32::from_le_bytes(bytes[i * 4..i * 4 + 4].try_into().unwrap()),
-        M2C_DTYPE_BF16 => {
-            half::bf16::from_bits(u16::from_le_bytes(bytes[i * 2..i * 2 + 2].try_into().unwrap())).to_f32()
-        }
-        _ => half::f16::from_bits(u16::from_le_bytes(bytes[i * 2..i * 2 + 2].try_into().unwrap())).to_f32(),
-    }
+    elem(d).load(bytes, i)
 }
 
 /// Stores `v` as element `i` of `bytes` (dtype `d`), rounding to nearest
 /// even (the `half` crate's conversions).
 pub fn store(d: u32, bytes: &mut [u8], i: usize, v: f32) {
-    match d {
-        M2C_DTYPE_F32 => bytes[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes()),
-        M2C_DTYPE_BF16 => bytes[i * 2..i * 2 + 2].copy_from_slice(&half::bf16::from_f32(v).to_bits().to_le_bytes()),
-        _ => bytes[i * 2..i * 2 + 2].copy_from_slice(&half::f16::from_f32(v).to_bits().to_le_bytes()),
-    }
+    elem(d).store(bytes, i, v)
 }
 
 /// Converts element `i` of `src` (dtype `sd`) into element `j` of `dst`

@@ -1,7 +1,8 @@
 //! Test support shared by m2c's tests, fuzz targets and tools: one seeded
-//! PRNG, dtype rounding written independently of the library, and the f64
-//! oracle of the kernels (so a test that compares the library with these
-//! helpers compares two implementations). It depends on no m2c crate, so the core's own tests can
+//! PRNG, dtype rounding written independently of the library, the element
+//! types as bytes (`Elem`), and the f64 oracle of the kernels (so a test
+//! that compares the library with these helpers compares two
+//! implementations). It depends on no m2c crate, so the core's own tests can
 //! use it without a dependency cycle.
 
 /// SplitMix64: deterministic, seedable, good enough for test data.
@@ -130,5 +131,77 @@ pub mod oracle {
                 }
             })
             .collect()
+    }
+}
+
+/// The element types m2c stores and exchanges, as little-endian bytes
+/// (conversions round to nearest even: the `half` crate's). Keyed by this
+/// crate's own enum so the tests of every m2c crate can use it; each caller
+/// maps its dtype (a core `DType`, a C `M2C_DTYPE_*` code) to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Elem {
+    F32,
+    BF16,
+    F16,
+}
+
+impl Elem {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Elem::F32 => 4,
+            Elem::BF16 | Elem::F16 => 2,
+        }
+    }
+
+    /// Element `i` of `bytes` as f32.
+    pub fn load(self, bytes: &[u8], i: usize) -> f32 {
+        let two = |b: &[u8]| u16::from_le_bytes([b[i * 2], b[i * 2 + 1]]);
+        match self {
+            Elem::F32 => f32::from_le_bytes(bytes[i * 4..i * 4 + 4].try_into().expect("4 bytes")),
+            Elem::BF16 => half::bf16::from_bits(two(bytes)).to_f32(),
+            Elem::F16 => half::f16::from_bits(two(bytes)).to_f32(),
+        }
+    }
+
+    /// Stores `v` as element `i` of `bytes`.
+    pub fn store(self, bytes: &mut [u8], i: usize, v: f32) {
+        match self {
+            Elem::F32 => bytes[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes()),
+            Elem::BF16 => bytes[i * 2..i * 2 + 2].copy_from_slice(&half::bf16::from_f32(v).to_bits().to_le_bytes()),
+            Elem::F16 => bytes[i * 2..i * 2 + 2].copy_from_slice(&half::f16::from_f32(v).to_bits().to_le_bytes()),
+        }
+    }
+
+    /// `v` as bytes of this type.
+    pub fn encode(self, v: &[f32]) -> Vec<u8> {
+        let mut out = vec![0u8; v.len() * self.size()];
+        for (i, &x) in v.iter().enumerate() {
+            self.store(&mut out, i, x);
+        }
+        out
+    }
+
+    /// Bytes of this type as f32 values.
+    pub fn decode(self, b: &[u8]) -> Vec<f32> {
+        (0..b.len() / self.size()).map(|i| self.load(b, i)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elements_round_trip_and_round_like_the_independent_rounding() {
+        let mut rng = Rng::new(7);
+        let v = rng.vec(1000, 4.0);
+        assert_eq!(Elem::F32.decode(&Elem::F32.encode(&v)), v);
+        for (e, round) in [(Elem::BF16, round_bf16 as fn(f32) -> f32), (Elem::F16, round_f16)] {
+            let back = e.decode(&e.encode(&v));
+            let want: Vec<f32> = v.iter().map(|&x| round(x)).collect();
+            assert_eq!(back, want, "{e:?}");
+            assert_eq!(e.encode(&back), e.encode(&v), "{e:?}: stored values are exact");
+        }
     }
 }

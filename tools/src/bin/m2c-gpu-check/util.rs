@@ -2,27 +2,27 @@
 //! device buffers.
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
-use half::{bf16, f16};
 use m2c_core::device::{DevArray, DevBuf};
 use m2c_core::{Cache, DType};
 use std::sync::Arc;
 
 pub(crate) use m2c_testkit::Rng;
 
-pub(crate) fn to_bytes(d: DType, v: &[f32]) -> Vec<u8> {
+/// The shared test element type of a dtype.
+fn elem(d: DType) -> m2c_testkit::Elem {
     match d {
-        DType::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        DType::BF16 => v.iter().flat_map(|x| bf16::from_f32(*x).to_le_bytes()).collect(),
-        DType::F16 => v.iter().flat_map(|x| f16::from_f32(*x).to_le_bytes()).collect(),
+        DType::F32 => m2c_testkit::Elem::F32,
+        DType::BF16 => m2c_testkit::Elem::BF16,
+        DType::F16 => m2c_testkit::Elem::F16,
     }
 }
 
+pub(crate) fn to_bytes(d: DType, v: &[f32]) -> Vec<u8> {
+    elem(d).encode(v)
+}
+
 pub(crate) fn from_bytes(d: DType, b: &[u8]) -> Vec<f32> {
-    match d {
-        DType::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-        DType::BF16 => b.chunks_exact(2).map(|c| bf16::from_le_bytes(c.try_into().unwrap()).to_f32()).collect(),
-        DType::F16 => b.chunks_exact(2).map(|c| f16::from_le_bytes(c.try_into().unwrap()).to_f32()).collect(),
-    }
+    elem(d).decode(b)
 }
 
 /// Allowed max |gpu - cpu| / max |cpu| for results stored in `d`: the two
