@@ -201,6 +201,12 @@ typedef struct m2c_config {
 } m2c_config;
 
 /**
+ * A published model for `m2c_config_preset`. Arrives as a plain integer:
+ * an unknown one is `M2C_STATUS_INVALID_ARG`.
+ */
+typedef uint32_t m2c_preset;
+
+/**
  * A zero-copy view of one layer's storage for every slot. `data` points
  * into the cache; element `[i0][i1][i2][i3]` is at
  * `data + (i0*strides[0] + i1*strides[1] + ...) * element size`. Strides
@@ -501,6 +507,31 @@ typedef struct m2c_ssm_io {
 #define M2C_DEVICE_CUDA 1
 
 /**
+ * state-spaces/mamba2-130m: 24 layers, intermediate 1536, 24 heads.
+ */
+#define M2C_PRESET_MAMBA2_130M 1
+
+/**
+ * state-spaces/mamba2-370m: 48 layers, intermediate 2048, 32 heads.
+ */
+#define M2C_PRESET_MAMBA2_370M 2
+
+/**
+ * state-spaces/mamba2-780m: 48 layers, intermediate 3072, 48 heads.
+ */
+#define M2C_PRESET_MAMBA2_780M 3
+
+/**
+ * state-spaces/mamba2-1.3b: 48 layers, intermediate 4096, 64 heads.
+ */
+#define M2C_PRESET_MAMBA2_1_3B 4
+
+/**
+ * state-spaces/mamba2-2.7b: 64 layers, intermediate 5120, 80 heads.
+ */
+#define M2C_PRESET_MAMBA2_2_7B 5
+
+/**
  * No activation: the conv output as computed.
  */
 #define M2C_ACTIVATION_NONE 0
@@ -564,6 +595,26 @@ const char *m2c_last_error(void);
  * NULL is a no-op. Thread-safe.
  */
 void m2c_config_init(struct m2c_config *cfg);
+
+/**
+ * Fills `*cfg` as `m2c_config_init` does, with the Mamba2 layer shapes of a
+ * published model: every model of the family has head_dim 64, state_size
+ * 128, one group and conv_kernel_size 4 (conv_width 4: set 3 for the
+ * vLLM/llama.cpp layout), intermediate_size = 2 * d_model and num_heads =
+ * intermediate_size / 64. Slots, dtypes and device are the defaults;
+ * change what you need before `m2c_create`.
+ *
+ * A Hugging Face `config.json` maps onto `m2c_config` as: num_layers = the
+ * number of Mamba2 layers (`num_hidden_layers`, or in a hybrid the Mamba
+ * entries of its layer pattern); intermediate_size = `expand *
+ * hidden_size`; num_heads = `num_heads`; head_dim = `head_dim`; state_size
+ * = `state_size`; n_groups = `n_groups`; conv_kernel_size =
+ * `conv_kernel`.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (cfg), `M2C_STATUS_INVALID_ARG` (an
+ * unknown preset). `*cfg` is written only on success. Thread-safe.
+ */
+m2c_status m2c_config_preset(struct m2c_config *cfg, m2c_preset preset);
 
 /**
  * Computes the bytes of state storage a cache with configuration `*cfg`
@@ -635,6 +686,26 @@ m2c_status m2c_get_config(const struct m2c_cache *cache, struct m2c_config *out)
  * Thread-safe: serialised with the handle's other calls.
  */
 m2c_status m2c_set_num_threads(struct m2c_cache *cache, uint32_t num_threads);
+
+/**
+ * Writes a one-line, human-readable summary of the cache into `buf`, NUL
+ * terminated: layers and slots (and how many are in use), the conv window
+ * and SSM state shapes and storage dtypes, the conv layout, the bytes of
+ * state and where they live. For logs and debuggers; the wording may
+ * change between releases (parse `m2c_get_config` instead).
+ *
+ * On success `*out_needed` receives the bytes the summary needs, the NUL
+ * included: call with `(NULL, 0)` to learn the size, then with a buffer
+ * that large (a summary is well under 512 bytes).
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (cache, out_needed, or a NULL `buf` with a
+ * non-zero `len`), `M2C_STATUS_SHAPE_MISMATCH` (`len` is non-zero but
+ * smaller than the summary needs; the message says how much),
+ * `M2C_STATUS_INVALID_ARG` (`buf` or `out_needed` inside the cache's
+ * storage, or overlapping each other). Neither output is written on
+ * failure. Thread-safe (a read).
+ */
+m2c_status m2c_describe(const struct m2c_cache *cache, char *buf, size_t len, size_t *out_needed);
 
 /* ------------------------------------------------------------------------ */
 /* Copy-style calls: write, read, reset and advance slots                   */

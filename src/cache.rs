@@ -167,6 +167,64 @@ pub unsafe extern "C" fn m2c_set_num_threads(cache: *mut m2c_cache, num_threads:
     })
 }
 
+/// Writes a one-line, human-readable summary of the cache into `buf`, NUL
+/// terminated: layers and slots (and how many are in use), the conv window
+/// and SSM state shapes and storage dtypes, the conv layout, the bytes of
+/// state and where they live. For logs and debuggers; the wording may
+/// change between releases (parse `m2c_get_config` instead).
+///
+/// On success `*out_needed` receives the bytes the summary needs, the NUL
+/// included: call with `(NULL, 0)` to learn the size, then with a buffer
+/// that large (a summary is well under 512 bytes).
+///
+/// Errors: `M2C_STATUS_NULL_ARG` (cache, out_needed, or a NULL `buf` with a
+/// non-zero `len`), `M2C_STATUS_SHAPE_MISMATCH` (`len` is non-zero but
+/// smaller than the summary needs; the message says how much),
+/// `M2C_STATUS_INVALID_ARG` (`buf` or `out_needed` inside the cache's
+/// storage, or overlapping each other). Neither output is written on
+/// failure. Thread-safe (a read).
+#[no_mangle]
+pub unsafe extern "C" fn m2c_describe(
+    cache: *const m2c_cache,
+    buf: *mut c_char,
+    len: usize,
+    out_needed: *mut usize,
+) -> m2c_status {
+    ffi_status("m2c_describe", || {
+        // SAFETY: NULL or a live handle, per the contract.
+        let cache = unsafe { arg_ref(cache, "cache") }?;
+        let out = out_ptr(out_needed, "out_needed")?;
+        if buf.is_null() && len != 0 {
+            return Err(Error::NullArg(format!("buf is NULL but len = {len}")));
+        }
+        let c = cache.read();
+        check_out(&c, out, "out_needed")?;
+        check_outside(&c, buf.cast_const().cast(), len, "buf")?;
+        check_apart(
+            out.cast_const().cast(),
+            std::mem::size_of::<usize>(),
+            buf.cast_const().cast(),
+            len,
+            "out_needed overlaps buf",
+        )?;
+        let text = c.describe();
+        let needed = text.len() + 1;
+        if len != 0 && len < needed {
+            return Err(CoreError::ShapeMismatch(format!("buf holds {len} bytes; the summary needs {needed}")).into());
+        }
+        if len != 0 {
+            // SAFETY: buf holds at least `needed` writable bytes (checked).
+            unsafe {
+                std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), text.len());
+                buf.add(text.len()).write(0);
+            }
+        }
+        // SAFETY: checked non-NULL and aligned.
+        unsafe { out.write(needed) };
+        Ok(())
+    })
+}
+
 /// Pushes one new conv input per slot into the conv windows of `layer`
 /// (the decode-time update of a causal conv1d): each selected slot's
 /// window shifts left by one column, dropping the oldest input, and

@@ -1,7 +1,7 @@
 //! Configuration: dtypes, devices, the config struct and its checks.
 
 use super::*;
-use m2c_core::{AnyCache, Config, Device};
+use m2c_core::{AnyCache, Config, Device, Preset};
 
 /// An element type code. Arrives as a plain integer: every value is
 /// validated, and an unknown one is `M2C_STATUS_UNSUPPORTED_DTYPE`.
@@ -27,6 +27,21 @@ pub const M2C_DEVICE_CPU: m2c_device = 0;
 /// this header). A build without the `cuda` feature, or a machine without
 /// a usable GPU, returns `M2C_STATUS_UNSUPPORTED` from `m2c_create`.
 pub const M2C_DEVICE_CUDA: m2c_device = 1;
+
+/// A published model for `m2c_config_preset`. Arrives as a plain integer:
+/// an unknown one is `M2C_STATUS_INVALID_ARG`.
+pub type m2c_preset = u32;
+
+/// state-spaces/mamba2-130m: 24 layers, intermediate 1536, 24 heads.
+pub const M2C_PRESET_MAMBA2_130M: m2c_preset = 1;
+/// state-spaces/mamba2-370m: 48 layers, intermediate 2048, 32 heads.
+pub const M2C_PRESET_MAMBA2_370M: m2c_preset = 2;
+/// state-spaces/mamba2-780m: 48 layers, intermediate 3072, 48 heads.
+pub const M2C_PRESET_MAMBA2_780M: m2c_preset = 3;
+/// state-spaces/mamba2-1.3b: 48 layers, intermediate 4096, 64 heads.
+pub const M2C_PRESET_MAMBA2_1_3B: m2c_preset = 4;
+/// state-spaces/mamba2-2.7b: 64 layers, intermediate 5120, 80 heads.
+pub const M2C_PRESET_MAMBA2_2_7B: m2c_preset = 5;
 
 /// The shape of a cache. Always start from `m2c_config_init()`, which sets
 /// `struct_size` and fills in defaults, then change the fields you need.
@@ -155,6 +170,42 @@ pub(crate) fn config_from_c(c: &m2c_config) -> Result<Config, Error> {
 #[no_mangle]
 pub unsafe extern "C" fn m2c_config_init(cfg: *mut m2c_config) {
     init_struct("m2c_config_init", cfg, || config_to_c(&Config::default()))
+}
+
+/// Fills `*cfg` as `m2c_config_init` does, with the Mamba2 layer shapes of a
+/// published model: every model of the family has head_dim 64, state_size
+/// 128, one group and conv_kernel_size 4 (conv_width 4: set 3 for the
+/// vLLM/llama.cpp layout), intermediate_size = 2 * d_model and num_heads =
+/// intermediate_size / 64. Slots, dtypes and device are the defaults;
+/// change what you need before `m2c_create`.
+///
+/// A Hugging Face `config.json` maps onto `m2c_config` as: num_layers = the
+/// number of Mamba2 layers (`num_hidden_layers`, or in a hybrid the Mamba
+/// entries of its layer pattern); intermediate_size = `expand *
+/// hidden_size`; num_heads = `num_heads`; head_dim = `head_dim`; state_size
+/// = `state_size`; n_groups = `n_groups`; conv_kernel_size =
+/// `conv_kernel`.
+///
+/// Errors: `M2C_STATUS_NULL_ARG` (cfg), `M2C_STATUS_INVALID_ARG` (an
+/// unknown preset). `*cfg` is written only on success. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_config_preset(cfg: *mut m2c_config, preset: m2c_preset) -> m2c_status {
+    ffi_status("m2c_config_preset", || {
+        let out = out_ptr(cfg, "cfg")?;
+        let p = match preset {
+            M2C_PRESET_MAMBA2_130M => Preset::Mamba2_130m,
+            M2C_PRESET_MAMBA2_370M => Preset::Mamba2_370m,
+            M2C_PRESET_MAMBA2_780M => Preset::Mamba2_780m,
+            M2C_PRESET_MAMBA2_1_3B => Preset::Mamba2_1_3b,
+            M2C_PRESET_MAMBA2_2_7B => Preset::Mamba2_2_7b,
+            other => {
+                return Err(CoreError::InvalidArg(format!("preset = {other} is not an M2C_PRESET_* value")).into());
+            }
+        };
+        // SAFETY: checked non-NULL and aligned; the caller provides a config.
+        unsafe { out.write(config_to_c(&Config::preset(p))) };
+        Ok(())
+    })
 }
 
 /// Computes the bytes of state storage a cache with configuration `*cfg`

@@ -4,6 +4,7 @@ package m2c
 import "C"
 
 import (
+	"errors"
 	"math"
 	"runtime"
 	"sync"
@@ -215,6 +216,25 @@ func (c *Cache) SetNumThreads(n int) error {
 		return goError(StatusInvalidArg, op, "num_threads = %d is not a uint32", n)
 	}
 	return c.do(op, func(h *C.m2c_cache) C.m2c_status { return C.m2c_set_num_threads(h, C.uint32_t(n)) })
+}
+
+// String returns a one-line summary of the cache (m2c_describe): shapes,
+// dtypes, slots in use, bytes and where they live; "m2c cache (closed)"
+// once closed.
+func (c *Cache) String() string {
+	var needed C.size_t
+	buf := make([]byte, 512)
+	err := c.do("m2c_describe", func(h *C.m2c_cache) C.m2c_status {
+		return C.m2c_describe(h, (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)), &needed)
+	})
+	runtime.KeepAlive(buf)
+	if err != nil {
+		if errors.Is(err, ErrClosed) {
+			return "m2c cache (closed)"
+		}
+		return "m2c cache (" + err.Error() + ")"
+	}
+	return string(buf[:needed-1])
 }
 
 func cUpdateConv(h *C.m2c_cache, l C.uint32_t, s *C.int32_t, n C.size_t, p unsafe.Pointer, dt C.m2c_dtype, ln C.size_t) C.m2c_status {

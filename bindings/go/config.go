@@ -110,6 +110,32 @@ func DefaultConfig() Config {
 	return configFromC(&c)
 }
 
+// Preset names a published Mamba2 model for PresetConfig (M2C_PRESET_*).
+type Preset uint32
+
+// The published Mamba2 models (state-spaces/mamba2-*).
+const (
+	Mamba2_130m Preset = C.M2C_PRESET_MAMBA2_130M
+	Mamba2_370m Preset = C.M2C_PRESET_MAMBA2_370M
+	Mamba2_780m Preset = C.M2C_PRESET_MAMBA2_780M
+	Mamba2_1_3b Preset = C.M2C_PRESET_MAMBA2_1_3B
+	Mamba2_2_7b Preset = C.M2C_PRESET_MAMBA2_2_7B
+)
+
+// PresetConfig returns DefaultConfig with the Mamba2 layer shapes of a
+// published model (m2c_config_preset). Errors: ErrInvalidArg (an unknown
+// preset).
+func PresetConfig(p Preset) (Config, error) {
+	var c C.m2c_config
+	debugGC()
+	err := callC("m2c_config_preset", func() C.m2c_status { return C.m2c_config_preset(&c, C.m2c_preset(p)) })
+	runtime.KeepAlive(&c)
+	if err != nil {
+		return Config{}, err
+	}
+	return configFromC(&c), nil
+}
+
 // ConfigBytes returns the bytes of state storage a cache with configuration
 // cfg allocates (m2c_config_bytes). It fails with ErrInvalidConfig,
 // ErrUnsupportedDtype or, for a library of another ABI, ErrIncompatible.

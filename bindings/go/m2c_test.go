@@ -695,3 +695,29 @@ func TestSetNumThreadsMarshalsAndMapsErrors(t *testing.T) {
 		checkErr(t, c.SetNumThreads(1), ErrClosed)
 	}
 }
+
+// TestPresetsAndStringMarshalAndMapErrors checks m2c_config_preset and
+// m2c_describe through the binding.
+func TestPresetsAndStringMarshalAndMapErrors(t *testing.T) {
+	big, err := PresetConfig(Mamba2_2_7b)
+	checkErr(t, err, nil)
+	if big.NumLayers != 64 || big.NumHeads != 80 || big.IntermediateSize != 5120 {
+		t.Fatalf("2.7B preset = %+v", big)
+	}
+	_, err = PresetConfig(Preset(99))
+	checkErr(t, err, ErrInvalidArg)
+	cfg, err := PresetConfig(Mamba2_130m)
+	checkErr(t, err, nil)
+	cfg.NumSlots = 2
+	c := mustNew(t, cfg)
+	s := c.String()
+	for _, want := range []string{"24 layers x 2 slots (0 in use)", "ssm f32 [24 x 64 x 128]", "host memory"} {
+		if !strings.Contains(s, want) {
+			t.Fatalf("String() = %q lacks %q", s, want)
+		}
+	}
+	c.Close()
+	if got := c.String(); got != "m2c cache (closed)" {
+		t.Fatalf("String() after Close = %q", got)
+	}
+}

@@ -264,6 +264,34 @@ impl AnyCache {
         on_either!(self, c => c.install_file(check))
     }
 
+    /// A one-line human-readable summary: shapes, dtypes, layout, bytes,
+    /// slots in use and where the state lives.
+    pub fn describe(&self) -> String {
+        let (cfg, sh, used) = (self.config(), self.shape(), self.slots_in_use());
+        let place = match self.memory() {
+            Memory::Host => "host memory".to_string(),
+            Memory::Device => format!("cuda:{} memory", cfg.device_index),
+        };
+        let width = if cfg.conv_width == cfg.conv_kernel_size { "K" } else { "K-1" };
+        format!(
+            "m2c cache: {} layers x {} slots ({used} in use); conv {} [{} x {}] (width {width}, K = {}); \
+             ssm {} [{} x {} x {}] ({} group{}); {:.1} MB in {place}",
+            cfg.num_layers,
+            cfg.num_slots,
+            cfg.conv_dtype.name(),
+            sh.conv_dim,
+            sh.conv_width,
+            cfg.conv_kernel_size,
+            cfg.ssm_dtype.name(),
+            cfg.num_heads,
+            cfg.head_dim,
+            cfg.state_size,
+            cfg.n_groups,
+            if cfg.n_groups == 1 { "" } else { "s" },
+            sh.total_bytes as f64 / 1e6,
+        )
+    }
+
     /// Threads a call on this cache may use (see [`Cache::num_threads`]).
     pub fn num_threads(&self) -> usize {
         on_either!(self, c => c.num_threads())

@@ -13,6 +13,21 @@ pub enum Device {
     Cuda,
 }
 
+/// Published Mamba2 models whose shapes [`Config::preset`] knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preset {
+    Mamba2_130m,
+    Mamba2_370m,
+    Mamba2_780m,
+    Mamba2_1_3b,
+    Mamba2_2_7b,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 5] =
+        [Preset::Mamba2_130m, Preset::Mamba2_370m, Preset::Mamba2_780m, Preset::Mamba2_1_3b, Preset::Mamba2_2_7b];
+}
+
 /// The shape of a cache: model dimensions, slot count, layout and dtypes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -64,6 +79,27 @@ impl Config {
     /// 128, one group, kernel 4; otherwise as `mamba2_130m`.
     pub const fn mamba2_2_7b() -> Self {
         Config { num_layers: 64, intermediate_size: 5120, num_heads: 80, ..Config::mamba2_130m() }
+    }
+
+    /// The Mamba2 layers of a published model (`Preset`), with the defaults
+    /// of [`Config::mamba2_130m`] for everything else (one slot, conv bf16,
+    /// ssm f32, width K).
+    pub const fn preset(p: Preset) -> Self {
+        // state-spaces/mamba2-*: expand 2, head_dim 64, d_state 128, one
+        // group, d_conv 4; intermediate = 2 * d_model, heads = that / 64.
+        let (layers, d_model) = match p {
+            Preset::Mamba2_130m => (24, 768),
+            Preset::Mamba2_370m => (48, 1024),
+            Preset::Mamba2_780m => (48, 1536),
+            Preset::Mamba2_1_3b => (48, 2048),
+            Preset::Mamba2_2_7b => (64, 2560),
+        };
+        Config {
+            num_layers: layers,
+            intermediate_size: 2 * d_model,
+            num_heads: 2 * d_model / 64,
+            ..Config::mamba2_130m()
+        }
     }
 
     /// Checks every invariant and derives the byte counts. The message of

@@ -32,7 +32,7 @@ pub mod xxh64;
 
 pub use any_cache::AnyCache;
 pub use cache::Cache;
-pub use config::{Config, Device, Shape};
+pub use config::{Config, Device, Preset, Shape};
 pub use dtype::{DType, Slice, SliceMut};
 pub use error::{Error, Result};
 pub use selection::Slots;

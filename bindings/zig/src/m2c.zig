@@ -277,6 +277,15 @@ pub fn configBytes(cfg: Config, diag: ?*Diagnostics) Error!u64 {
 // Config, buffers, views
 // ---------------------------------------------------------------------------
 
+/// Published Mamba2 models (`M2C_PRESET_*`), for `Config.preset`.
+pub const Preset = enum(u32) {
+    mamba2_130m = c.M2C_PRESET_MAMBA2_130M,
+    mamba2_370m = c.M2C_PRESET_MAMBA2_370M,
+    mamba2_780m = c.M2C_PRESET_MAMBA2_780M,
+    mamba2_1_3b = c.M2C_PRESET_MAMBA2_1_3B,
+    mamba2_2_7b = c.M2C_PRESET_MAMBA2_2_7B,
+};
+
 /// The shape of a cache: `m2c_config` without `struct_size`, which the
 /// binding sets. Start from `Config.default()` and change what you need.
 pub const Config = struct {
@@ -299,6 +308,15 @@ pub const Config = struct {
     pub fn default() Config {
         var raw: c.m2c_config = undefined;
         c.m2c_config_init(&raw);
+        return fromC(raw);
+    }
+
+    /// The Mamba2 layer shapes of a published model (`m2c_config_preset`),
+    /// with the defaults of `default()` for everything else.
+    pub fn preset(p: Preset) Config {
+        var raw: c.m2c_config = undefined;
+        // Every `Preset` is a valid code: the call cannot fail.
+        if (c.m2c_config_preset(&raw, @intFromEnum(p)) != c.M2C_STATUS_OK) unreachable;
         return fromC(raw);
     }
 
@@ -1006,6 +1024,22 @@ pub const Cache = struct {
     /// else is `error.Unsupported`.
     pub fn setStream(self: *Cache, stream: ?*anyopaque) Error!void {
         try call(self.diag, c.m2c_set_stream(self.handle, stream));
+    }
+
+    /// A one-line summary of the cache (`m2c_describe`) into `buf`; returns
+    /// the text (without the NUL). `error.ShapeMismatch` when `buf` is too
+    /// small (512 bytes always suffice).
+    pub fn describe(self: *const Cache, buf: []u8) Error![]const u8 {
+        var needed: usize = 0;
+        try call(self.diag, c.m2c_describe(self.handle, if (buf.len == 0) null else buf.ptr, buf.len, &needed));
+        return buf[0 .. needed - 1];
+    }
+
+    /// `std.fmt` support: `{f}` prints the `describe` summary.
+    pub fn format(self: *const Cache, w: *std.Io.Writer) std.Io.Writer.Error!void {
+        var buf: [512]u8 = undefined;
+        const text = self.describe(&buf) catch return w.writeAll("m2c cache (describe failed)");
+        try w.writeAll(text);
     }
 
     /// Sets how many threads the calls that follow may use

@@ -69,6 +69,8 @@ const wrappers = .{
     .{ "m2c_check_finite", m2c.Cache, "checkFinite" },
     .{ "m2c_set_stream", m2c.Cache, "setStream" },
     .{ "m2c_set_num_threads", m2c.Cache, "setNumThreads" },
+    .{ "m2c_describe", m2c.Cache, "describe" },
+    .{ "m2c_config_preset", m2c.Config, "preset" },
 };
 
 /// The functions m2c.h declares.

@@ -243,3 +243,23 @@ test "setNumThreads marshals and maps errors" {
         try expectSameBits(&state, &back);
     }
 }
+
+test "presets and describe marshal and map errors" {
+    const big = m2c.Config.preset(.mamba2_2_7b);
+    try expectEqual(@as(u32, 64), big.num_layers);
+    try expectEqual(@as(u32, 80), big.num_heads);
+    var diag: m2c.Diagnostics = .{};
+    var cfg = m2c.Config.preset(.mamba2_130m);
+    cfg.num_slots = 2;
+    var cache = try m2c.Cache.init(cfg, &diag);
+    defer cache.deinit();
+    var buf: [512]u8 = undefined;
+    const text = try cache.describe(&buf);
+    try expect(contains(text, "24 layers x 2 slots (0 in use)"));
+    var small: [8]u8 = undefined;
+    try expectError(error.ShapeMismatch, cache.describe(&small));
+    try expect(contains(diag.message(), "m2c_describe"));
+    var out: [600]u8 = undefined;
+    const printed = try std.fmt.bufPrint(&out, "{f}", .{&cache});
+    try expect(contains(printed, "ssm f32 [24 x 64 x 128]"));
+}
