@@ -102,6 +102,15 @@ fn check(s: m2c_status, what: &str) {
     }
 }
 
+/// The cache's one-line summary (m2c_describe).
+fn describe(cache: *mut m2c_cache) -> String {
+    let mut buf = vec![0u8; 512];
+    let mut needed = 0usize;
+    // SAFETY: a live handle, a buffer of the stated length.
+    check(unsafe { m2c_describe(cache, buf.as_mut_ptr().cast(), buf.len(), &mut needed) }, "m2c_describe");
+    String::from_utf8_lossy(&buf[..needed - 1]).into_owned()
+}
+
 /// Median seconds of `f` over `iters` runs, after warm-up runs.
 fn median_secs(iters: usize, mut f: impl FnMut()) -> f64 {
     for _ in 0..2 {
@@ -418,6 +427,7 @@ fn table(s: &Shape) {
         21
     };
     header(&b, s, iters);
+    println!("{}", describe(b.cache.0));
     let bw1 = memcpy_bw(cb + sb, 1, iters);
     let bw2 = memcpy_bw(cb + sb, 2, iters);
     println!("memcpy of the state's bytes: {:.2} GB/s on 1 thread, {:.2} GB/s on 2 threads", bw1 / 1e9, bw2 / 1e9);
