@@ -159,6 +159,21 @@ put() {
     echo "  $2"
 }
 
+# put_lib SRC DEST MODE: as put, without debug information (the build keeps
+# line tables for profiling; an installed library does not need them: the
+# shared one goes from 16.5 MB to 3.3 MB, the static one from 46 to 19 MB).
+# Without `strip`, a plain copy.
+put_lib() {
+    local t
+    tmp_for "$2"
+    rm -f -- "$t" && cp -- "$1" "$t" || die "cannot install $2"
+    if command -v strip >/dev/null; then
+        strip --strip-debug -- "$t" || die "cannot strip $2"
+    fi
+    chmod "$3" "$t" && mv -f -T -- "$t" "$2" || die "cannot install $2"
+    echo "  $2"
+}
+
 # put_text DEST MODE: writes stdin over DEST atomically.
 put_text() {
     local t
@@ -178,9 +193,9 @@ put_link() {
 }
 
 echo "install.sh: installing m2c $version (ABI $abi) into $destdir$prefix"
-put "$rel/libm2c.so" "$libdir/$soname" 755
+put_lib "$rel/libm2c.so" "$libdir/$soname" 755
 put_link "$soname" "$libdir/libm2c.so"
-put "$rel/libm2c.a" "$libdir/libm2c.a" 644
+put_lib "$rel/libm2c.a" "$libdir/libm2c.a" 644
 put "$header" "$includedir/m2c.h" 644
 
 syslibs_l=$(printf -- '-l%s ' "${STATIC_SYSLIBS[@]}")

@@ -250,8 +250,21 @@ stage_layout() {
     [ -L "$lib/libm2c.so" ] && [ "$(readlink "$lib/libm2c.so")" = "$SONAME" ] ||
         { fail "$lib/libm2c.so is not a symlink to $SONAME"; return 1; }
     ok "libm2c.so -> $SONAME (relative symlink)"
-    cmp -s "$lib/$SONAME" "$REL/libm2c.so" || { fail "$lib/$SONAME differs from $REL/libm2c.so"; return 1; }
-    cmp -s "$lib/libm2c.a" "$REL/libm2c.a" || { fail "$lib/libm2c.a differs from $REL/libm2c.a"; return 1; }
+    # The installed libraries are the built ones without debug information.
+    local stripped
+    stripped=$(mktemp -d)
+    strip --strip-debug -o "$stripped/so" "$REL/libm2c.so" && strip --strip-debug -o "$stripped/a" "$REL/libm2c.a" ||
+        { fail "cannot strip the built libraries"; rm -rf "$stripped"; return 1; }
+    cmp -s "$lib/$SONAME" "$stripped/so" || { fail "$lib/$SONAME is not $REL/libm2c.so stripped of debug info"; rm -rf "$stripped"; return 1; }
+    cmp -s "$lib/libm2c.a" "$stripped/a" || { fail "$lib/libm2c.a is not $REL/libm2c.a stripped of debug info"; rm -rf "$stripped"; return 1; }
+    rm -rf "$stripped"
+    local sec
+    sec=$(readelf -S "$lib/$SONAME")
+    if grep -q '\.debug_info' <<<"$sec"; then
+        fail "$lib/$SONAME still has .debug_info"
+        return 1
+    fi
+    ok "libraries installed without debug info ($(du -k "$lib/$SONAME" | cut -f1) KiB .so, $(du -k "$lib/libm2c.a" | cut -f1) KiB .a)"
     cmp -s "$PREFIX/include/m2c.h" "$ROOT/include/m2c.h" || { fail "installed m2c.h differs from include/m2c.h"; return 1; }
     ok "libraries and header are the built ones"
     soname=$(readelf -d "$lib/$SONAME" | sed -n 's/.*(SONAME).*\[\(.*\)\].*/\1/p')
