@@ -119,11 +119,13 @@ pub enum Call {
         kernel: SsmKernel,
         cu: CuSeqlens,
     },
-    /// Positions, non-finite counts, a view, the snapshot size, a stream.
+    /// Positions, non-finite counts, a view, the snapshot size, a stream,
+    /// the summary, and the thread count of the calls that follow.
     Queries {
         slot: Slot,
         layer: Layer,
         stream: bool,
+        threads: u8,
     },
     /// A NULL handle or a NULL required pointer: NULL_ARG.
     NullCall(NullCall),

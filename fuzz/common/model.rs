@@ -301,7 +301,7 @@ impl Harness {
             Call::ConvPrefill { kernel, cu } => self.conv_kernel(kernel, Some(cu)),
             Call::SsmStep(k) => self.ssm_kernel(k, None),
             Call::SsmPrefill { kernel, cu } => self.ssm_kernel(kernel, Some(cu)),
-            Call::Queries { slot, layer, stream } => self.queries(*slot, *layer, *stream),
+            Call::Queries { slot, layer, stream, threads } => self.queries(*slot, *layer, *stream, *threads),
             Call::NullCall(c) => self.null_call(*c),
             Call::AliasedOutput { call, offset, count } => self.aliased_output(*call, *offset, *count),
         }
@@ -864,7 +864,7 @@ impl Harness {
 
     /// Queries: positions, non-finite counts, views, config, snapshot size,
     /// and m2c_set_stream; none may change anything.
-    fn queries(&mut self, slot: Slot, layer: Layer, stream: bool) {
+    fn queries(&mut self, slot: Slot, layer: Layer, stream: bool, threads: u8) {
         let sh = self.sh;
         let s = slot.resolve(sh.slots);
         let mut out = 0xDEADu64;
@@ -910,6 +910,20 @@ impl Harness {
         // SAFETY: live handle; the stream value is only compared with NULL.
         let st = unsafe { m2c_set_stream(self.cache, stream as *mut c_void) };
         assert_eq!(st, if stream == 0 { M2C_STATUS_OK } else { M2C_STATUS_UNSUPPORTED }, "m2c_set_stream");
+        // The summary: a size query, then the text, NUL-terminated.
+        let mut needed = 0usize;
+        // SAFETY: live handle; (NULL, 0) is the size query.
+        assert_eq!(unsafe { m2c_describe(self.cache, std::ptr::null_mut(), 0, &mut needed) }, M2C_STATUS_OK);
+        let mut text = vec![0xFFu8; needed];
+        let mut again = 0usize;
+        // SAFETY: a buffer of the stated length.
+        let st = unsafe { m2c_describe(self.cache, text.as_mut_ptr().cast(), text.len(), &mut again) };
+        assert_eq!((st, again), (M2C_STATUS_OK, needed), "m2c_describe");
+        assert!(text[..needed - 1].iter().all(|&b| b != 0) && text[needed - 1] == 0, "m2c_describe text");
+        // The calls that follow run on 0 (m2c's pool), 1, 2 or 3 threads:
+        // the model does not change with it.
+        // SAFETY: live handle.
+        assert_eq!(unsafe { m2c_set_num_threads(self.cache, u32::from(threads % 4)) }, M2C_STATUS_OK);
         let e = self.expect(true);
         self.check("queries", M2C_STATUS_OK, e, &[]);
     }
