@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Tests the Go binding (bindings/go): go vet, go test -race, and the
-# m2cdebug build (forced GC before every C call). Uses a go >= 1.23 on PATH,
+# Tests the Go binding (bindings/go) against this repository's build
+# (-tags m2c_intree): go vet, go test -race, the m2cdebug build (forced GC
+# before every C call), and no RUNPATH in the binaries it makes. Uses a go >= 1.23 on PATH,
 # else installs Debian's golang-1.23-go (from backports of the machine's own
 # mirror when the main suite lacks it; see ../shared/TOOLCHAIN.md) and
 # runs fully offline. Assumes `cargo build --release` has already run.
@@ -68,15 +69,33 @@ export CGO_ENABLED=1
 mkdir -p "$GOCACHE" "$GOPATH" "$GOTMPDIR"
 go version || exit 1
 
-# --- The library and its SONAME at run time ---------------------------------
-# The package links target/release/libm2c.so (#cgo LDFLAGS) and records an
-# rpath to target/go-runtime, where the SONAME libm2c.so.1 must resolve.
-# A CGO_LDFLAGS from the caller comes first and overrides both.
+# --- The library in this repository ---------------------------------------
+# -tags m2c_intree links target/release/libm2c.so and include/m2c.h (the
+# default build of the package uses pkg-config and an installed m2c; that
+# is tested from outside the repository by scripts/test-newcomer.sh). The
+# binaries record no rpath: libm2c.so.1 (the SONAME, a link cargo's build
+# script leaves in target/release) is found through LD_LIBRARY_PATH.
 lib="$root/target/release/libm2c.so"
 [ -f "$lib" ] || { echo "$lib missing: run cargo build --release first"; exit 1; }
-rt="$root/target/go-runtime"
-mkdir -p "$rt" && ln -sfn ../release/libm2c.so "$rt/libm2c.so.1" || exit 1
-[ -e "$rt/libm2c.so.1" ] || { echo "$rt/libm2c.so.1 does not resolve"; exit 1; }
+[ -e "$root/target/release/libm2c.so.1" ] || { echo "$root/target/release/libm2c.so.1 missing: run cargo build --release"; exit 1; }
+export LD_LIBRARY_PATH="$root/target/release${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+rm -rf "$root/target/go-runtime" # the rpath target of earlier versions
+
+# no_runpath: the test binary records no RUNPATH/RPATH at all (an rpath
+# into a source or module tree lets whoever can write there inject a
+# library) and needs libm2c.so.1 by its SONAME.
+no_runpath() {
+    local exe="$GOTMPDIR/m2c.test" d
+    go test -c -tags m2c_intree -o "$exe" . || return 1
+    d=$(readelf -d "$exe") || return 1
+    if grep -E '\((RUNPATH|RPATH)\)' <<<"$d"; then
+        echo "the Go test binary records a run-time search path (above)"
+        return 1
+    fi
+    grep -F '(NEEDED)' <<<"$d" | grep -F '[libm2c.so.1]' >/dev/null ||
+        { echo "the Go test binary does not need libm2c.so.1:"; grep NEEDED <<<"$d"; return 1; }
+    echo "readelf: NEEDED libm2c.so.1, no RUNPATH/RPATH"
+}
 
 # --- Stages -----------------------------------------------------------------
 passed=0
@@ -103,10 +122,11 @@ stage() {
 
 cd "$root/bindings/go" || exit 1
 stage "gofmt" bash -c 'out=$(gofmt -l .); [ -z "$out" ] || { echo "not gofmt-ed: $out"; exit 1; }'
-stage "go vet" go vet ./...
-stage "go vet (m2cdebug)" go vet -tags m2cdebug ./...
-stage "go test -race" go test -race -count=1 ./...
-stage "go test -tags m2cdebug" go test -tags m2cdebug -count=1 ./...
+stage "go vet" go vet -tags m2c_intree ./...
+stage "go vet (m2cdebug)" go vet -tags m2c_intree,m2cdebug ./...
+stage "go test -race" go test -tags m2c_intree -race -count=1 ./...
+stage "go test -tags m2cdebug" go test -tags m2c_intree,m2cdebug -count=1 ./...
+stage "no RUNPATH in binaries" no_runpath
 
 log "summary"
 if [ $failed -ne 0 ]; then

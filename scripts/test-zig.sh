@@ -83,7 +83,7 @@ stage() {
     echo
     echo "=== zig: $name"
     local t0=$SECONDS
-    zig build "$@" --cache-dir "$ZIG_LOCAL_CACHE" -Dlib-dir="$LIB_DIR" --summary all
+    zig build "$@" --cache-dir "$ZIG_LOCAL_CACHE" ${M2C_LIB_DIR:+-Dlib-dir="$M2C_LIB_DIR"} --summary all
     local rc=$?
     if [ "$rc" -eq 0 ]; then
         passed+=("$name")

@@ -116,10 +116,11 @@ cuda_stage() {
 }
 stage "cuda feature (build, clippy, tests incl. NVRTC compile, same header)" cuda_stage
 stage "C tests (plain, ASan+UBSan, valgrind)" bash scripts/ctest.sh
-stage "README instructions, as written" bash scripts/test-readme.sh
 stage "installed prefix: CMake, pkg-config, static, C++" bash scripts/test-install.sh
 stage "Go binding (vet, -race, m2cdebug)" bash scripts/test-go.sh
 stage "Zig binding (shared, static)" bash scripts/test-zig.sh
+# After Go and Zig: it uses the toolchains their stages install.
+stage "README instructions, literally, in projects outside the repository" bash scripts/test-readme.sh
 stage "fuzz (30 s per target)" bash scripts/fuzz.sh 30
 
 log "summary"

@@ -39,14 +39,17 @@
 //
 // # Linking
 //
-// The package links libm2c from target/release of the m2c repository and
-// finds libm2c.so.1 at run time through an rpath to target/go-runtime (see
-// scripts/test-go.sh); set CGO_LDFLAGS to link a library elsewhere.
+// By default the package finds an installed m2c through pkg-config (the
+// m2c.pc that scripts/install.sh writes; point PKG_CONFIG_PATH at
+// <prefix>/lib/pkgconfig), like any cgo package of a C library, and records
+// no run-time search path: the program finds libm2c.so.1 the way the system
+// finds any library (LD_LIBRARY_PATH, ldconfig, or an rpath the builder adds
+// with CGO_LDFLAGS=-Wl,-rpath,<prefix>/lib). Built with -tags m2c_intree,
+// it links the development build of the repository it sits in instead
+// (include/ and target/release/), which is how scripts/test-go.sh tests it.
 package m2c
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/../../include
-#cgo LDFLAGS: -L${SRCDIR}/../../target/release -lm2c -Wl,-rpath,${SRCDIR}/../../target/go-runtime
 #include "m2c.h"
 */
 import "C"

@@ -1,13 +1,22 @@
-//! Builds the Zig bindings of m2c against a prebuilt libm2c
-//! (`cargo build --release` at the repository root makes it).
+//! Builds the Zig bindings of m2c against a prebuilt libm2c: an installed
+//! one (`scripts/install.sh --prefix DIR`) or this repository's development
+//! build (`cargo build --release` at the repository root).
 //!
-//!   zig build test                    shared libm2c.so (the default)
-//!   zig build test -Dstatic=true      static libm2c.a
-//!   zig build test -Dlib-dir=/opt/m2c/lib -Dinclude-dir=/opt/m2c/include
+//!   zig build test                    this repository's target/release (libm2c.so)
+//!   zig build test -Dstatic=true      the same, static libm2c.a
+//!   zig build test -Dprefix=/opt/m2c  an installed m2c: /opt/m2c/{include,lib}
 //!
 //! Other packages get the module with
-//! `exe.root_module.addImport("m2c", b.dependency("m2c", .{}).module("m2c"))`;
-//! the module carries the include path, the library and its rpath.
+//!
+//!   const dep = b.dependency("m2c", .{ .prefix = b.path("third_party/m2c") });
+//!   exe.root_module.addImport("m2c", dep.module("m2c"));
+//!
+//! (`b.path` is relative to the consumer's package; an absolute directory
+//! is `.{ .cwd_relative = "/opt/m2c" }`). The module carries the include
+//! path, the library and, for a prefix or `lib-dir`, an rpath to its lib
+//! directory (none into this repository: the tests here run with
+//! LD_LIBRARY_PATH). Every compilation that imports the module first checks
+//! that m2c.h and the library exist, and fails with the fix if not.
 const std = @import("std");
 
 /// What a program linking libm2c.a needs besides it: a copy of
@@ -22,19 +31,53 @@ pub fn build(b: *std.Build) void {
     const optimize = b.standardOptimizeOption(.{});
 
     const static = b.option(bool, "static", "Link libm2c.a instead of libm2c.so (default: false)") orelse false;
-    const lib_dir = absoluteFromRoot(b, b.option(
-        []const u8,
+    const prefix = b.option(
+        std.Build.LazyPath,
+        "prefix",
+        "An installed m2c (scripts/install.sh --prefix): uses <prefix>/include and <prefix>/lib",
+    );
+    const lib_dir_opt = b.option(
+        std.Build.LazyPath,
         "lib-dir",
-        "Directory holding libm2c.so / libm2c.a; relative paths are relative to this package (default: ../../target/release)",
-    ) orelse "../../target/release");
-    const include_dir = absoluteFromRoot(b, b.option(
-        []const u8,
+        "Directory holding libm2c.so / libm2c.a (overrides <prefix>/lib)",
+    );
+    const include_dir_opt = b.option(
+        std.Build.LazyPath,
         "include-dir",
-        "Directory holding m2c.h; relative paths are relative to this package (default: ../../include)",
-    ) orelse "../../include");
+        "Directory holding m2c.h (overrides <prefix>/include)",
+    );
+
+    // Without any of them: this repository's development build.
+    const in_tree = prefix == null and lib_dir_opt == null and include_dir_opt == null;
+    const lib_dir = if (lib_dir_opt) |p|
+        absolute(b, p, "lib-dir")
+    else if (prefix) |p|
+        b.pathJoin(&.{ absolute(b, p, "prefix"), "lib" })
+    else
+        absolute(b, b.path("../../target/release"), "lib-dir");
+    const include_dir = if (include_dir_opt) |p|
+        absolute(b, p, "include-dir")
+    else if (prefix) |p|
+        b.pathJoin(&.{ absolute(b, p, "prefix"), "include" })
+    else
+        absolute(b, b.path("../../include"), "include-dir");
 
     const lib_file = b.pathJoin(&.{ lib_dir, if (static) "libm2c.a" else "libm2c.so" });
-    const header_file = b.pathJoin(&.{ include_dir, "m2c.h" });
+    const fix = if (in_tree)
+        "run 'cargo build --release' at the m2c repository root, or pass -Dprefix=<an installed m2c>"
+    else
+        "install m2c there (scripts/install.sh --prefix DIR) or correct the prefix, lib-dir or include-dir option";
+    var required: std.ArrayList([]const u8) = .empty;
+    required.append(b.allocator, b.pathJoin(&.{ include_dir, "m2c.h" })) catch @panic("OOM");
+    required.append(b.allocator, lib_file) catch @panic("OOM");
+    // The loader asks for the SONAME; cargo's build script and install.sh
+    // both leave it beside libm2c.so.
+    if (!static) required.append(b.allocator, b.pathJoin(&.{ lib_dir, soname })) catch @panic("OOM");
+
+    // The include path comes out of a step that checks the files, so every
+    // compilation importing the module (a consumer's too) runs the check
+    // first and fails with `fix` rather than with a linker error.
+    const check = Check.create(b, required.items, include_dir, fix);
 
     // The module other packages import. It carries everything needed to link.
     const mod = b.addModule("m2c", .{
@@ -43,7 +86,7 @@ pub fn build(b: *std.Build) void {
         .optimize = optimize,
         .link_libc = true,
     });
-    mod.addIncludePath(.{ .cwd_relative = include_dir });
+    mod.addIncludePath(check.includeDir());
     if (static) {
         mod.addObjectFile(.{ .cwd_relative = lib_file });
         for (static_native_libs) |name| mod.linkSystemLibrary(name, .{ .use_pkg_config = .no });
@@ -54,26 +97,10 @@ pub fn build(b: *std.Build) void {
             .preferred_link_mode = .dynamic,
             .search_strategy = .no_fallback,
         });
-        // At run time the loader looks for the SONAME, libm2c.so.1, which a
-        // cargo build does not create. Where lib-dir has it (an installed
-        // library), point the rpath there; otherwise at a directory of our
-        // own holding a symlink libm2c.so.1 -> <lib-dir>/libm2c.so. Zig
-        // passes relative rpaths through unchanged, so both are absolute.
-        if (fileExists(b.pathJoin(&.{ lib_dir, soname }))) {
-            mod.addRPath(.{ .cwd_relative = lib_dir });
-        } else if (fileExists(lib_file)) {
-            mod.addRPath(.{ .cwd_relative = runtimeDir(b, lib_dir, lib_file) });
-        }
-    }
-
-    // Refuse early, with the fix, when the prebuilt pieces are missing.
-    var missing: ?*std.Build.Step = null;
-    for ([_][]const u8{ lib_file, header_file }) |f| {
-        if (!fileExists(f)) {
-            missing = &b.addFail(b.fmt("{s} is missing: run 'cargo build --release' at the repository root " ++
-                "(or pass -Dlib-dir / -Dinclude-dir)", .{f})).step;
-            break;
-        }
+        // An rpath to an installed library, chosen by the consumer; never
+        // one into a source tree (whoever can write there could plant a
+        // library), so the development build runs with LD_LIBRARY_PATH.
+        if (!in_tree) mod.addRPath(.{ .cwd_relative = lib_dir });
     }
 
     const options = b.addOptions();
@@ -92,6 +119,7 @@ pub fn build(b: *std.Build) void {
     test_mod.addAnonymousImport("quickstart.zig", .{ .root_source_file = b.path("examples/quickstart.zig") });
     const tests = b.addTest(.{ .name = if (static) "m2c-test-static" else "m2c-test", .root_module = test_mod });
     const run_tests = b.addRunArtifact(tests);
+    if (in_tree and !static) run_tests.setEnvironmentVariable("LD_LIBRARY_PATH", lib_dir);
 
     // The README example, built and run.
     const example = b.addExecutable(.{
@@ -104,51 +132,58 @@ pub fn build(b: *std.Build) void {
         }),
     });
     const run_example = b.addRunArtifact(example);
+    if (in_tree and !static) run_example.setEnvironmentVariable("LD_LIBRARY_PATH", lib_dir);
     run_example.expectStdOutEqual("newest column of channel 0: 1.5\n");
     run_example.has_side_effects = true; // run it every time, like the tests
 
     const test_step = b.step("test", "Run the binding tests and the README example");
     const example_step = b.step("example", "Run examples/quickstart.zig");
-    if (missing) |fail| {
-        test_step.dependOn(fail);
-        example_step.dependOn(fail);
-    } else {
-        test_step.dependOn(&run_tests.step);
-        test_step.dependOn(&run_example.step);
-        example_step.dependOn(&run_example.step);
+    test_step.dependOn(&run_tests.step);
+    test_step.dependOn(&run_example.step);
+    example_step.dependOn(&run_example.step);
+}
+
+/// The directory `p` names, as an absolute, normalised path: a `b.path`
+/// from a consumer is relative to the consumer's package, a string from the
+/// command line (`-Dprefix=...`) to the directory `zig build` runs in.
+fn absolute(b: *std.Build, p: std.Build.LazyPath, option: []const u8) []const u8 {
+    if (p == .generated) std.debug.panic("m2c: the {s} option must name a directory, not a generated path", .{option});
+    const cwd = std.process.getCwdAlloc(b.allocator) catch |err|
+        std.debug.panic("cannot read the current directory: {s}", .{@errorName(err)});
+    return std.fs.path.resolve(b.allocator, &.{ cwd, p.getPath(b) }) catch @panic("OOM");
+}
+
+/// A step that fails, naming the missing file and the fix, unless every
+/// required file exists; its output is the include directory.
+const Check = struct {
+    step: std.Build.Step,
+    required: []const []const u8,
+    include_dir: []const u8,
+    fix: []const u8,
+    out: std.Build.GeneratedFile,
+
+    fn create(b: *std.Build, required: []const []const u8, include_dir: []const u8, fix: []const u8) *Check {
+        const c = b.allocator.create(Check) catch @panic("OOM");
+        c.* = .{
+            .step = std.Build.Step.init(.{ .id = .custom, .name = "check for m2c.h and libm2c", .owner = b, .makeFn = make }),
+            .required = required,
+            .include_dir = include_dir,
+            .fix = fix,
+            .out = .{ .step = &c.step },
+        };
+        return c;
     }
-}
 
-/// `p` as an absolute, normalised path; a relative one is taken relative to
-/// this package's directory, not to wherever `zig build` was started.
-fn absoluteFromRoot(b: *std.Build, p: []const u8) []const u8 {
-    const root = b.build_root.handle.realpathAlloc(b.allocator, ".") catch |err|
-        std.debug.panic("cannot resolve the build root: {s}", .{@errorName(err)});
-    return std.fs.path.resolve(b.allocator, &.{ root, p }) catch @panic("OOM");
-}
+    fn includeDir(c: *Check) std.Build.LazyPath {
+        return .{ .generated = .{ .file = &c.out } };
+    }
 
-/// `<cache>/m2c-runtime/<hash of lib_dir>/libm2c.so.1`, a symlink to
-/// `lib_file`, made (or repaired) now; returns its absolute directory. A
-/// symlink, not a copy: a rebuilt libm2c.so is picked up without relinking.
-fn runtimeDir(b: *std.Build, lib_dir: []const u8, lib_file: []const u8) []const u8 {
-    const cache = b.cache_root.handle.realpathAlloc(b.allocator, ".") catch |err|
-        std.debug.panic("cannot resolve the cache directory: {s}", .{@errorName(err)});
-    const dir = b.pathJoin(&.{ cache, "m2c-runtime", b.fmt("{x:0>16}", .{std.hash.Wyhash.hash(0, lib_dir)}) });
-    const link = b.pathJoin(&.{ dir, soname });
-    std.fs.cwd().makePath(dir) catch |err| std.debug.panic("cannot create {s}: {s}", .{ dir, @errorName(err) });
-    var buf: [std.fs.max_path_bytes]u8 = undefined;
-    if (std.fs.readLinkAbsolute(link, &buf)) |target| {
-        if (std.mem.eql(u8, target, lib_file)) return dir;
-        std.fs.deleteFileAbsolute(link) catch {};
-    } else |_| {}
-    std.fs.symLinkAbsolute(lib_file, link, .{}) catch |err| switch (err) {
-        error.PathAlreadyExists => {}, // a concurrent build made the same link
-        else => std.debug.panic("cannot create {s}: {s}", .{ link, @errorName(err) }),
-    };
-    return dir;
-}
-
-fn fileExists(p: []const u8) bool {
-    std.fs.accessAbsolute(p, .{}) catch return false;
-    return true;
-}
+    fn make(step: *std.Build.Step, _: std.Build.Step.MakeOptions) anyerror!void {
+        const c: *Check = @fieldParentPtr("step", step);
+        for (c.required) |f| {
+            std.fs.accessAbsolute(f, .{}) catch
+                return step.fail("m2c: {s} is missing: {s}", .{ f, c.fix });
+        }
+        c.out.path = c.include_dir;
+    }
+};
