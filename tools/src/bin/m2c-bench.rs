@@ -8,6 +8,7 @@
 //!   m2c-bench --fidelity [--steps N]   SSM state drift of f32/bf16/f16 storage against f64
 //! Shape flags: --model 130m|2.7b --slots N --layers N --conv-dtype D --ssm-dtype D
 //!              --io-dtype D --width k|k-1 --iters N   (D: f32, bf16, f16)
+//! Output: --format text|csv|json (--csv, --json): one record per timed figure.
 
 use m2c::*;
 use std::ffi::CStr;
@@ -43,7 +44,7 @@ const HELP: &str = "\
 m2c-bench: what each state operation of m2c costs per decode token, beside a
 memcpy of the same bytes measured in the same run.
 
-usage: m2c-bench [--matrix | --fidelity [--steps N]] [shape flags]
+usage: m2c-bench [--matrix | --fidelity [--steps N]] [shape flags] [--csv | --json]
 
 modes:
   (default)          every state operation (update, set, read, reset, copy_slots,
@@ -64,8 +65,195 @@ shape flags:
   --iters N          timed repetitions per figure (default: chosen per size)
   D is f32, bf16 or f16.
 
-The thread pool size follows RAYON_NUM_THREADS (default: all cores).
+output:
+  --format text      a table (default)
+  --format csv       (or --csv) one line per timed figure, with a header line
+  --format json      (or --json) an array of the same records
+  In csv and json form the data alone goes to stdout (the machine line and
+  notes go to stderr); --fidelity always prints text.
+
+Every figure is the median of its runs, with the fastest and slowest run
+beside it. Each row on N threads is compared with a memcpy of the same bytes
+on N threads, measured in the same run: 'vs memcpy' above 1x is faster than
+copying the state once. Rows run on 1 and on 2 threads (a rayon pool of that
+size, lent to m2c); snapshots and files on 1.
 ";
+
+/// How the table and matrix modes print their figures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Text,
+    Csv,
+    Json,
+}
+
+/// A timed figure: the median, fastest and slowest of its runs, in seconds.
+#[derive(Clone, Copy, Debug)]
+struct Timing {
+    med: f64,
+    min: f64,
+    max: f64,
+    runs: usize,
+}
+
+/// One timed figure of the report.
+struct Record {
+    shape: String,
+    op: String,
+    threads: usize,
+    t: Timing,
+    bytes: usize,
+    memcpy_bw: f64,
+}
+
+/// The figures of one run, printed as they come (text) or at the end (csv,
+/// json).
+struct Report {
+    format: Format,
+    shape: String,
+    records: Vec<Record>,
+    /// memcpy bandwidth (bytes/s) on 1 and 2 threads for the current shape.
+    memcpy: [f64; 2],
+}
+
+impl Report {
+    fn new(format: Format) -> Report {
+        Report { format, shape: String::new(), records: Vec::new(), memcpy: [0.0; 2] }
+    }
+
+    /// A line of context: stdout in text form, stderr otherwise (so that
+    /// stdout holds the data alone).
+    fn note(&self, line: &str) {
+        if self.format == Format::Text {
+            println!("{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    /// Starts a shape: measures memcpy of `bytes` on 1 and 2 threads.
+    fn shape(&mut self, shape: String, bytes: usize, iters: usize) {
+        self.shape = shape;
+        self.memcpy = [memcpy_bw(bytes, 1, iters), memcpy_bw(bytes, 2, iters)];
+        self.note(&format!(
+            "memcpy of the state's {:.1} MB: {:.2} GB/s on 1 thread, {:.2} GB/s on 2 threads",
+            bytes as f64 / 1e6,
+            self.memcpy[0] / 1e9,
+            self.memcpy[1] / 1e9
+        ));
+        if self.format == Format::Text {
+            println!(
+                "{:<34} {:>3} {:>10} {:>17} {:>8} {:>11} {:>10}",
+                "operation, all layers, per token",
+                "thr",
+                "median ms",
+                "fastest..slowest",
+                "GB/s",
+                "memcpy GB/s",
+                "vs memcpy"
+            );
+        }
+    }
+
+    fn row(&mut self, op: &str, threads: usize, t: Timing, bytes: usize) {
+        let memcpy_bw = self.memcpy[threads.clamp(1, 2) - 1];
+        let r = Record { shape: self.shape.clone(), op: op.to_string(), threads, t, bytes, memcpy_bw };
+        if self.format == Format::Text {
+            println!(
+                "{:<34} {:>3} {:>10.3} {:>8.3}..{:<8.3} {:>8.2} {:>11.2} {:>9.2}x",
+                r.op,
+                r.threads,
+                r.t.med * 1e3,
+                r.t.min * 1e3,
+                r.t.max * 1e3,
+                r.gbps(),
+                r.memcpy_bw / 1e9,
+                r.vs_memcpy()
+            );
+        }
+        self.records.push(r);
+    }
+
+    fn finish(&self) {
+        match self.format {
+            Format::Text => {}
+            Format::Csv => {
+                println!(
+                    "shape,operation,threads,median_ms,fastest_ms,slowest_ms,runs,bytes,gb_per_s,memcpy_gb_per_s,vs_memcpy"
+                );
+                for r in &self.records {
+                    println!(
+                        "{},{},{},{:.6},{:.6},{:.6},{},{},{:.4},{:.4},{:.4}",
+                        csv_field(&r.shape),
+                        csv_field(&r.op),
+                        r.threads,
+                        r.t.med * 1e3,
+                        r.t.min * 1e3,
+                        r.t.max * 1e3,
+                        r.t.runs,
+                        r.bytes,
+                        r.gbps(),
+                        r.memcpy_bw / 1e9,
+                        r.vs_memcpy()
+                    );
+                }
+            }
+            Format::Json => {
+                println!("[");
+                for (i, r) in self.records.iter().enumerate() {
+                    println!(
+                        "  {{\"shape\": {}, \"operation\": {}, \"threads\": {}, \"median_ms\": {:.6}, \"fastest_ms\": {:.6}, \"slowest_ms\": {:.6}, \"runs\": {}, \"bytes\": {}, \"gb_per_s\": {:.4}, \"memcpy_gb_per_s\": {:.4}, \"vs_memcpy\": {:.4}}}{}",
+                        json_str(&r.shape),
+                        json_str(&r.op),
+                        r.threads,
+                        r.t.med * 1e3,
+                        r.t.min * 1e3,
+                        r.t.max * 1e3,
+                        r.t.runs,
+                        r.bytes,
+                        r.gbps(),
+                        r.memcpy_bw / 1e9,
+                        r.vs_memcpy(),
+                        if i + 1 < self.records.len() { "," } else { "" }
+                    );
+                }
+                println!("]");
+            }
+        }
+    }
+}
+
+impl Record {
+    /// Bytes of state covered per second, in GB/s.
+    fn gbps(&self) -> f64 {
+        self.bytes as f64 / self.t.med / 1e9
+    }
+
+    /// How much faster than a memcpy of the same bytes on as many threads.
+    fn vs_memcpy(&self) -> f64 {
+        self.bytes as f64 / self.memcpy_bw / self.t.med
+    }
+}
+
+/// `s` as one CSV field (quoted when it holds a comma or a quote).
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+}
+
+/// `s` as a JSON string.
+fn json_str(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
 
 fn dtype(s: &str) -> Result<m2c_dtype, lexopt::Error> {
     match s {
@@ -111,8 +299,9 @@ fn describe(cache: *mut m2c_cache) -> String {
     String::from_utf8_lossy(&buf[..needed - 1]).into_owned()
 }
 
-/// Median seconds of `f` over `iters` runs, after warm-up runs.
-fn median_secs(iters: usize, mut f: impl FnMut()) -> f64 {
+/// The median, fastest and slowest seconds of `f` over `iters` runs, after
+/// two warm-up runs.
+fn time(iters: usize, mut f: impl FnMut()) -> Timing {
     for _ in 0..2 {
         f();
     }
@@ -124,7 +313,7 @@ fn median_secs(iters: usize, mut f: impl FnMut()) -> f64 {
         })
         .collect();
     t.sort_by(f64::total_cmp);
-    t[t.len() / 2]
+    Timing { med: t[t.len() / 2], min: t[0], max: t[t.len() - 1], runs: t.len() }
 }
 
 /// Bandwidth (bytes/s, bytes copied per second) of a memcpy of `bytes`
@@ -135,7 +324,7 @@ fn memcpy_bw(bytes: usize, threads: usize, iters: usize) -> f64 {
     let src = vec![1u8; n];
     let mut dst = vec![0u8; n];
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
-    let t = median_secs(iters, || {
+    let t = time(iters, || {
         if threads == 1 {
             dst.copy_from_slice(black_box(&src));
         } else {
@@ -148,14 +337,16 @@ fn memcpy_bw(bytes: usize, threads: usize, iters: usize) -> f64 {
         }
         black_box(&mut dst);
     });
-    n as f64 / t
+    n as f64 / t.med
 }
 
-/// The mode, the shape and the fidelity mode's step count; `--help`
+/// The mode, the shape, the fidelity mode's step count and the output
+/// format; `--help`
 /// prints the help and exits 0.
-fn parse() -> Result<(Mode, Shape, usize), lexopt::Error> {
+fn parse() -> Result<(Mode, Shape, usize, Format), lexopt::Error> {
     use lexopt::prelude::*;
     let mut mode = Mode::Table;
+    let mut format = Format::Text;
     let mut steps = 2000;
     let mut a = Shape {
         model: "130m".into(),
@@ -177,6 +368,16 @@ fn parse() -> Result<(Mode, Shape, usize), lexopt::Error> {
             Long("matrix") => mode = Mode::Matrix,
             Long("fidelity") => mode = Mode::Fidelity,
             Long("steps") => steps = p.value()?.parse()?,
+            Long("csv") => format = Format::Csv,
+            Long("json") => format = Format::Json,
+            Long("format") => {
+                format = match p.value()?.string()?.as_str() {
+                    "text" => Format::Text,
+                    "csv" => Format::Csv,
+                    "json" => Format::Json,
+                    f => return Err(format!("unknown format '{f}' (text, csv or json)").into()),
+                }
+            }
             Long("model") => {
                 a.model = p.value()?.string()?;
                 if a.model != "130m" && a.model != "2.7b" {
@@ -199,7 +400,7 @@ fn parse() -> Result<(Mode, Shape, usize), lexopt::Error> {
             _ => return Err(arg.unexpected()),
         }
     }
-    Ok((mode, a, steps))
+    Ok((mode, a, steps, format))
 }
 
 /// A cache handle that may cross threads: the C API is thread-safe.
@@ -378,11 +579,12 @@ impl Drop for Bench {
     }
 }
 
-fn header(b: &Bench, s: &Shape, iters: usize) {
+/// The run's first line: version, shape, bytes, kernels and run count.
+fn header(b: &Bench, s: &Shape, iters: usize) -> String {
     let mut total = 0u64;
     // SAFETY: valid pointers.
     check(unsafe { m2c_config_bytes(&b.cfg, &mut total) }, "m2c_config_bytes");
-    println!(
+    format!(
         "m2c {} | Mamba2-{} shapes: {} layers, {} slots, conv {} [{}x{}], ssm {} [{}x{}x{}], activations {} | {:.1} MB of state | kernels: {} | median of {} runs",
         // SAFETY: static string.
         unsafe { CStr::from_ptr(m2c_version()) }.to_string_lossy(),
@@ -400,23 +602,24 @@ fn header(b: &Bench, s: &Shape, iters: usize) {
         total as f64 / 1e6,
         if m2c_core::kernels::isa::avx512_bf16() { "avx512+bf16" } else { m2c_core::kernels::isa::isa().name() },
         iters
-    );
+    )
 }
 
-fn row(name: &str, threads: usize, secs: f64, bytes: usize, bw1: f64) {
-    let copy = bytes as f64 / bw1;
-    println!(
-        "{:<34} {:>3} {:>10.3} {:>9.2} {:>10.2} {:>9.2}x",
-        name,
-        threads,
-        secs * 1e3,
-        bytes as f64 / secs / 1e9,
-        bw1 / 1e9,
-        copy / secs
-    );
+/// The shape column of the csv and json records.
+fn shape_name(b: &Bench, s: &Shape) -> String {
+    format!(
+        "Mamba2-{} x{} layers, {} slots, conv {} width {}, ssm {}, io {}",
+        s.model,
+        b.cfg.num_layers,
+        b.n,
+        dname(b.cfg.conv_dtype),
+        b.cfg.conv_width,
+        dname(b.cfg.ssm_dtype),
+        dname(b.io)
+    )
 }
 
-fn table(s: &Shape) {
+fn table(s: &Shape, rep: &mut Report) {
     let mut b = Bench::new(s);
     let (cb, sb) = (b.conv_bytes(), b.ssm_bytes());
     let iters = if s.iters > 0 {
@@ -426,15 +629,9 @@ fn table(s: &Shape) {
     } else {
         21
     };
-    header(&b, s, iters);
-    println!("{}", describe(b.cache.0));
-    let bw1 = memcpy_bw(cb + sb, 1, iters);
-    let bw2 = memcpy_bw(cb + sb, 2, iters);
-    println!("memcpy of the state's bytes: {:.2} GB/s on 1 thread, {:.2} GB/s on 2 threads", bw1 / 1e9, bw2 / 1e9);
-    println!(
-        "{:<34} {:>3} {:>10} {:>9} {:>10} {:>10}",
-        "operation, all layers, per token", "thr", "ms", "GB/s", "memcpy1", "vs memcpy1"
-    );
+    rep.note(&header(&b, s, iters));
+    rep.note(&describe(b.cache.0));
+    rep.shape(shape_name(&b, s), cb + sb, iters);
     let pools: Vec<(usize, rayon::ThreadPool)> =
         [1, 2].iter().map(|&t| (t, rayon::ThreadPoolBuilder::new().num_threads(t).build().expect("pool"))).collect();
     let n = b.n;
@@ -446,24 +643,24 @@ fn table(s: &Shape) {
     for (t, pool) in &pools {
         let t = *t;
         pool.install(|| {
-            let tc = median_secs(iters, || b.conv_step_all());
-            let ts = median_secs(iters, || b.ssm_step_all());
-            let tt = median_secs(iters, || {
+            let tc = time(iters, || b.conv_step_all());
+            let ts = time(iters, || b.ssm_step_all());
+            let tt = time(iters, || {
                 b.conv_step_all();
                 b.ssm_step_all();
             });
-            row("conv_step", t, tc, cb, bw1);
-            row("ssm_step", t, ts, sb, bw1);
-            row("decode token (conv_step+ssm_step)", t, tt, cb + sb, bw1);
-            println!(
+            rep.row("conv_step", t, tc, cb);
+            rep.row("ssm_step", t, ts, sb);
+            rep.row("decode token (conv_step+ssm_step)", t, tt, cb + sb);
+            rep.note(&format!(
                 "{:<34} {:>3} {:>10.1} tokens/s per slot, {:.1} tokens/s over {} slots",
                 "",
                 t,
-                1.0 / tt,
-                n as f64 / tt,
+                1.0 / tt.med,
+                n as f64 / tt.med,
                 n
-            );
-            let tu = median_secs(iters, || {
+            ));
+            let tu = time(iters, || {
                 for l in 0..cfg.num_layers {
                     // SAFETY: valid buffers of the stated lengths.
                     check(
@@ -482,8 +679,8 @@ fn table(s: &Shape) {
                     );
                 }
             });
-            row("update_conv (store only)", t, tu, cb, bw1);
-            let tss = median_secs(iters, || {
+            rep.row("update_conv (store only)", t, tu, cb);
+            let tss = time(iters, || {
                 for l in 0..cfg.num_layers {
                     // SAFETY: valid buffers of the stated lengths.
                     check(
@@ -502,18 +699,18 @@ fn table(s: &Shape) {
                     );
                 }
             });
-            row("set_ssm (replace state)", t, tss, sb, bw1);
+            rep.row("set_ssm (replace state)", t, tss, sb);
             // SAFETY: valid pointers.
-            let tr = median_secs(iters, || check(unsafe { m2c_reset(handle.get(), ptr::null(), n) }, "m2c_reset"));
-            row("reset (all slots)", t, tr, cb + sb, bw1);
+            let tr = time(iters, || check(unsafe { m2c_reset(handle.get(), ptr::null(), n) }, "m2c_reset"));
+            rep.row("reset (all slots)", t, tr, cb + sb);
             if n >= 2 {
                 let src: Vec<i32> = (0..n as i32).rev().collect();
                 let dst: Vec<i32> = (0..n as i32).collect();
-                let tp = median_secs(iters, || {
+                let tp = time(iters, || {
                     // SAFETY: valid arrays of n entries.
                     check(unsafe { m2c_copy_slots(handle.get(), src.as_ptr(), dst.as_ptr(), n) }, "m2c_copy_slots")
                 });
-                row("copy_slots (reverse permutation)", t, tp, cb + sb, bw1);
+                rep.row("copy_slots (reverse permutation)", t, tp, cb + sb);
             }
         });
     }
@@ -524,16 +721,16 @@ fn table(s: &Shape) {
     check(unsafe { m2c_slot_snapshot_size(cache, &mut size) }, "m2c_slot_snapshot_size");
     let mut snap = vec![0u8; size];
     let mut written = 0usize;
-    let tsave = median_secs(iters, || {
+    let tsave = time(iters, || {
         // SAFETY: valid buffer of `size` bytes.
         check(unsafe { m2c_slot_save(cache, 0, snap.as_mut_ptr().cast(), size, &mut written) }, "m2c_slot_save")
     });
-    let tload = median_secs(iters, || {
+    let tload = time(iters, || {
         // SAFETY: valid buffer of `size` bytes.
         check(unsafe { m2c_slot_load(cache, 0, snap.as_ptr().cast(), size) }, "m2c_slot_load")
     });
-    row("slot_save (one slot, to memory)", 1, tsave, size, bw1);
-    row("slot_load (one slot, validated)", 1, tload, size, bw1);
+    rep.row("slot_save (one slot, to memory)", 1, tsave, size);
+    rep.row("slot_load (one slot, validated)", 1, tload, size);
     // Whole-cache files: crash-safe save (temp file, fsync, rename) and a
     // validating two-pass load, through the page cache of this machine.
     let dir = std::env::temp_dir().join(format!("m2c-bench-{}", std::process::id()));
@@ -541,20 +738,21 @@ fn table(s: &Shape) {
     let path = std::ffi::CString::new(dir.join("cache.m2c").to_string_lossy().as_bytes()).expect("path");
     let file_iters = iters.min(5);
     // SAFETY: valid handle and NUL-terminated path.
-    let tfs = median_secs(file_iters, || check(unsafe { m2c_save_file(cache, path.as_ptr()) }, "m2c_save_file"));
+    let tfs = time(file_iters, || check(unsafe { m2c_save_file(cache, path.as_ptr()) }, "m2c_save_file"));
     // SAFETY: as above.
-    let tfl = median_secs(file_iters, || check(unsafe { m2c_load_file(cache, path.as_ptr()) }, "m2c_load_file"));
-    row("save_file (all slots, fsync)", 1, tfs, cb + sb, bw1);
-    row("load_file (all slots, 2 passes)", 1, tfl, cb + sb, bw1);
+    let tfl = time(file_iters, || check(unsafe { m2c_load_file(cache, path.as_ptr()) }, "m2c_load_file"));
+    rep.row("save_file (all slots, fsync)", 1, tfs, cb + sb);
+    rep.row("load_file (all slots, 2 passes)", 1, tfl, cb + sb);
     let _ = std::fs::remove_dir_all(&dir);
-    println!(
+    rep.note(
         "GB/s = bytes of state covered / median time (each byte read once and written once counts once, as for memcpy);\n\
-         memcpy1 = one-thread memcpy bandwidth measured above; 'vs memcpy1' = (state bytes / memcpy1) / time: above 1x is faster than copying the state."
+         memcpy GB/s = memcpy of the state's bytes on the row's thread count, measured above; 'vs memcpy' = (bytes / memcpy GB/s) / median:\n\
+         above 1x is faster than copying the state once. fastest..slowest: the spread of the runs behind the median.",
     );
 }
 
-fn matrix(base: &Shape) {
-    println!("decode-kernel matrix (activations f32, conv state bf16, width K); columns as in the table mode");
+fn matrix(base: &Shape, rep: &mut Report) {
+    rep.note("decode-kernel matrix (activations f32, conv state bf16, width K); columns as in the table mode");
     let pools: Vec<(usize, rayon::ThreadPool)> =
         [1, 2].iter().map(|&t| (t, rayon::ThreadPoolBuilder::new().num_threads(t).build().expect("pool"))).collect();
     for model in ["130m", "2.7b"] {
@@ -572,29 +770,19 @@ fn matrix(base: &Shape) {
                 } else {
                     15
                 };
-                let bw1 = memcpy_bw(cb + sb, 1, iters.min(5));
-                let bw2 = memcpy_bw(cb + sb, 2, iters.min(5));
-                println!(
-                    "-- Mamba2-{model}, {slots} slots, ssm {}: {:.0} MB of state; memcpy {:.1} GB/s (1 thread), {:.1} GB/s (2 threads)",
-                    dname(ssm),
-                    (cb + sb) as f64 / 1e6,
-                    bw1 / 1e9,
-                    bw2 / 1e9
-                );
+                rep.note(&format!("-- Mamba2-{model}, {slots} slots, ssm {}", dname(ssm)));
+                rep.shape(shape_name(&b, &s), cb + sb, iters.min(5));
                 for (t, pool) in &pools {
                     pool.install(|| {
-                        let tc = median_secs(iters, || b.conv_step_all());
-                        let ts = median_secs(iters, || b.ssm_step_all());
-                        row("conv_step", *t, tc, cb, bw1);
-                        row("ssm_step", *t, ts, sb, bw1);
-                        println!(
-                            "{:<34} {:>3} {:>10.3} ms/token -> {:.1} tokens/s per slot, vs 2-thread memcpy {:.2}x",
-                            "decode state work (conv+ssm)",
-                            t,
-                            (tc + ts) * 1e3,
-                            1.0 / (tc + ts),
-                            (cb + sb) as f64 / bw2 / (tc + ts)
-                        );
+                        let tc = time(iters, || b.conv_step_all());
+                        let ts = time(iters, || b.ssm_step_all());
+                        let tt = time(iters, || {
+                            b.conv_step_all();
+                            b.ssm_step_all();
+                        });
+                        rep.row("conv_step", *t, tc, cb);
+                        rep.row("ssm_step", *t, ts, sb);
+                        rep.row("decode token (conv_step+ssm_step)", *t, tt, cb + sb);
                     });
                 }
             }
@@ -703,17 +891,19 @@ fn fidelity(steps: usize) {
 }
 
 fn main() -> ExitCode {
-    let (mode, shape, steps) = match parse() {
+    let (mode, shape, steps, format) = match parse() {
         Ok(v) => v,
         Err(e) => {
             eprintln!("m2c-bench: {e}\nm2c-bench --help lists the modes and flags");
             return ExitCode::from(2);
         }
     };
+    let mut rep = Report::new(format);
     match mode {
-        Mode::Matrix => matrix(&shape),
+        Mode::Matrix => matrix(&shape, &mut rep),
         Mode::Fidelity => fidelity(steps),
-        Mode::Table => table(&shape),
+        Mode::Table => table(&shape, &mut rep),
     }
+    rep.finish();
     ExitCode::SUCCESS
 }
