@@ -5,6 +5,7 @@
 #   PREFIX/lib/libm2c.so -> libm2c.so.<abi>  the link-time name
 #   PREFIX/lib/libm2c.a                      the static library
 #   PREFIX/include/m2c.h                     the generated header
+#   PREFIX/include/m2c.hpp                   the C++17 face (header-only, over m2c.h)
 #   PREFIX/lib/pkgconfig/m2c.pc              pkg-config, shared (--static adds the system libs)
 #   PREFIX/lib/pkgconfig/m2c-static.pc       pkg-config, links libm2c.a whatever else is in lib/
 #   PREFIX/lib/cmake/m2c/m2cConfig.cmake     find_package(m2c CONFIG): m2c::m2c, m2c::m2c_static
@@ -108,7 +109,7 @@ fi
 # --- check what is about to be installed ---------------------------------------
 
 header=$ROOT/include/m2c.h
-for f in "$rel/libm2c.so" "$rel/libm2c.a" "$header"; do
+for f in "$rel/libm2c.so" "$rel/libm2c.a" "$header" "$ROOT/include/m2c.hpp"; do
     [ -f "$f" ] || die "$f is missing: run 'cargo build --release' (or drop --no-build)"
 done
 h_abi=$(sed -n 's/^#define M2C_ABI_VERSION \([0-9][0-9]*\)$/\1/p' "$header")
@@ -197,6 +198,7 @@ put_lib "$rel/libm2c.so" "$libdir/$soname" 755
 put_link "$soname" "$libdir/libm2c.so"
 put_lib "$rel/libm2c.a" "$libdir/libm2c.a" 644
 put "$header" "$includedir/m2c.h" 644
+put "$ROOT/include/m2c.hpp" "$includedir/m2c.hpp" 644
 
 syslibs_l=$(printf -- '-l%s ' "${STATIC_SYSLIBS[@]}")
 syslibs_l=${syslibs_l% }
@@ -329,7 +331,7 @@ set(m2c_SONAME "$soname")
 
 set(_m2c_missing "")
 foreach(_m2c_file "\${_m2c_libdir}/$soname" "\${_m2c_libdir}/libm2c.a"
-                  "\${_m2c_includedir}/m2c.h")
+                  "\${_m2c_includedir}/m2c.h" "\${_m2c_includedir}/m2c.hpp")
   if(NOT EXISTS "\${_m2c_file}")
     list(APPEND _m2c_missing "\${_m2c_file}")
   endif()

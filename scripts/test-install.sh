@@ -239,7 +239,7 @@ stage_install() {
 
 stage_layout() {
     local expected actual lib=$PREFIX/lib soname h_abi pcdir=$PREFIX/lib/pkgconfig
-    expected=$(printf '%s\n' include include/m2c.h lib lib/libm2c.a lib/libm2c.so "lib/$SONAME" \
+    expected=$(printf '%s\n' include include/m2c.h include/m2c.hpp lib lib/libm2c.a lib/libm2c.so "lib/$SONAME" \
         lib/pkgconfig lib/pkgconfig/m2c.pc lib/pkgconfig/m2c-static.pc \
         lib/cmake lib/cmake/m2c lib/cmake/m2c/m2cConfig.cmake lib/cmake/m2c/m2cConfigVersion.cmake | sort)
     actual=$(cd "$PREFIX" && find . -mindepth 1 -printf '%P\n' | sort)
@@ -266,6 +266,7 @@ stage_layout() {
     fi
     ok "libraries installed without debug info ($(du -k "$lib/$SONAME" | cut -f1) KiB .so, $(du -k "$lib/libm2c.a" | cut -f1) KiB .a)"
     cmp -s "$PREFIX/include/m2c.h" "$ROOT/include/m2c.h" || { fail "installed m2c.h differs from include/m2c.h"; return 1; }
+    cmp -s "$PREFIX/include/m2c.hpp" "$ROOT/include/m2c.hpp" || { fail "installed m2c.hpp differs from include/m2c.hpp"; return 1; }
     ok "libraries and header are the built ones"
     soname=$(readelf -d "$lib/$SONAME" | sed -n 's/.*(SONAME).*\[\(.*\)\].*/\1/p')
     [ "$soname" = "$SONAME" ] || { fail "SONAME of $lib/$SONAME is '$soname', expected $SONAME"; return 1; }
