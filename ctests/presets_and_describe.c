@@ -1,7 +1,8 @@
 /*
  * Proves: m2c_config_preset fills a whole config with the Mamba2 layer
- * shapes of the published models (2.7B: 64 layers, intermediate 5120, 80
- * heads of 64, state 128, one group, K = 4), each creatable, and refuses an
+ * shapes of the published models, pure Mamba2 and hybrids (2.7B: 64 layers,
+ * intermediate 5120, 80 heads of 64, state 128, one group, K = 4; the table
+ * below has every one), each creatable, and refuses an
  * unknown preset without writing; m2c_describe reports a cache's shapes,
  * dtypes, slots in use and bytes in one NUL-terminated line, with the
  * (NULL, 0) size query, a too-small buffer refused without writing, and
@@ -10,20 +11,37 @@
 #include "common.h"
 
 int main(void) {
-    const m2c_preset all[5] = {M2C_PRESET_MAMBA2_130M, M2C_PRESET_MAMBA2_370M, M2C_PRESET_MAMBA2_780M,
-                               M2C_PRESET_MAMBA2_1_3B, M2C_PRESET_MAMBA2_2_7B};
-    const uint32_t layers[5] = {24, 48, 48, 48, 64}, inter[5] = {1536, 2048, 3072, 4096, 5120};
-    for (int i = 0; i < 5; i++) {
+    /* preset, Mamba2 layers, intermediate, heads, head_dim, state, groups */
+    const struct { m2c_preset p; uint32_t layers, inter, heads, head_dim, state, groups; } all[] = {
+        {M2C_PRESET_MAMBA2_130M, 24, 1536, 24, 64, 128, 1},
+        {M2C_PRESET_MAMBA2_370M, 48, 2048, 32, 64, 128, 1},
+        {M2C_PRESET_MAMBA2_780M, 48, 3072, 48, 64, 128, 1},
+        {M2C_PRESET_MAMBA2_1_3B, 48, 4096, 64, 64, 128, 1},
+        {M2C_PRESET_MAMBA2_2_7B, 64, 5120, 80, 64, 128, 1},
+        {M2C_PRESET_NEMOTRON_H_8B, 24, 8192, 128, 64, 128, 8},
+        {M2C_PRESET_NEMOTRON_NANO_9B_V2, 27, 10240, 128, 80, 128, 8},
+        {M2C_PRESET_BAMBA_9B, 29, 8192, 128, 64, 128, 1},
+        {M2C_PRESET_GRANITE_4_0_H_SMALL, 36, 8192, 128, 64, 128, 1},
+        {M2C_PRESET_FALCON_H1_7B, 44, 3072, 24, 128, 256, 1},
+        {M2C_PRESET_ZAMBA2_1_2B, 38, 4096, 64, 64, 128, 1},
+    };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         m2c_config c;
         memset(&c, 0x5A, sizeof c);
-        EXPECT_OK(m2c_config_preset(&c, all[i]));
+        EXPECT_OK(m2c_config_preset(&c, all[i].p));
         CHECK(c.struct_size == sizeof(m2c_config));
-        CHECK(c.num_layers == layers[i] && c.intermediate_size == inter[i]);
-        CHECK(c.num_heads == inter[i] / 64 && c.head_dim == 64 && c.state_size == 128);
-        CHECK(c.n_groups == 1 && c.conv_kernel_size == 4 && c.conv_width == 4 && c.num_slots == 1);
+        CHECK(c.num_layers == all[i].layers && c.intermediate_size == all[i].inter);
+        CHECK(c.num_heads == all[i].heads && c.head_dim == all[i].head_dim && c.state_size == all[i].state);
+        CHECK(c.n_groups == all[i].groups && c.conv_kernel_size == 4 && c.conv_width == 4 && c.num_slots == 1);
+        CHECK(c.conv_dtype == M2C_DTYPE_BF16 && c.ssm_dtype == M2C_DTYPE_F32 && c.device == M2C_DEVICE_CPU);
         uint64_t bytes = 0;
         EXPECT_OK(m2c_config_bytes(&c, &bytes));
         CHECK(bytes > 0);
+        /* The smallest real cache of it can be created (a couple of layers). */
+        c.num_layers = 2;
+        m2c_cache *small = NULL;
+        EXPECT_OK(m2c_create(&c, &small));
+        m2c_destroy(small);
     }
     m2c_config keep;
     m2c_config_init(&keep);

@@ -532,6 +532,42 @@ typedef struct m2c_ssm_io {
 #define M2C_PRESET_MAMBA2_2_7B 5
 
 /**
+ * The Mamba2 layers of nvidia/Nemotron-H-8B-Base-8K: 24 (of 52 layers),
+ * intermediate 8192, 128 heads of 64, state 128, 8 groups.
+ */
+#define M2C_PRESET_NEMOTRON_H_8B 6
+
+/**
+ * The Mamba2 layers of nvidia/NVIDIA-Nemotron-Nano-9B-v2: 27 (of 56),
+ * intermediate 10240, 128 heads of 80, state 128, 8 groups.
+ */
+#define M2C_PRESET_NEMOTRON_NANO_9B_V2 7
+
+/**
+ * The Mamba2 layers of ibm-ai-platform/Bamba-9B: 29 (of 32), intermediate
+ * 8192, 128 heads of 64, state 128, one group.
+ */
+#define M2C_PRESET_BAMBA_9B 8
+
+/**
+ * The Mamba2 layers of ibm-granite/granite-4.0-h-small: 36 (of 40),
+ * intermediate 8192, 128 heads of 64, state 128, one group.
+ */
+#define M2C_PRESET_GRANITE_4_0_H_SMALL 9
+
+/**
+ * The Mamba2 mixers of tiiuae/Falcon-H1-7B: 44 (one per layer, beside
+ * attention), intermediate 3072, 24 heads of 128, state 256, one group.
+ */
+#define M2C_PRESET_FALCON_H1_7B 10
+
+/**
+ * The Mamba2 mixers of Zyphra/Zamba2-1.2B: 38 (one per layer),
+ * intermediate 4096, 64 heads of 64, state 128, one group.
+ */
+#define M2C_PRESET_ZAMBA2_1_2B 11
+
+/**
  * No activation: the conv output as computed.
  */
 #define M2C_ACTIVATION_NONE 0
@@ -606,10 +642,11 @@ void m2c_config_init(struct m2c_config *cfg);
  *
  * A Hugging Face `config.json` maps onto `m2c_config` as: num_layers = the
  * number of Mamba2 layers (`num_hidden_layers`, or in a hybrid the Mamba
- * entries of its layer pattern); intermediate_size = `expand *
- * hidden_size`; num_heads = `num_heads`; head_dim = `head_dim`; state_size
- * = `state_size`; n_groups = `n_groups`; conv_kernel_size =
- * `conv_kernel`.
+ * entries of its layer pattern); intermediate_size = `num_heads *
+ * head_dim` (in Mamba2 checkpoints `expand * hidden_size`); num_heads =
+ * `num_heads`; head_dim = `head_dim`; state_size = `state_size`; n_groups
+ * = `n_groups`; conv_kernel_size = `conv_kernel`. Hybrids prefix these
+ * keys (`mamba_num_heads`, `mamba_d_state`, ...).
  *
  * Errors: `M2C_STATUS_NULL_ARG` (cfg), `M2C_STATUS_INVALID_ARG` (an
  * unknown preset). `*cfg` is written only on success. Thread-safe.

@@ -67,13 +67,19 @@ enum class dtype : uint32_t {
     f16 = M2C_DTYPE_F16,
 };
 
-/* Model presets (M2C_PRESET_*). */
+/* Model presets (M2C_PRESET_*): the Mamba2 layers of published models. */
 enum class preset : uint32_t {
     mamba2_130m = M2C_PRESET_MAMBA2_130M,
     mamba2_370m = M2C_PRESET_MAMBA2_370M,
     mamba2_780m = M2C_PRESET_MAMBA2_780M,
     mamba2_1_3b = M2C_PRESET_MAMBA2_1_3B,
     mamba2_2_7b = M2C_PRESET_MAMBA2_2_7B,
+    nemotron_h_8b = M2C_PRESET_NEMOTRON_H_8B,
+    nemotron_nano_9b_v2 = M2C_PRESET_NEMOTRON_NANO_9B_V2,
+    bamba_9b = M2C_PRESET_BAMBA_9B,
+    granite_4_0_h_small = M2C_PRESET_GRANITE_4_0_H_SMALL,
+    falcon_h1_7b = M2C_PRESET_FALCON_H1_7B,
+    zamba2_1_2b = M2C_PRESET_ZAMBA2_1_2B,
 };
 
 /* The static text of a status (m2c_status_str). */

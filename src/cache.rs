@@ -66,12 +66,17 @@ pub(crate) fn check_apart(
     in_bytes: usize,
     what: &str,
 ) -> Result<(), Error> {
-    let (a0, a1) = (out as usize, (out as usize).saturating_add(out_bytes));
-    let (b0, b1) = (inp as usize, (inp as usize).saturating_add(in_bytes));
-    if out_bytes > 0 && in_bytes > 0 && a0 < b1 && b0 < a1 {
+    if overlap(out, out_bytes, inp, in_bytes) {
         return Err(CoreError::InvalidArg(what.to_string()).into());
     }
     Ok(())
+}
+
+/// Whether two non-empty byte ranges share a byte.
+pub(crate) fn overlap(a: *const c_void, a_bytes: usize, b: *const c_void, b_bytes: usize) -> bool {
+    let (a0, a1) = (a as usize, (a as usize).saturating_add(a_bytes));
+    let (b0, b1) = (b as usize, (b as usize).saturating_add(b_bytes));
+    a_bytes > 0 && b_bytes > 0 && a0 < b1 && b0 < a1
 }
 
 pub(crate) fn slots_bytes(slots: *const i32, n: usize) -> usize {

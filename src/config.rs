@@ -42,6 +42,24 @@ pub const M2C_PRESET_MAMBA2_780M: m2c_preset = 3;
 pub const M2C_PRESET_MAMBA2_1_3B: m2c_preset = 4;
 /// state-spaces/mamba2-2.7b: 64 layers, intermediate 5120, 80 heads.
 pub const M2C_PRESET_MAMBA2_2_7B: m2c_preset = 5;
+/// The Mamba2 layers of nvidia/Nemotron-H-8B-Base-8K: 24 (of 52 layers),
+/// intermediate 8192, 128 heads of 64, state 128, 8 groups.
+pub const M2C_PRESET_NEMOTRON_H_8B: m2c_preset = 6;
+/// The Mamba2 layers of nvidia/NVIDIA-Nemotron-Nano-9B-v2: 27 (of 56),
+/// intermediate 10240, 128 heads of 80, state 128, 8 groups.
+pub const M2C_PRESET_NEMOTRON_NANO_9B_V2: m2c_preset = 7;
+/// The Mamba2 layers of ibm-ai-platform/Bamba-9B: 29 (of 32), intermediate
+/// 8192, 128 heads of 64, state 128, one group.
+pub const M2C_PRESET_BAMBA_9B: m2c_preset = 8;
+/// The Mamba2 layers of ibm-granite/granite-4.0-h-small: 36 (of 40),
+/// intermediate 8192, 128 heads of 64, state 128, one group.
+pub const M2C_PRESET_GRANITE_4_0_H_SMALL: m2c_preset = 9;
+/// The Mamba2 mixers of tiiuae/Falcon-H1-7B: 44 (one per layer, beside
+/// attention), intermediate 3072, 24 heads of 128, state 256, one group.
+pub const M2C_PRESET_FALCON_H1_7B: m2c_preset = 10;
+/// The Mamba2 mixers of Zyphra/Zamba2-1.2B: 38 (one per layer),
+/// intermediate 4096, 64 heads of 64, state 128, one group.
+pub const M2C_PRESET_ZAMBA2_1_2B: m2c_preset = 11;
 
 /// The shape of a cache. Always start from `m2c_config_init()`, which sets
 /// `struct_size` and fills in defaults, then change the fields you need.
@@ -181,10 +199,11 @@ pub unsafe extern "C" fn m2c_config_init(cfg: *mut m2c_config) {
 ///
 /// A Hugging Face `config.json` maps onto `m2c_config` as: num_layers = the
 /// number of Mamba2 layers (`num_hidden_layers`, or in a hybrid the Mamba
-/// entries of its layer pattern); intermediate_size = `expand *
-/// hidden_size`; num_heads = `num_heads`; head_dim = `head_dim`; state_size
-/// = `state_size`; n_groups = `n_groups`; conv_kernel_size =
-/// `conv_kernel`.
+/// entries of its layer pattern); intermediate_size = `num_heads *
+/// head_dim` (in Mamba2 checkpoints `expand * hidden_size`); num_heads =
+/// `num_heads`; head_dim = `head_dim`; state_size = `state_size`; n_groups
+/// = `n_groups`; conv_kernel_size = `conv_kernel`. Hybrids prefix these
+/// keys (`mamba_num_heads`, `mamba_d_state`, ...).
 ///
 /// Errors: `M2C_STATUS_NULL_ARG` (cfg), `M2C_STATUS_INVALID_ARG` (an
 /// unknown preset). `*cfg` is written only on success. Thread-safe.
@@ -198,6 +217,12 @@ pub unsafe extern "C" fn m2c_config_preset(cfg: *mut m2c_config, preset: m2c_pre
             M2C_PRESET_MAMBA2_780M => Preset::Mamba2_780m,
             M2C_PRESET_MAMBA2_1_3B => Preset::Mamba2_1_3b,
             M2C_PRESET_MAMBA2_2_7B => Preset::Mamba2_2_7b,
+            M2C_PRESET_NEMOTRON_H_8B => Preset::NemotronH8b,
+            M2C_PRESET_NEMOTRON_NANO_9B_V2 => Preset::NemotronNano9bV2,
+            M2C_PRESET_BAMBA_9B => Preset::Bamba9b,
+            M2C_PRESET_GRANITE_4_0_H_SMALL => Preset::Granite4HSmall,
+            M2C_PRESET_FALCON_H1_7B => Preset::FalconH1_7b,
+            M2C_PRESET_ZAMBA2_1_2B => Preset::Zamba2_1_2b,
             other => {
                 return Err(CoreError::InvalidArg(format!("preset = {other} is not an M2C_PRESET_* value")).into());
             }

@@ -113,13 +113,21 @@ func DefaultConfig() Config {
 // Preset names a published Mamba2 model for PresetConfig (M2C_PRESET_*).
 type Preset uint32
 
-// The published Mamba2 models (state-spaces/mamba2-*).
+// The published Mamba2 models (state-spaces/mamba2-*), then the Mamba2
+// layers of hybrids (the header documents each one's shapes and source).
 const (
 	Mamba2_130m Preset = C.M2C_PRESET_MAMBA2_130M
 	Mamba2_370m Preset = C.M2C_PRESET_MAMBA2_370M
 	Mamba2_780m Preset = C.M2C_PRESET_MAMBA2_780M
 	Mamba2_1_3b Preset = C.M2C_PRESET_MAMBA2_1_3B
 	Mamba2_2_7b Preset = C.M2C_PRESET_MAMBA2_2_7B
+	// The Mamba2 layers of hybrids (num_layers counts those only).
+	NemotronH8b       Preset = C.M2C_PRESET_NEMOTRON_H_8B
+	NemotronNano9bV2  Preset = C.M2C_PRESET_NEMOTRON_NANO_9B_V2
+	Bamba9b           Preset = C.M2C_PRESET_BAMBA_9B
+	Granite4_0_HSmall Preset = C.M2C_PRESET_GRANITE_4_0_H_SMALL
+	FalconH1_7b       Preset = C.M2C_PRESET_FALCON_H1_7B
+	Zamba2_1_2b       Preset = C.M2C_PRESET_ZAMBA2_1_2B
 )
 
 // PresetConfig returns DefaultConfig with the Mamba2 layer shapes of a

@@ -704,6 +704,18 @@ func TestPresetsAndStringMarshalAndMapErrors(t *testing.T) {
 	if big.NumLayers != 64 || big.NumHeads != 80 || big.IntermediateSize != 5120 {
 		t.Fatalf("2.7B preset = %+v", big)
 	}
+	nano, err := PresetConfig(NemotronNano9bV2)
+	checkErr(t, err, nil)
+	if nano.NumLayers != 27 || nano.NumHeads != 128 || nano.HeadDim != 80 || nano.NGroups != 8 || nano.IntermediateSize != 10240 {
+		t.Fatalf("Nemotron-Nano-9B-v2 preset = %+v", nano)
+	}
+	for _, p := range []Preset{NemotronH8b, Bamba9b, Granite4_0_HSmall, FalconH1_7b, Zamba2_1_2b} {
+		c, err := PresetConfig(p)
+		checkErr(t, err, nil)
+		if c.NumHeads*c.HeadDim != c.IntermediateSize || c.NumLayers == 0 {
+			t.Fatalf("preset %d = %+v", p, c)
+		}
+	}
 	_, err = PresetConfig(Preset(99))
 	checkErr(t, err, ErrInvalidArg)
 	cfg, err := PresetConfig(Mamba2_130m)

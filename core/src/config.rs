@@ -13,7 +13,8 @@ pub enum Device {
     Cuda,
 }
 
-/// Published Mamba2 models whose shapes [`Config::preset`] knows.
+/// Published models whose Mamba2 layer shapes [`Config::preset`] knows: the
+/// pure Mamba2 models, and the Mamba2 layers of hybrids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Preset {
     Mamba2_130m,
@@ -21,11 +22,28 @@ pub enum Preset {
     Mamba2_780m,
     Mamba2_1_3b,
     Mamba2_2_7b,
+    NemotronH8b,
+    NemotronNano9bV2,
+    Bamba9b,
+    Granite4HSmall,
+    FalconH1_7b,
+    Zamba2_1_2b,
 }
 
 impl Preset {
-    pub const ALL: [Preset; 5] =
-        [Preset::Mamba2_130m, Preset::Mamba2_370m, Preset::Mamba2_780m, Preset::Mamba2_1_3b, Preset::Mamba2_2_7b];
+    pub const ALL: [Preset; 11] = [
+        Preset::Mamba2_130m,
+        Preset::Mamba2_370m,
+        Preset::Mamba2_780m,
+        Preset::Mamba2_1_3b,
+        Preset::Mamba2_2_7b,
+        Preset::NemotronH8b,
+        Preset::NemotronNano9bV2,
+        Preset::Bamba9b,
+        Preset::Granite4HSmall,
+        Preset::FalconH1_7b,
+        Preset::Zamba2_1_2b,
+    ];
 }
 
 /// The shape of a cache: model dimensions, slot count, layout and dtypes.
@@ -84,20 +102,46 @@ impl Config {
     /// The Mamba2 layers of a published model (`Preset`), with the defaults
     /// of [`Config::mamba2_130m`] for everything else (one slot, conv bf16,
     /// ssm f32, width K).
+    ///
+    /// Sources (num_layers counts the Mamba2 layers only):
+    /// - state-spaces/mamba2-*: expand 2, head_dim 64, d_state 128, one
+    ///   group, d_conv 4; intermediate = 2 * d_model, heads = that / 64.
+    /// - Nemotron-H-8B-Base-8K and Nemotron-Nano-9B-v2: NVIDIA Megatron-LM's
+    ///   conf/nvidia/*.sh (hybrid pattern: 24 of 52 and 27 of 56 layers are
+    ///   `M`; mamba heads x head dim 128 x 64 and 128 x 80, 8 groups, state
+    ///   128); the intermediate size is heads x head dim, not expand x hidden.
+    /// - Bamba-9B: IBM's fms-fsdp config and the Bamba release notes (29
+    ///   Mamba2 layers of 32; d_model 4096, expand 2, head dim 64, state 128).
+    /// - Granite-4.0-H-Small: its config.json (36 Mamba2 layers of 40;
+    ///   128 heads of 64, state 128, one group).
+    /// - Falcon-H1-7B: its config.json (44 layers, each with a Mamba2 mixer
+    ///   beside attention; mamba_d_ssm 3072 = 24 heads of 128, state 256).
+    /// - Zamba2-1.2B: its config.json (38 layers, each with a Mamba2 mixer;
+    ///   64 heads of 64, state 128).
+    ///
+    /// Every one has conv kernel 4.
     pub const fn preset(p: Preset) -> Self {
-        // state-spaces/mamba2-*: expand 2, head_dim 64, d_state 128, one
-        // group, d_conv 4; intermediate = 2 * d_model, heads = that / 64.
-        let (layers, d_model) = match p {
-            Preset::Mamba2_130m => (24, 768),
-            Preset::Mamba2_370m => (48, 1024),
-            Preset::Mamba2_780m => (48, 1536),
-            Preset::Mamba2_1_3b => (48, 2048),
-            Preset::Mamba2_2_7b => (64, 2560),
+        // (Mamba2 layers, intermediate size, heads, head dim, state, groups)
+        let (layers, inter, heads, head_dim, state, groups) = match p {
+            Preset::Mamba2_130m => (24, 1536, 24, 64, 128, 1),
+            Preset::Mamba2_370m => (48, 2048, 32, 64, 128, 1),
+            Preset::Mamba2_780m => (48, 3072, 48, 64, 128, 1),
+            Preset::Mamba2_1_3b => (48, 4096, 64, 64, 128, 1),
+            Preset::Mamba2_2_7b => (64, 5120, 80, 64, 128, 1),
+            Preset::NemotronH8b => (24, 8192, 128, 64, 128, 8),
+            Preset::NemotronNano9bV2 => (27, 10240, 128, 80, 128, 8),
+            Preset::Bamba9b => (29, 8192, 128, 64, 128, 1),
+            Preset::Granite4HSmall => (36, 8192, 128, 64, 128, 1),
+            Preset::FalconH1_7b => (44, 3072, 24, 128, 256, 1),
+            Preset::Zamba2_1_2b => (38, 4096, 64, 64, 128, 1),
         };
         Config {
             num_layers: layers,
-            intermediate_size: 2 * d_model,
-            num_heads: 2 * d_model / 64,
+            intermediate_size: inter,
+            num_heads: heads,
+            head_dim,
+            state_size: state,
+            n_groups: groups,
             ..Config::mamba2_130m()
         }
     }
@@ -262,5 +306,25 @@ mod tests {
             ..Config::default()
         };
         assert!(matches!(cfg.shape(), Err(Error::InvalidConfig(_))));
+    }
+
+    #[test]
+    fn every_preset_is_a_valid_mamba2_shape() {
+        for p in Preset::ALL {
+            let c = Config::preset(p);
+            c.shape().unwrap_or_else(|e| panic!("{p:?}: {e}"));
+            assert_eq!(c.num_heads * c.head_dim, c.intermediate_size, "{p:?}");
+            assert_eq!(c.num_heads % c.n_groups, 0, "{p:?}");
+            assert_eq!((c.conv_kernel_size, c.conv_width, c.num_slots), (4, 4, 1), "{p:?}");
+        }
+        // The pure Mamba2 models are expand 2 over their d_model, 64-wide heads.
+        assert_eq!(Config::preset(Preset::Mamba2_2_7b), Config::mamba2_2_7b());
+        assert_eq!(Config::preset(Preset::Mamba2_130m), Config::mamba2_130m());
+        // Presets are distinct.
+        for (i, a) in Preset::ALL.iter().enumerate() {
+            for b in &Preset::ALL[i + 1..] {
+                assert_ne!(Config::preset(*a), Config::preset(*b), "{a:?} = {b:?}");
+            }
+        }
     }
 }

@@ -284,6 +284,13 @@ pub const Preset = enum(u32) {
     mamba2_780m = c.M2C_PRESET_MAMBA2_780M,
     mamba2_1_3b = c.M2C_PRESET_MAMBA2_1_3B,
     mamba2_2_7b = c.M2C_PRESET_MAMBA2_2_7B,
+    // The Mamba2 layers of hybrids (num_layers counts those only).
+    nemotron_h_8b = c.M2C_PRESET_NEMOTRON_H_8B,
+    nemotron_nano_9b_v2 = c.M2C_PRESET_NEMOTRON_NANO_9B_V2,
+    bamba_9b = c.M2C_PRESET_BAMBA_9B,
+    granite_4_0_h_small = c.M2C_PRESET_GRANITE_4_0_H_SMALL,
+    falcon_h1_7b = c.M2C_PRESET_FALCON_H1_7B,
+    zamba2_1_2b = c.M2C_PRESET_ZAMBA2_1_2B,
 };
 
 /// The shape of a cache: `m2c_config` without `struct_size`, which the

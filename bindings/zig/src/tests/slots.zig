@@ -248,6 +248,15 @@ test "presets and describe marshal and map errors" {
     const big = m2c.Config.preset(.mamba2_2_7b);
     try expectEqual(@as(u32, 64), big.num_layers);
     try expectEqual(@as(u32, 80), big.num_heads);
+    const nano = m2c.Config.preset(.nemotron_nano_9b_v2);
+    try expectEqual(@as(u32, 27), nano.num_layers);
+    try expectEqual(@as(u32, 80), nano.head_dim);
+    try expectEqual(@as(u32, 8), nano.n_groups);
+    // Every preset the enum names is a consistent Mamba2 shape.
+    inline for (@typeInfo(m2c.Preset).@"enum".fields) |f| {
+        const p = m2c.Config.preset(@enumFromInt(f.value));
+        try expectEqual(p.intermediate_size, p.num_heads * p.head_dim);
+    }
     var diag: m2c.Diagnostics = .{};
     var cfg = m2c.Config.preset(.mamba2_130m);
     cfg.num_slots = 2;
