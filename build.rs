@@ -54,7 +54,7 @@ fn main() {
 /// The header's function sections, each named by its first function.
 /// cbindgen keeps the source order (the C API crate's modules are ordered
 /// the same way); this marks where each section starts.
-const SECTIONS: [(&str, &str); 10] = [
+const SECTIONS: [(&str, &str); 11] = [
     ("m2c_version", "Version"),
     ("m2c_status_str", "Errors"),
     ("m2c_config_init", "Configuration"),
@@ -62,6 +62,7 @@ const SECTIONS: [(&str, &str); 10] = [
     ("m2c_update_conv", "Copy-style calls: write, read, reset and advance slots"),
     ("m2c_conv_view", "Zero-copy views"),
     ("m2c_conv_args_init", "Kernels: decode steps and prefills"),
+    ("m2c_spec_reserve", "Speculative decoding: verify draft tokens, commit the accepted ones"),
     ("m2c_slot_acquire", "Slots: acquire, release, fork and reorder, health"),
     ("m2c_slot_snapshot_size", "Snapshots and files"),
     ("m2c_set_stream", "Devices and streams"),

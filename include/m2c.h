@@ -1000,6 +1000,132 @@ m2c_status m2c_conv_prefill(struct m2c_cache *cache, uint32_t layer, const int32
 m2c_status m2c_ssm_prefill(struct m2c_cache *cache, uint32_t layer, const int32_t *slots, size_t n, const uint64_t *cu_seqlens, size_t cu_len, const struct m2c_ssm_io *io, const struct m2c_ssm_args *args);
 
 /* ------------------------------------------------------------------------ */
+/* Speculative decoding: verify draft tokens, commit the accepted ones      */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Reserves the speculative-decoding log of the cache for runs of up to
+ * `max_tokens` tokens per slot (the last sampled token plus its drafts, or
+ * the nodes of a draft tree), in every slot and layer; 0 frees it. The
+ * log holds what a commit needs to reproduce any accepted prefix exactly:
+ * per slot, layer and token `conv_dim + num_heads*head_dim +
+ * n_groups*state_size + 2*num_heads` floats (Mamba2-2.7B with 5 tokens:
+ * 8% of the state). Its pages are reserved now and touched by the first
+ * verifies. Ends the current round, if any.
+ *
+ * Speculative decoding runs on host caches in this release; a device
+ * cache returns `M2C_STATUS_UNSUPPORTED` from every `m2c_spec_*` and
+ * `m2c_*_verify` call.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (cache), `M2C_STATUS_OUT_OF_RANGE`
+ * (`max_tokens` above 4096), `M2C_STATUS_OUT_OF_MEMORY`,
+ * `M2C_STATUS_UNSUPPORTED` (a device cache). On failure the previous log
+ * is kept. Thread-safe (takes the cache's write lock).
+ */
+m2c_status m2c_spec_reserve(struct m2c_cache *cache, uint32_t max_tokens);
+
+/**
+ * Starts a speculative round. Sequence `i` of the batch is slot
+ * `slots[i]` (`slots == NULL`: slot `i`; negative: a padding sequence)
+ * and verifies the tokens of rows `cu_seqlens[i] .. cu_seqlens[i+1]` of
+ * every later `m2c_conv_verify` / `m2c_ssm_verify` call's buffers (as for
+ * `m2c_conv_prefill`: `cu_len = n + 1` offsets from 0, never decreasing):
+ * typically the last sampled token followed by its drafts. A slot's run
+ * has 1 to `max_tokens` (of `m2c_spec_reserve`) tokens; a padding
+ * sequence has any number up to that.
+ *
+ * `parents` (`(NULL, 0)`: every run is a chain) makes the runs trees: one
+ * entry per token row (`parents_len = cu_seqlens[n]`), the run-local
+ * index of the token's parent, which must come earlier in the same run,
+ * or -1 for a token that follows the slot's committed state. A token's
+ * outputs are then those of decode steps along its path from the
+ * committed state.
+ *
+ * The round replaces any earlier one (whose uncommitted runs are
+ * discarded). A slot whose state or position changes before it is
+ * committed (any write, decode or prefill kernel, reset, advance, load,
+ * `m2c_copy_slots` into it, acquire or release) leaves the round: later
+ * verifies treat its rows as padding and `m2c_spec_commit` refuses it.
+ * Writes through views are not tracked. Nothing else about the cache
+ * changes: reads, views, snapshots, files and copies see the committed
+ * state only.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (cache; `cu_seqlens` or `parents` NULL
+ * with a non-zero length), `M2C_STATUS_INVALID_ARG` (no log reserved; a
+ * slot listed twice; a slot's run of 0 tokens; `cu_seqlens` not starting
+ * at 0 or decreasing; a parent that is not an earlier token of its run
+ * or -1), `M2C_STATUS_OUT_OF_RANGE` (a slot out of range, a run longer
+ * than the reserved maximum), `M2C_STATUS_SHAPE_MISMATCH` (`cu_len != n +
+ * 1`, `parents_len` not the token count), `M2C_STATUS_OUT_OF_MEMORY`,
+ * `M2C_STATUS_UNSUPPORTED` (a device cache). On failure the previous round
+ * stays. Thread-safe (takes the cache's write lock); the arrays are read
+ * during the call only.
+ */
+m2c_status m2c_spec_begin(struct m2c_cache *cache, const int32_t *slots, size_t n, const uint64_t *cu_seqlens, size_t cu_len, const int32_t *parents, size_t parents_len);
+
+/**
+ * Verifies the current round's runs through the causal conv of `layer`:
+ * `x` and `out` hold one row per token of the round (`[T, conv_dim]` in
+ * `args->io_dtype`, `T = cu_seqlens[n]` of `m2c_spec_begin`), and each
+ * token's output is bit-identical to what `m2c_conv_step` would give
+ * along the token's path from the slot's committed window. The windows
+ * are not changed; the inputs are logged for the commit. Rows of padding
+ * sequences, and of slots that left the round, get zero outputs. Call it
+ * (and `m2c_ssm_verify`) for every layer before committing a slot with
+ * accepted tokens; verifying a layer again replaces its earlier verify.
+ *
+ * Errors: those of `m2c_conv_step` for `T` rows, and
+ * `M2C_STATUS_INVALID_ARG` (no round: call `m2c_spec_begin`),
+ * `M2C_STATUS_UNSUPPORTED` (a device cache). On failure neither the
+ * cache nor `out` is written. Thread-safe (takes the cache's write lock).
+ */
+m2c_status m2c_conv_verify(struct m2c_cache *cache, uint32_t layer, const void *x, size_t x_len, void *out, size_t out_len, const struct m2c_conv_args *args);
+
+/**
+ * Verifies the current round's runs through the selective-state update
+ * of `layer`: the buffers of `io` hold one row per token of the round
+ * (`x`, `z`, `y`: `[T, num_heads, head_dim]`; `dt`: `[T, num_heads]`;
+ * `B`, `C`: `[T, n_groups, state_size]`), and each token's `y` is
+ * bit-identical to what `m2c_ssm_step` would give along the token's path
+ * from the slot's committed state. The states are not changed: each
+ * head's state is read once and the tokens run on a copy in cache (one
+ * copy per branch of a tree). `x`, `B`, the processed `dt` and
+ * `exp(dt * A)` are logged for the commit. Padding and dropped rows get
+ * zero `y`.
+ *
+ * Errors: those of `m2c_ssm_step` for `T` rows, and
+ * `M2C_STATUS_INVALID_ARG` (no round), `M2C_STATUS_OUT_OF_MEMORY` (the
+ * call's scratch), `M2C_STATUS_UNSUPPORTED` (a device cache). On failure
+ * neither the cache nor `y` is written. Thread-safe (takes the cache's
+ * write lock).
+ */
+m2c_status m2c_ssm_verify(struct m2c_cache *cache, uint32_t layer, const struct m2c_ssm_io *io, const struct m2c_ssm_args *args);
+
+/**
+ * Commits the current round for the listed slots (`slots == NULL`: slots
+ * `0..n`; negative entries are skipped): `accepted[i]` (`n` entries) of
+ * slot `slots[i]`'s run become part of its state. For a chain, the first
+ * `accepted[i]` tokens; for a tree, the path from the committed state to
+ * token `accepted[i] - 1` of the run. In every layer the conv window and
+ * the SSM state become bit-identical to having run that path with
+ * `m2c_conv_step` / `m2c_ssm_step` (each state read once and written
+ * once), and the position advances by the path's length. `accepted[i] =
+ * 0` keeps the state and position and just ends the slot's run. Each
+ * listed slot leaves the round; the others stay committable.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (cache; accepted NULL with `n > 0`),
+ * `M2C_STATUS_INVALID_ARG` (no round; a slot listed twice; a slot with no
+ * live run in this round: not in `m2c_spec_begin`'s list, committed
+ * already, or changed since; a layer whose conv or SSM was not verified,
+ * when `accepted[i] > 0`), `M2C_STATUS_OUT_OF_RANGE` (a slot out of range;
+ * `accepted[i]` above the run's length; a position that would overflow),
+ * `M2C_STATUS_OUT_OF_MEMORY`, `M2C_STATUS_UNSUPPORTED` (a device cache).
+ * All or nothing: on failure no slot is committed and nothing changes.
+ * Thread-safe (takes the cache's write lock).
+ */
+m2c_status m2c_spec_commit(struct m2c_cache *cache, const int32_t *slots, size_t n, const uint32_t *accepted);
+
+/* ------------------------------------------------------------------------ */
 /* Slots: acquire, release, fork and reorder, health                        */
 /* ------------------------------------------------------------------------ */
 

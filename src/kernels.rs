@@ -205,10 +205,10 @@ fn device_ssm(io: &m2c_ssm_io, a: &m2c_ssm_args) -> Result<(DeviceSsmIo, DeviceS
 
 /// One buffer of a call, for the aliasing checks.
 #[derive(Clone, Copy)]
-struct Region {
-    ptr: *const c_void,
-    bytes: usize,
-    name: &'static str,
+pub(crate) struct Region {
+    pub(crate) ptr: *const c_void,
+    pub(crate) bytes: usize,
+    pub(crate) name: &'static str,
     output: bool,
 }
 
@@ -354,12 +354,12 @@ fn io_regions(io: &m2c_ssm_io, size: usize, out: &mut Vec<Region>) {
 }
 
 /// The region of a slot list (none for NULL, the dense rows).
-fn slots_region(slots: *const i32, n: usize) -> Region {
+pub(crate) fn slots_region(slots: *const i32, n: usize) -> Region {
     Region { ptr: slots.cast(), bytes: slots_bytes(slots, n), name: "slots", output: false }
 }
 
 /// The region of a `cu_seqlens` array.
-fn cu_region(cu: *const u64, len: usize) -> Region {
+pub(crate) fn cu_region(cu: *const u64, len: usize) -> Region {
     Region { ptr: cu.cast(), bytes: len * 8, name: "cu_seqlens", output: false }
 }
 
@@ -369,7 +369,7 @@ fn cu_region(cu: *const u64, len: usize) -> Region {
 ///
 /// # Safety
 /// The pointer contracts of `m2c_conv_step` / `m2c_conv_prefill`.
-unsafe fn conv_io<'a>(
+pub(crate) unsafe fn conv_io<'a>(
     c: &AnyCache,
     args: &'a m2c_conv_args,
     x: *const c_void,
@@ -395,7 +395,7 @@ unsafe fn conv_io<'a>(
 ///
 /// # Safety
 /// The pointer contracts of `m2c_ssm_step` / `m2c_ssm_prefill`.
-unsafe fn ssm_io<'a>(
+pub(crate) unsafe fn ssm_io<'a>(
     c: &AnyCache,
     io: &'a m2c_ssm_io,
     args: &'a m2c_ssm_args,
@@ -584,7 +584,7 @@ fn ssm_buffers<'a>(io: &'a m2c_ssm_io, dtype: DType) -> Result<(SsmInputs<'a>, S
 ///
 /// # Safety
 /// If non-NULL, `p` must be valid for reads of `len` `uint64_t`.
-unsafe fn cu_arg<'a>(p: *const u64, len: usize) -> Result<&'a [u64], Error> {
+pub(crate) unsafe fn cu_arg<'a>(p: *const u64, len: usize) -> Result<&'a [u64], Error> {
     if p.is_null() {
         if len == 0 {
             return Ok(&[]);

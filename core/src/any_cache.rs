@@ -368,6 +368,62 @@ impl AnyCache {
         }
     }
 
+    /// Reserves the speculative log for runs of up to `max_tokens` (see
+    /// [`Cache::spec_reserve`]). Host caches only, for now.
+    pub fn spec_reserve(&mut self, max_tokens: u32) -> Result<()> {
+        self.spec_host("m2c_spec_reserve")?.spec_reserve(max_tokens)
+    }
+
+    /// The longest run a round accepts (0: none reserved, or a device cache).
+    pub fn spec_max_tokens(&self) -> u32 {
+        self.host().map_or(0, Cache::spec_max_tokens)
+    }
+
+    /// Starts a speculative round ([`Cache::spec_begin`]).
+    pub fn spec_begin(&mut self, slots: Slots<'_>, cu_seqlens: &[u64], parents: Option<&[i32]>) -> Result<()> {
+        self.spec_host("m2c_spec_begin")?.spec_begin(slots, cu_seqlens, parents)
+    }
+
+    /// Verifies the round's runs through `layer`'s conv ([`Cache::spec_conv`]).
+    pub fn conv_verify(&mut self, layer: u32, io: ConvIo<'_>) -> Result<()> {
+        let limit = self.num_threads();
+        let c = self.spec_host("m2c_conv_verify")?;
+        match io {
+            ConvIo::Host { x, out, params } => crate::pool::with_limit(limit, || c.spec_conv(layer, x, out, &params)),
+            ConvIo::Device(_) => Err(wrong_memory(Memory::Host)),
+        }
+    }
+
+    /// Verifies the round's runs through `layer`'s SSM ([`Cache::spec_ssm`]).
+    pub fn ssm_verify(&mut self, layer: u32, io: SsmIo<'_>) -> Result<()> {
+        let limit = self.num_threads();
+        let c = self.spec_host("m2c_ssm_verify")?;
+        match io {
+            SsmIo::Host { inputs, y, params } => {
+                crate::pool::with_limit(limit, || c.spec_ssm(layer, &inputs, y, &params))
+            }
+            SsmIo::Device { .. } => Err(wrong_memory(Memory::Host)),
+        }
+    }
+
+    /// Commits the accepted tokens of the listed slots ([`Cache::spec_commit`]).
+    pub fn spec_commit(&mut self, slots: Slots<'_>, accepted: &[u32]) -> Result<()> {
+        let limit = self.num_threads();
+        let c = self.spec_host("m2c_spec_commit")?;
+        crate::pool::with_limit(limit, || c.spec_commit(slots, accepted))
+    }
+
+    /// The host cache, or `Unsupported` for a device cache: speculative
+    /// decoding runs on host caches in this release.
+    fn spec_host(&mut self, call: &str) -> Result<&mut Cache> {
+        match self {
+            AnyCache::Host(c) => Ok(c),
+            AnyCache::Device(_) => Err(Error::Unsupported(format!(
+                "{call}: speculative decoding runs on host caches in this release, not yet on device caches"
+            ))),
+        }
+    }
+
     /// A device cache queues its work on `stream` from now on; a host
     /// cache accepts only "no stream" (0).
     pub fn set_stream(&mut self, stream: u64) -> Result<()> {

@@ -153,6 +153,7 @@ impl AlignedBuf {
 pub trait Zeroable: Copy + Send + Sync + 'static {}
 impl Zeroable for u8 {}
 impl Zeroable for u64 {}
+impl Zeroable for f32 {}
 
 /// A fixed-length vector of zeroed integers whose pages are not touched
 /// until used (per-slot tables of a cache with very many slots).

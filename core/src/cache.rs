@@ -38,6 +38,8 @@ pub struct Cache {
     /// Threads a call may use: 0 m2c's pool, 1 the calling thread only,
     /// `n` a pool of `n` (see `pool::with_limit`).
     num_threads: usize,
+    /// Speculative decoding: the log and the current round (`spec.rs`).
+    pub(crate) spec: crate::spec::Spec,
     /// Test-only fault injection: the next `update_conv` panics inside
     /// its per-slot work (on a pool thread when the call is parallel).
     #[cfg(any(test, feature = "testing"))]
@@ -82,6 +84,7 @@ impl Cache {
             in_use,
             in_use_count: 0,
             num_threads: 0,
+            spec: crate::spec::Spec::default(),
             span,
             #[cfg(any(test, feature = "testing"))]
             inject_panic: false,
@@ -195,6 +198,7 @@ impl Cache {
                 shift_push(win, &i[row * dim..][..dim], w)
             })
         }));
+        self.spec_drop_sel(&sel);
         Ok(())
     }
 
@@ -207,6 +211,7 @@ impl Cache {
         Self::check_len("window", window.len(), sel.rows(), per)?;
         let par = Self::parallel(&sel, per * self.cfg.conv_dtype.size());
         write_rows(self.layers[layer as usize].conv.slice_mut(), per, &sel, par, window);
+        self.spec_drop_sel(&sel);
         Ok(())
     }
 
@@ -219,6 +224,7 @@ impl Cache {
         Self::check_len("state", state.len(), sel.rows(), per)?;
         let par = Self::parallel(&sel, per * self.cfg.ssm_dtype.size());
         write_rows(self.layers[layer as usize].ssm.slice_mut(), per, &sel, par, state);
+        self.spec_drop_sel(&sel);
         Ok(())
     }
 
@@ -267,6 +273,7 @@ impl Cache {
         for (_, s) in sel.pairs() {
             self.positions[s] = 0;
         }
+        self.spec_drop_sel(&sel);
         Ok(())
     }
 
@@ -285,6 +292,7 @@ impl Cache {
         for (_, s) in sel.pairs() {
             self.positions[s] += u64::from(num_tokens);
         }
+        self.spec_drop_sel(&sel);
         Ok(())
     }
 

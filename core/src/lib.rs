@@ -28,6 +28,7 @@ pub mod persist;
 pub mod pool;
 pub mod selection;
 pub mod snapshot;
+pub mod spec;
 pub mod xxh64;
 
 pub use any_cache::AnyCache;

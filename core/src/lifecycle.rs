@@ -27,6 +27,7 @@ impl Cache {
         self.zero_slot(s);
         self.positions[s] = 0;
         self.set_in_use(s, true);
+        self.spec_drop(s);
         Ok(s as i32)
     }
 
@@ -38,6 +39,7 @@ impl Cache {
             return Err(Error::InvalidArg(format!("slot {slot} is not in use (double release?)")));
         }
         self.set_in_use(s, false);
+        self.spec_drop(s);
         Ok(())
     }
 
@@ -78,6 +80,7 @@ impl Cache {
         self.positions.fill(0);
         self.in_use.fill(0);
         self.in_use_count = 0;
+        self.spec_drop_all();
     }
 
     /// The storage bytes of slot `s` in layer `l`: conv window, ssm state.
@@ -168,6 +171,9 @@ impl Cache {
             self.layers.iter_mut().for_each(|l| copy_layer(l, scratch));
         }
         self.copy_positions(&plan);
+        for &(_, d) in &plan.moves {
+            self.spec_drop(d);
+        }
         Ok(())
     }
 }

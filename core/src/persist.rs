@@ -216,6 +216,8 @@ impl Cache {
         if header[16..56] != crate::snapshot::fingerprint(self.config())[..] || entries.len() != self.num_slots() {
             return Err(Error::InvalidArg("the file was checked for a cache of another shape".into()));
         }
+        // From here on every slot's state is rewritten.
+        self.spec_drop_all();
         let mut sum = [0u8; 8];
         #[cfg(test)]
         if let Some(n) = TRUNCATE_BETWEEN_PASSES.with(|t| t.get()) {

@@ -191,6 +191,7 @@ impl Cache {
             }
         }
         self.set_position(s, position);
+        self.spec_drop(s);
         Ok(())
     }
 }

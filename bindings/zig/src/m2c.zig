@@ -975,6 +975,66 @@ pub const Cache = struct {
         try call(self.diag, c.m2c_ssm_prefill(self.handle, layer, s.ptr, s.n, ptrOrNull(u64, cu_seqlens), cu_seqlens.len, &raw_io, &raw_args));
     }
 
+    /// Reserves the speculative-decoding log for runs of up to `max_tokens`
+    /// tokens per slot (the last sampled token plus its drafts, or a draft
+    /// tree's nodes), in every slot and layer; 0 frees it
+    /// (`m2c_spec_reserve`). Ends the current round. `error.OutOfRange`
+    /// above 4096; `error.Unsupported` on a device cache.
+    pub fn specReserve(self: *Cache, max_tokens: u32) Error!void {
+        try call(self.diag, c.m2c_spec_reserve(self.handle, max_tokens));
+    }
+
+    /// Starts a speculative round (`m2c_spec_begin`): sequence `i` (slot
+    /// `slots[i]`, or with null slots slot `i`; negative: padding)
+    /// verifies token rows `cu_seqlens[i]..cu_seqlens[i + 1]` of every
+    /// later `convVerify` / `ssmVerify`. `parents` (null: chains) gives
+    /// each token row its parent within its run (-1: the committed state),
+    /// making the runs trees. Replaces any earlier round; a slot changed
+    /// before it is committed leaves the round.
+    pub fn specBegin(self: *Cache, slots: ?[]const i32, cu_seqlens: []const u64, parents: ?[]const i32) Error!void {
+        const s = sequences(slots, cu_seqlens);
+        const p: ?[*]const i32 = if (parents) |ps| (if (ps.len == 0) null else ps.ptr) else null;
+        const plen: usize = if (parents) |ps| ps.len else 0;
+        try call(self.diag, c.m2c_spec_begin(self.handle, s.ptr, s.n, ptrOrNull(u64, cu_seqlens), cu_seqlens.len, p, plen));
+    }
+
+    /// Verifies the current round through the causal conv of `layer`
+    /// (`m2c_conv_verify`): `x` and `out` hold one row per token of the
+    /// round; each token's output is bit-identical to `convStep` along its
+    /// path from the slot's committed window, which is not changed.
+    pub fn convVerify(self: *Cache, layer: u32, x: Input, out: Output, args: ConvArgs) Error!void {
+        if (x.dtype() != out.dtype())
+            return refuse(self.diag, error.InvalidArg, "convVerify: x is {s} but out is {s}", .{ @tagName(x), @tagName(out) });
+        const raw = args.toC(x.dtype());
+        try call(self.diag, c.m2c_conv_verify(self.handle, layer, x.ptr(), x.len(), out.ptr(), out.len(), &raw));
+    }
+
+    /// Verifies the current round through the selective-state update of
+    /// `layer` (`m2c_ssm_verify`): the buffers of `io` hold one row per
+    /// token of the round; each token's `y` is bit-identical to `ssmStep`
+    /// along its path from the slot's committed state, which is not changed.
+    pub fn ssmVerify(self: *Cache, layer: u32, io: SsmIo, args: SsmArgs) Error!void {
+        const dt = io.dtype() orelse
+            return refuse(self.diag, error.InvalidArg, "ssmVerify: the buffers of io differ in dtype", .{});
+        const raw_io = io.toC();
+        const raw_args = args.toC(dt);
+        try call(self.diag, c.m2c_ssm_verify(self.handle, layer, &raw_io, &raw_args));
+    }
+
+    /// Commits the current round for the listed slots (`m2c_spec_commit`;
+    /// null slots: slots `0..accepted.len`): `accepted[i]` tokens of slot
+    /// `slots[i]`'s run (for a tree, the path to token `accepted[i] - 1`)
+    /// become its state in every layer, bit-identical to stepping them, and
+    /// its position advances by that path's length; 0 just ends the run.
+    /// All or nothing. `slots` and `accepted` of different lengths are
+    /// `error.ShapeMismatch` (refused by the binding).
+    pub fn specCommit(self: *Cache, slots: ?[]const i32, accepted: []const u32) Error!void {
+        if (slots) |s| if (s.len != accepted.len)
+            return refuse(self.diag, error.ShapeMismatch, "specCommit: {d} slots but {d} accepted counts", .{ s.len, accepted.len });
+        const sp: ?[*]const i32 = if (slots) |s| (if (s.len == 0) null else s.ptr) else null;
+        try call(self.diag, c.m2c_spec_commit(self.handle, sp, accepted.len, ptrOrNull(u32, accepted)));
+    }
+
     /// `convStep` on buffers at device addresses, the form the kernel
     /// calls of a `M2C_DEVICE_CUDA` cache take (`x`, `out` and the weights
     /// in device memory of the cache's GPU). On such a cache the call

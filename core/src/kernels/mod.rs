@@ -121,7 +121,7 @@ pub(crate) fn check(what: &str, got: usize, want: usize) -> Result<()> {
 }
 
 impl ConvLens {
-    fn of(x: &Slice<'_>, out: &SliceMut<'_>, p: &ConvParams<'_>) -> ConvLens {
+    pub(crate) fn of(x: &Slice<'_>, out: &SliceMut<'_>, p: &ConvParams<'_>) -> ConvLens {
         ConvLens { x: x.len(), out: out.len(), weight: p.weight.len(), bias: p.bias.map(<[f32]>::len) }
     }
 }
@@ -194,7 +194,7 @@ pub(crate) fn check_ssm_lens(cfg: &Config, rows: usize, l: &SsmLens, dt_limit: O
     Ok(())
 }
 
-fn same_dtype(what: &str, got: DType, want: DType) -> Result<()> {
+pub(crate) fn same_dtype(what: &str, got: DType, want: DType) -> Result<()> {
     if got != want {
         return Err(Error::InvalidArg(format!(
             "{what} is {} but the call's activations are {}",
@@ -242,6 +242,7 @@ macro_rules! dispatch {
         }
     }};
 }
+pub(crate) use dispatch;
 
 impl Cache {
     /// One decode token through the causal conv of `layer` for each
@@ -274,6 +275,7 @@ impl Cache {
             let job = conv::ConvJob { x: xs, weight: p.weight, bias: p.bias, silu: p.silu, dim, kernel: k, width: w };
             conv_rows::<S, I>(&job, st, out, &sel, par);
         });
+        self.spec_drop_sel(&sel);
         Ok(())
     }
 
@@ -306,6 +308,7 @@ impl Cache {
             let job = ssm_job::<I>(inp, p, h, hd, n, g);
             ssm_rows::<S, I>(&job, st, I::of_mut(y).expect("dtype checked"), &sel, par, head_bytes, &mut spill);
         });
+        self.spec_drop_sel(&sel);
         Ok(())
     }
 }
@@ -344,6 +347,7 @@ impl Cache {
             let out = I::of_mut(out).expect("dtype checked");
             conv_prefill_rows::<S, I>(&job, st, out, &sel, cu_seqlens, par);
         });
+        self.spec_drop_sel(&sel);
         Ok(())
     }
 
@@ -381,6 +385,7 @@ impl Cache {
             let y = I::of_mut(y).expect("dtype checked");
             ssm_prefill_rows::<S, I>(&job, st, y, &sel, cu_seqlens, par, head_bytes, &mut spill);
         });
+        self.spec_drop_sel(&sel);
         Ok(())
     }
 
@@ -418,7 +423,7 @@ impl Cache {
     }
 }
 
-fn ssm_job<'a, I: Lane>(
+pub(crate) fn ssm_job<'a, I: Lane>(
     inp: &SsmInputs<'a>,
     p: &SsmParams<'a>,
     h: usize,
@@ -541,10 +546,10 @@ fn ssm_prefill_rows<S: Lane, I: Lane>(
 /// activations) is split over the thread pool in channel ranges. Below it
 /// (one slot of Mamba2-2.7B is ~170 KiB), waking the pool costs more than
 /// a second core saves.
-const CONV_PAR_MIN_BYTES: usize = 512 * 1024;
+pub(crate) const CONV_PAR_MIN_BYTES: usize = 512 * 1024;
 
 /// Channels per parallel conv task (a multiple of 16).
-const CONV_TASK_CHANNELS: usize = 1024;
+pub(crate) const CONV_TASK_CHANNELS: usize = 1024;
 
 fn conv_rows<S: Lane, I: Lane>(
     job: &conv::ConvJob<'_, I>,

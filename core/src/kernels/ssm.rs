@@ -36,7 +36,7 @@ pub(crate) struct SsmJob<'a, I> {
 impl<I: Lane> SsmJob<'_, I> {
     /// The processed time step of head `h` at token row `t`.
     #[inline(always)]
-    fn dt(&self, t: usize, h: usize) -> f32 {
+    pub(crate) fn dt(&self, t: usize, h: usize) -> f32 {
         let mut dt = self.dt[t * self.heads + h].load() + self.dt_bias.map_or(0.0, |b| b[h]);
         if self.dt_softplus {
             dt = math::softplus(dt);
@@ -495,6 +495,23 @@ multiversion! {
                 head_at(job, t, h, st, yh, &mut sc);
             }
         }
+    }
+}
+
+multiversion! {
+    /// One head, one token of a speculative run, on inputs already in f32
+    /// (`x`, `z`, `y`: `[head_dim]`; `b`, `c`: `[state_size]`) with the
+    /// processed `dt` and `da = exp(dt * A)`: exactly the arithmetic of a
+    /// decode step on the same values (the step loads its inputs to f32
+    /// first, and rounds `y` to the activations' dtype last). Updates `st`
+    /// (`[head_dim][state_size]`) and writes `y` in f32.
+    fn spec_head<S: Lane>(st: &mut [S], x: &[f32], z: Option<&[f32]>, y: &mut [f32], b: &[f32], c: &[f32], dt: f32, da: f32, d: f32) {
+        let fast = Fast {
+            bf16: super::isa::avx512_bf16(),
+            avx512: super::isa::isa() == super::isa::Isa::Avx512,
+            avx2: super::isa::isa() == super::isa::Isa::Avx2,
+        };
+        head_token(fast, st, b.len(), x, z, y, b, c, dt, da, d);
     }
 }
 

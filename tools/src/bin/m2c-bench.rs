@@ -6,6 +6,7 @@
 //!   m2c-bench [shape flags]            state operations and decode kernels for one shape
 //!   m2c-bench --matrix                 decode kernels over Mamba2-130m/2.7B x 1/8/32 slots x f32/bf16 state
 //!   m2c-bench --fidelity [--steps N]   SSM state drift of f32/bf16/f16 storage against f64
+//!   m2c-bench --spec [--drafts D]      speculative verify + commit vs plain decoding and the naive way
 //! Shape flags: --model 130m|2.7b --slots N --layers N --conv-dtype D --ssm-dtype D
 //!              --io-dtype D --width k|k-1 --iters N   (D: f32, bf16, f16)
 //! Output: --format text|csv|json (--csv, --json): one record per timed figure.
@@ -38,13 +39,17 @@ enum Mode {
     Matrix,
     /// SSM state drift of f32/bf16/f16 storage against f64.
     Fidelity,
+    /// Speculative decoding: verify + commit against plain decoding and a
+    /// full state written per draft token.
+    Spec,
 }
 
 const HELP: &str = "\
 m2c-bench: what each state operation of m2c costs per decode token, beside a
 memcpy of the same bytes measured in the same run.
 
-usage: m2c-bench [--matrix | --fidelity [--steps N]] [shape flags] [--csv | --json]
+usage: m2c-bench [--matrix | --fidelity [--steps N] | --spec [--drafts D]] [shape flags]
+                 [--csv | --json]
 
 modes:
   (default)          every state operation (update, set, read, reset, copy_slots,
@@ -53,6 +58,11 @@ modes:
                      state
   --fidelity         drift of f32/bf16/f16 SSM state storage against an f64 model
                      over --steps decode steps (default 2000)
+  --spec             speculative decoding for one shape: a verify of runs of
+                     1 + --drafts tokens (default 4) per slot plus a commit of
+                     1..1+D of them, beside a plain decode step and beside the
+                     naive way (a decode step and a full state copy per draft
+                     token, then a copy back)
 
 shape flags:
   --model 130m|2.7b  model shape (default 130m)
@@ -343,9 +353,10 @@ fn memcpy_bw(bytes: usize, threads: usize, iters: usize) -> f64 {
 /// The mode, the shape, the fidelity mode's step count and the output
 /// format; `--help`
 /// prints the help and exits 0.
-fn parse() -> Result<(Mode, Shape, usize, Format), lexopt::Error> {
+fn parse() -> Result<(Mode, Shape, usize, Format, usize), lexopt::Error> {
     use lexopt::prelude::*;
     let mut mode = Mode::Table;
+    let mut drafts = 4;
     let mut format = Format::Text;
     let mut steps = 2000;
     let mut a = Shape {
@@ -367,6 +378,8 @@ fn parse() -> Result<(Mode, Shape, usize, Format), lexopt::Error> {
             }
             Long("matrix") => mode = Mode::Matrix,
             Long("fidelity") => mode = Mode::Fidelity,
+            Long("spec") => mode = Mode::Spec,
+            Long("drafts") => drafts = p.value()?.parse()?,
             Long("steps") => steps = p.value()?.parse()?,
             Long("csv") => format = Format::Csv,
             Long("json") => format = Format::Json,
@@ -400,7 +413,10 @@ fn parse() -> Result<(Mode, Shape, usize, Format), lexopt::Error> {
             _ => return Err(arg.unexpected()),
         }
     }
-    Ok((mode, a, steps, format))
+    if drafts > 64 {
+        return Err(format!("--drafts {drafts}: at most 64").into());
+    }
+    Ok((mode, a, steps, format, drafts))
 }
 
 /// A cache handle that may cross threads: the C API is thread-safe.
@@ -439,6 +455,12 @@ struct Bench {
 
 impl Bench {
     fn new(s: &Shape) -> Bench {
+        Bench::with_cache_slots(s, s.slots)
+    }
+
+    /// A bench whose calls address slots `0..s.slots` of a cache of
+    /// `cache_slots` slots.
+    fn with_cache_slots(s: &Shape, cache_slots: u32) -> Bench {
         let mut cfg = std::mem::MaybeUninit::<m2c_config>::zeroed();
         // SAFETY: valid storage.
         unsafe { m2c_config_init(cfg.as_mut_ptr()) };
@@ -450,7 +472,7 @@ impl Bench {
             cfg.intermediate_size = 5120;
             cfg.num_heads = 80;
         }
-        cfg.num_slots = s.slots;
+        cfg.num_slots = cache_slots;
         if let Some(l) = s.layers {
             cfg.num_layers = l;
         }
@@ -751,6 +773,185 @@ fn table(s: &Shape, rep: &mut Report) {
     );
 }
 
+/// The per-token buffers of a speculative round of `t` tokens per slot.
+struct SpecBufs {
+    t: usize,
+    x: Vec<u8>,
+    conv_out: Vec<u8>,
+    ssm_x: Vec<u8>,
+    dt: Vec<u8>,
+    bc: Vec<u8>,
+    z: Vec<u8>,
+    y: Vec<u8>,
+    cu: Vec<u64>,
+}
+
+impl Bench {
+    fn spec_bufs(&self, t: usize) -> SpecBufs {
+        let rows = self.n * t;
+        let (h, p, st, g) = (
+            self.cfg.num_heads as usize,
+            self.cfg.head_dim as usize,
+            self.cfg.state_size as usize,
+            self.cfg.n_groups as usize,
+        );
+        let e = dsize(self.io);
+        let fill = |len: usize| vec![0x3Cu8; len * e];
+        SpecBufs {
+            t,
+            x: fill(rows * self.conv_dim),
+            conv_out: vec![0; rows * self.conv_dim * e],
+            ssm_x: fill(rows * h * p),
+            dt: fill(rows * h),
+            bc: fill(rows * g * st),
+            z: fill(rows * h * p),
+            y: vec![0; rows * h * p * e],
+            cu: (0..=self.n as u64).map(|i| i * t as u64).collect(),
+        }
+    }
+
+    /// One speculative round over slots `0..n`: begin, verify every layer,
+    /// commit `accepted` tokens of each run.
+    fn spec_round(&mut self, sb: &mut SpecBufs, accepted: u32) {
+        let c = self.cache.get();
+        // SAFETY: valid arrays of the stated lengths.
+        check(
+            unsafe { m2c_spec_begin(c, ptr::null(), self.n, sb.cu.as_ptr(), sb.cu.len(), ptr::null(), 0) },
+            "m2c_spec_begin",
+        );
+        let mut ca = std::mem::MaybeUninit::<m2c_conv_args>::zeroed();
+        let mut sa = std::mem::MaybeUninit::<m2c_ssm_args>::zeroed();
+        let mut io = std::mem::MaybeUninit::<m2c_ssm_io>::zeroed();
+        // SAFETY: valid storage.
+        unsafe {
+            m2c_conv_args_init(ca.as_mut_ptr());
+            m2c_ssm_args_init(sa.as_mut_ptr());
+            m2c_ssm_io_init(io.as_mut_ptr());
+        }
+        // SAFETY: initialised above.
+        let (mut ca, mut sa, mut io) = unsafe { (ca.assume_init(), sa.assume_init(), io.assume_init()) };
+        ca.io_dtype = self.io;
+        ca.bias = self.bias.as_ptr();
+        ca.bias_len = self.bias.len();
+        sa.io_dtype = self.io;
+        sa.A = self.a.as_ptr();
+        sa.A_len = self.a.len();
+        sa.D = self.d.as_ptr();
+        sa.D_len = self.d.len();
+        sa.dt_bias = self.d.as_ptr();
+        sa.dt_bias_len = self.d.len();
+        let e = dsize(self.io);
+        io.x = sb.ssm_x.as_ptr().cast();
+        io.x_len = sb.ssm_x.len() / e;
+        io.dt = sb.dt.as_ptr().cast();
+        io.dt_len = sb.dt.len() / e;
+        io.B = sb.bc.as_ptr().cast();
+        io.B_len = sb.bc.len() / e;
+        io.C = sb.bc.as_ptr().cast();
+        io.C_len = sb.bc.len() / e;
+        io.z = sb.z.as_ptr().cast();
+        io.z_len = sb.z.len() / e;
+        io.y = sb.y.as_mut_ptr().cast();
+        io.y_len = sb.y.len() / e;
+        let len = self.n * sb.t * self.conv_dim;
+        for l in 0..self.cfg.num_layers {
+            ca.weight = self.weights[l as usize].as_ptr();
+            ca.weight_len = self.weights[l as usize].len();
+            // SAFETY: valid buffers of the stated lengths.
+            check(
+                unsafe { m2c_conv_verify(c, l, sb.x.as_ptr().cast(), len, sb.conv_out.as_mut_ptr().cast(), len, &ca) },
+                "m2c_conv_verify",
+            );
+            // SAFETY: as above.
+            check(unsafe { m2c_ssm_verify(c, l, &io, &sa) }, "m2c_ssm_verify");
+        }
+        let acc = vec![accepted; self.n];
+        // SAFETY: n accepted counts.
+        check(unsafe { m2c_spec_commit(c, ptr::null(), self.n, acc.as_ptr()) }, "m2c_spec_commit");
+    }
+
+    /// The naive round on a cache of `n * (t + 1)` slots: per draft token a
+    /// decode step of slots `0..n` and a copy of their whole state to a
+    /// spare block, then the accepted token's copy back.
+    fn naive_round(&mut self, t: usize, accepted: usize) {
+        let n = self.n as i32;
+        let live: Vec<i32> = (0..n).collect();
+        for j in 0..t {
+            self.conv_step_all();
+            self.ssm_step_all();
+            let spare: Vec<i32> = (0..n).map(|i| n * (j as i32 + 1) + i).collect();
+            // SAFETY: n entries each.
+            check(unsafe { m2c_copy_slots(self.cache.get(), live.as_ptr(), spare.as_ptr(), self.n) }, "m2c_copy_slots");
+        }
+        let keep: Vec<i32> = (0..n).map(|i| n * accepted as i32 + i).collect();
+        // SAFETY: n entries each.
+        check(unsafe { m2c_copy_slots(self.cache.get(), keep.as_ptr(), live.as_ptr(), self.n) }, "m2c_copy_slots");
+    }
+}
+
+fn spec(s: &Shape, drafts: usize, rep: &mut Report) {
+    let t = drafts + 1;
+    let mut b = Bench::new(s);
+    let (cb, sb) = (b.conv_bytes(), b.ssm_bytes());
+    let iters = if s.iters > 0 {
+        s.iters
+    } else if sb > (1 << 30) {
+        5
+    } else {
+        15
+    };
+    rep.note(&header(&b, s, iters));
+    rep.note(&describe(b.cache.0));
+    // SAFETY: valid handle.
+    check(unsafe { m2c_spec_reserve(b.cache.get(), t as u32) }, "m2c_spec_reserve");
+    let mut bufs = b.spec_bufs(t);
+    let mut naive = Bench::with_cache_slots(s, s.slots * (t as u32 + 1));
+    rep.note(&format!(
+        "speculative rounds of {t} tokens per slot (1 + {drafts} drafts), {} slots; the naive way runs on a cache of {} slots",
+        b.n,
+        naive.cfg.num_slots
+    ));
+    rep.shape(shape_name(&b, s), cb + sb, iters);
+    let n = b.n as f64;
+    for threads in [1usize, 2] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+        pool.install(|| {
+            let step = time(iters, || {
+                b.conv_step_all();
+                b.ssm_step_all();
+            });
+            rep.row("decode token (conv_step+ssm_step)", threads, step, cb + sb);
+            let mut all = step;
+            for k in 1..=t {
+                let r = time(iters, || b.spec_round(&mut bufs, k as u32));
+                all = r;
+                rep.row(&format!("verify {t} + commit {k}"), threads, r, cb + sb);
+                rep.note(&format!(
+                    "{:<34} {:>3} {:>10.2}x a decode step; {:.1} accepted tokens/s of state work (plain decoding: {:.1})",
+                    "",
+                    threads,
+                    r.med / step.med,
+                    k as f64 * n / r.med,
+                    n / step.med
+                ));
+            }
+            let nv = time(iters.min(5), || naive.naive_round(t, t));
+            rep.row(&format!("naive: {t} x (step + state copy) + copy back"), threads, nv, cb + sb);
+            rep.note(&format!(
+                "{:<34} {:>3} {:>10.2}x a decode step; m2c's verify + commit of all {t} takes {:.2}x the naive way's time",
+                "",
+                threads,
+                nv.med / step.med,
+                all.med / nv.med
+            ));
+        });
+    }
+    rep.note(
+        "verify T + commit k: m2c_spec_begin, m2c_conv_verify and m2c_ssm_verify on every layer, m2c_spec_commit of k tokens;\n\
+         GB/s and 'vs memcpy' count the state once (as for a decode step).",
+    );
+}
+
 fn matrix(base: &Shape, rep: &mut Report) {
     rep.note("decode-kernel matrix (activations f32, conv state bf16, width K); columns as in the table mode");
     let pools: Vec<(usize, rayon::ThreadPool)> =
@@ -891,7 +1092,7 @@ fn fidelity(steps: usize) {
 }
 
 fn main() -> ExitCode {
-    let (mode, shape, steps, format) = match parse() {
+    let (mode, shape, steps, format, drafts) = match parse() {
         Ok(v) => v,
         Err(e) => {
             eprintln!("m2c-bench: {e}\nm2c-bench --help lists the modes and flags");
@@ -902,6 +1103,7 @@ fn main() -> ExitCode {
     match mode {
         Mode::Matrix => matrix(&shape, &mut rep),
         Mode::Fidelity => fidelity(steps),
+        Mode::Spec => spec(&shape, drafts, &mut rep),
         Mode::Table => table(&shape, &mut rep),
     }
     rep.finish();
