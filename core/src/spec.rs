@@ -61,6 +61,12 @@ struct Plan {
 }
 
 impl Plan {
+    /// Whether every token follows the one before it (one buffer, updated
+    /// in place): the runs a verify can carry through registers.
+    fn is_chain(&self) -> bool {
+        self.steps.iter().enumerate().all(|(t, &(_, f))| if t == 0 { f == From::Committed } else { f == From::InPlace })
+    }
+
     /// The plan for tokens whose parents (run-local, -1: the committed
     /// state) come before them.
     fn new(parents: &[i32]) -> Plan {
@@ -597,6 +603,32 @@ fn ssm_verify_rows<S: Lane>(
         let plan = &round.plans[r];
         let t0 = round.cu[r] as usize;
         let base = ((s * v.layers + v.layer) * v.max_tokens) * lay.per_token();
+        if plan.is_chain() && n <= ssm::STACK_N {
+            let chain = ssm::ChainHead {
+                log: v.log,
+                base,
+                per_token: lay.per_token(),
+                x_off: lay.x(),
+                b_off: lay.b(),
+                dt_off: lay.dt(),
+                da_off: lay.da(),
+                c: v.c,
+                z: v.z,
+                row0: t0,
+                tokens: plan.steps.len(),
+                heads: h,
+                head_dim: p,
+                groups: g,
+                state: n,
+                d: 0.0,
+            };
+            for hh in h0..h0 + k {
+                let committed = &states[s * per_slot + hh * p * n..s * per_slot + (hh + 1) * p * n];
+                let chain = ssm::ChainHead { d: v.d.map_or(0.0, |d| d[hh]), ..chain };
+                ssm::spec_chain_head::<S>(committed, &chain, hh, &ys);
+            }
+            return;
+        }
         let mut set = sets.lock().unwrap_or_else(|e| e.into_inner()).pop().expect("one scratch set per thread");
         for hh in h0..h0 + k {
             let gg = hh / (h / g);
@@ -798,8 +830,28 @@ impl Commit<'_> {
             let k = heads_per_task.min(h - h0);
             // SAFETY: heads h0..h0+k of slot s belong to this task alone.
             let sc = unsafe { writer.row(s * per_slot + h0 * hd * n, k * hd * n) };
-            let mut y = self.ys.lock().unwrap_or_else(|e| e.into_inner()).pop().expect("one y scratch per thread");
             let base = self.base(s, l);
+            if n <= ssm::STACK_N {
+                let ch = ssm::CommitHead {
+                    log: self.log,
+                    base,
+                    per_token: per,
+                    x_off: lay.x(),
+                    b_off: lay.b(),
+                    dt_off: lay.dt(),
+                    da_off: lay.da(),
+                    path,
+                    heads: h,
+                    head_dim: hd,
+                    groups: lay.groups,
+                    state: n,
+                };
+                for (j, head) in sc.chunks_exact_mut(hd * n).enumerate() {
+                    ssm::spec_commit_head::<S>(head, &ch, h0 + j);
+                }
+                return;
+            }
+            let mut y = self.ys.lock().unwrap_or_else(|e| e.into_inner()).pop().expect("one y scratch per thread");
             for (j, head) in sc.chunks_exact_mut(hd * n).enumerate() {
                 let hh = h0 + j;
                 let gg = hh / (h / lay.groups);

@@ -483,3 +483,29 @@ fn large_batches_take_the_thread_pool_and_stay_exact() {
     cache.spec_commit(Slots::List(&slots), &accepted).unwrap();
     assert_eq!(snapshots(&cache), snapshots(&r));
 }
+
+#[test]
+fn state_sizes_above_the_stack_rows_and_trees_take_the_general_path_exactly() {
+    // State 300 (> 256): the verify and commit run head_token on copies.
+    let c = Config { state_size: 300, ..cfg(DType::F32, DType::BF16, 4, 1) };
+    let io = DType::F32;
+    let (probe, _, mut rng) = base(c, io, 91);
+    let rows: Rows = vec![(0..3).map(|_| toks(&mut rng, &probe)).collect()];
+    let (mut r, ps, _) = base(c, io, 91);
+    let mut want = Vec::new();
+    for t in &rows[0][..2] {
+        want.push(step(&mut r, 0, t, &ps, io));
+    }
+    let (mut cache, ps, _) = base(c, io, 91);
+    cache.spec_reserve(3).unwrap();
+    cache.spec_begin(Slots::List(&[0]), &[0, 3], None).unwrap();
+    let got = verify(&mut cache, &rows, &ps, io);
+    let hp = 64;
+    for (t, w) in want.iter().enumerate() {
+        for l in 0..LAYERS {
+            assert_eq!(bits(&got[l].1[t * hp..(t + 1) * hp]), bits(&w[l].1), "y of token {t}, layer {l}");
+        }
+    }
+    cache.spec_commit(Slots::List(&[0]), &[2]).unwrap();
+    assert_eq!(snapshots(&cache), snapshots(&r));
+}

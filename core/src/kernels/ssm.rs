@@ -49,7 +49,7 @@ impl<I: Lane> SsmJob<'_, I> {
 }
 
 /// Largest state size converted on the stack; larger ones use the heap.
-const STACK_N: usize = 256;
+pub(crate) const STACK_N: usize = 256;
 
 /// One head, one token: updates `st` (`[head_dim][state_size]`) and writes
 /// `y` (`[head_dim]`).
@@ -512,6 +512,158 @@ multiversion! {
             avx2: super::isa::isa() == super::isa::Isa::Avx2,
         };
         head_token(fast, st, b.len(), x, z, y, b, c, dt, da, d);
+    }
+}
+
+/// One head of a speculative chain run, for [`spec_chain_head`]: token
+/// `t`'s logged `x` (`[heads * head_dim]`), `B` (`[groups * state]`), `dt`
+/// and `da` (`[heads]`) sit in `log` at `base + t * per_token` plus the
+/// offsets; its `C` and `z` (f32) at row `row0 + t` of `c` and `z`; its
+/// `y` goes to row `row0 + t` of the writer.
+pub(crate) struct ChainHead<'a> {
+    pub log: &'a [f32],
+    pub base: usize,
+    pub per_token: usize,
+    pub x_off: usize,
+    pub b_off: usize,
+    pub dt_off: usize,
+    pub da_off: usize,
+    pub c: &'a [f32],
+    pub z: Option<&'a [f32]>,
+    pub row0: usize,
+    pub tokens: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub groups: usize,
+    pub state: usize,
+    pub d: f32,
+}
+
+/// Tokens a chain verify carries per pass over a state row.
+const CHAIN_GROUP: usize = 8;
+
+multiversion! {
+    /// The verify of head `h` over a chain of tokens, from the committed
+    /// state `st` (`[head_dim][state]`, read once, never written): each
+    /// row is loaded once and carried through up to 8 tokens at a time, so
+    /// the tokens' sums run as independent chains instead of one chain per
+    /// token. Per token and row it does the arithmetic of [`head_token`] in
+    /// the same order (the state element `v = s * da + dtx * b`, rounded to
+    /// the storage dtype before the next token; lanes of 16 summed by
+    /// [`hsum16`], then the tail in order; then `D` and the gate), so `y`
+    /// is bit-identical to decode steps. State sizes above 256 are not
+    /// taken here.
+    fn spec_chain_head<S: Lane>(st: &[S], hd: &ChainHead<'_>, h: usize, y: &super::RowWriter<'_, f32>) {
+        let (p, n) = (hd.head_dim, hd.state);
+        let g = h / (hd.heads / hd.groups);
+        let full = n / 16 * 16;
+        let mut cur = [0f32; STACK_N];
+        for (row_i, row) in st.chunks_exact(n).enumerate() {
+            prefetch_ahead(row);
+            for (cv, s) in cur.iter_mut().zip(row) {
+                *cv = s.load();
+            }
+            let mut t0 = 0;
+            while t0 < hd.tokens {
+                let k = CHAIN_GROUP.min(hd.tokens - t0);
+                let mut da = [0f32; CHAIN_GROUP];
+                let mut dtx = [0f32; CHAIN_GROUP];
+                let mut xs = [0f32; CHAIN_GROUP];
+                let mut bs: [&[f32]; CHAIN_GROUP] = [&[]; CHAIN_GROUP];
+                let mut cs: [&[f32]; CHAIN_GROUP] = [&[]; CHAIN_GROUP];
+                for j in 0..k {
+                    let t = t0 + j;
+                    let e = &hd.log[hd.base + t * hd.per_token..hd.base + (t + 1) * hd.per_token];
+                    let x = e[hd.x_off + h * p + row_i];
+                    xs[j] = x;
+                    dtx[j] = e[hd.dt_off + h] * x;
+                    da[j] = e[hd.da_off + h];
+                    bs[j] = &e[hd.b_off + g * n..hd.b_off + (g + 1) * n];
+                    let r = hd.row0 + t;
+                    cs[j] = &hd.c[(r * hd.groups + g) * n..(r * hd.groups + g + 1) * n];
+                }
+                let mut acc = [[0f32; 16]; CHAIN_GROUP];
+                for c0 in (0..full).step_by(16) {
+                    let mut sv = [0f32; 16];
+                    sv.copy_from_slice(&cur[c0..c0 + 16]);
+                    for j in 0..k {
+                        let (b16, c16) = (&bs[j][c0..c0 + 16], &cs[j][c0..c0 + 16]);
+                        for l in 0..16 {
+                            let v = sv[l] * da[j] + dtx[j] * b16[l];
+                            sv[l] = S::store(v).load();
+                            acc[j][l] += v * c16[l];
+                        }
+                    }
+                    cur[c0..c0 + 16].copy_from_slice(&sv);
+                }
+                for j in 0..k {
+                    let mut sum = hsum16(&acc[j]);
+                    for e in full..n {
+                        let v = cur[e] * da[j] + dtx[j] * bs[j][e];
+                        cur[e] = S::store(v).load();
+                        sum += v * cs[j][e];
+                    }
+                    let t = t0 + j;
+                    let r = hd.row0 + t;
+                    let mut out = sum + hd.d * xs[j];
+                    if let Some(z) = hd.z {
+                        out *= math::silu(z[(r * hd.heads + h) * p + row_i]);
+                    }
+                    // SAFETY: row r, head h of y belongs to this task alone.
+                    unsafe { y.row((r * hd.heads + h) * p + row_i, 1)[0] = out };
+                }
+                t0 += k;
+            }
+        }
+    }
+}
+
+/// The accepted path of one slot, for [`spec_commit_head`]: token `t`'s
+/// logged `x`, `B`, `dt` and `da` sit in `log` at `base + t * per_token`
+/// plus the offsets (as in [`ChainHead`]).
+pub(crate) struct CommitHead<'a> {
+    pub log: &'a [f32],
+    pub base: usize,
+    pub per_token: usize,
+    pub x_off: usize,
+    pub b_off: usize,
+    pub dt_off: usize,
+    pub da_off: usize,
+    pub path: &'a [usize],
+    pub heads: usize,
+    pub head_dim: usize,
+    pub groups: usize,
+    pub state: usize,
+}
+
+multiversion! {
+    /// Folds the tokens of `path` into head `h`'s state `st` (`[head_dim][state]`,
+    /// state sizes up to 256): each row is loaded once, updated token by
+    /// token with the step's arithmetic (`v = s * da + dtx * b`, rounded to
+    /// the storage dtype after each token) and stored once. No `y` is
+    /// computed. Bit-identical to the states decode steps leave.
+    fn spec_commit_head<S: Lane>(st: &mut [S], ch: &CommitHead<'_>, h: usize) {
+        let (p, n) = (ch.head_dim, ch.state);
+        let g = h / (ch.heads / ch.groups);
+        let mut cur = [0f32; STACK_N];
+        for (row_i, row) in st.chunks_exact_mut(n).enumerate() {
+            prefetch_ahead(row);
+            for (cv, s) in cur.iter_mut().zip(row.iter()) {
+                *cv = s.load();
+            }
+            for &t in ch.path {
+                let e = &ch.log[ch.base + t * ch.per_token..ch.base + (t + 1) * ch.per_token];
+                let dtx = e[ch.dt_off + h] * e[ch.x_off + h * p + row_i];
+                let da = e[ch.da_off + h];
+                let b = &e[ch.b_off + g * n..ch.b_off + (g + 1) * n];
+                for (cv, &bv) in cur[..n].iter_mut().zip(b) {
+                    *cv = S::store(*cv * da + dtx * bv).load();
+                }
+            }
+            for (s, &cv) in row.iter_mut().zip(cur.iter()) {
+                *s = S::store(cv);
+            }
+        }
     }
 }
 
