@@ -217,6 +217,30 @@ static void kernels_prefill_equals_steps() {
     for (float v : st_pre) any = any || v != 0.0f;
     EXPECT(any);
 
+    // A speculative round through the wrapper: verify the same tokens from
+    // a cache in step's pre-round state, commit all of them: the same state.
+    {
+        m2c::cache spec(cfg);
+        spec.spec_reserve(3);
+        const uint64_t cu3[2] = {0, 3};
+        spec.spec_begin(&slots[0], 1, cu3);
+        std::vector<float> xo3(3 * cd), y3(3 * H * P);
+        spec.conv_verify(0, m2c::in(x.data(), 3 * cd), m2c::out(xo3), ca);
+        m2c_ssm_io io3 = ssm_io(xo3.data(), 3, dt.data(), z.data(), y3.data(), xs, Bs, Cs);
+        spec.ssm_verify(0, io3, sa);
+        EXPECT(std::memcmp(y3.data(), y_pre.data(), y3.size() * sizeof(float)) == 0);  // slot 1's rows
+        spec.ssm_verify(1, io3, sa);
+        spec.conv_verify(1, m2c::in(x.data(), 3 * cd), m2c::out(xo3), ca);
+        const uint32_t all3 = 3;
+        spec.spec_commit(&slots[0], 1, &all3);
+        std::vector<float> got(cfg.ssm_state_len()), want(cfg.ssm_state_len());
+        spec.read_ssm(0, &slots[0], 1, m2c::out(got));
+        pre.read_ssm(0, &slots[0], 1, m2c::out(want));
+        EXPECT(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0);
+        EXPECT(spec.position(1) == 3);
+        EXPECT_ERROR(spec.spec_commit(&slots[0], 1, &all3), m2c::status::invalid_arg, "m2c_spec_commit");
+    }
+
     // A kernel error comes back as m2c::error too.
     ca.weight_len = 1;
     EXPECT_ERROR(pre.conv_step(0, slots, 1, m2c::in(&x[0], cd), m2c::out(xo1), ca), m2c::status::shape_mismatch,

@@ -238,6 +238,24 @@ class cache {
         check(m2c_ssm_prefill(c_, layer, slots, n, cu_seqlens, n + 1, &io, &args), "m2c_ssm_prefill");
     }
 
+    /* --- speculative decoding (m2c_spec_*, m2c_*_verify) --- */
+    void spec_reserve(uint32_t max_tokens) { check(m2c_spec_reserve(c_, max_tokens), "m2c_spec_reserve"); }
+    /* `cu_seqlens` has n + 1 entries; `parents` NULL (and 0) for chains. */
+    void spec_begin(const int32_t *slots, std::size_t n, const uint64_t *cu_seqlens, const int32_t *parents = nullptr,
+                    std::size_t parents_len = 0) {
+        check(m2c_spec_begin(c_, slots, n, cu_seqlens, n + 1, parents, parents_len), "m2c_spec_begin");
+    }
+    void conv_verify(uint32_t layer, in x, out y, const m2c_conv_args &args) {
+        check(m2c_conv_verify(c_, layer, x.data, x.len, y.data, y.len, &args), "m2c_conv_verify");
+    }
+    void ssm_verify(uint32_t layer, const m2c_ssm_io &io, const m2c_ssm_args &args) {
+        check(m2c_ssm_verify(c_, layer, &io, &args), "m2c_ssm_verify");
+    }
+    /* `accepted` has n entries. */
+    void spec_commit(const int32_t *slots, std::size_t n, const uint32_t *accepted) {
+        check(m2c_spec_commit(c_, slots, n, accepted), "m2c_spec_commit");
+    }
+
     /* --- slots --- */
     int32_t slot_acquire() { int32_t s = -1; check(m2c_slot_acquire(c_, &s), "m2c_slot_acquire"); return s; }
     void slot_release(int32_t slot) { check(m2c_slot_release(c_, slot), "m2c_slot_release"); }
