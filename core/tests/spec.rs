@@ -12,7 +12,7 @@ mod common;
 
 use common::{Buf, Rng};
 use m2c_core::kernels::{ConvParams, SsmInputs, SsmParams};
-use m2c_core::{Cache, Config, DType, Error, Slots};
+use m2c_core::{Cache, Config, DType, Error, SliceMut, Slots};
 
 const LAYERS: usize = 2;
 
@@ -508,4 +508,103 @@ fn state_sizes_above_the_stack_rows_and_trees_take_the_general_path_exactly() {
     }
     cache.spec_commit(Slots::List(&[0]), &[2]).unwrap();
     assert_eq!(snapshots(&cache), snapshots(&r));
+}
+
+#[test]
+fn tree_outputs_match_the_f64_oracle_along_each_path() {
+    use m2c_testkit::oracle;
+    let c = cfg(DType::F32, DType::F32, 4, 2);
+    let io = DType::F32;
+    let (mut cache, ps, mut rng) = base(c, io, 31);
+    let t = 7;
+    let mut parents = tree(&mut rng, t);
+    parents[3] = 1;
+    let run: Vec<Vec<Tok>> = (0..t).map(|_| toks(&mut rng, &cache)).collect();
+    let (h, p, n, g) = (4usize, 16usize, 24usize, 2usize);
+    // The committed SSM state of slot 1, layer 0, in f64.
+    let mut st = vec![0f32; h * p * n];
+    cache.read_ssm(0, Slots::List(&[1]), SliceMut::F32(&mut st)).unwrap();
+    cache.spec_reserve(t as u32).unwrap();
+    cache.spec_begin(Slots::List(&[1]), &[0, t as u64], Some(&parents)).unwrap();
+    let got = verify(&mut cache, &[run.clone()].to_vec(), &ps, io);
+    let mut worst = 0f64;
+    for j in 0..t {
+        let mut state: Vec<f64> = st.iter().map(|&v| f64::from(v)).collect();
+        let mut y = Vec::new();
+        for &k in &path(&parents, j) {
+            let tk = &run[k][0];
+            y.clear();
+            for hh in 0..h {
+                let gg = hh / (h / g);
+                let dt = oracle::dt(f64::from(tk.dt[hh]), Some(f64::from(ps[0].dt_bias[hh])), true, None);
+                let f = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+                let yh = oracle::ssm_head(
+                    &mut state[hh * p * n..(hh + 1) * p * n],
+                    &f(&tk.x[hh * p..(hh + 1) * p]),
+                    dt,
+                    f64::from(ps[0].a[hh]),
+                    &f(&tk.b[gg * n..(gg + 1) * n]),
+                    &f(&tk.c[gg * n..(gg + 1) * n]),
+                    Some(f64::from(ps[0].d[hh])),
+                    Some(&f(&tk.z[hh * p..(hh + 1) * p])),
+                );
+                y.extend(yh);
+            }
+        }
+        let scale = y.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
+        for (i, want) in y.iter().enumerate() {
+            let e = (f64::from(got[0].1[j * h * p + i]) - want).abs() / scale;
+            worst = worst.max(e);
+        }
+    }
+    assert!(worst < 1e-5, "verify y vs the f64 oracle: relative error {worst:e}");
+}
+
+#[test]
+fn rounds_interleave_with_steps_prefills_copies_snapshots_and_resets() {
+    let c = cfg(DType::BF16, DType::F32, 3, 2);
+    let io = DType::F32;
+    let (probe, _, mut rng) = base(c, io, 55);
+    let (mut a, ps, _) = base(c, io, 55);
+    let (mut b, _, _) = base(c, io, 55);
+    a.spec_reserve(4).unwrap();
+    for round in 0..6 {
+        // A round for slots 0 and 2, committing some tokens.
+        let rows: Rows =
+            vec![(0..4).map(|_| toks(&mut rng, &probe)).collect(), (0..3).map(|_| toks(&mut rng, &probe)).collect()];
+        a.spec_begin(Slots::List(&[0, 2]), &cu_of(&rows), None).unwrap();
+        verify(&mut a, &rows, &ps, io);
+        let (k0, k2) = ((round % 5) as u32, ((round + 2) % 4) as u32);
+        a.spec_commit(Slots::List(&[0, 2]), &[k0, k2]).unwrap();
+        for t in &rows[0][..k0 as usize] {
+            step(&mut b, 0, t, &ps, io);
+        }
+        for t in &rows[1][..k2 as usize] {
+            step(&mut b, 2, t, &ps, io);
+        }
+        // Then something else on both caches.
+        let t = toks(&mut rng, &probe);
+        match round % 4 {
+            0 => {
+                step(&mut a, 0, &t, &ps, io);
+                step(&mut b, 0, &t, &ps, io);
+            }
+            1 => {
+                a.copy_slots(&[2], &[1]).unwrap();
+                b.copy_slots(&[2], &[1]).unwrap();
+            }
+            2 => {
+                let mut snap = vec![0u8; a.slot_snapshot_size()];
+                a.slot_save(0, &mut snap).unwrap();
+                a.slot_load(3, &snap).unwrap();
+                b.slot_save(0, &mut snap).unwrap();
+                b.slot_load(3, &snap).unwrap();
+            }
+            _ => {
+                a.reset(Slots::List(&[2])).unwrap();
+                b.reset(Slots::List(&[2])).unwrap();
+            }
+        }
+        assert_eq!(snapshots(&a), snapshots(&b), "after round {round}");
+    }
 }

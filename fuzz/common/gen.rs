@@ -127,6 +127,28 @@ pub enum Call {
         stream: bool,
         threads: u8,
     },
+    /// m2c_spec_reserve with `max % 9` tokens.
+    SpecReserve {
+        max: u8,
+    },
+    /// m2c_spec_begin: runs of `cu`'s lengths; `tree` 0 passes NULL
+    /// parents (chains), else seeds a tree; `damage` spoils the parents.
+    SpecBegin {
+        slots: Slots,
+        cu: CuSeqlens,
+        tree: u8,
+        damage: ParentDamage,
+    },
+    /// m2c_conv_verify (the kernel's slots are not used: the round has them).
+    ConvVerify(ConvKernel),
+    /// m2c_ssm_verify (as ConvVerify).
+    SsmVerify(SsmKernel),
+    /// m2c_spec_commit of `accepted[i] % 6` tokens per row.
+    SpecCommit {
+        slots: Slots,
+        accepted: [u8; 8],
+        null_accepted: OneIn<16>,
+    },
     /// A NULL handle or a NULL required pointer: NULL_ARG.
     NullCall(NullCall),
     /// An output or slot list inside the cache's own storage: INVALID_ARG.
@@ -135,6 +157,18 @@ pub enum Call {
         offset: u8,
         count: u8,
     },
+}
+
+/// How m2c_spec_begin's parents are spoiled.
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParentDamage {
+    None,
+    /// A token names itself as its parent.
+    SelfParent,
+    /// One entry fewer than there are tokens.
+    Short,
+    /// NULL parents with a non-zero length.
+    NullWithLen,
 }
 
 /// update_conv / set_conv / update_ssm.

@@ -25,6 +25,10 @@ use std::ptr;
 /// The calls of a program past this many are not run.
 pub const MAX_CALLS: usize = 48;
 
+/// Speculative commits that folded at least one token, over the process
+/// (the corpus generator keeps seed programs that reach one).
+pub static COMMITTED_PATHS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Runs `prog` on a fresh cache of its shape; panics on the first call
 /// whose status or effect differs from the model.
 pub fn run(prog: Program) {
@@ -38,6 +42,7 @@ pub fn run(prog: Program) {
         model,
         acquired: vec![false; sh.slots],
         cache_mem: (cv.as_ptr() as *mut c_void, cv.len()),
+        spec: SpecModel::default(),
     };
     for call in prog.calls.iter().take(MAX_CALLS) {
         h.call(call);
@@ -265,6 +270,8 @@ struct Harness {
     acquired: Vec<bool>,
     /// The largest storage block the views describe, for aliasing.
     cache_mem: (*mut c_void, usize),
+    /// The speculative log and round, as the library must see them.
+    spec: SpecModel,
 }
 
 /// What a call is expected to do to the model on success.
@@ -274,6 +281,37 @@ struct Expect {
     acquired: Vec<bool>,
     /// SSM regions (layer, slot) the call may set to anything.
     wild_ssm: Vec<(usize, usize)>,
+    /// Slots whose state or position the call changes (on success they
+    /// leave the speculative round).
+    drops: Vec<usize>,
+}
+
+/// The model of m2c_spec_*: the reserved run length and the round.
+#[derive(Default)]
+struct SpecModel {
+    max: usize,
+    round: Option<SpecRound>,
+}
+
+struct SpecRound {
+    rows: Vec<Option<usize>>,
+    cu: Vec<u64>,
+    /// Run-local parent of every token (-1: the committed state).
+    parents: Vec<i32>,
+    live: Vec<bool>,
+    /// Per layer: the x bytes (io dtype) of the last successful conv
+    /// verify, None until then.
+    conv_x: Vec<Option<(u32, Vec<u8>)>>,
+    ssm_done: Vec<bool>,
+}
+
+impl SpecRound {
+    fn live_row(&self, slot: usize) -> Option<usize> {
+        (0..self.rows.len()).find(|&r| self.rows[r] == Some(slot) && self.live[r])
+    }
+    fn tokens(&self) -> usize {
+        *self.cu.last().unwrap() as usize
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -302,13 +340,18 @@ impl Harness {
             Call::SsmStep(k) => self.ssm_kernel(k, None),
             Call::SsmPrefill { kernel, cu } => self.ssm_kernel(kernel, Some(cu)),
             Call::Queries { slot, layer, stream, threads } => self.queries(*slot, *layer, *stream, *threads),
+            Call::SpecReserve { max } => self.spec_reserve(*max),
+            Call::SpecBegin { slots, cu, tree, damage } => self.spec_begin(slots, cu, *tree, *damage),
+            Call::ConvVerify(k) => self.conv_verify(k),
+            Call::SsmVerify(k) => self.ssm_verify(k),
+            Call::SpecCommit { slots, accepted, null_accepted } => self.spec_commit(slots, accepted, null_accepted.0),
             Call::NullCall(c) => self.null_call(*c),
             Call::AliasedOutput { call, offset, count } => self.aliased_output(*call, *offset, *count),
         }
     }
 
     fn expect(&self, ok: bool) -> Expect {
-        Expect { ok, model: self.model.clone(), acquired: self.acquired.clone(), wild_ssm: vec![] }
+        Expect { ok, model: self.model.clone(), acquired: self.acquired.clone(), wild_ssm: vec![], drops: vec![] }
     }
 
     /// Checks the status and the state after a call; `outputs` are the
@@ -337,6 +380,15 @@ impl Harness {
             assert_eq!(after.in_use, count, "{what}: slots_in_use differs from the model");
             self.model = after;
             self.acquired = e.acquired;
+            if let Some(round) = &mut self.spec.round {
+                for s in e.drops {
+                    for r in 0..round.rows.len() {
+                        if round.rows[r] == Some(s) {
+                            round.live[r] = false;
+                        }
+                    }
+                }
+            }
             true
         } else {
             assert!(!e.ok, "{what}: a valid call failed with status {st}: {}", last_error());
@@ -385,6 +437,7 @@ impl Harness {
         let ok = lok && sa.ok && dok && len == correct && b.ptr_ok();
         let mut e = self.expect(ok);
         if ok {
+            e.drops = sa.rows.iter().flatten().copied().collect();
             let l = layer as usize;
             for (row, s) in sa.rows.iter().enumerate() {
                 let Some(s) = *s else { continue };
@@ -471,6 +524,7 @@ impl Harness {
             for s in sa.rows.iter().flatten() {
                 self.zero_slot(&mut e.model, *s);
             }
+            e.drops = sa.rows.iter().flatten().copied().collect();
         }
         // SAFETY: live handle, slots valid for n entries when non-NULL.
         let st = unsafe { m2c_reset(self.cache, sa.ptr(), sa.n) };
@@ -495,6 +549,7 @@ impl Harness {
             for &s in sa.rows.iter().flatten() {
                 e.model.pos[s] += u64::from(k);
             }
+            e.drops = sa.rows.iter().flatten().copied().collect();
         }
         // SAFETY: as in `reset`.
         let st = unsafe { m2c_advance(self.cache, sa.ptr(), sa.n, k) };
@@ -530,6 +585,9 @@ impl Harness {
                     e.model.ssm[l][d * sb..(d + 1) * sb].copy_from_slice(&old.ssm[l][s * sb..(s + 1) * sb]);
                 }
                 e.model.pos[d] = old.pos[s];
+                if s != d {
+                    e.drops.push(d);
+                }
             }
         }
         // SAFETY: live handle, src/dst valid for n entries when non-NULL.
@@ -544,6 +602,7 @@ impl Harness {
         if let (true, Some(s)) = (ok, free) {
             self.zero_slot(&mut e.model, s);
             e.acquired[s] = true;
+            e.drops.push(s);
         }
         let mut got = -7i32;
         let out = if null_out { ptr::null_mut() } else { &mut got as *mut i32 };
@@ -565,6 +624,7 @@ impl Harness {
         let mut e = self.expect(ok);
         if ok {
             e.acquired[s as usize] = false;
+            e.drops.push(s as usize);
         }
         // SAFETY: live handle.
         let st = unsafe { m2c_slot_release(self.cache, s) };
@@ -631,6 +691,7 @@ impl Harness {
                 at += sh.sbytes();
             }
             e.model.pos[s] = u64_at(&bytes, 56);
+            e.drops.push(s);
         }
         // SAFETY: live handle; p valid for l bytes.
         let st = unsafe { m2c_slot_load(self.cache, to, p, l) };
@@ -727,6 +788,7 @@ impl Harness {
         let ok = lok && sa.ok && dok && cu.ok && aok && xl == correct && x.ptr_ok() && ol == correct && out.ptr_ok();
         let mut e = self.expect(ok);
         if ok {
+            e.drops = sa.rows.iter().flatten().copied().collect();
             let l = layer as usize;
             for (i, s) in sa.rows.iter().enumerate() {
                 let Some(s) = *s else { continue };
@@ -829,6 +891,7 @@ impl Harness {
         (ios.y, ios.y_len) = (yp, bufs[5].len);
         let mut e = self.expect(ok);
         if ok {
+            e.drops = sa.rows.iter().flatten().copied().collect();
             for (i, s) in sa.rows.iter().enumerate() {
                 let Some(s) = *s else { continue };
                 let n_tokens = if prefill { cu.cu[i + 1] - cu.cu[i] } else { 1 };
@@ -859,6 +922,298 @@ impl Harness {
         );
         if self.check(&what, st, e, &[(bufs[5].bytes(), &before)]) {
             self.check_padding(&what, &sa, &cu.cu, prefill, bufs[5].bytes(), h * hd * dtype_size(io));
+        }
+    }
+
+    // ---- speculative decoding
+
+    fn spec_reserve(&mut self, max: u8) {
+        // Mostly 1..8 tokens; now and then 0 (frees the log).
+        let max = if max < 240 { 1 + max as usize % 8 } else { 0 };
+        let e = self.expect(true);
+        // SAFETY: live handle.
+        let st = unsafe { m2c_spec_reserve(self.cache, max as u32) };
+        if self.check("spec_reserve", st, e, &[]) {
+            self.spec = SpecModel { max, round: None };
+        }
+    }
+
+    fn spec_begin(&mut self, slots: &Slots, c: &CuSeqlens, tree: u8, damage: ParentDamage) {
+        let sh = self.sh;
+        let sa = SlotArg::new(slots, sh.slots);
+        // Runs of 1..3 tokens, now and then an empty one (refused for a slot).
+        let mut c = c.clone();
+        for l in &mut c.lens {
+            *l = if *l < 224 { 1 + *l % 3 } else { 0 };
+        }
+        let cu = CuArg::new(&c, sa.n);
+        let max = self.spec.max;
+        let mut ok = max > 0 && sa.ok && cu.ok;
+        if ok {
+            for (r, s) in sa.rows.iter().enumerate() {
+                let len = (cu.cu[r + 1] - cu.cu[r]) as usize;
+                ok &= len <= max && (s.is_none() || len >= 1);
+            }
+        }
+        // Parents: a valid tree from `tree` (0: NULL, chains), then damage.
+        let tokens = cu.tokens;
+        let mut parents = vec![-1i32; tokens];
+        let mut rng = Rng::new(u64::from(tree) + 5);
+        if cu.ok {
+            for r in 0..sa.n {
+                let (a, b) = (cu.cu[r] as usize, cu.cu[r + 1] as usize);
+                for t in a..b {
+                    parents[t] = if tree == 0 { (t - a) as i32 - 1 } else { rng.below(t - a + 1) as i32 - 1 };
+                }
+            }
+        }
+        let null = tree == 0 || damage == ParentDamage::NullWithLen;
+        let mut plen = if tree == 0 { 0 } else { tokens };
+        match damage {
+            ParentDamage::None => {}
+            ParentDamage::SelfParent => {
+                if tree != 0 && cu.ok && tokens > 0 {
+                    let t = rng.below(tokens);
+                    // Token t as its own parent: run-local index of t.
+                    let r = (0..sa.n).find(|&r| (cu.cu[r] as usize..cu.cu[r + 1] as usize).contains(&t)).unwrap();
+                    parents[t] = (t - cu.cu[r] as usize) as i32;
+                    ok = false;
+                }
+            }
+            ParentDamage::Short => {
+                if tree != 0 && tokens > 0 {
+                    plen = tokens - 1;
+                    ok = false;
+                }
+            }
+            ParentDamage::NullWithLen => {
+                plen = tokens.max(1);
+                ok = false;
+            }
+        }
+        let pp = if null { ptr::null() } else { parents.as_ptr() };
+        let e = self.expect(ok);
+        // SAFETY: live handle; arrays valid for their lengths (or NULL).
+        let st = unsafe { m2c_spec_begin(self.cache, sa.ptr(), sa.n, cu.ptr(), cu.cu.len(), pp, plen) };
+        let what = format!(
+            "spec_begin slots={:?}/n={} cu={:?}({}) max={max} tree={tree} damage={damage:?}",
+            sa.list, sa.n, cu.cu, cu.ok
+        );
+        if self.check(&what, st, e, &[]) {
+            let live = sa.rows.iter().map(Option::is_some).collect();
+            self.spec.round = Some(SpecRound {
+                rows: sa.rows.clone(),
+                cu: cu.cu.clone(),
+                parents,
+                live,
+                conv_x: vec![None; sh.layers],
+                ssm_done: vec![false; sh.layers],
+            });
+        }
+    }
+
+    /// Every output row of a padding or dropped run is zero.
+    fn check_round_padding(&self, what: &str, out: &[u8], row_bytes: usize) {
+        let round = self.spec.round.as_ref().unwrap();
+        for r in 0..round.rows.len() {
+            if round.rows[r].is_some() && round.live[r] {
+                continue;
+            }
+            let (t0, t1) = (round.cu[r] as usize, round.cu[r + 1] as usize);
+            assert!(
+                out[t0 * row_bytes..t1 * row_bytes].iter().all(|&b| b == 0),
+                "{what}: run {r}'s outputs are not zero"
+            );
+        }
+    }
+
+    fn conv_verify(&mut self, k: &ConvKernel) {
+        let sh = self.sh;
+        let (layer, lok) = k.layer.resolve(sh.layers);
+        let (io, dok) = (k.io_dtype.0, k.io_dtype.ok());
+        let tokens = self.spec.round.as_ref().map_or(0, SpecRound::tokens);
+        let (args, _w, _bias, aok) = self.conv_args(&k.args, io);
+        let correct = tokens * sh.dim();
+        let xl = k.x.len.resolve(correct, sh.dim());
+        let mut x = BufArg::new(io, xl, correct, k.x.ptr, self.cache_mem);
+        x.fill(io, k.x_seed);
+        let ol = k.out.len.resolve(correct, sh.dim());
+        let mut out = BufArg::new(io, ol, correct, k.out.ptr, self.cache_mem);
+        let before = out.bytes().to_vec();
+        let ok = self.spec.round.is_some()
+            && lok
+            && dok
+            && aok
+            && xl == correct
+            && x.ptr_ok()
+            && ol == correct
+            && out.ptr_ok();
+        let e = self.expect(ok);
+        let op = out.mut_ptr();
+        // SAFETY: live handle; buffers hold what their lengths claim (or
+        // an absurd length the library must refuse).
+        let st = unsafe { m2c_conv_verify(self.cache, layer, x.ptr(), xl, op, ol, &args) };
+        let what = format!(
+            "conv_verify layer={layer}({lok}) io={io}({dok}) args={args:?}({aok}) x=({xl},{:?}) out=({ol},{:?}) correct={correct}",
+            x.mode, out.mode
+        );
+        if self.check(&what, st, e, &[(out.bytes(), &before)]) {
+            self.check_round_padding(&what, out.bytes(), sh.dim() * dtype_size(io));
+            let round = self.spec.round.as_mut().unwrap();
+            round.conv_x[layer as usize] = Some((io, x.bytes()[..correct * dtype_size(io)].to_vec()));
+        }
+    }
+
+    fn ssm_verify(&mut self, k: &SsmKernel) {
+        let sh = self.sh;
+        let (layer, lok) = k.layer.resolve(sh.layers);
+        let (io, dok) = (k.io_dtype.0, k.io_dtype.ok());
+        let tokens = self.spec.round.as_ref().map_or(0, SpecRound::tokens);
+        let (args, _params, aok) = self.ssm_args(&k.args, io);
+        let (h, hd, gn) = (sh.heads, sh.head_dim, sh.groups * sh.state);
+        let per = [h * hd, h, gn, gn, h * hd, h * hd];
+        let specs = [Some(k.x), Some(k.dt), Some(k.b), Some(k.c), k.z.0, Some(k.y)];
+        let mut bufs = Vec::new();
+        let mut ok = self.spec.round.is_some() && lok && dok && aok;
+        for (i, (&p, spec)) in per.iter().zip(specs).enumerate() {
+            let correct = tokens * p;
+            let (len, mode) = spec.map_or((0, PtrMode::Null), |b| (b.len.resolve(correct, p), b.ptr));
+            let mut b = BufArg::new(io, len, correct, mode, self.cache_mem);
+            if i < 5 {
+                b.fill(io, k.seed.wrapping_add(i as u8 * 17));
+            }
+            ok &= match (i, b.mode) {
+                (4, PtrMode::Null) => len == 0,
+                _ => b.ptr_ok() && len == correct,
+            };
+            bufs.push(b);
+        }
+        let before = bufs[5].bytes().to_vec();
+        let mut io_s = std::mem::MaybeUninit::<m2c_ssm_io>::zeroed();
+        // SAFETY: valid storage.
+        unsafe { m2c_ssm_io_init(io_s.as_mut_ptr()) };
+        // SAFETY: initialised above.
+        let mut ios = unsafe { io_s.assume_init() };
+        match k.io_damage {
+            IoDamage::None => {}
+            IoDamage::Reserved => ios.reserved = 1,
+            IoDamage::Larger => ios.struct_size += 8,
+        }
+        ok &= matches!(k.io_damage, IoDamage::None);
+        (ios.x, ios.x_len) = (bufs[0].ptr(), bufs[0].len);
+        (ios.dt, ios.dt_len) = (bufs[1].ptr(), bufs[1].len);
+        (ios.B, ios.B_len) = (bufs[2].ptr(), bufs[2].len);
+        (ios.C, ios.C_len) = (bufs[3].ptr(), bufs[3].len);
+        (ios.z, ios.z_len) = (bufs[4].ptr(), bufs[4].len);
+        let yp = bufs[5].mut_ptr();
+        (ios.y, ios.y_len) = (yp, bufs[5].len);
+        let e = self.expect(ok);
+        // SAFETY: live handle; buffers as in ssm_kernel.
+        let st = unsafe { m2c_ssm_verify(self.cache, layer, &ios, &args) };
+        let what = format!(
+            "ssm_verify layer={layer}({lok}) io={io}({dok}) args={args:?}({aok}) io={ios:?} bufs={:?}",
+            bufs.iter().map(|b| (b.len, b.mode)).collect::<Vec<_>>()
+        );
+        if self.check(&what, st, e, &[(bufs[5].bytes(), &before)]) {
+            self.check_round_padding(&what, bufs[5].bytes(), h * hd * dtype_size(io));
+            self.spec.round.as_mut().unwrap().ssm_done[layer as usize] = true;
+        }
+    }
+
+    fn spec_commit(&mut self, slots: &Slots, accepted: &[u8; 8], null_accepted: bool) {
+        let sh = self.sh;
+        // Mostly the round's own slot list, so commits can succeed.
+        let round_slots = match &self.spec.round {
+            Some(r) if accepted[7] < 192 => Some(Slots::List(Short(
+                r.rows.iter().map(|s| s.map_or(Slot::MinusOne, |s| Slot::Near(s as u8 + 2))).collect(),
+            ))),
+            _ => None,
+        };
+        let sa = SlotArg::new(round_slots.as_ref().unwrap_or(slots), sh.slots);
+        // Mostly within the run (0..=len), sometimes past it.
+        let run_len = |s: Option<usize>| {
+            let r = self.spec.round.as_ref()?;
+            let row = r.live_row(s?)?;
+            Some((r.cu[row + 1] - r.cu[row]) as u8)
+        };
+        let acc: Vec<u32> = (0..sa.n.min(4096))
+            .map(|i| {
+                let b = accepted.get(i).copied().unwrap_or(0);
+                match run_len(sa.rows.get(i).copied().flatten()) {
+                    Some(len) if b < 224 => u32::from(b % (len + 1)),
+                    _ => u32::from(b % 6),
+                }
+            })
+            .collect();
+        let null = null_accepted && sa.n > 0;
+        let mut ok = sa.ok && !null && sa.n <= 4096;
+        let mut e = self.expect(ok);
+        let mut work = Vec::new(); // (slot, row, path)
+        if ok {
+            match &self.spec.round {
+                None => ok = false,
+                Some(round) => {
+                    for (i, s) in sa.rows.iter().enumerate() {
+                        let Some(s) = *s else { continue };
+                        let Some(r) = round.live_row(s) else {
+                            ok = false;
+                            break;
+                        };
+                        let len = (round.cu[r + 1] - round.cu[r]) as usize;
+                        let k = acc[i] as usize;
+                        if k > len
+                            || (k > 0
+                                && (round.conv_x.iter().any(Option::is_none) || round.ssm_done.iter().any(|d| !d)))
+                        {
+                            ok = false;
+                            break;
+                        }
+                        let base = round.cu[r] as usize;
+                        let mut path = Vec::new();
+                        let mut t = k as i32 - 1;
+                        while t >= 0 {
+                            path.push(base + t as usize);
+                            t = round.parents[base + t as usize];
+                        }
+                        path.reverse();
+                        if self.model.pos[s].checked_add(path.len() as u64).is_none() {
+                            ok = false;
+                            break;
+                        }
+                        work.push((s, r, path));
+                    }
+                }
+            }
+        }
+        e.ok = ok;
+        if ok {
+            let round = self.spec.round.as_ref().unwrap();
+            for (s, _, path) in &work {
+                if path.is_empty() {
+                    continue;
+                }
+                for l in 0..sh.layers {
+                    let (d, x) = round.conv_x[l].as_ref().unwrap();
+                    for &t in path {
+                        Self::push(&mut e.model, &sh, l, *s, x, *d, t);
+                    }
+                    e.wild_ssm.push((l, *s));
+                }
+                e.model.pos[*s] += path.len() as u64;
+            }
+        }
+        let ap = if null { ptr::null() } else { acc.as_ptr() };
+        // SAFETY: live handle; slots and accepted valid for n entries (or NULL).
+        let st = unsafe { m2c_spec_commit(self.cache, sa.ptr(), sa.n, ap) };
+        let what = format!("spec_commit slots={:?}/n={} accepted={acc:?} null={null}", sa.list, sa.n);
+        if self.check(&what, st, e, &[]) {
+            if work.iter().any(|w| !w.2.is_empty()) {
+                COMMITTED_PATHS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            let round = self.spec.round.as_mut().unwrap();
+            for (_, r, _) in work {
+                round.live[r] = false;
+            }
         }
     }
 

@@ -113,7 +113,7 @@ fn push_call(bytes: &mut Vec<u8>, rng: &mut Rng, kind: &str) -> Call {
 /// Each program is decoded back, compared and run against the model here
 /// (without ASan) as a smoke test.
 fn api_seeds(dir: &Path) {
-    const KINDS: [&str; 18] = [
+    const KINDS: [&str; 23] = [
         "UpdateConv",
         "SetConv",
         "UpdateSsm",
@@ -132,8 +132,55 @@ fn api_seeds(dir: &Path) {
         "Queries",
         "NullCall",
         "AliasedOutput",
+        "SpecReserve",
+        "SpecBegin",
+        "ConvVerify",
+        "SsmVerify",
+        "SpecCommit",
     ];
+    // Speculative rounds: reserve, begin, verify (random layers, so some
+    // rounds cover every layer), commit, with other calls between.
+    const ROUND: [&str; 9] = [
+        "SpecReserve",
+        "SpecBegin",
+        "ConvVerify",
+        "SsmVerify",
+        "ConvVerify",
+        "SsmVerify",
+        "ConvVerify",
+        "SsmVerify",
+        "SpecCommit",
+    ];
+    use std::sync::atomic::Ordering::Relaxed;
     let mut rng = Rng::new(0x5eed_a915);
+    let mut file = 6;
+    while file < 9 {
+        // Shape bytes for one or two layers, so rounds can verify them all.
+        let mut bytes = vec![rng.next_u64() as u8, (rng.next_u64() % 10) as u8];
+        let mut order: Vec<&str> = vec!["Acquire", "Acquire"];
+        for _ in 0..4 {
+            order.extend_from_slice(&ROUND);
+            order.push(KINDS[(rng.next_u64() % KINDS.len() as u64) as usize]);
+        }
+        let calls: Vec<Call> = order.iter().map(|k| push_call(&mut bytes, &mut rng, k)).collect();
+        assert!(calls.len() <= model::MAX_CALLS);
+        bytes.push(0);
+        let prog = Program::arbitrary_take_rest(Unstructured::new(&bytes)).expect("decodes");
+        assert_eq!(format!("{:?}", prog.calls), format!("{calls:?}"), "program-{file} decodes to other calls");
+        let before = model::COMMITTED_PATHS.load(Relaxed);
+        model::run(prog.clone());
+        if model::COMMITTED_PATHS.load(Relaxed) == before {
+            continue; // no round reached a commit of tokens: draw another
+        }
+        println!(
+            "api_sequence/program-{file}: {} bytes, {} calls, shape {:?} (commits tokens)",
+            bytes.len(),
+            calls.len(),
+            prog.shape
+        );
+        write(dir, &format!("program-{file}"), &bytes);
+        file += 1;
+    }
     for file in 0..6 {
         let mut bytes = vec![rng.next_u64() as u8, rng.next_u64() as u8];
         let mut order: Vec<&str> = KINDS.to_vec();
