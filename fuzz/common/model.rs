@@ -942,7 +942,7 @@ impl Harness {
         let sh = self.sh;
         let sa = SlotArg::new(slots, sh.slots);
         // Runs of 1..3 tokens, now and then an empty one (refused for a slot).
-        let mut c = c.clone();
+        let mut c = *c;
         for l in &mut c.lens {
             *l = if *l < 224 { 1 + *l % 3 } else { 0 };
         }
