@@ -962,8 +962,8 @@ impl Harness {
         if cu.ok {
             for r in 0..sa.n {
                 let (a, b) = (cu.cu[r] as usize, cu.cu[r + 1] as usize);
-                for t in a..b {
-                    parents[t] = if tree == 0 { (t - a) as i32 - 1 } else { rng.below(t - a + 1) as i32 - 1 };
+                for (local, pt) in parents[a..b].iter_mut().enumerate() {
+                    *pt = if tree == 0 { local as i32 - 1 } else { rng.below(local + 1) as i32 - 1 };
                 }
             }
         }
