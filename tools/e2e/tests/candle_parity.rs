@@ -229,3 +229,36 @@ fn each_wiring_mistake_is_caught() {
         println!("{w:?}: caught (logits off by {worst:.2e}, tokens {})", if got == want { "equal" } else { "differ" });
     }
 }
+
+/// A known limit of the peer, recorded: candle-transformers' prefill
+/// starts its conv from zeros instead of the cached window, so its prompt
+/// in two pieces gives other logits than in one (m2c's chunked prefill is
+/// bit-identical to one piece: see `m2c_under_mamba2_generates_the_peers_tokens`,
+/// which compares m2c's chunks with the peer's one piece).
+#[test]
+fn the_peers_chunked_prefill_restarts_its_conv_a_known_limit() {
+    let dir = model_dir(1, 29);
+    let cfg = mamba2::read_config(&dir).unwrap();
+    let model = candle_transformers::models::mamba2::Model::new(&cfg, mamba2::var_builder(&dir).unwrap()).unwrap();
+    let dev = Device::Cpu;
+    let last = |chunks: &[&[u32]]| {
+        let mut state = candle_transformers::models::mamba2::State::new(1, &cfg, candle::DType::F32, &dev).unwrap();
+        let mut out = Vec::new();
+        for c in chunks {
+            let ids = Tensor::from_vec(c.to_vec(), (1, c.len()), &dev).unwrap();
+            let l = model.forward_prefill(&ids, &mut state, 8).unwrap();
+            out = l.get(0).unwrap().get(c.len() - 1).unwrap().to_vec1::<f32>().unwrap();
+        }
+        out
+    };
+    let one = last(&[&PROMPT]);
+    let two = last(&[&PROMPT[..3], &PROMPT[3..]]);
+    let d = rel_diff(&two, &one);
+    println!(
+        "the peer's prefill in two pieces differs from one piece by {d:.2e} (relative): its conv restarts from zeros"
+    );
+    assert!(
+        d > 1e-3,
+        "the peer's chunked prefill now matches its one-piece prefill ({d:e}): drop this known-limit note"
+    );
+}
