@@ -3,7 +3,10 @@
 //! (m2c's state work vs everything else: embeddings, norms, projections,
 //! lm_head, done by candle).
 //!
-//!   cargo run --release -p m2c-e2e --example m2c_generate [CHECKPOINT_DIR] [TOKENS]
+//!   cargo run --release --example m2c_generate [CHECKPOINT_DIR] [TOKENS]
+//!
+//! (from the repository root; without `-p`, cargo resolves features as the
+//! test command's `cargo build --all-targets` did and reuses its build).
 //!
 //! CHECKPOINT_DIR holds a Hugging Face Mamba2 checkpoint (`config.json` and
 //! `*.safetensors`, e.g. a download of `AntonV/mamba2-130m-hf`); without
