@@ -30,8 +30,8 @@ use crate::dtype::{DType, Elem, Slice, SliceMut};
 use crate::error::{Error, Result};
 use crate::kernels::convert::Lane;
 use crate::kernels::{
-    CONV_PAR_MIN_BYTES, CONV_TASK_CHANNELS, ConvLens, ConvParams, RowWriter, SsmInputs, SsmLens, SsmParams, check,
-    check_conv_lens, check_cu, check_ssm_lens, conv, dispatch, math, same_dtype, ssm, ssm_job,
+    CONV_PAR_MIN_BYTES, CONV_TASK_CHANNELS, ConvLens, ConvParams, RowWriter, SsmInputs, SsmParams, check,
+    check_conv_lens, check_cu, conv, dispatch, math, same_dtype, ssm, ssm_job,
 };
 use crate::pool;
 use crate::selection::Slots;
@@ -190,6 +190,20 @@ impl Cache {
         ((slot * self.layers.len() + layer) * self.spec.max_tokens + t) * self.spec.per_token
     }
 
+    /// (token row, log index in layer `l`) of every live token of `round`.
+    fn live_entries(&self, round: &Round, l: usize) -> Vec<(usize, usize)> {
+        let mut entries = Vec::new();
+        for r in 0..round.rows.len() {
+            if let Some(s) = round.live_slot(r) {
+                let t0 = round.cu[r] as usize;
+                for t in t0..round.cu[r + 1] as usize {
+                    entries.push((t, self.log_at(s, l, t - t0)));
+                }
+            }
+        }
+        entries
+    }
+
     /// Reserves the log for runs of up to `max_tokens` tokens in every slot
     /// (0 frees it). Discards the current round. The memory is
     /// `num_slots * num_layers * max_tokens * (conv_dim + H*P + G*N + 2*H)`
@@ -335,14 +349,7 @@ impl Cache {
         let l = layer as usize;
         let lay = self.spec_layout();
         // Log every live token's conv input (f32).
-        let mut entries = Vec::new();
-        for r in 0..rows {
-            if let Some(s) = round.live_slot(r) {
-                for t in round.cu[r] as usize..round.cu[r + 1] as usize {
-                    entries.push((t, self.log_at(s, l, t - round.cu[r] as usize)));
-                }
-            }
-        }
+        let entries = self.live_entries(round, l);
         let round = self.spec.round.take().expect("checked above");
         let result = {
             let log = self.spec.log.as_mut().expect("reserved");
@@ -376,25 +383,8 @@ impl Cache {
         let total = *round.cu.last().expect("cu has rows + 1 entries") as usize;
         let (h, hd, n, g) =
             (cfg.num_heads as usize, cfg.head_dim as usize, cfg.state_size as usize, cfg.n_groups as usize);
-        let lens = SsmLens {
-            x: inp.x.len(),
-            dt: inp.dt.len(),
-            b: inp.b.len(),
-            c: inp.c.len(),
-            z: inp.z.map(|z| z.len()),
-            y: y.len(),
-            a: p.a.len(),
-            d: p.d.map(<[f32]>::len),
-            dt_bias: p.dt_bias.map(<[f32]>::len),
-        };
-        check_ssm_lens(&cfg, total, &lens, p.dt_limit)?;
+        self.check_ssm_args(inp, &y, p, total)?;
         let io = inp.x.dtype();
-        for (what, d) in [("dt", inp.dt.dtype()), ("B", inp.b.dtype()), ("C", inp.c.dtype()), ("y", y.dtype())] {
-            same_dtype(what, d, io)?;
-        }
-        if let Some(z) = inp.z {
-            same_dtype("z", z.dtype(), io)?;
-        }
         let rows = round.rows.len();
         let max_bufs = round.plans.iter().map(|p| p.bufs).max().unwrap_or(0);
         let tokens_active: usize =
@@ -408,14 +398,7 @@ impl Cache {
         let mut y32 = try_vec(total * h * hd, 0f32, "y in f32")?;
         let lay = self.spec_layout();
         let l = layer as usize;
-        let mut entries = Vec::new();
-        for r in 0..rows {
-            if let Some(s) = round.live_slot(r) {
-                for t in round.cu[r] as usize..round.cu[r + 1] as usize {
-                    entries.push((t, self.log_at(s, l, t - round.cu[r] as usize)));
-                }
-            }
-        }
+        let entries = self.live_entries(round, l);
         let round = self.spec.round.take().expect("checked above");
         let log = self.spec.log.as_mut().expect("reserved");
         // The log: x, B, dt and exp(dt * A) of every live token, in f32,

@@ -698,6 +698,55 @@ impl Harness {
         self.check("slot_load", st, e, &[]);
     }
 
+    /// The six buffers of an SSM call over `tokens` rows (x dt B C z y, z
+    /// possibly absent), filled from the kernel's seed, the `m2c_ssm_io`
+    /// over them (damaged as the kernel says) and whether all of it is
+    /// acceptable. `y` is the sixth buffer.
+    fn ssm_bufs(&self, k: &SsmKernel, io: u32, tokens: usize) -> (Vec<BufArg>, m2c_ssm_io, bool) {
+        let sh = self.sh;
+        let (h, hd, gn) = (sh.heads, sh.head_dim, sh.groups * sh.state);
+        let per = [h * hd, h, gn, gn, h * hd, h * hd]; // x dt B C z y
+        let specs = [Some(k.x), Some(k.dt), Some(k.b), Some(k.c), k.z.0, Some(k.y)];
+        let mut bufs = Vec::new();
+        let mut ok = true;
+        for (i, (&p, spec)) in per.iter().zip(specs).enumerate() {
+            let correct = tokens * p;
+            // z absent: (NULL, 0), no gate.
+            let (len, mode) = spec.map_or((0, PtrMode::Null), |b| (b.len.resolve(correct, p), b.ptr));
+            let mut b = BufArg::new(io, len, correct, mode, self.cache_mem);
+            if i < 5 {
+                b.fill(io, k.seed.wrapping_add(i as u8 * 17));
+            }
+            ok &= match (i, b.mode) {
+                // z is optional: (NULL, 0) means no gate.
+                (4, PtrMode::Null) => len == 0,
+                // The others: (NULL, 0) is an empty buffer, valid with
+                // no token rows.
+                _ => b.ptr_ok() && len == correct,
+            };
+            bufs.push(b);
+        }
+        let mut io_s = std::mem::MaybeUninit::<m2c_ssm_io>::zeroed();
+        // SAFETY: valid storage.
+        unsafe { m2c_ssm_io_init(io_s.as_mut_ptr()) };
+        // SAFETY: initialised above.
+        let mut ios = unsafe { io_s.assume_init() };
+        match k.io_damage {
+            IoDamage::None => {}
+            IoDamage::Reserved => ios.reserved = 1,
+            IoDamage::Larger => ios.struct_size += 8,
+        }
+        ok &= matches!(k.io_damage, IoDamage::None);
+        (ios.x, ios.x_len) = (bufs[0].ptr(), bufs[0].len);
+        (ios.dt, ios.dt_len) = (bufs[1].ptr(), bufs[1].len);
+        (ios.B, ios.B_len) = (bufs[2].ptr(), bufs[2].len);
+        (ios.C, ios.C_len) = (bufs[3].ptr(), bufs[3].len);
+        (ios.z, ios.z_len) = (bufs[4].ptr(), bufs[4].len);
+        let yp = bufs[5].mut_ptr();
+        (ios.y, ios.y_len) = (yp, bufs[5].len);
+        (bufs, ios, ok)
+    }
+
     fn conv_args(&self, c: &ConvArgs, io: u32) -> (m2c_conv_args, ParamArg, ParamArg, bool) {
         let sh = &self.sh;
         let mut a = std::mem::MaybeUninit::<m2c_conv_args>::zeroed();
@@ -848,47 +897,10 @@ impl Harness {
         let (io, dok) = (k.io_dtype.0, k.io_dtype.ok());
         let cu = cu.map_or_else(|| CuArg::step(sa.rows.len()), |c| CuArg::new(c, sa.n));
         let (args, _params, aok) = self.ssm_args(&k.args, io);
-        let (h, hd, gn) = (sh.heads, sh.head_dim, sh.groups * sh.state);
-        let per = [h * hd, h, gn, gn, h * hd, h * hd]; // x dt B C z y
-        let specs = [Some(k.x), Some(k.dt), Some(k.b), Some(k.c), k.z.0, Some(k.y)];
-        let mut bufs = Vec::new();
-        let mut ok = lok && sa.ok && dok && cu.ok && aok;
-        for (i, (&p, spec)) in per.iter().zip(specs).enumerate() {
-            let correct = cu.tokens * p;
-            // z absent: (NULL, 0), no gate.
-            let (len, mode) = spec.map_or((0, PtrMode::Null), |b| (b.len.resolve(correct, p), b.ptr));
-            let mut b = BufArg::new(io, len, correct, mode, self.cache_mem);
-            if i < 5 {
-                b.fill(io, k.seed.wrapping_add(i as u8 * 17));
-            }
-            ok &= match (i, b.mode) {
-                // z is optional: (NULL, 0) means no gate.
-                (4, PtrMode::Null) => len == 0,
-                // The others: (NULL, 0) is an empty buffer, valid with
-                // no token rows.
-                _ => b.ptr_ok() && len == correct,
-            };
-            bufs.push(b);
-        }
+        let (h, hd) = (sh.heads, sh.head_dim);
+        let (bufs, ios, bok) = self.ssm_bufs(k, io, cu.tokens);
+        let ok = lok && sa.ok && dok && cu.ok && aok && bok;
         let before = bufs[5].bytes().to_vec();
-        let mut io_s = std::mem::MaybeUninit::<m2c_ssm_io>::zeroed();
-        // SAFETY: valid storage.
-        unsafe { m2c_ssm_io_init(io_s.as_mut_ptr()) };
-        // SAFETY: initialised above.
-        let mut ios = unsafe { io_s.assume_init() };
-        match k.io_damage {
-            IoDamage::None => {}
-            IoDamage::Reserved => ios.reserved = 1,
-            IoDamage::Larger => ios.struct_size += 8,
-        }
-        ok &= matches!(k.io_damage, IoDamage::None);
-        (ios.x, ios.x_len) = (bufs[0].ptr(), bufs[0].len);
-        (ios.dt, ios.dt_len) = (bufs[1].ptr(), bufs[1].len);
-        (ios.B, ios.B_len) = (bufs[2].ptr(), bufs[2].len);
-        (ios.C, ios.C_len) = (bufs[3].ptr(), bufs[3].len);
-        (ios.z, ios.z_len) = (bufs[4].ptr(), bufs[4].len);
-        let yp = bufs[5].mut_ptr();
-        (ios.y, ios.y_len) = (yp, bufs[5].len);
         let mut e = self.expect(ok);
         if ok {
             e.drops = sa.rows.iter().flatten().copied().collect();
@@ -1070,43 +1082,10 @@ impl Harness {
         let (io, dok) = (k.io_dtype.0, k.io_dtype.ok());
         let tokens = self.spec.round.as_ref().map_or(0, SpecRound::tokens);
         let (args, _params, aok) = self.ssm_args(&k.args, io);
-        let (h, hd, gn) = (sh.heads, sh.head_dim, sh.groups * sh.state);
-        let per = [h * hd, h, gn, gn, h * hd, h * hd];
-        let specs = [Some(k.x), Some(k.dt), Some(k.b), Some(k.c), k.z.0, Some(k.y)];
-        let mut bufs = Vec::new();
-        let mut ok = self.spec.round.is_some() && lok && dok && aok;
-        for (i, (&p, spec)) in per.iter().zip(specs).enumerate() {
-            let correct = tokens * p;
-            let (len, mode) = spec.map_or((0, PtrMode::Null), |b| (b.len.resolve(correct, p), b.ptr));
-            let mut b = BufArg::new(io, len, correct, mode, self.cache_mem);
-            if i < 5 {
-                b.fill(io, k.seed.wrapping_add(i as u8 * 17));
-            }
-            ok &= match (i, b.mode) {
-                (4, PtrMode::Null) => len == 0,
-                _ => b.ptr_ok() && len == correct,
-            };
-            bufs.push(b);
-        }
+        let (h, hd) = (sh.heads, sh.head_dim);
+        let (bufs, ios, bok) = self.ssm_bufs(k, io, tokens);
+        let ok = self.spec.round.is_some() && lok && dok && aok && bok;
         let before = bufs[5].bytes().to_vec();
-        let mut io_s = std::mem::MaybeUninit::<m2c_ssm_io>::zeroed();
-        // SAFETY: valid storage.
-        unsafe { m2c_ssm_io_init(io_s.as_mut_ptr()) };
-        // SAFETY: initialised above.
-        let mut ios = unsafe { io_s.assume_init() };
-        match k.io_damage {
-            IoDamage::None => {}
-            IoDamage::Reserved => ios.reserved = 1,
-            IoDamage::Larger => ios.struct_size += 8,
-        }
-        ok &= matches!(k.io_damage, IoDamage::None);
-        (ios.x, ios.x_len) = (bufs[0].ptr(), bufs[0].len);
-        (ios.dt, ios.dt_len) = (bufs[1].ptr(), bufs[1].len);
-        (ios.B, ios.B_len) = (bufs[2].ptr(), bufs[2].len);
-        (ios.C, ios.C_len) = (bufs[3].ptr(), bufs[3].len);
-        (ios.z, ios.z_len) = (bufs[4].ptr(), bufs[4].len);
-        let yp = bufs[5].mut_ptr();
-        (ios.y, ios.y_len) = (yp, bufs[5].len);
         let e = self.expect(ok);
         // SAFETY: live handle; buffers as in ssm_kernel.
         let st = unsafe { m2c_ssm_verify(self.cache, layer, &ios, &args) };

@@ -391,7 +391,7 @@ impl Cache {
 
     /// Validates the SSM inputs for `rows` token rows; returns the config
     /// and the state bytes one token row touches.
-    fn check_ssm_args(
+    pub(crate) fn check_ssm_args(
         &self,
         inp: &SsmInputs<'_>,
         y: &SliceMut<'_>,

@@ -419,6 +419,53 @@ fn parse() -> Result<(Mode, Shape, usize, Format, usize), lexopt::Error> {
     Ok((mode, a, steps, format, drafts))
 }
 
+/// The SSM arguments of a bench cache: A, D and dt_bias, activations `io`.
+fn ssm_args(io: m2c_dtype, a: &[f32], d: &[f32]) -> m2c_ssm_args {
+    let mut args = std::mem::MaybeUninit::<m2c_ssm_args>::zeroed();
+    // SAFETY: valid storage.
+    unsafe { m2c_ssm_args_init(args.as_mut_ptr()) };
+    // SAFETY: initialised above.
+    let mut args = unsafe { args.assume_init() };
+    args.io_dtype = io;
+    args.A = a.as_ptr();
+    args.A_len = a.len();
+    args.D = d.as_ptr();
+    args.D_len = d.len();
+    args.dt_bias = d.as_ptr();
+    args.dt_bias_len = d.len();
+    args
+}
+
+/// An `m2c_ssm_io` over byte buffers of dtype `io` (B doubles as C).
+fn ssm_io(io: m2c_dtype, x: &[u8], dt: &[u8], bc: &[u8], z: &[u8], y: &mut [u8]) -> m2c_ssm_io {
+    let mut s = std::mem::MaybeUninit::<m2c_ssm_io>::zeroed();
+    // SAFETY: valid storage.
+    unsafe { m2c_ssm_io_init(s.as_mut_ptr()) };
+    // SAFETY: initialised above.
+    let mut s = unsafe { s.assume_init() };
+    let e = dsize(io);
+    (s.x, s.x_len) = (x.as_ptr().cast(), x.len() / e);
+    (s.dt, s.dt_len) = (dt.as_ptr().cast(), dt.len() / e);
+    (s.B, s.B_len) = (bc.as_ptr().cast(), bc.len() / e);
+    (s.C, s.C_len) = (bc.as_ptr().cast(), bc.len() / e);
+    (s.z, s.z_len) = (z.as_ptr().cast(), z.len() / e);
+    (s.y, s.y_len) = (y.as_mut_ptr().cast(), y.len() / e);
+    s
+}
+
+/// The conv arguments of a bench cache (the weights are set per layer).
+fn conv_args(io: m2c_dtype, bias: &[f32]) -> m2c_conv_args {
+    let mut args = std::mem::MaybeUninit::<m2c_conv_args>::zeroed();
+    // SAFETY: valid storage.
+    unsafe { m2c_conv_args_init(args.as_mut_ptr()) };
+    // SAFETY: initialised above.
+    let mut args = unsafe { args.assume_init() };
+    args.io_dtype = io;
+    args.bias = bias.as_ptr();
+    args.bias_len = bias.len();
+    args
+}
+
 /// A cache handle that may cross threads: the C API is thread-safe.
 #[derive(Clone, Copy)]
 struct Handle(*mut m2c_cache);
@@ -525,14 +572,7 @@ impl Bench {
     }
 
     fn conv_step_all(&mut self) {
-        let mut args = std::mem::MaybeUninit::<m2c_conv_args>::zeroed();
-        // SAFETY: valid storage.
-        unsafe { m2c_conv_args_init(args.as_mut_ptr()) };
-        // SAFETY: initialised above.
-        let mut args = unsafe { args.assume_init() };
-        args.io_dtype = self.io;
-        args.bias = self.bias.as_ptr();
-        args.bias_len = self.bias.len();
+        let mut args = conv_args(self.io, &self.bias);
         let len = self.n * self.conv_dim;
         for l in 0..self.cfg.num_layers {
             args.weight = self.weights[l as usize].as_ptr();
@@ -558,35 +598,8 @@ impl Bench {
     }
 
     fn ssm_step_all(&mut self) {
-        let mut args = std::mem::MaybeUninit::<m2c_ssm_args>::zeroed();
-        let mut io = std::mem::MaybeUninit::<m2c_ssm_io>::zeroed();
-        // SAFETY: valid storage.
-        unsafe {
-            m2c_ssm_args_init(args.as_mut_ptr());
-            m2c_ssm_io_init(io.as_mut_ptr());
-        }
-        // SAFETY: initialised above.
-        let (mut args, mut io) = unsafe { (args.assume_init(), io.assume_init()) };
-        args.io_dtype = self.io;
-        args.A = self.a.as_ptr();
-        args.A_len = self.a.len();
-        args.D = self.d.as_ptr();
-        args.D_len = self.d.len();
-        args.dt_bias = self.d.as_ptr();
-        args.dt_bias_len = self.d.len();
-        let e = dsize(self.io);
-        io.x = self.ssm_x.as_ptr().cast();
-        io.x_len = self.ssm_x.len() / e;
-        io.dt = self.dt.as_ptr().cast();
-        io.dt_len = self.dt.len() / e;
-        io.B = self.bc.as_ptr().cast();
-        io.B_len = self.bc.len() / e;
-        io.C = self.bc.as_ptr().cast();
-        io.C_len = self.bc.len() / e;
-        io.z = self.z.as_ptr().cast();
-        io.z_len = self.z.len() / e;
-        io.y = self.y.as_mut_ptr().cast();
-        io.y_len = self.y.len() / e;
+        let args = ssm_args(self.io, &self.a, &self.d);
+        let io = ssm_io(self.io, &self.ssm_x, &self.dt, &self.bc, &self.z, &mut self.y);
         for l in 0..self.cfg.num_layers {
             // SAFETY: valid buffers of the stated lengths.
             check(unsafe { m2c_ssm_step(self.cache.get(), l, ptr::null(), self.n, &io, &args) }, "m2c_ssm_step");
@@ -819,40 +832,9 @@ impl Bench {
             unsafe { m2c_spec_begin(c, ptr::null(), self.n, sb.cu.as_ptr(), sb.cu.len(), ptr::null(), 0) },
             "m2c_spec_begin",
         );
-        let mut ca = std::mem::MaybeUninit::<m2c_conv_args>::zeroed();
-        let mut sa = std::mem::MaybeUninit::<m2c_ssm_args>::zeroed();
-        let mut io = std::mem::MaybeUninit::<m2c_ssm_io>::zeroed();
-        // SAFETY: valid storage.
-        unsafe {
-            m2c_conv_args_init(ca.as_mut_ptr());
-            m2c_ssm_args_init(sa.as_mut_ptr());
-            m2c_ssm_io_init(io.as_mut_ptr());
-        }
-        // SAFETY: initialised above.
-        let (mut ca, mut sa, mut io) = unsafe { (ca.assume_init(), sa.assume_init(), io.assume_init()) };
-        ca.io_dtype = self.io;
-        ca.bias = self.bias.as_ptr();
-        ca.bias_len = self.bias.len();
-        sa.io_dtype = self.io;
-        sa.A = self.a.as_ptr();
-        sa.A_len = self.a.len();
-        sa.D = self.d.as_ptr();
-        sa.D_len = self.d.len();
-        sa.dt_bias = self.d.as_ptr();
-        sa.dt_bias_len = self.d.len();
-        let e = dsize(self.io);
-        io.x = sb.ssm_x.as_ptr().cast();
-        io.x_len = sb.ssm_x.len() / e;
-        io.dt = sb.dt.as_ptr().cast();
-        io.dt_len = sb.dt.len() / e;
-        io.B = sb.bc.as_ptr().cast();
-        io.B_len = sb.bc.len() / e;
-        io.C = sb.bc.as_ptr().cast();
-        io.C_len = sb.bc.len() / e;
-        io.z = sb.z.as_ptr().cast();
-        io.z_len = sb.z.len() / e;
-        io.y = sb.y.as_mut_ptr().cast();
-        io.y_len = sb.y.len() / e;
+        let mut ca = conv_args(self.io, &self.bias);
+        let sa = ssm_args(self.io, &self.a, &self.d);
+        let io = ssm_io(self.io, &sb.ssm_x, &sb.dt, &sb.bc, &sb.z, &mut sb.y);
         let len = self.n * sb.t * self.conv_dim;
         for l in 0..self.cfg.num_layers {
             ca.weight = self.weights[l as usize].as_ptr();
