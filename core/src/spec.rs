@@ -386,7 +386,13 @@ impl Cache {
         self.check_ssm_args(inp, &y, p, total)?;
         let io = inp.x.dtype();
         let rows = round.rows.len();
-        let max_bufs = round.plans.iter().map(|p| p.bufs).max().unwrap_or(0);
+        // Scratch states only for the runs that need them: trees, and any
+        // run when the state rows do not fit the chain path's stack rows.
+        let max_bufs = (0..rows)
+            .filter(|&r| round.live_slot(r).is_some() && (n > ssm::STACK_N || !round.plans[r].is_chain()))
+            .map(|r| round.plans[r].bufs)
+            .max()
+            .unwrap_or(0);
         let tokens_active: usize =
             (0..rows).filter(|&r| round.live_slot(r).is_some()).map(|r| (round.cu[r + 1] - round.cu[r]) as usize).sum();
         let head_bytes = hd * n * cfg.ssm_dtype.size();
@@ -496,10 +502,11 @@ impl Cache {
             * layers
             * (self.shape().ssm_slot_elems * self.config().ssm_dtype.size());
         let par = bytes >= PAR_MIN_BYTES && pool::threads() > 1;
-        // Scratch for the discarded y of the replayed tokens, one per thread.
+        // Scratch for the discarded y of the replayed tokens, one per thread
+        // (only the general path, for state rows above the stack rows, has one).
+        let y_len = if lay.state > ssm::STACK_N { lay.head_dim } else { 0 };
         let threads = if par { pool::install(rayon::current_num_threads) } else { 0 };
-        let ys =
-            Mutex::new((0..=threads).map(|_| try_vec(lay.head_dim, 0f32, "y scratch")).collect::<Result<Vec<_>>>()?);
+        let ys = Mutex::new((0..=threads).map(|_| try_vec(y_len, 0f32, "y scratch")).collect::<Result<Vec<_>>>()?);
         let log: &[f32] = self.spec.log.as_ref().expect("a round implies a log");
         let c = Commit { log, lay, work: &work, layers, max_tokens, width: w, par, ys: &ys };
         for (l, layer) in self.layers.iter_mut().enumerate() {

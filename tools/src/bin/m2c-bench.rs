@@ -188,44 +188,24 @@ impl Report {
         match self.format {
             Format::Text => {}
             Format::Csv => {
-                println!(
-                    "shape,operation,threads,median_ms,fastest_ms,slowest_ms,runs,bytes,gb_per_s,memcpy_gb_per_s,vs_memcpy"
-                );
+                println!("{}", FIELDS.join(","));
                 for r in &self.records {
-                    println!(
-                        "{},{},{},{:.6},{:.6},{:.6},{},{},{:.4},{:.4},{:.4}",
-                        csv_field(&r.shape),
-                        csv_field(&r.op),
-                        r.threads,
-                        r.t.med * 1e3,
-                        r.t.min * 1e3,
-                        r.t.max * 1e3,
-                        r.t.runs,
-                        r.bytes,
-                        r.gbps(),
-                        r.memcpy_bw / 1e9,
-                        r.vs_memcpy()
-                    );
+                    let row = r.fields().map(|v| match v {
+                        Field::Text(t) => csv_field(&t),
+                        Field::Num(n) => n,
+                    });
+                    println!("{}", row.join(","));
                 }
             }
             Format::Json => {
                 println!("[");
                 for (i, r) in self.records.iter().enumerate() {
-                    println!(
-                        "  {{\"shape\": {}, \"operation\": {}, \"threads\": {}, \"median_ms\": {:.6}, \"fastest_ms\": {:.6}, \"slowest_ms\": {:.6}, \"runs\": {}, \"bytes\": {}, \"gb_per_s\": {:.4}, \"memcpy_gb_per_s\": {:.4}, \"vs_memcpy\": {:.4}}}{}",
-                        json_str(&r.shape),
-                        json_str(&r.op),
-                        r.threads,
-                        r.t.med * 1e3,
-                        r.t.min * 1e3,
-                        r.t.max * 1e3,
-                        r.t.runs,
-                        r.bytes,
-                        r.gbps(),
-                        r.memcpy_bw / 1e9,
-                        r.vs_memcpy(),
-                        if i + 1 < self.records.len() { "," } else { "" }
-                    );
+                    let obj = FIELDS.iter().zip(r.fields()).map(|(name, v)| match v {
+                        Field::Text(t) => format!("\"{name}\": {}", json_str(&t)),
+                        Field::Num(n) => format!("\"{name}\": {n}"),
+                    });
+                    let obj: Vec<String> = obj.collect();
+                    println!("  {{{}}}{}", obj.join(", "), if i + 1 < self.records.len() { "," } else { "" });
                 }
                 println!("]");
             }
@@ -233,7 +213,46 @@ impl Report {
     }
 }
 
+/// The columns of the csv and json forms, in order.
+const FIELDS: [&str; 11] = [
+    "shape",
+    "operation",
+    "threads",
+    "median_ms",
+    "fastest_ms",
+    "slowest_ms",
+    "runs",
+    "bytes",
+    "gb_per_s",
+    "memcpy_gb_per_s",
+    "vs_memcpy",
+];
+
+/// One column of a csv or json record.
+enum Field {
+    Text(String),
+    Num(String),
+}
+
 impl Record {
+    /// The values of the `FIELDS` columns.
+    fn fields(&self) -> [Field; 11] {
+        use Field::{Num, Text};
+        [
+            Text(self.shape.clone()),
+            Text(self.op.clone()),
+            Num(self.threads.to_string()),
+            Num(format!("{:.6}", self.t.med * 1e3)),
+            Num(format!("{:.6}", self.t.min * 1e3)),
+            Num(format!("{:.6}", self.t.max * 1e3)),
+            Num(self.t.runs.to_string()),
+            Num(self.bytes.to_string()),
+            Num(format!("{:.4}", self.gbps())),
+            Num(format!("{:.4}", self.memcpy_bw / 1e9)),
+            Num(format!("{:.4}", self.vs_memcpy())),
+        ]
+    }
+
     /// Bytes of state covered per second, in GB/s.
     fn gbps(&self) -> f64 {
         self.bytes as f64 / self.t.med / 1e9
