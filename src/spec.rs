@@ -35,14 +35,17 @@ unsafe fn array_arg<'a, T>(p: *const T, len: usize, what: &str) -> Result<&'a [T
 /// 8% of the state). Its pages are reserved now and touched by the first
 /// verifies. Ends the current round, if any.
 ///
-/// Speculative decoding runs on host caches in this release; a device
-/// cache returns `M2C_STATUS_UNSUPPORTED` from every `m2c_spec_*` and
-/// `m2c_*_verify` call.
+/// A device cache (`M2C_DEVICE_CUDA`) keeps its log in device memory,
+/// allocated now: per slot, layer and token `conv_dim +
+/// num_heads*head_dim + num_heads + n_groups*state_size` elements of 4
+/// bytes (the conv and SSM inputs as the verifies pass them), plus
+/// `2*num_heads` floats per layer. Its verifies and commits run the
+/// device's own prefill kernels, so a commit there is bit-identical to the
+/// device's steps (see `m2c_ssm_verify` and `m2c_spec_commit`).
 ///
 /// Errors: `M2C_STATUS_NULL_ARG` (cache), `M2C_STATUS_OUT_OF_RANGE`
-/// (`max_tokens` above 4096), `M2C_STATUS_OUT_OF_MEMORY`,
-/// `M2C_STATUS_UNSUPPORTED` (a device cache). On failure the previous log
-/// is kept. Thread-safe (takes the cache's write lock).
+/// (`max_tokens` above 4096), `M2C_STATUS_OUT_OF_MEMORY` (host or device
+/// memory). On failure the previous log is kept. Thread-safe (takes the cache's write lock).
 #[no_mangle]
 pub unsafe extern "C" fn m2c_spec_reserve(cache: *mut m2c_cache, max_tokens: u32) -> m2c_status {
     ffi_status("m2c_spec_reserve", || {
@@ -83,9 +86,8 @@ pub unsafe extern "C" fn m2c_spec_reserve(cache: *mut m2c_cache, max_tokens: u32
 /// at 0 or decreasing; a parent that is not an earlier token of its run
 /// or -1), `M2C_STATUS_OUT_OF_RANGE` (a slot out of range, a run longer
 /// than the reserved maximum), `M2C_STATUS_SHAPE_MISMATCH` (`cu_len != n +
-/// 1`, `parents_len` not the token count), `M2C_STATUS_OUT_OF_MEMORY`,
-/// `M2C_STATUS_UNSUPPORTED` (a device cache). On failure the previous round
-/// stays. Thread-safe (takes the cache's write lock); the arrays are read
+/// 1`, `parents_len` not the token count), `M2C_STATUS_OUT_OF_MEMORY`. On
+/// failure the previous round stays. Thread-safe (takes the cache's write lock); the arrays are read
 /// during the call only.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_spec_begin(
@@ -123,10 +125,13 @@ pub unsafe extern "C" fn m2c_spec_begin(
 /// (and `m2c_ssm_verify`) for every layer before committing a slot with
 /// accepted tokens; verifying a layer again replaces its earlier verify.
 ///
+/// On a device cache `x` and `out` are device buffers, and the work is
+/// queued on the cache's stream as for `m2c_conv_step`.
+///
 /// Errors: those of `m2c_conv_step` for `T` rows, and
-/// `M2C_STATUS_INVALID_ARG` (no round: call `m2c_spec_begin`),
-/// `M2C_STATUS_UNSUPPORTED` (a device cache). On failure neither the
-/// cache nor `out` is written. Thread-safe (takes the cache's write lock).
+/// `M2C_STATUS_INVALID_ARG` (no round: call `m2c_spec_begin`). On failure
+/// neither the cache nor `out` is written (a device cache: unless the
+/// device itself failed). Thread-safe (takes the cache's write lock).
 #[no_mangle]
 pub unsafe extern "C" fn m2c_conv_verify(
     cache: *mut m2c_cache,
@@ -158,10 +163,17 @@ pub unsafe extern "C" fn m2c_conv_verify(
 /// `exp(dt * A)` are logged for the commit. Padding and dropped rows get
 /// zero `y`.
 ///
+/// On a device cache the buffers are device buffers and the work is queued
+/// on the cache's stream: the committed states of the round's slots are
+/// copied to scratch rows in device memory (one per run, or one per
+/// root-to-leaf path of a tree, whose tokens are gathered into contiguous
+/// rows first) and the device's prefill kernel runs there; `x`, `dt`, `B`
+/// (as passed), `A` and `dt_bias` are logged.
+///
 /// Errors: those of `m2c_ssm_step` for `T` rows, and
 /// `M2C_STATUS_INVALID_ARG` (no round), `M2C_STATUS_OUT_OF_MEMORY` (the
-/// call's scratch), `M2C_STATUS_UNSUPPORTED` (a device cache). On failure
-/// neither the cache nor `y` is written. Thread-safe (takes the cache's
+/// call's scratch). On failure neither the cache nor `y` is written (a
+/// device cache: unless the device itself failed). Thread-safe (takes the cache's
 /// write lock).
 #[no_mangle]
 pub unsafe extern "C" fn m2c_ssm_verify(
@@ -197,8 +209,15 @@ pub unsafe extern "C" fn m2c_ssm_verify(
 /// already, or changed since; a layer whose conv or SSM was not verified,
 /// when `accepted[i] > 0`), `M2C_STATUS_OUT_OF_RANGE` (a slot out of range;
 /// `accepted[i]` above the run's length; a position that would overflow),
-/// `M2C_STATUS_OUT_OF_MEMORY`, `M2C_STATUS_UNSUPPORTED` (a device cache).
-/// All or nothing: on failure no slot is committed and nothing changes.
+/// `M2C_STATUS_OUT_OF_MEMORY`. All or nothing: on failure no slot is
+/// committed and nothing changes.
+///
+/// On a device cache the commit runs the device's prefill kernels over the
+/// logged inputs of each accepted path, on the slots' committed rows (one
+/// launch per layer for chain prefixes, one more for tree paths), queued
+/// on the cache's stream; the call returns once they are done. If the
+/// device itself fails meanwhile, the listed slots' rows are unspecified,
+/// as after any device error.
 /// Thread-safe (takes the cache's write lock).
 #[no_mangle]
 pub unsafe extern "C" fn m2c_spec_commit(

@@ -526,3 +526,126 @@ fn set_stream_reaches_a_device_cache_and_a_host_cache_takes_only_null() {
         m2c_destroy(h);
     }
 }
+
+/// A speculative round through the C API on a host cache and on an
+/// emulated device cache: the same verify outputs and, after the commit,
+/// the same states and positions, bit for bit (chains, then trees with a
+/// padding row; the device runs its own prefill kernels on scratch rows
+/// and replays the log).
+#[test]
+fn a_speculative_round_is_the_same_on_a_device_cache() {
+    let cfg = tiny_config(4);
+    let (h, d) = (create(&cfg), create_emulated(&cfg));
+    let dim = conv_dim(&cfg);
+    let (nh, hd, n) = (cfg.num_heads as usize, cfg.head_dim as usize, cfg.state_size as usize);
+    let per_slot = nh * hd * n;
+    let val = |i: usize, k: usize| ((i * 7919 + k * 104729) % 1000) as f32 / 500.0 - 1.0;
+    let st: Vec<f32> = (0..4 * per_slot).map(|i| val(i, 1) * 0.1).collect();
+    let w: Vec<f32> = (0..dim * 4).map(|i| val(i, 2) * 0.5).collect();
+    let a: Vec<f32> = (0..nh).map(|i| -0.5 - i as f32).collect();
+    for c in [h, d] {
+        for l in 0..2 {
+            // SAFETY: valid pointers and lengths.
+            let s = unsafe { m2c_update_ssm(c, l, ptr::null(), 4, st.as_ptr().cast(), M2C_DTYPE_F32, st.len()) };
+            assert_eq!(s, M2C_STATUS_OK, "{}", last_error());
+        }
+        // SAFETY: valid handle.
+        assert_eq!(unsafe { m2c_spec_reserve(c, 4) }, M2C_STATUS_OK, "{}", last_error());
+    }
+    let slots = [3i32, -1, 1];
+    let cu = [0u64, 4, 6, 9];
+    let t = 9usize;
+    let tree = [-1i32, 0, 0, 2, -1, -1, -1, 0, 0];
+    for (round, parents, accepted) in [(0, None, [2u32, 3]), (1, Some(&tree[..]), [4, 2])] {
+        let mut results = Vec::new();
+        for c in [h, d] {
+            let (pp, pl) = parents.map_or((ptr::null(), 0), |p: &[i32]| (p.as_ptr(), p.len()));
+            // SAFETY: valid pointers and lengths.
+            let s = unsafe { m2c_spec_begin(c, slots.as_ptr(), 3, cu.as_ptr(), 4, pp, pl) };
+            assert_eq!(s, M2C_STATUS_OK, "{}", last_error());
+            let mut outs = Vec::new();
+            for l in 0..2u32 {
+                let k = 10 * round + l as usize;
+                let x: Vec<f32> = (0..t * dim).map(|i| val(i, 20 + k)).collect();
+                let (xs, dt, bc) = (
+                    (0..t * nh * hd).map(|i| val(i, 40 + k)).collect::<Vec<f32>>(),
+                    (0..t * nh).map(|i| val(i, 60 + k)).collect::<Vec<f32>>(),
+                    (0..2 * t * n).map(|i| val(i, 80 + k)).collect::<Vec<f32>>(),
+                );
+                let (mut co, mut y) = (vec![9f32; t * dim], vec![9f32; t * nh * hd]);
+                // SAFETY: valid pointers and lengths; the emulated device
+                // takes host addresses.
+                unsafe {
+                    let mut args = std::mem::MaybeUninit::<m2c_conv_args>::zeroed();
+                    m2c_conv_args_init(args.as_mut_ptr());
+                    let mut args = args.assume_init();
+                    (args.weight, args.weight_len) = (w.as_ptr(), w.len());
+                    let s = m2c_conv_verify(c, l, x.as_ptr().cast(), x.len(), co.as_mut_ptr().cast(), co.len(), &args);
+                    assert_eq!(s, M2C_STATUS_OK, "{}", last_error());
+                    let mut sargs = std::mem::MaybeUninit::<m2c_ssm_args>::zeroed();
+                    m2c_ssm_args_init(sargs.as_mut_ptr());
+                    let mut sargs = sargs.assume_init();
+                    (sargs.A, sargs.A_len, sargs.dt_bias, sargs.dt_bias_len) = (a.as_ptr(), nh, a.as_ptr(), nh);
+                    let mut io = std::mem::MaybeUninit::<m2c_ssm_io>::zeroed();
+                    m2c_ssm_io_init(io.as_mut_ptr());
+                    let mut io = io.assume_init();
+                    (io.x, io.x_len, io.dt, io.dt_len) = (xs.as_ptr().cast(), xs.len(), dt.as_ptr().cast(), dt.len());
+                    (io.B, io.B_len, io.C, io.C_len) =
+                        (bc.as_ptr().cast(), t * n, bc.as_ptr().add(t * n).cast(), t * n);
+                    (io.y, io.y_len) = (y.as_mut_ptr().cast(), y.len());
+                    let s = m2c_ssm_verify(c, l, &io, &sargs);
+                    assert_eq!(s, M2C_STATUS_OK, "{}", last_error());
+                }
+                outs.push((co, y));
+            }
+            // SAFETY: valid pointers, one count per listed slot.
+            let s = unsafe { m2c_spec_commit(c, [3i32, 1].as_ptr(), 2, accepted.as_ptr()) };
+            assert_eq!(s, M2C_STATUS_OK, "{}", last_error());
+            let mut state = vec![0f32; 2 * 4 * per_slot];
+            let mut wins = vec![0f32; 2 * 4 * dim * cfg.conv_width as usize];
+            let mut pos = [0u64; 4];
+            // SAFETY: valid pointers and lengths.
+            unsafe {
+                for l in 0..2usize {
+                    let (sp, wp) = (&mut state[l * 4 * per_slot..], &mut wins[l * 4 * dim * cfg.conv_width as usize..]);
+                    let len = 4 * per_slot;
+                    assert_eq!(
+                        m2c_read_ssm(c, l as u32, ptr::null(), 4, sp.as_mut_ptr().cast(), M2C_DTYPE_F32, len),
+                        0
+                    );
+                    let len = 4 * dim * cfg.conv_width as usize;
+                    assert_eq!(
+                        m2c_read_conv(c, l as u32, ptr::null(), 4, wp.as_mut_ptr().cast(), M2C_DTYPE_F32, len),
+                        0
+                    );
+                }
+                for (s, p) in pos.iter_mut().enumerate() {
+                    assert_eq!(m2c_position(c, s as i32, p), M2C_STATUS_OK);
+                }
+            }
+            results.push((outs, state, wins, pos));
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let ((o1, s1, w1, p1), (o2, s2, w2, p2)) = (&results[0], &results[1]);
+        for (l, ((c1, y1), (c2, y2))) in o1.iter().zip(o2).enumerate() {
+            assert_eq!(bits(c1), bits(c2), "round {round} layer {l}: conv verify outputs differ");
+            assert_eq!(bits(y1), bits(y2), "round {round} layer {l}: y differs");
+        }
+        assert_eq!(bits(s1), bits(s2), "round {round}: committed SSM states differ");
+        assert_eq!(bits(w1), bits(w2), "round {round}: committed windows differ");
+        assert_eq!(p1, p2, "round {round}: positions differ");
+    }
+    // Both commits moved the states: chains 2 and 3 tokens, then the tree
+    // paths to node 3 (0, 2, 3) and node 1 (0, 1).
+    // SAFETY: valid handles.
+    let mut p = 0;
+    assert_eq!(unsafe { m2c_position(d, 3, &mut p) }, M2C_STATUS_OK);
+    assert_eq!(p, 2 + 3);
+    assert_eq!(unsafe { m2c_position(d, 1, &mut p) }, M2C_STATUS_OK);
+    assert_eq!(p, 3 + 2);
+    // SAFETY: handles from create, destroyed once.
+    unsafe {
+        m2c_destroy(h);
+        m2c_destroy(d);
+    }
+}

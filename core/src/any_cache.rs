@@ -369,58 +369,54 @@ impl AnyCache {
     }
 
     /// Reserves the speculative log for runs of up to `max_tokens` (see
-    /// [`Cache::spec_reserve`]). Host caches only, for now.
+    /// [`Cache::spec_reserve`]; a device cache keeps it in device memory).
     pub fn spec_reserve(&mut self, max_tokens: u32) -> Result<()> {
-        self.spec_host("m2c_spec_reserve")?.spec_reserve(max_tokens)
+        on_either!(self, c => c.spec_reserve(max_tokens))
     }
 
-    /// The longest run a round accepts (0: none reserved, or a device cache).
+    /// The longest run a round accepts (0: none reserved).
     pub fn spec_max_tokens(&self) -> u32 {
-        self.host().map_or(0, Cache::spec_max_tokens)
+        match self {
+            AnyCache::Host(c) => c.spec_max_tokens(),
+            AnyCache::Device(m) => AnyCache::lock(m).spec_max_tokens(),
+        }
     }
 
     /// Starts a speculative round ([`Cache::spec_begin`]).
     pub fn spec_begin(&mut self, slots: Slots<'_>, cu_seqlens: &[u64], parents: Option<&[i32]>) -> Result<()> {
-        self.spec_host("m2c_spec_begin")?.spec_begin(slots, cu_seqlens, parents)
+        on_either!(self, c => c.spec_begin(slots, cu_seqlens, parents))
     }
 
     /// Verifies the round's runs through `layer`'s conv ([`Cache::spec_conv`]).
     pub fn conv_verify(&mut self, layer: u32, io: ConvIo<'_>) -> Result<()> {
         let limit = self.num_threads();
-        let c = self.spec_host("m2c_conv_verify")?;
-        match io {
-            ConvIo::Host { x, out, params } => crate::pool::with_limit(limit, || c.spec_conv(layer, x, out, &params)),
-            ConvIo::Device(_) => Err(wrong_memory(Memory::Host)),
+        match (self, io) {
+            (AnyCache::Host(c), ConvIo::Host { x, out, params }) => {
+                crate::pool::with_limit(limit, || c.spec_conv(layer, x, out, &params))
+            }
+            (AnyCache::Device(m), ConvIo::Device(a)) => AnyCache::lock(m).conv_verify(layer, &a),
+            (c, _) => Err(wrong_memory(c.memory())),
         }
     }
 
     /// Verifies the round's runs through `layer`'s SSM ([`Cache::spec_ssm`]).
     pub fn ssm_verify(&mut self, layer: u32, io: SsmIo<'_>) -> Result<()> {
         let limit = self.num_threads();
-        let c = self.spec_host("m2c_ssm_verify")?;
-        match io {
-            SsmIo::Host { inputs, y, params } => {
+        match (self, io) {
+            (AnyCache::Host(c), SsmIo::Host { inputs, y, params }) => {
                 crate::pool::with_limit(limit, || c.spec_ssm(layer, &inputs, y, &params))
             }
-            SsmIo::Device { .. } => Err(wrong_memory(Memory::Host)),
+            (AnyCache::Device(m), SsmIo::Device { io, params }) => AnyCache::lock(m).ssm_verify(layer, &io, &params),
+            (c, _) => Err(wrong_memory(c.memory())),
         }
     }
 
     /// Commits the accepted tokens of the listed slots ([`Cache::spec_commit`]).
     pub fn spec_commit(&mut self, slots: Slots<'_>, accepted: &[u32]) -> Result<()> {
         let limit = self.num_threads();
-        let c = self.spec_host("m2c_spec_commit")?;
-        crate::pool::with_limit(limit, || c.spec_commit(slots, accepted))
-    }
-
-    /// The host cache, or `Unsupported` for a device cache: speculative
-    /// decoding runs on host caches in this release.
-    fn spec_host(&mut self, call: &str) -> Result<&mut Cache> {
         match self {
-            AnyCache::Host(c) => Ok(c),
-            AnyCache::Device(_) => Err(Error::Unsupported(format!(
-                "{call}: speculative decoding runs on host caches in this release, not yet on device caches"
-            ))),
+            AnyCache::Host(c) => crate::pool::with_limit(limit, || c.spec_commit(slots, accepted)),
+            AnyCache::Device(m) => AnyCache::lock(m).spec_commit(slots, accepted),
         }
     }
 

@@ -171,9 +171,6 @@ impl Cache {
             self.layers.iter_mut().for_each(|l| copy_layer(l, scratch));
         }
         self.copy_positions(&plan);
-        for &(_, d) in &plan.moves {
-            self.spec_drop(d);
-        }
         Ok(())
     }
 }
@@ -229,10 +226,12 @@ impl Cache {
         Ok(Some(CopyPlan { moves, staged, old_pos }))
     }
 
-    /// Gives the destinations of an applied plan their sources' positions.
+    /// Gives the destinations of an applied plan their sources' positions
+    /// (and drops them from a speculative round).
     pub(crate) fn copy_positions(&mut self, plan: &CopyPlan) {
         for (&(_, d), &p) in plan.moves.iter().zip(&plan.old_pos) {
             self.positions[d] = p;
+            self.spec_drop(d);
         }
     }
 }

@@ -100,20 +100,20 @@ impl Plan {
 
 /// The runs of the current round.
 #[derive(Debug)]
-struct Round {
+pub(crate) struct Round {
     /// Slot of each row (None: padding).
-    rows: Vec<Option<usize>>,
+    pub(crate) rows: Vec<Option<usize>>,
     /// Token offsets of the rows (`rows + 1`).
-    cu: Vec<u64>,
+    pub(crate) cu: Vec<u64>,
     /// Parent of each token within its run (-1: the committed state).
-    parents: Vec<i32>,
+    pub(crate) parents: Vec<i32>,
     /// Per row: the scratch plan of its run.
     plans: Vec<Plan>,
     /// Per row: still committable (not committed, not dropped).
     live: Vec<bool>,
     /// Per layer: verified through the conv / the SSM in this round.
-    conv_done: Vec<bool>,
-    ssm_done: Vec<bool>,
+    pub(crate) conv_done: Vec<bool>,
+    pub(crate) ssm_done: Vec<bool>,
 }
 
 impl Round {
@@ -122,10 +122,14 @@ impl Round {
     }
 
     /// The slot of row `r` if it is still part of the round.
-    fn live_slot(&self, r: usize) -> Option<usize> {
+    pub(crate) fn live_slot(&self, r: usize) -> Option<usize> {
         if self.live[r] { self.rows[r] } else { None }
     }
 }
+
+/// A slot to commit: (slot, its row in the round, the run-local tokens of
+/// its accepted path, in order).
+pub(crate) type CommitWork = (usize, usize, Vec<usize>);
 
 /// Speculative-decoding storage of a cache: the log and the current round.
 #[derive(Default)]
@@ -209,18 +213,30 @@ impl Cache {
     /// `num_slots * num_layers * max_tokens * (conv_dim + H*P + G*N + 2*H)`
     /// floats, reserved now and touched only by verifies.
     pub fn spec_reserve(&mut self, max_tokens: u32) -> Result<()> {
-        let lay = self.spec_layout();
-        let per_token = lay.per_token();
-        let max = max_tokens as usize;
-        if max > 4096 {
-            return Err(Error::OutOfRange(format!("max_tokens = {max_tokens} is above 4096")));
-        }
+        let (max, per_token) = self.spec_check_reserve(max_tokens)?;
         let total = (self.num_slots() * self.layers.len())
             .checked_mul(max)
             .and_then(|v| v.checked_mul(per_token))
             .ok_or_else(|| Error::OutOfMemory("the speculative log's size overflows".into()))?;
         let log = if total == 0 { None } else { Some(ZeroedVec::new(total)?) };
         self.spec = Spec { max_tokens: max, per_token, log, round: None };
+        Ok(())
+    }
+
+    /// Checks `max_tokens` for `spec_reserve`: (max tokens, floats per
+    /// token of the host log).
+    pub(crate) fn spec_check_reserve(&self, max_tokens: u32) -> Result<(usize, usize)> {
+        if max_tokens > 4096 {
+            return Err(Error::OutOfRange(format!("max_tokens = {max_tokens} is above 4096")));
+        }
+        Ok((max_tokens as usize, self.spec_layout().per_token()))
+    }
+
+    /// As `spec_reserve`, for a cache whose log lives elsewhere (the device
+    /// cache's host side: it keeps the rounds, the device the log).
+    pub(crate) fn spec_reserve_rounds(&mut self, max_tokens: u32) -> Result<()> {
+        let (max, per_token) = self.spec_check_reserve(max_tokens)?;
+        self.spec = Spec { max_tokens: max, per_token, log: None, round: None };
         Ok(())
     }
 
@@ -313,12 +329,22 @@ impl Cache {
         }
     }
 
+    /// Records whether `layer`'s conv (or SSM) is verified in the current
+    /// round (for a device cache, whose verifies run on the device).
+    pub(crate) fn spec_mark(&mut self, layer: usize, conv: bool, done: bool) {
+        if let Some(round) = &mut self.spec.round {
+            let v = if conv { &mut round.conv_done } else { &mut round.ssm_done };
+            v[layer] = done;
+        }
+    }
+
     /// Drops every slot from the current round.
     pub(crate) fn spec_drop_all(&mut self) {
         self.spec.round = None;
     }
 
-    fn round(&self) -> Result<&Round> {
+    /// The current round (`InvalidArg` when there is none).
+    pub(crate) fn round(&self) -> Result<&Round> {
         self.spec
             .round
             .as_ref()
@@ -450,15 +476,9 @@ impl Cache {
         result
     }
 
-    /// Commits, for each listed slot (-1: skipped), the first `accepted[i]`
-    /// tokens of its run: for a chain, those tokens; for a tree, the path
-    /// from the committed state to token `accepted[i] - 1`. Every layer's
-    /// conv window and SSM state become those after that path (bit-identical
-    /// to stepping it), the position advances by the path's length, and the
-    /// slot leaves the round. 0 keeps the state and just ends the slot's
-    /// run. Every listed slot must be live in the round, with every layer
-    /// verified when its count is above 0.
-    pub fn spec_commit(&mut self, slots: Slots<'_>, accepted: &[u32]) -> Result<()> {
+    /// Validates a commit: per listed slot, (slot, row, run-local tokens
+    /// of the accepted path). Changes nothing.
+    pub(crate) fn spec_commit_plan(&self, slots: Slots<'_>, accepted: &[u32]) -> Result<Vec<CommitWork>> {
         let sel = slots.validate(self.num_slots())?;
         check("accepted", accepted.len(), sel.rows())?;
         let round = self.round()?;
@@ -495,6 +515,31 @@ impl Cache {
             }
             work.push((s, r, path));
         }
+        Ok(work)
+    }
+
+    /// Ends a commit: the positions advance by the paths' lengths and the
+    /// committed slots leave the round.
+    pub(crate) fn spec_commit_finish(&mut self, work: &[CommitWork]) {
+        for (s, _, path) in work {
+            self.positions[*s] += path.len() as u64;
+        }
+        let round = self.spec.round.as_mut().expect("a commit plan implies a round");
+        for (_, r, _) in work {
+            round.live[*r] = false;
+        }
+    }
+
+    /// Commits, for each listed slot (-1: skipped), the first `accepted[i]`
+    /// tokens of its run: for a chain, those tokens; for a tree, the path
+    /// from the committed state to token `accepted[i] - 1`. Every layer's
+    /// conv window and SSM state become those after that path (bit-identical
+    /// to stepping it), the position advances by the path's length, and the
+    /// slot leaves the round. 0 keeps the state and just ends the slot's
+    /// run. Every listed slot must be live in the round, with every layer
+    /// verified when its count is above 0.
+    pub fn spec_commit(&mut self, slots: Slots<'_>, accepted: &[u32]) -> Result<()> {
+        let work = self.spec_commit_plan(slots, accepted)?;
         let lay = self.spec_layout();
         let layers = self.layers.len();
         let (w, max_tokens) = (self.shape().conv_width, self.spec.max_tokens);
@@ -521,13 +566,7 @@ impl Cache {
                 SliceMut::F16(st) => c.ssm(l, st),
             }
         }
-        for (s, _, path) in &work {
-            self.positions[*s] += path.len() as u64;
-        }
-        let round = self.spec.round.as_mut().expect("checked above");
-        for (_, r, _) in &work {
-            round.live[*r] = false;
-        }
+        self.spec_commit_finish(&work);
         Ok(())
     }
 }

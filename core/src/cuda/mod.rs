@@ -326,6 +326,21 @@ impl crate::device::DeviceMem for Gpu {
         self.ctx.bind_to_thread().map_err(driver("bind context"))?;
         self.stream.synchronize().map_err(driver("stream synchronize"))
     }
+
+    unsafe fn copy_addr(&self, dst: u64, src: u64, bytes: usize) -> Result<()> {
+        self.ctx.bind_to_thread().map_err(driver("bind context"))?;
+        // SAFETY: the caller's promise: both ranges lie in live
+        // allocations of this device and do not overlap.
+        unsafe { cudarc::driver::result::memcpy_dtod_async(dst, src, bytes, self.stream.cu_stream()) }
+            .map_err(driver("device copy"))
+    }
+
+    unsafe fn zero_addr(&self, dst: u64, bytes: usize) -> Result<()> {
+        self.ctx.bind_to_thread().map_err(driver("bind context"))?;
+        // SAFETY: as for `copy_addr`.
+        unsafe { cudarc::driver::result::memset_d8_async(dst, 0, bytes, self.stream.cu_stream()) }
+            .map_err(driver("memset"))
+    }
 }
 
 /// A buffer this device allocated, as cudarc's type.

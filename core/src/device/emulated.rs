@@ -102,6 +102,19 @@ impl DeviceMem for Emu {
         self.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
+    unsafe fn copy_addr(&self, dst: u64, src: u64, bytes: usize) -> Result<()> {
+        self.transfer()?;
+        // SAFETY: the caller's promise (host addresses stand in for device
+        // ones here).
+        unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst as *mut u8, bytes) };
+        Ok(())
+    }
+    unsafe fn zero_addr(&self, dst: u64, bytes: usize) -> Result<()> {
+        self.transfer()?;
+        // SAFETY: as for `copy_addr`.
+        unsafe { std::ptr::write_bytes(dst as *mut u8, 0, bytes) };
+        Ok(())
+    }
 }
 
 /// The slice of `len` elements of `dtype` at host address `addr`.
@@ -310,6 +323,45 @@ mod tests {
         }
     }
 
+    /// Activations in f32 or bf16, as host slices and device arrays.
+    enum Act {
+        F32(Vec<f32>),
+        BF16(Vec<half::bf16>),
+    }
+
+    impl Act {
+        fn new(dtype: DType, v: Vec<f32>) -> Act {
+            match dtype {
+                DType::BF16 => Act::BF16(v.into_iter().map(half::bf16::from_f32).collect()),
+                _ => Act::F32(v),
+            }
+        }
+        fn slice(&self) -> Slice<'_> {
+            match self {
+                Act::F32(v) => Slice::F32(v),
+                Act::BF16(v) => Slice::BF16(v),
+            }
+        }
+        fn slice_mut(&mut self) -> SliceMut<'_> {
+            match self {
+                Act::F32(v) => SliceMut::F32(v),
+                Act::BF16(v) => SliceMut::BF16(v),
+            }
+        }
+        fn dev(&self) -> DevArray {
+            match self {
+                Act::F32(v) => arr(v),
+                Act::BF16(v) => DevArray::new(v.as_ptr() as u64, v.len()),
+            }
+        }
+        fn bits(&self) -> Vec<u32> {
+            match self {
+                Act::F32(v) => v.iter().map(|x| x.to_bits()).collect(),
+                Act::BF16(v) => v.iter().map(|x| u32::from(x.to_bits())).collect(),
+            }
+        }
+    }
+
     /// Every state byte of both caches, read through their read calls.
     fn state(host: &mut Cache, dev: &mut DeviceCache) -> (Vec<f32>, Vec<f32>) {
         let cfg = *host.config();
@@ -348,12 +400,64 @@ mod tests {
         let dim = shape.conv_dim;
         let k = cfg.conv_kernel_size as usize;
         let dir = std::env::temp_dir().join(format!("m2c-device-test-{}-{seed}", std::process::id()));
-        for step in 0..300 {
+        host.spec_reserve(4).unwrap();
+        dev.spec_reserve(4).unwrap();
+        // Token rows of the last round begun (what its verifies pass).
+        let mut round_tokens = 0usize;
+        let mut commits = 0;
+        let mut round_slots: Vec<i32> = Vec::new();
+        for step in 0..400 {
             let layer = rng.below(cfg.num_layers as usize + 1) as u32; // sometimes out of range
             let sl = slots(&mut rng, n);
             let rows = sl.len();
             let ctx = format!("seed {seed} step {step}");
-            match rng.below(13) {
+            match rng.below(19) {
+                13 => {
+                    // A round: chains or trees, padding rows, sometimes a
+                    // run too long or a parent pointing forward.
+                    if rng.below(8) == 0 {
+                        let m = if rng.below(5) == 0 { 0 } else { 4 + rng.below(2) as u32 };
+                        assert_eq!(kind(&host.spec_reserve(m)), kind(&dev.spec_reserve(m)), "{ctx} spec_reserve");
+                    }
+                    if let Some(t) = begin(&mut host, &mut dev, &mut rng, &sl, &ctx) {
+                        (round_tokens, round_slots) = (t, sl.clone());
+                    }
+                }
+                14 => {
+                    let t = round_tokens + usize::from(rng.below(20) == 0);
+                    verify_conv(&mut host, &mut dev, &mut rng, layer, t, &ctx);
+                }
+                15 => {
+                    let t = round_tokens + usize::from(rng.below(20) == 0);
+                    verify_ssm(&mut host, &mut dev, &mut rng, layer, t, &ctx);
+                }
+                16..=18 => {
+                    if rng.below(3) > 0 {
+                        // A whole round, so that commits go through.
+                        if rng.below(3) > 0 {
+                            if let Some(t) = begin(&mut host, &mut dev, &mut rng, &sl, &ctx) {
+                                (round_tokens, round_slots) = (t, sl.clone());
+                            }
+                        }
+                        for l in 0..cfg.num_layers {
+                            verify_conv(&mut host, &mut dev, &mut rng, l, round_tokens, &ctx);
+                            verify_ssm(&mut host, &mut dev, &mut rng, l, round_tokens, &ctx);
+                        }
+                    }
+                    // Mostly the round's slots (some skipped), sometimes others.
+                    let sl = if rng.below(4) == 0 {
+                        sl
+                    } else {
+                        round_slots.iter().map(|&s| if rng.below(4) == 0 { -1 } else { s }).collect()
+                    };
+                    let acc: Vec<u32> =
+                        sl.iter().map(|_| if rng.below(10) == 0 { 6 } else { rng.below(3) as u32 }).collect();
+                    let (a, b) = (host.spec_commit(Slots::List(&sl), &acc), dev.spec_commit(Slots::List(&sl), &acc));
+                    assert_eq!(kind(&a), kind(&b), "{ctx} spec_commit {sl:?} {acc:?}: {a:?} {b:?}");
+                    if a.is_ok() && acc.iter().zip(&sl).any(|(&k, &s)| k > 0 && s >= 0) {
+                        commits += 1;
+                    }
+                }
                 0 => {
                     let extra = rng.below(2); // sometimes a wrong length
                     let x = f32s(&mut rng, rows * dim + extra);
@@ -590,7 +694,93 @@ mod tests {
             same(&mut host, &mut dev, &ctx);
         }
         same(&mut host, &mut dev, "end");
+        assert!(commits >= 5, "seed {seed}: only {commits} speculative commits moved a state");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A round begun on both caches with runs for the rows `sl`: chains or
+    /// trees, padding rows, sometimes a run too long or a parent pointing
+    /// forward. Its token rows, if it began.
+    fn begin(host: &mut Cache, dev: &mut DeviceCache, rng: &mut Rng, sl: &[i32], ctx: &str) -> Option<usize> {
+        let rows = sl.len();
+        let bad = rng.below(10) == 0;
+        let mut cu = vec![0u64];
+        for &s in sl {
+            let len = if s < 0 { rng.below(3) } else { 1 + rng.below(4) } + usize::from(bad && rng.below(2) == 0);
+            cu.push(cu.last().unwrap() + len as u64);
+        }
+        let t = *cu.last().unwrap() as usize;
+        let parents: Option<Vec<i32>> = (rng.below(2) == 0).then(|| {
+            let mut p = Vec::with_capacity(t);
+            for r in 0..rows {
+                for i in 0..(cu[r + 1] - cu[r]) as i32 {
+                    p.push(if bad && rng.below(4) == 0 { i } else { rng.below(i as usize + 1) as i32 - 1 });
+                }
+            }
+            p
+        });
+        let (a, b) = (
+            host.spec_begin(Slots::List(sl), &cu, parents.as_deref()),
+            dev.spec_begin(Slots::List(sl), &cu, parents.as_deref()),
+        );
+        assert_eq!(kind(&a), kind(&b), "{ctx} spec_begin");
+        a.ok().map(|_| t)
+    }
+
+    /// A conv verify of `layer` over `t` token rows on both caches: the
+    /// same outcome and the same outputs, bit for bit.
+    fn verify_conv(host: &mut Cache, dev: &mut DeviceCache, rng: &mut Rng, layer: u32, t: usize, ctx: &str) {
+        let (dim, k) = (host.shape().conv_dim, host.config().conv_kernel_size as usize);
+        let io = if rng.below(2) == 0 { DType::F32 } else { DType::BF16 };
+        let x = Act::new(io, f32s(rng, t * dim));
+        let w = f32s(rng, dim * k);
+        let bias = f32s(rng, dim);
+        let (mut o1, o2) = (Act::new(io, vec![7.0; t * dim]), Act::new(io, vec![7.0; t * dim]));
+        let p = ConvParams { weight: &w, bias: Some(&bias), silu: true };
+        let a = host.spec_conv(layer, x.slice(), o1.slice_mut(), &p);
+        let args =
+            DeviceConvArgs { dtype: io, x: x.dev(), out: o2.dev(), weight: arr(&w), bias: arr(&bias), silu: true };
+        let b = dev.conv_verify(layer, &args);
+        assert_eq!(kind(&a), kind(&b), "{ctx} conv_verify: {a:?} {b:?}");
+        if a.is_ok() {
+            assert_eq!(o1.bits(), o2.bits(), "{ctx}: conv verify outputs differ");
+        }
+    }
+
+    /// As `verify_conv`, for the SSM.
+    fn verify_ssm(host: &mut Cache, dev: &mut DeviceCache, rng: &mut Rng, layer: u32, t: usize, ctx: &str) {
+        let cfg = *host.config();
+        let (h, hd, ns, g) =
+            (cfg.num_heads as usize, cfg.head_dim as usize, cfg.state_size as usize, cfg.n_groups as usize);
+        let io = if rng.below(2) == 0 { DType::F32 } else { DType::BF16 };
+        let x = Act::new(io, f32s(rng, t * h * hd));
+        let dt = Act::new(io, f32s(rng, t * h));
+        let b = Act::new(io, f32s(rng, t * g * ns));
+        let c = Act::new(io, f32s(rng, t * g * ns));
+        let z = Act::new(io, f32s(rng, t * h * hd));
+        let a: Vec<f32> = (0..h).map(|i| -0.5 - i as f32 * 0.25).collect();
+        let bias: Vec<f32> = (0..h).map(|i| 0.1 * i as f32).collect();
+        let with_z = rng.below(2) == 0;
+        let (mut y1, y2) = (Act::new(io, vec![7.0; t * h * hd]), Act::new(io, vec![7.0; t * h * hd]));
+        let inp = SsmInputs { x: x.slice(), dt: dt.slice(), b: b.slice(), c: c.slice(), z: with_z.then(|| z.slice()) };
+        let limit = (rng.below(2) == 0).then_some((0.0, 0.7));
+        let p = SsmParams { a: &a, d: Some(&a), dt_bias: Some(&bias), dt_softplus: true, dt_limit: limit };
+        let r1 = host.spec_ssm(layer, &inp, y1.slice_mut(), &p);
+        let io_dev = DeviceSsmIo {
+            dtype: io,
+            x: x.dev(),
+            dt: dt.dev(),
+            b: b.dev(),
+            c: c.dev(),
+            z: if with_z { z.dev() } else { DevArray::default() },
+            y: y2.dev(),
+        };
+        let dp = DeviceSsmParams { a: arr(&a), d: arr(&a), dt_bias: arr(&bias), dt_softplus: true, dt_limit: limit };
+        let r2 = dev.ssm_verify(layer, &io_dev, &dp);
+        assert_eq!(kind(&r1), kind(&r2), "{ctx} ssm_verify: {r1:?} {r2:?}");
+        if r1.is_ok() {
+            assert_eq!(y1.bits(), y2.bits(), "{ctx}: ssm verify outputs differ");
+        }
     }
 
     fn cfg(conv: DType, ssm: DType, width: u32) -> Config {
@@ -706,7 +896,37 @@ mod tests {
         let io = DeviceSsmIo { x: DevArray::new((1 << 20) + 2, h * hd), ..io };
         let e = dev.ssm_step(0, Slots::List(&[0]), &io, &p);
         assert!(matches!(&e, Err(Error::InvalidArg(m)) if m.contains("aligned")), "{e:?}");
+        // Speculative calls: no log, no round, bad runs, bad arrays, bad
+        // accepted counts.
+        assert!(matches!(dev.spec_reserve(5000), Err(Error::OutOfRange(_))));
+        assert!(dev.spec_begin(Slots::List(&[0]), &[0, 1], None).is_err()); // nothing reserved
+        assert!(dev.spec_commit(Slots::List(&[0]), &[0]).is_err()); // no round
+        assert!(dev.ssm_verify(0, &io, &p).is_err()); // no round
         assert_eq!(Emu::of(&dev).unwrap().transfers.load(Ordering::Relaxed), before);
+        dev.spec_reserve(3).unwrap();
+        let before = Emu::of(&dev).unwrap().transfers.load(Ordering::Relaxed);
+        assert!(matches!(dev.spec_begin(Slots::List(&[0]), &[0, 4], None), Err(Error::OutOfRange(_))));
+        assert!(dev.spec_begin(Slots::List(&[0]), &[0, 2], Some(&[-1, 1])).is_err()); // forward parent
+        dev.spec_begin(Slots::List(&[0, 1]), &[0, 2, 3], None).unwrap();
+        assert!(dev.ssm_verify(0, &io, &p).is_err()); // 1 row, the round has 3
+        let wide = DeviceSsmIo {
+            x: DevArray::new(8, 3 * h * hd),
+            dt: ok(3 * h),
+            b: ok(3 * g * n),
+            c: ok(3 * g * n),
+            y: ok(3 * h * hd),
+            ..io
+        };
+        assert!(dev.ssm_verify(0, &wide, &p).is_err()); // memory no allocation can have
+        assert!(dev.ssm_verify(2, &wide, &p).is_err()); // no such layer
+        assert!(matches!(dev.spec_commit(Slots::List(&[0]), &[3]), Err(Error::OutOfRange(_))));
+        assert!(dev.spec_commit(Slots::List(&[0]), &[1]).is_err()); // layers not verified
+        assert!(dev.spec_commit(Slots::List(&[2]), &[0]).is_err()); // not in the round
+        assert!(dev.spec_commit(Slots::List(&[0, 1]), &[0]).is_err()); // one count for two slots
+        assert_eq!(Emu::of(&dev).unwrap().transfers.load(Ordering::Relaxed), before);
+        dev.spec_commit(Slots::List(&[0, 1]), &[0, 0]).unwrap(); // ends the runs, moves nothing
+        assert_eq!(Emu::of(&dev).unwrap().transfers.load(Ordering::Relaxed), before);
+        assert_eq!((dev.position(0).unwrap(), dev.position(1).unwrap()), (0, 0));
     }
 
     #[test]

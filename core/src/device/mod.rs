@@ -74,6 +74,18 @@ pub trait DeviceMem {
     fn copy_within(&self, buf: &mut DevBuf, src_off: usize, dst_off: usize, bytes: usize) -> Result<()>;
     /// Waits until every operation queued so far has finished.
     fn synchronize(&self) -> Result<()>;
+    /// Copies `bytes` bytes from device address `src` to `dst` (queued).
+    ///
+    /// # Safety
+    /// Both ranges must lie inside live allocations of this device (the
+    /// caller's arrays once checked with `check_array`, or this device's
+    /// buffers) and must not overlap.
+    unsafe fn copy_addr(&self, dst: u64, src: u64, bytes: usize) -> Result<()>;
+    /// Zeroes `bytes` bytes at device address `dst` (queued).
+    ///
+    /// # Safety
+    /// As for `copy_addr`.
+    unsafe fn zero_addr(&self, dst: u64, bytes: usize) -> Result<()>;
 }
 
 /// A device array: its address and its length in elements, which the
@@ -190,8 +202,8 @@ pub trait DeviceKernels: DeviceMem {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Part {
-    Conv,
-    Ssm,
+    Conv = 0,
+    Ssm = 1,
 }
 
 /// A cache whose state lives in device memory.
@@ -201,6 +213,8 @@ pub struct DeviceCache {
     host: Cache,
     conv: Vec<DevBuf>,
     ssm: Vec<DevBuf>,
+    /// The speculative log (the rounds are the host side's).
+    spec: Box<spec::DevSpec>,
 }
 
 impl Drop for DeviceCache {
@@ -232,7 +246,7 @@ impl DeviceCache {
         // The zeroing is queued: the cache is ready (for views read on any
         // stream too) once it is done.
         dev.synchronize()?;
-        Ok(DeviceCache { cfg, dev, host, conv, ssm })
+        Ok(DeviceCache { cfg, dev, host, conv, ssm, spec: Box::default() })
     }
 
     pub fn config(&self) -> &Config {
@@ -568,6 +582,7 @@ impl DeviceCache {
         self.one_layer(layer)?;
         let rs = row_slots(slots, self.num_slots())?;
         self.check_ssm(io, p, rs.len())?;
+        self.spec_drop_rows(&rs);
         if rs.is_empty() {
             return Ok(());
         }
@@ -579,6 +594,7 @@ impl DeviceCache {
         self.one_layer(layer)?;
         let rs = row_slots(slots, self.num_slots())?;
         self.check_conv(a, rs.len())?;
+        self.spec_drop_rows(&rs);
         if rs.is_empty() {
             return Ok(());
         }
@@ -599,6 +615,7 @@ impl DeviceCache {
         let rs = row_slots(slots, self.num_slots())?;
         let total = crate::kernels::check_cu(cu_seqlens, rs.len())?;
         self.check_ssm(io, p, total)?;
+        self.spec_drop_rows(&rs);
         if total == 0 {
             return Ok(());
         }
@@ -611,10 +628,19 @@ impl DeviceCache {
         let rs = row_slots(slots, self.num_slots())?;
         let total = crate::kernels::check_cu(cu_seqlens, rs.len())?;
         self.check_conv(a, total)?;
+        self.spec_drop_rows(&rs);
         if total == 0 {
             return Ok(());
         }
         self.dev.conv_prefill(&self.cfg, &mut self.conv[layer as usize], &rs, cu_seqlens, a)
+    }
+
+    /// Drops the slots a kernel call is about to change from the
+    /// speculative round, as the host kernels do.
+    fn spec_drop_rows(&mut self, rows: &[i32]) {
+        for &s in rows.iter().filter(|&&s| s >= 0) {
+            self.host.spec_drop(s as usize);
+        }
     }
 
     /// Queues the kernel calls and transfers that follow on `stream` (see
@@ -700,3 +726,4 @@ impl DeviceCache {
 
 #[cfg(any(test, feature = "testing"))]
 pub mod emulated;
+mod spec;

@@ -7,12 +7,15 @@
 //! device-resident cache (`M2C_DEVICE_CUDA`) against a CPU cache: every
 //! copy-style call, views, snapshots, files, and the kernel calls on
 //! device buffers, prefill with cu_seqlens (against the CPU and, bit for
-//! bit, against device steps) and a caller's stream. Built with `--features cuda`; exits 0 only if every
+//! bit, against device steps), a caller's stream, and speculative rounds
+//! (chains and trees: verify outputs and commits bit for bit against
+//! device steps). Built with `--features cuda`; exits 0 only if every
 //! check passed. Prints a report (markdown).
 
 mod api;
 mod bench;
 mod kernels;
+mod spec;
 mod util;
 
 use api::*;
@@ -20,6 +23,7 @@ use bench::*;
 use kernels::*;
 use m2c_core::DType;
 use m2c_core::cuda::Gpu;
+use spec::check_spec_api;
 
 fn main() {
     let gpu = match Gpu::new(0) {
@@ -64,7 +68,8 @@ fn main() {
     println!("\n## The C API on a device-resident cache (M2C_DEVICE_CUDA) against a CPU cache\n");
     println!("| ssm state | call | result | detail |\n|---|---|---|---|");
     for st in [DType::F32, DType::BF16] {
-        for (name, ok, detail) in check_api(&gpu, st).into_iter().chain(check_prefill_api(&gpu, st)) {
+        let checks = check_api(&gpu, st).into_iter().chain(check_prefill_api(&gpu, st)).chain(check_spec_api(&gpu, st));
+        for (name, ok, detail) in checks {
             all_ok &= ok;
             println!("| {} | {name} | {} | {detail} |", st.name(), if ok { "ok" } else { "FAILED" });
         }
