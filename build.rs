@@ -54,7 +54,7 @@ fn main() {
 /// The header's function sections, each named by its first function.
 /// cbindgen keeps the source order (the C API crate's modules are ordered
 /// the same way); this marks where each section starts.
-const SECTIONS: [(&str, &str); 11] = [
+const SECTIONS: [(&str, &str); 12] = [
     ("m2c_version", "Version"),
     ("m2c_status_str", "Errors"),
     ("m2c_config_init", "Configuration"),
@@ -65,6 +65,7 @@ const SECTIONS: [(&str, &str); 11] = [
     ("m2c_spec_reserve", "Speculative decoding: verify draft tokens, commit the accepted ones"),
     ("m2c_slot_acquire", "Slots: acquire, release, fork and reorder, health"),
     ("m2c_slot_snapshot_size", "Snapshots and files"),
+    ("m2c_store_config_init", "Prefix store: checkpoints under keys, lookups that say why they missed"),
     ("m2c_set_stream", "Devices and streams"),
 ];
 

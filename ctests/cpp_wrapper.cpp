@@ -247,12 +247,44 @@ static void kernels_prefill_equals_steps() {
                  "m2c_conv_step");
 }
 
+// The prefix store: insert, lookup, restore, a miss as m2c::error.
+static void prefix_store() {
+    m2c::config cfg;
+    cfg.num_layers = 2;
+    cfg.num_slots = 3;
+    cfg.intermediate_size = 8;
+    cfg.num_heads = 2;
+    cfg.head_dim = 4;
+    cfg.state_size = 4;
+    cfg.n_groups = 1;
+    m2c::cache c(cfg);
+    std::vector<float> st(cfg.ssm_state_len(), 0.25f);
+    const int32_t one = 1;
+    c.set_ssm(0, &one, 1, m2c::in(st));
+    c.advance(&one, 1, 5);
+    const int32_t toks[3] = {7, 8, 9};
+    const m2c_key k = m2c::chain_key(nullptr, toks, 3), k2 = m2c::chain_key(&k, toks, 3);
+    m2c::store s(1u << 20);
+    EXPECT(s.insert(c, 1, k) == M2C_MISS_NONE);
+    const m2c_key keys[2] = {k, k2};
+    const m2c::lookup_result l = s.lookup(c, keys, 2);
+    EXPECT(l.blocks == 1 && l.miss == M2C_MISS_NEVER_STORED);
+    s.restore(k, c, 2);
+    std::vector<float> got(cfg.ssm_state_len());
+    const int32_t two = 2;
+    c.read_ssm(0, &two, 1, m2c::out(got));
+    EXPECT(got == st && c.position(2) == 5);
+    EXPECT_ERROR(s.restore(k2, c, 0), m2c::status::not_found, "m2c_store_restore");
+    EXPECT(s.stats().inserts == 1 && s.stats().restores == 1);
+}
+
 int main() {
     try {
         m2c::require_abi();
         configs();
         raii_copies_slots_snapshots();
         kernels_prefill_equals_steps();
+        prefix_store();
     } catch (const std::exception &e) {
         std::fprintf(stderr, "unexpected exception: %s\n", e.what());
         return 1;

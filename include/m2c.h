@@ -109,6 +109,28 @@
 typedef struct m2c_cache m2c_cache;
 
 /**
+ * A prefix store: checkpoints of slots (every layer's conv window and SSM
+ * state, and the position) under 128-bit keys the engine chooses, within
+ * a memory budget. Created by `m2c_store_create`, freed by
+ * `m2c_store_destroy`. Opaque.
+ *
+ * A store is its own handle, not part of a cache: one store serves any
+ * number of caches, and a checkpoint restores into any cache of the shape
+ * (and storage dtypes) of the cache it came from. Its memory is host
+ * memory, whatever the caches' device. Every call on a store is
+ * thread-safe (one lock guards its index; the bytes are copied outside
+ * it), and concurrent calls behave as some serial order of them.
+ *
+ * The flow for prefix reuse: hash the prompt's token blocks into a chain
+ * of keys (`m2c_key_chain`, or your own hashes); `m2c_store_lookup` says
+ * how many leading blocks have a checkpoint (and why the next one does
+ * not); `m2c_store_restore` the deepest one into the request's slot;
+ * prefill the rest, inserting (`m2c_store_insert`) at the block
+ * boundaries you want to reuse later.
+ */
+typedef struct m2c_store m2c_store;
+
+/**
  * A status code. Every fallible function returns one; `M2C_STATUS_OK` is
  * 0 and every other value is a failure whose detail is in
  * `m2c_last_error()`. Values are part of the ABI: they are never
@@ -395,6 +417,107 @@ typedef struct m2c_ssm_io {
 } m2c_ssm_io;
 
 /**
+ * Options of `m2c_store_create`. Start from `m2c_store_config_init`.
+ */
+typedef struct m2c_store_config {
+  /**
+   * `sizeof(struct m2c_store_config)`, set by `m2c_store_config_init`.
+   */
+  uint32_t struct_size;
+  /**
+   * Most bytes of checkpoints held at once (> 0; default 1 GiB). One
+   * checkpoint takes `m2c_config_bytes` of a one-slot cache of the
+   * shape.
+   */
+  uint64_t budget_bytes;
+  /**
+   * How many keys that lost (or never got) their checkpoint the store
+   * remembers the reason of (default 65536; 0: none, so every miss of
+   * a key without a checkpoint reads `M2C_MISS_NEVER_STORED`).
+   */
+  uint64_t remember_misses;
+} m2c_store_config;
+
+/**
+ * Why a store key has no usable checkpoint (`M2C_MISS_*`). Values are
+ * part of the ABI.
+ */
+typedef int32_t m2c_miss;
+
+/**
+ * What `m2c_store_lookup` found.
+ */
+typedef struct m2c_lookup {
+  /**
+   * `sizeof(struct m2c_lookup)`, set by the caller (`m2c_lookup_init`).
+   */
+  uint32_t struct_size;
+  /**
+   * Leading blocks covered: `keys[blocks - 1]` is the deepest key with
+   * a usable checkpoint, the one to restore (0: none).
+   */
+  uint64_t blocks;
+  /**
+   * Why `keys[blocks]` has none (`M2C_MISS_NONE` when `blocks == n`).
+   */
+  m2c_miss miss;
+} m2c_lookup;
+
+/**
+ * A store's counters and occupancy.
+ */
+typedef struct m2c_store_stats {
+  /**
+   * `sizeof(struct m2c_store_stats)`, set by the caller
+   * (`m2c_store_stats_init`).
+   */
+  uint32_t struct_size;
+  /**
+   * Checkpoints held, and their bytes.
+   */
+  uint64_t entries;
+  uint64_t bytes_held;
+  uint64_t budget_bytes;
+  /**
+   * Checkpoints pinned at least once.
+   */
+  uint64_t pinned;
+  /**
+   * Inserts that stored a checkpoint.
+   */
+  uint64_t inserts;
+  /**
+   * Lookups that covered at least one block.
+   */
+  uint64_t hits;
+  /**
+   * Lookups that did not cover every block, by the reason of the first
+   * block not covered.
+   */
+  uint64_t misses_never_stored;
+  uint64_t misses_evicted;
+  uint64_t misses_too_large;
+  uint64_t misses_incompatible;
+  uint64_t misses_corrupt;
+  /**
+   * Checkpoints evicted (for room or by `m2c_store_evict`).
+   */
+  uint64_t evictions;
+  /**
+   * Restores into a slot.
+   */
+  uint64_t restores;
+} m2c_store_stats;
+
+/**
+ * A 128-bit store key: `lo` and `hi` halves.
+ */
+typedef struct m2c_key {
+  uint64_t lo;
+  uint64_t hi;
+} m2c_key;
+
+/**
  * Success.
  */
 #define M2C_STATUS_OK 0
@@ -477,6 +600,12 @@ typedef struct m2c_ssm_io {
  * its message.
  */
 #define M2C_STATUS_IO 14
+
+/**
+ * A prefix-store key with no entry (never stored, evicted, or refused
+ * for the budget); `m2c_last_error()` says which.
+ */
+#define M2C_STATUS_NOT_FOUND 15
 
 /**
  * IEEE-754 binary32.
@@ -576,6 +705,40 @@ typedef struct m2c_ssm_io {
  * SiLU, `v * sigmoid(v)` (what Mamba2 uses).
  */
 #define M2C_ACTIVATION_SILU 1
+
+/**
+ * Not a miss: every block was covered.
+ */
+#define M2C_MISS_NONE 0
+
+/**
+ * Nothing was stored under the key (or its reason is older than the
+ * store remembers: `remember_misses`).
+ */
+#define M2C_MISS_NEVER_STORED 1
+
+/**
+ * The checkpoint was evicted: for room (least recently used first), or
+ * by `m2c_store_evict`.
+ */
+#define M2C_MISS_EVICTED 2
+
+/**
+ * An insert under the key was refused: the checkpoint is larger than the
+ * budget, or the pinned checkpoints leave it no room.
+ */
+#define M2C_MISS_TOO_LARGE 3
+
+/**
+ * The checkpoint was made by a cache of another shape or storage dtype.
+ */
+#define M2C_MISS_INCOMPATIBLE 4
+
+/**
+ * The checkpoint's bytes were found damaged (reserved for spilled
+ * checkpoints).
+ */
+#define M2C_MISS_CORRUPT 5
 
 #ifdef __cplusplus
 extern "C" {
@@ -1322,6 +1485,159 @@ m2c_status m2c_save_file(const struct m2c_cache *cache, const char *path);
  * `M2C_STATUS_INCOMPATIBLE`, `M2C_STATUS_POISONED`. Thread-safe.
  */
 m2c_status m2c_load_file(struct m2c_cache *cache, const char *path);
+
+/* ------------------------------------------------------------------------ */
+/* Prefix store: checkpoints under keys, lookups that say why they missed   */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Fills `*cfg` with the defaults (1 GiB budget, 65536 remembered misses)
+ * and sets `struct_size`. NULL is a no-op.
+ */
+void m2c_store_config_init(struct m2c_store_config *cfg);
+
+/**
+ * Sets `out->struct_size` for `m2c_store_lookup` (the other fields are
+ * zeroed). NULL is a no-op.
+ */
+void m2c_lookup_init(struct m2c_lookup *out);
+
+/**
+ * Sets `out->struct_size` for `m2c_store_get_stats` (the other fields are
+ * zeroed). NULL is a no-op.
+ */
+void m2c_store_stats_init(struct m2c_store_stats *out);
+
+/**
+ * Creates an empty store. On success `*out` receives a new handle the
+ * caller owns and frees with `m2c_store_destroy`; on failure `*out` is
+ * not written.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (cfg, out), `M2C_STATUS_INVALID_ARG`
+ * (unknown `struct_size`; `budget_bytes` of 0), `M2C_STATUS_OUT_OF_MEMORY`.
+ * Thread-safe.
+ */
+m2c_status m2c_store_create(const struct m2c_store_config *cfg, struct m2c_store **out);
+
+/**
+ * Frees a store and every checkpoint in it. NULL is a no-op. Must not
+ * run concurrently with any other call on the same store, and the handle
+ * must not be used afterwards. Caches are not affected.
+ */
+void m2c_store_destroy(struct m2c_store *store);
+
+/**
+ * Copies the state of `slot` of `cache` (every layer's conv window and
+ * SSM state, in the storage dtypes, and its position) into the store
+ * under `*key`, replacing the checkpoint already there unless it is
+ * pinned. To make room it evicts the least recently used unpinned
+ * checkpoints. A device cache's rows are copied to host memory.
+ *
+ * A checkpoint that cannot fit (larger than the budget, or the pinned
+ * checkpoints leave no room) is not an error: nothing is stored or
+ * evicted, `*out_miss` (if not NULL) receives `M2C_MISS_TOO_LARGE`, and a
+ * later lookup of the key answers that reason. Otherwise `*out_miss`
+ * receives `M2C_MISS_NONE`.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (store, cache, key),
+ * `M2C_STATUS_OUT_OF_RANGE` (slot), `M2C_STATUS_INVALID_ARG` (a pinned
+ * checkpoint under `key`), `M2C_STATUS_OUT_OF_MEMORY`. On failure the
+ * store is unchanged. Thread-safe (takes the cache's read lock).
+ */
+m2c_status m2c_store_insert(struct m2c_store *store, const struct m2c_cache *cache, int32_t slot, const struct m2c_key *key, m2c_miss *out_miss);
+
+/**
+ * Finds the longest cached prefix of a prompt: `keys` (`n` entries, the
+ * keys of its blocks in order; entry `i` names the state after blocks
+ * `0..=i`) against the checkpoints usable by `cache` (same shape and
+ * dtypes). `out->blocks` receives the number of leading blocks covered
+ * (`keys[blocks - 1]` is the checkpoint to restore; 0: none) and
+ * `out->miss` why `keys[blocks]` has no checkpoint (`M2C_MISS_NONE` when
+ * all `n` are covered). Only the deepest checkpoint matters: earlier ones
+ * may have been evicted. Counts a hit when a block is covered and a miss
+ * by reason when not every block is, and makes the found checkpoint the
+ * most recently used. `n = 0` covers nothing and counts nothing. A chain
+ * of 128 keys takes microseconds.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (store, cache, out; keys NULL with
+ * `n > 0`), `M2C_STATUS_INVALID_ARG` (unknown `out->struct_size`). `*out`
+ * is written only on success. Thread-safe.
+ */
+m2c_status m2c_store_lookup(struct m2c_store *store, const struct m2c_cache *cache, const struct m2c_key *keys, size_t n, struct m2c_lookup *out);
+
+/**
+ * Restores the checkpoint under `*key` into `slot` of `cache`: the slot's
+ * conv window and SSM state in every layer, and its position, become the
+ * checkpoint's (bit for bit the state of the slot it was inserted from).
+ * The slot leaves a speculative round, as after any write. The slot need
+ * not be acquired; acquire it first if you use `m2c_slot_acquire`.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (store, cache, key),
+ * `M2C_STATUS_OUT_OF_RANGE` (slot), `M2C_STATUS_NOT_FOUND` (no checkpoint
+ * under the key; the message gives the reason, as a lookup would),
+ * `M2C_STATUS_INCOMPATIBLE` (a checkpoint of another shape or dtype). On
+ * failure the slot is unchanged. Thread-safe (takes the cache's write
+ * lock; a concurrent eviction of the checkpoint does not disturb it).
+ */
+m2c_status m2c_store_restore(struct m2c_store *store, const struct m2c_key *key, struct m2c_cache *cache, int32_t slot);
+
+/**
+ * Pins the checkpoint under `*key`: it is neither evicted for room nor
+ * replaced until unpinned (pins count: each needs an unpin). Pin what a
+ * running request will restore again.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_NOT_FOUND`,
+ * `M2C_STATUS_OUT_OF_RANGE` (2^32 - 1 pins). Thread-safe.
+ */
+m2c_status m2c_store_pin(struct m2c_store *store, const struct m2c_key *key);
+
+/**
+ * Drops one pin of the checkpoint under `*key`.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_NOT_FOUND`,
+ * `M2C_STATUS_INVALID_ARG` (not pinned). Thread-safe.
+ */
+m2c_status m2c_store_unpin(struct m2c_store *store, const struct m2c_key *key);
+
+/**
+ * Evicts the checkpoint under `*key` now; a later lookup of the key
+ * answers `M2C_MISS_EVICTED`.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG`, `M2C_STATUS_NOT_FOUND`,
+ * `M2C_STATUS_INVALID_ARG` (pinned: unpin it first). Thread-safe.
+ */
+m2c_status m2c_store_evict(struct m2c_store *store, const struct m2c_key *key);
+
+/**
+ * Copies the store's counters and occupancy into `*out` (the caller sets
+ * `out->struct_size` first: `m2c_store_stats_init`).
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (store, out), `M2C_STATUS_INVALID_ARG`
+ * (unknown `out->struct_size`). `*out` is written only on success.
+ * Thread-safe.
+ */
+m2c_status m2c_store_get_stats(const struct m2c_store *store, struct m2c_store_stats *out);
+
+/**
+ * The key of a block of `n` token ids that follows the block keyed
+ * `*prev` (`prev == NULL`: the prompt's first block), into `*out`: chain
+ * it over a prompt's blocks to get the keys `m2c_store_lookup` takes.
+ * Equal keys mean equal token prefixes (up to 128-bit hash collisions);
+ * the same tokens split into other blocks give other keys. The hash is
+ * two seeded XXH64 of the previous key and the ids' little-endian bytes,
+ * and stays the same across releases. Engines with their own block
+ * hashes can use those instead.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (out; tokens NULL with `n > 0`).
+ * Thread-safe.
+ */
+m2c_status m2c_key_chain(const struct m2c_key *prev, const int32_t *tokens, size_t n, struct m2c_key *out);
+
+/**
+ * A static description of an `M2C_MISS_*` value ("unknown miss reason"
+ * for others). Never NULL. Thread-safe.
+ */
+const char *m2c_miss_str(m2c_miss miss);
 
 /* ------------------------------------------------------------------------ */
 /* Devices and streams                                                      */

@@ -58,6 +58,7 @@ enum class status : int32_t {
     corrupt = M2C_STATUS_CORRUPT,
     incompatible = M2C_STATUS_INCOMPATIBLE,
     io = M2C_STATUS_IO,
+    not_found = M2C_STATUS_NOT_FOUND,
 };
 
 /* Element types (M2C_DTYPE_*). */
@@ -286,6 +287,74 @@ class cache {
   private:
     explicit cache(m2c_cache *raw) noexcept : c_(raw) {}
     m2c_cache *c_ = nullptr;
+};
+
+/* The key of a block of token ids after the block keyed *prev (nullptr: a
+ * prompt's first block): m2c_key_chain. */
+inline m2c_key chain_key(const m2c_key *prev, const int32_t *tokens, std::size_t n) {
+    m2c_key k;
+    check(m2c_key_chain(prev, tokens, n, &k), "m2c_key_chain");
+    return k;
+}
+
+/* What store::lookup found (m2c_lookup without struct_size). */
+struct lookup_result {
+    std::size_t blocks;
+    m2c_miss miss;
+};
+
+/* Owns one m2c_store (the prefix store). Move-only; the destructor calls
+ * m2c_store_destroy. Budget 0 keeps the library's default. */
+class store {
+  public:
+    explicit store(uint64_t budget_bytes = 0, uint64_t remember_misses = UINT64_MAX) {
+        m2c_store_config cfg;
+        m2c_store_config_init(&cfg);
+        if (budget_bytes != 0) cfg.budget_bytes = budget_bytes;
+        if (remember_misses != UINT64_MAX) cfg.remember_misses = remember_misses;
+        check(m2c_store_create(&cfg, &s_), "m2c_store_create");
+    }
+    store(store &&o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+    store &operator=(store &&o) noexcept {
+        if (this != &o) {
+            m2c_store_destroy(s_);
+            s_ = std::exchange(o.s_, nullptr);
+        }
+        return *this;
+    }
+    store(const store &) = delete;
+    store &operator=(const store &) = delete;
+    ~store() { m2c_store_destroy(s_); }
+    m2c_store *get() const noexcept { return s_; }
+
+    /* m2c_store_insert: M2C_MISS_TOO_LARGE when it cannot fit (nothing
+     * stored), else M2C_MISS_NONE. */
+    m2c_miss insert(const cache &c, int32_t slot, const m2c_key &key) {
+        m2c_miss miss = M2C_MISS_NONE;
+        check(m2c_store_insert(s_, c.get(), slot, &key, &miss), "m2c_store_insert");
+        return miss;
+    }
+    lookup_result lookup(const cache &c, const m2c_key *keys, std::size_t n) {
+        m2c_lookup out;
+        m2c_lookup_init(&out);
+        check(m2c_store_lookup(s_, c.get(), keys, n, &out), "m2c_store_lookup");
+        return {static_cast<std::size_t>(out.blocks), out.miss};
+    }
+    void restore(const m2c_key &key, cache &c, int32_t slot) {
+        check(m2c_store_restore(s_, &key, c.get(), slot), "m2c_store_restore");
+    }
+    void pin(const m2c_key &key) { check(m2c_store_pin(s_, &key), "m2c_store_pin"); }
+    void unpin(const m2c_key &key) { check(m2c_store_unpin(s_, &key), "m2c_store_unpin"); }
+    void evict(const m2c_key &key) { check(m2c_store_evict(s_, &key), "m2c_store_evict"); }
+    m2c_store_stats stats() const {
+        m2c_store_stats st;
+        m2c_store_stats_init(&st);
+        check(m2c_store_get_stats(s_, &st), "m2c_store_get_stats");
+        return st;
+    }
+
+  private:
+    m2c_store *s_ = nullptr;
 };
 
 }  // namespace m2c

@@ -73,6 +73,7 @@ pub(crate) fn status_of(e: &Error) -> m2c_status {
         CoreError::Corrupt(_) => M2C_STATUS_CORRUPT,
         CoreError::Incompatible(_) => M2C_STATUS_INCOMPATIBLE,
         CoreError::Io(_) => M2C_STATUS_IO,
+        CoreError::NotFound(_) => M2C_STATUS_NOT_FOUND,
     }
 }
 
@@ -331,6 +332,7 @@ pub(crate) fn status_text(s: m2c_status) -> &'static CStr {
         M2C_STATUS_CORRUPT => c"corrupt snapshot or file",
         M2C_STATUS_INCOMPATIBLE => c"snapshot or file made for another shape or format version",
         M2C_STATUS_IO => c"I/O error",
+        M2C_STATUS_NOT_FOUND => c"no entry under that key",
         _ => c"unknown status code",
     }
 }

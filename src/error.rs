@@ -63,6 +63,10 @@ pub const M2C_STATUS_INCOMPATIBLE: m2c_status = 13;
 /// its message.
 pub const M2C_STATUS_IO: m2c_status = 14;
 
+/// A prefix-store key with no entry (never stored, evicted, or refused
+/// for the budget); `m2c_last_error()` says which.
+pub const M2C_STATUS_NOT_FOUND: m2c_status = 15;
+
 /// A static, human-readable description of a status code; "unknown status
 /// code" for a value this library does not define. Never NULL; the string
 /// lives forever. Thread-safe.

@@ -26,6 +26,7 @@ pub mod kernels;
 pub mod spec;
 pub mod slots;
 pub mod persist;
+pub mod store;
 pub mod stream;
 
 #[cfg(test)]
@@ -39,6 +40,7 @@ pub use kernels::*;
 pub use persist::*;
 pub use slots::*;
 pub use spec::*;
+pub use store::*;
 pub use stream::*;
 pub use version::*;
 pub use view::*;

@@ -9,7 +9,7 @@ use super::*;
 ///
 /// # Safety
 /// If non-NULL, `p` must be valid for reads of `len` `T` for `'a`.
-unsafe fn array_arg<'a, T>(p: *const T, len: usize, what: &str) -> Result<&'a [T], Error> {
+pub(crate) unsafe fn array_arg<'a, T>(p: *const T, len: usize, what: &str) -> Result<&'a [T], Error> {
     if p.is_null() {
         if len == 0 {
             return Ok(&[]);

@@ -30,6 +30,7 @@ const (
 	StatusCorrupt          Status = C.M2C_STATUS_CORRUPT           // a damaged snapshot or file
 	StatusIncompatible     Status = C.M2C_STATUS_INCOMPATIBLE      // a snapshot or file for another shape or version
 	StatusIO               Status = C.M2C_STATUS_IO                // the operating system refused an I/O operation
+	StatusNotFound         Status = C.M2C_STATUS_NOT_FOUND         // a store key with no entry
 )
 
 // String returns the library's static description of the code
@@ -95,6 +96,7 @@ var (
 	ErrCorrupt          = &Error{Code: StatusCorrupt}
 	ErrIncompatible     = &Error{Code: StatusIncompatible}
 	ErrIO               = &Error{Code: StatusIO}
+	ErrNotFound         = &Error{Code: StatusNotFound}
 )
 
 // ErrClosed is matched (errors.Is) by the error of any call on a closed

@@ -49,12 +49,12 @@ func TestStatusMapsToSentinel(t *testing.T) {
 		StatusUnsupportedDtype: ErrUnsupportedDtype, StatusOutOfMemory: ErrOutOfMemory,
 		StatusPoisoned: ErrPoisoned, StatusPanic: ErrPanic, StatusUnsupported: ErrUnsupported,
 		StatusNoFreeSlot: ErrNoFreeSlot, StatusCorrupt: ErrCorrupt, StatusIncompatible: ErrIncompatible,
-		StatusIO: ErrIO,
+		StatusIO: ErrIO, StatusNotFound: ErrNotFound,
 	}
 	if statusError("op", StatusOK) != nil {
 		t.Fatal("StatusOK is not nil")
 	}
-	for code := Status(1); code <= 14; code++ {
+	for code := Status(1); code <= 15; code++ {
 		want, ok := sentinels[code]
 		if !ok {
 			t.Fatalf("no sentinel for %d", code)

@@ -241,6 +241,18 @@ impl AnyCache {
         on_either!(self, c => c.slot_save(slot, buf))
     }
 
+    /// The storage bytes of `slot` into `out` (every layer's conv window
+    /// then SSM state); returns its position ([`Cache::slot_export`]).
+    pub fn slot_export(&self, slot: i32, out: &mut [u8]) -> Result<u64> {
+        on_either!(self, c => c.slot_export(slot, out))
+    }
+
+    /// The state of `slot` from [`AnyCache::slot_export`]'s bytes, and its
+    /// position ([`Cache::slot_import`]).
+    pub fn slot_import(&mut self, slot: i32, data: &[u8], position: u64) -> Result<()> {
+        on_either!(self, c => c.slot_import(slot, data, position))
+    }
+
     pub fn slot_load(&mut self, slot: i32, buf: &[u8]) -> Result<()> {
         on_either!(self, c => c.slot_load(slot, buf))
     }

@@ -50,6 +50,9 @@ pub enum Error {
     /// machine.
     #[error("{0}")]
     Unsupported(String),
+    /// A key with no entry in a prefix store; the message says why.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// Shorthand for the core's results.

@@ -29,6 +29,7 @@ pub mod pool;
 pub mod selection;
 pub mod snapshot;
 pub mod spec;
+pub mod store;
 pub mod xxh64;
 
 pub use any_cache::AnyCache;
@@ -37,3 +38,4 @@ pub use config::{Config, Device, Preset, Shape};
 pub use dtype::{DType, Slice, SliceMut};
 pub use error::{Error, Result};
 pub use selection::Slots;
+pub use store::Store;

@@ -114,7 +114,7 @@ impl Cache {
         [&mut layer.conv.bytes_mut()[..n * conv_row], &mut layer.ssm.bytes_mut()[..n * ssm_row]]
     }
 
-    fn slot_byte_sizes(&self) -> (usize, usize) {
+    pub(crate) fn slot_byte_sizes(&self) -> (usize, usize) {
         let cfg = self.config();
         (self.shape().conv_slot_elems * cfg.conv_dtype.size(), self.shape().ssm_slot_elems * cfg.ssm_dtype.size())
     }

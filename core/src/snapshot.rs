@@ -130,6 +130,63 @@ impl Cache {
         Ok(size)
     }
 
+    /// Copies the storage bytes of `slot` (every layer's conv window then
+    /// SSM state, as in a snapshot's payload) into `out`, which must hold
+    /// exactly that many, and returns its position. Layers are copied in
+    /// parallel when the slot is large.
+    pub fn slot_export(&self, slot: i32, out: &mut [u8]) -> Result<u64> {
+        let s = self.check_slot(slot)?;
+        let per = self.slot_payload_bytes() / self.layers.len();
+        self.check_payload(out.len())?;
+        let copy = |(l, dst): (usize, &mut [u8])| {
+            let mut at = 0;
+            for part in self.slot_bytes(l as u32, s) {
+                dst[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+        };
+        if out.len() >= crate::cache::PAR_MIN_BYTES && self.layers.len() >= 2 && crate::pool::threads() > 1 {
+            use rayon::prelude::*;
+            crate::pool::install(|| out.par_chunks_mut(per).enumerate().for_each(copy));
+        } else {
+            out.chunks_mut(per).enumerate().for_each(copy);
+        }
+        self.position(slot)
+    }
+
+    /// Replaces the state of `slot` with bytes from [`Cache::slot_export`]
+    /// of a cache of the same shape, and its position with `position`.
+    pub fn slot_import(&mut self, slot: i32, data: &[u8], position: u64) -> Result<()> {
+        let s = self.check_slot(slot)?;
+        self.check_payload(data.len())?;
+        let per = self.slot_payload_bytes() / self.layers.len();
+        let (conv_row, ssm_row) = self.slot_byte_sizes();
+        let copy = |(layer, src): (&mut crate::cache::Layer, &[u8])| {
+            layer.conv.bytes_mut()[s * conv_row..(s + 1) * conv_row].copy_from_slice(&src[..conv_row]);
+            layer.ssm.bytes_mut()[s * ssm_row..(s + 1) * ssm_row].copy_from_slice(&src[conv_row..]);
+        };
+        if data.len() >= crate::cache::PAR_MIN_BYTES && self.layers.len() >= 2 && crate::pool::threads() > 1 {
+            use rayon::prelude::*;
+            let layers = &mut self.layers;
+            crate::pool::install(|| layers.par_iter_mut().zip(data.par_chunks(per)).for_each(copy));
+        } else {
+            self.layers.iter_mut().zip(data.chunks(per)).for_each(copy);
+        }
+        self.set_position(s, position);
+        self.spec_drop(s);
+        Ok(())
+    }
+
+    fn check_payload(&self, len: usize) -> Result<()> {
+        if len != self.slot_payload_bytes() {
+            return Err(Error::ShapeMismatch(format!(
+                "{len} bytes, but a slot of this cache holds {}",
+                self.slot_payload_bytes()
+            )));
+        }
+        Ok(())
+    }
+
     /// Validates a whole snapshot, then replaces `slot`'s state and position
     /// with it. Nothing changes unless every check passes.
     pub fn slot_load(&mut self, slot: i32, buf: &[u8]) -> Result<()> {

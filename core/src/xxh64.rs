@@ -8,6 +8,11 @@ pub fn xxh64(data: &[u8]) -> u64 {
     xxhash_rust::xxh64::xxh64(data, 0)
 }
 
+/// XXH64 of `data` with `seed` (the prefix store's key chaining).
+pub fn xxh64_seeded(data: &[u8], seed: u64) -> u64 {
+    xxhash_rust::xxh64::xxh64(data, seed)
+}
+
 /// Streaming XXH64 (seed 0): `update` in any split gives the same digest
 /// as [`xxh64`] of the whole.
 #[derive(Clone)]

@@ -49,6 +49,7 @@ pub const Error = error{
     Corrupt,
     Incompatible,
     Io,
+    NotFound,
     Unknown,
     AbiMismatch,
 };
@@ -72,6 +73,7 @@ pub const Status = enum(i32) {
     corrupt = c.M2C_STATUS_CORRUPT,
     incompatible = c.M2C_STATUS_INCOMPATIBLE,
     io = c.M2C_STATUS_IO,
+    not_found = c.M2C_STATUS_NOT_FOUND,
     _,
 
     /// The library's static description of the code.
@@ -100,6 +102,7 @@ pub fn check(code: c.m2c_status) Error!void {
         .corrupt => error.Corrupt,
         .incompatible => error.Incompatible,
         .io => error.Io,
+        .not_found => error.NotFound,
         _ => error.Unknown,
     };
 }
@@ -1225,6 +1228,125 @@ pub const Cache = struct {
 
     pub fn loadFileZ(self: *Cache, path: [:0]const u8) Error!void {
         try call(self.diag, c.m2c_load_file(self.handle, path.ptr));
+    }
+};
+
+// ---------------------------------------------------------------------------
+// The prefix store
+// ---------------------------------------------------------------------------
+
+/// A 128-bit prefix-store key (`m2c_key`: `lo`, `hi`).
+pub const Key = c.m2c_key;
+
+/// The key of a block of token ids after the block keyed `prev` (null: a
+/// prompt's first block), `m2c_key_chain`; the hash never changes across
+/// releases.
+pub fn chainKey(prev: ?Key, tokens: []const i32) Error!Key {
+    var out: Key = undefined;
+    const p: ?*const Key = if (prev) |*k| k else null;
+    try call(null, c.m2c_key_chain(p, if (tokens.len == 0) null else tokens.ptr, tokens.len, &out));
+    return out;
+}
+
+/// Why a key has no usable checkpoint (`M2C_MISS_*`). Non-exhaustive.
+pub const Miss = enum(i32) {
+    none = c.M2C_MISS_NONE,
+    never_stored = c.M2C_MISS_NEVER_STORED,
+    evicted = c.M2C_MISS_EVICTED,
+    too_large = c.M2C_MISS_TOO_LARGE,
+    incompatible = c.M2C_MISS_INCOMPATIBLE,
+    corrupt = c.M2C_MISS_CORRUPT,
+    _,
+
+    /// The library's description (`m2c_miss_str`).
+    pub fn str(m: Miss) [:0]const u8 {
+        return std.mem.span(c.m2c_miss_str(@intFromEnum(m)));
+    }
+};
+
+/// Options of `Store.init`; null fields take the library's defaults
+/// (`m2c_store_config_init`: 1 GiB, 65536 remembered misses).
+pub const StoreConfig = struct {
+    budget_bytes: ?u64 = null,
+    remember_misses: ?u64 = null,
+};
+
+/// What `Store.lookup` found: `blocks` leading blocks covered
+/// (`keys[blocks - 1]` is the checkpoint to restore) and why the next one
+/// is not (`.none` when all are).
+pub const Lookup = struct { blocks: usize, miss: Miss };
+
+/// A prefix store (`m2c_store`): checkpoints of slots under 128-bit keys,
+/// within a memory budget, shared by any caches of one shape. Thread-safe,
+/// except `deinit`.
+pub const Store = struct {
+    /// Null after `deinit`; a call then fails with `error.NullArg`.
+    handle: ?*c.m2c_store,
+    diag: ?*Diagnostics,
+
+    /// An empty store (`m2c_store_create`).
+    pub fn init(cfg: StoreConfig, diag: ?*Diagnostics) Error!Store {
+        var raw: c.m2c_store_config = undefined;
+        c.m2c_store_config_init(&raw);
+        if (cfg.budget_bytes) |b| raw.budget_bytes = b;
+        if (cfg.remember_misses) |r| raw.remember_misses = r;
+        var handle: ?*c.m2c_store = null;
+        try call(diag, c.m2c_store_create(&raw, &handle));
+        return .{ .handle = handle, .diag = diag };
+    }
+
+    /// Frees the store and its checkpoints (`m2c_store_destroy`).
+    /// Idempotent.
+    pub fn deinit(self: *Store) void {
+        c.m2c_store_destroy(self.handle);
+        self.handle = null;
+    }
+
+    /// Stores `slot` of `cache` under `key` (`m2c_store_insert`); `.too_large`
+    /// when it cannot fit (nothing stored), else `.none`.
+    pub fn insert(self: *Store, cache: *const Cache, slot: i32, key: Key) Error!Miss {
+        var miss: c.m2c_miss = c.M2C_MISS_NONE;
+        try call(self.diag, c.m2c_store_insert(self.handle, cache.handle, slot, &key, &miss));
+        return @enumFromInt(miss);
+    }
+
+    /// The longest cached prefix among `keys` usable by `cache`
+    /// (`m2c_store_lookup`).
+    pub fn lookup(self: *Store, cache: *const Cache, keys: []const Key) Error!Lookup {
+        var out: c.m2c_lookup = undefined;
+        c.m2c_lookup_init(&out);
+        try call(self.diag, c.m2c_store_lookup(self.handle, cache.handle, if (keys.len == 0) null else keys.ptr, keys.len, &out));
+        return .{ .blocks = @intCast(out.blocks), .miss = @enumFromInt(out.miss) };
+    }
+
+    /// Restores the checkpoint under `key` into `slot` of `cache`
+    /// (`m2c_store_restore`): `error.NotFound` with the reason in the
+    /// message when there is none.
+    pub fn restore(self: *Store, key: Key, cache: *Cache, slot: i32) Error!void {
+        try call(self.diag, c.m2c_store_restore(self.handle, &key, cache.handle, slot));
+    }
+
+    /// `m2c_store_pin`.
+    pub fn pin(self: *Store, key: Key) Error!void {
+        try call(self.diag, c.m2c_store_pin(self.handle, &key));
+    }
+
+    /// `m2c_store_unpin`.
+    pub fn unpin(self: *Store, key: Key) Error!void {
+        try call(self.diag, c.m2c_store_unpin(self.handle, &key));
+    }
+
+    /// `m2c_store_evict`.
+    pub fn evict(self: *Store, key: Key) Error!void {
+        try call(self.diag, c.m2c_store_evict(self.handle, &key));
+    }
+
+    /// The counters and occupancy (`m2c_store_get_stats`).
+    pub fn stats(self: *const Store) Error!c.m2c_store_stats {
+        var out: c.m2c_store_stats = undefined;
+        c.m2c_store_stats_init(&out);
+        try call(self.diag, c.m2c_store_get_stats(self.handle, &out));
+        return out;
     }
 };
 

@@ -14,6 +14,7 @@ test {
     _ = @import("tests/data.zig");
     _ = @import("tests/kernels.zig");
     _ = @import("tests/spec.zig");
+    _ = @import("tests/store.zig");
     _ = @import("tests/slots.zig");
     _ = @import("tests/files.zig");
     _ = @import("tests/device.zig");

@@ -807,6 +807,37 @@ mod tests {
     }
 
     #[test]
+    fn store_checkpoints_move_between_device_and_host_caches_exactly() {
+        use crate::store::{Store, chain_key};
+        let c = cfg(DType::BF16, DType::F32, 4);
+        let mut rng = Rng::new(11);
+        let mut host = crate::AnyCache::Host(Cache::new(c).unwrap());
+        let dev = DeviceCache::new(Config { device: Device::Cuda, ..c }, Box::new(Emu::default())).unwrap();
+        let mut dev = crate::AnyCache::Device(std::sync::Mutex::new(dev));
+        let shape = host.shape();
+        for l in 0..c.num_layers {
+            let st = f32s(&mut rng, shape.ssm_slot_elems);
+            let w = f32s(&mut rng, shape.conv_slot_elems);
+            dev.set_ssm(l, Slots::List(&[3]), Slice::F32(&st)).unwrap();
+            dev.set_conv(l, Slots::List(&[3]), Slice::F32(&w)).unwrap();
+        }
+        dev.advance(Slots::List(&[3]), 9).unwrap();
+        let store = Store::new(1 << 24, 8).unwrap();
+        let k = chain_key(None, &[42]);
+        store.insert(&dev, 3, k).unwrap();
+        store.restore(k, &mut host, 1).unwrap();
+        store.restore(k, &mut dev, 0).unwrap();
+        let (mut a, mut b, mut d) = (vec![0u8; 0], vec![0u8; 0], vec![0u8; 0]);
+        for (cache, slot, out) in [(&host, 1, &mut a), (&dev, 3, &mut b), (&dev, 0, &mut d)] {
+            out.resize(cache.slot_snapshot_size(), 0);
+            cache.slot_save(slot, out).unwrap();
+            assert_eq!(cache.position(slot).unwrap(), 9);
+        }
+        // Snapshots carry the same header and payload: equal bytes.
+        assert!(a == b && b == d, "a checkpoint restored elsewhere differs from its slot");
+    }
+
+    #[test]
     fn a_failed_transfer_is_an_error_not_a_panic() {
         let c = cfg(DType::F32, DType::F32, 4);
         let mut dev = DeviceCache::new(Config { device: Device::Cuda, ..c }, Box::new(Emu::default())).unwrap();

@@ -515,6 +515,22 @@ impl DeviceCache {
         self.push_both(layers, &[s])
     }
 
+    /// As [`Cache::slot_export`] (the slot's rows come from the device).
+    pub fn slot_export(&mut self, slot: i32, out: &mut [u8]) -> Result<u64> {
+        let s = self.host.check_slot(slot)?;
+        let layers = self.all_layers();
+        self.pull_both(layers, &[s])?;
+        self.host.slot_export(slot, out)
+    }
+
+    /// As [`Cache::slot_import`] (the slot's rows go to the device).
+    pub fn slot_import(&mut self, slot: i32, data: &[u8], position: u64) -> Result<()> {
+        let s = self.host.check_slot(slot)?;
+        self.host.slot_import(slot, data, position)?;
+        let layers = self.all_layers();
+        self.push_both(layers, &[s])
+    }
+
     /// As [`Cache::file_size`].
     pub fn file_size(&self) -> u64 {
         self.host.file_size()

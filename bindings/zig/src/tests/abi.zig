@@ -76,6 +76,20 @@ const wrappers = .{
     .{ "m2c_set_num_threads", m2c.Cache, "setNumThreads" },
     .{ "m2c_describe", m2c.Cache, "describe" },
     .{ "m2c_config_preset", m2c.Config, "preset" },
+    .{ "m2c_store_config_init", m2c.Store, "init" },
+    .{ "m2c_lookup_init", m2c.Store, "lookup" },
+    .{ "m2c_store_stats_init", m2c.Store, "stats" },
+    .{ "m2c_store_create", m2c.Store, "init" },
+    .{ "m2c_store_destroy", m2c.Store, "deinit" },
+    .{ "m2c_store_insert", m2c.Store, "insert" },
+    .{ "m2c_store_lookup", m2c.Store, "lookup" },
+    .{ "m2c_store_restore", m2c.Store, "restore" },
+    .{ "m2c_store_pin", m2c.Store, "pin" },
+    .{ "m2c_store_unpin", m2c.Store, "unpin" },
+    .{ "m2c_store_evict", m2c.Store, "evict" },
+    .{ "m2c_store_get_stats", m2c.Store, "stats" },
+    .{ "m2c_key_chain", m2c, "chainKey" },
+    .{ "m2c_miss_str", m2c.Miss, "str" },
 };
 
 /// The functions m2c.h declares.

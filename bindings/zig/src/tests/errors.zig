@@ -29,6 +29,7 @@ test "every status code maps to its own error and unknown codes are errors" {
         .{ .corrupt, error.Corrupt },
         .{ .incompatible, error.Incompatible },
         .{ .io, error.Io },
+        .{ .not_found, error.NotFound },
     };
     try expectEqual(@typeInfo(m2c.Status).@"enum".fields.len, want.len);
     for (want) |w| {
@@ -36,7 +37,7 @@ test "every status code maps to its own error and unknown codes are errors" {
         if (w[1]) |err| try expectError(err, m2c.check(code)) else try m2c.check(code);
         try expect(!std.mem.eql(u8, m2c.statusStr(code), "unknown status code"));
     }
-    for ([_]i32{ 15, 16, 1000, -1, std.math.minInt(i32), std.math.maxInt(i32) }) |code| {
+    for ([_]i32{ 16, 17, 1000, -1, std.math.minInt(i32), std.math.maxInt(i32) }) |code| {
         try expectError(error.Unknown, m2c.check(code));
         try testing.expectEqualStrings("unknown status code", m2c.statusStr(code));
     }

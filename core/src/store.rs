@@ -1,0 +1,415 @@
+//! The prefix store: checkpoints of slots (every layer's conv window and
+//! SSM state, and the position) kept under caller-chosen 128-bit keys, so
+//! that a request whose prompt starts like an earlier one restores the
+//! state at the longest cached prefix instead of prefilling it again.
+//!
+//! A store is its own object, shared by any number of caches of one shape
+//! (a checkpoint restores into any cache whose shape fingerprint matches
+//! the one it came from). It holds at most its budget of bytes, evicts the
+//! least recently used unpinned entry when an insert needs room, and
+//! answers every lookup: a hit, or a miss with its reason (never stored,
+//! evicted, larger than the budget allows, made for another shape).
+//!
+//! Thread safety: every method takes `&self`; one mutex guards the index,
+//! and the bytes of an entry are shared (`Arc`), so copies into and out of
+//! caches run outside the lock and an entry evicted during a restore stays
+//! alive until that restore is done. Concurrent calls behave as some
+//! serial order of them.
+
+use crate::any_cache::AnyCache;
+use crate::buffer::try_vec;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::snapshot::{FINGERPRINT_BYTES, fingerprint};
+use crate::xxh64::xxh64_seeded;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A store key: 128 bits the engine chooses (for example a hash of the
+/// prompt's token blocks, see [`chain_key`]).
+pub type Key = u128;
+
+/// Why a key has no usable entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Miss {
+    /// No entry was ever stored under the key (or the store no longer
+    /// remembers it: it keeps the reasons of its most recent misses only).
+    NeverStored,
+    /// The entry was evicted: to make room for another, or on request.
+    Evicted,
+    /// An insert under the key was refused: the entry alone is larger than
+    /// the budget, or the pinned entries leave no room for it.
+    TooLarge,
+    /// The entry was made by a cache of another shape or dtype.
+    Incompatible,
+    /// The entry's bytes were found damaged (a spill file that failed its
+    /// checksum).
+    Corrupt,
+}
+
+impl Miss {
+    /// Every reason, in the order of [`Stats::misses`].
+    pub const ALL: [Miss; 5] = [Miss::NeverStored, Miss::Evicted, Miss::TooLarge, Miss::Incompatible, Miss::Corrupt];
+
+    fn index(self) -> usize {
+        Miss::ALL.iter().position(|&m| m == self).expect("listed")
+    }
+
+    /// A short description.
+    pub fn text(self) -> &'static str {
+        match self {
+            Miss::NeverStored => "never stored",
+            Miss::Evicted => "evicted",
+            Miss::TooLarge => "too large for the budget",
+            Miss::Incompatible => "made for another shape or dtype",
+            Miss::Corrupt => "damaged",
+        }
+    }
+}
+
+/// The store's counters and occupancy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Entries held, and their bytes.
+    pub entries: u64,
+    pub bytes_held: u64,
+    pub budget_bytes: u64,
+    /// Entries pinned at least once.
+    pub pinned: u64,
+    /// Inserts that stored an entry.
+    pub inserts: u64,
+    /// Lookups that found at least one block.
+    pub hits: u64,
+    /// Lookups that did not cover every block, by the reason of the first
+    /// block not covered (the order of [`Miss::ALL`]).
+    pub misses: [u64; 5],
+    /// Entries evicted (for room or on request).
+    pub evictions: u64,
+    /// Restores into a slot.
+    pub restores: u64,
+}
+
+/// What a lookup found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lookup {
+    /// Leading blocks covered: the deepest key with a usable entry is
+    /// `keys[blocks - 1]` (0: none).
+    pub blocks: usize,
+    /// Why `keys[blocks]` has no usable entry (`None` when every block is
+    /// covered).
+    pub miss: Option<Miss>,
+}
+
+/// One checkpoint.
+struct Entry {
+    fp: [u8; FINGERPRINT_BYTES],
+    position: u64,
+    /// Every layer's conv window then SSM state, in storage bytes.
+    data: Arc<Vec<u8>>,
+    pins: u32,
+    /// Last use, on the store's clock (the key of `lru`).
+    tick: u64,
+}
+
+struct Inner {
+    budget: u64,
+    held: u64,
+    entries: HashMap<Key, Entry>,
+    /// Entries by last use, oldest first.
+    lru: BTreeMap<u64, Key>,
+    clock: u64,
+    /// Reasons of keys that have no entry, most recent last, at most
+    /// `remember` of them.
+    gone: HashMap<Key, Miss>,
+    gone_order: VecDeque<Key>,
+    remember: usize,
+    stats: Stats,
+}
+
+impl Inner {
+    fn touch(&mut self, key: Key) {
+        self.clock += 1;
+        let clock = self.clock;
+        if let Some(e) = self.entries.get_mut(&key) {
+            self.lru.remove(&e.tick);
+            e.tick = clock;
+            self.lru.insert(clock, key);
+        }
+    }
+
+    fn forget(&mut self, key: Key, why: Miss) {
+        if self.remember == 0 {
+            return;
+        }
+        if self.gone.insert(key, why).is_none() {
+            self.gone_order.push_back(key);
+            if self.gone_order.len() > self.remember {
+                if let Some(old) = self.gone_order.pop_front() {
+                    self.gone.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Removes `key`'s entry, remembering why.
+    fn remove(&mut self, key: Key, why: Miss) -> Option<Entry> {
+        let e = self.entries.remove(&key)?;
+        self.lru.remove(&e.tick);
+        self.held -= e.data.len() as u64;
+        if why == Miss::Evicted {
+            self.stats.evictions += 1;
+        }
+        self.forget(key, why);
+        Some(e)
+    }
+
+    /// Why `key` has no entry usable by a cache with fingerprint `fp`.
+    fn why(&self, key: Key, fp: &[u8; FINGERPRINT_BYTES]) -> Option<Miss> {
+        match self.entries.get(&key) {
+            Some(e) if e.fp == *fp => None,
+            Some(_) => Some(Miss::Incompatible),
+            None => Some(self.gone.get(&key).copied().unwrap_or(Miss::NeverStored)),
+        }
+    }
+
+    /// Evicts least recently used unpinned entries (never `keep`) until
+    /// `bytes` more fit; false if the pinned ones leave no room.
+    fn make_room(&mut self, bytes: u64, keep: Key) -> bool {
+        while self.held + bytes > self.budget {
+            let victim = self.lru.values().copied().find(|k| *k != keep && self.entries[k].pins == 0);
+            match victim {
+                Some(k) => {
+                    self.remove(k, Miss::Evicted);
+                }
+                None => return false,
+            }
+        }
+        true
+    }
+}
+
+/// A checkpoint store (see the module documentation).
+pub struct Store {
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("stats", &self.stats()).finish()
+    }
+}
+
+/// How many missed keys a store remembers the reason of, by default.
+pub const DEFAULT_REMEMBER: usize = 65_536;
+
+impl Store {
+    /// A store holding at most `budget_bytes` of checkpoints, remembering
+    /// the miss reasons of the last `remember` keys that lost (or never
+    /// got) their entry.
+    pub fn new(budget_bytes: u64, remember: usize) -> Result<Store> {
+        if budget_bytes == 0 {
+            return Err(Error::InvalidArg("budget_bytes is 0: a store needs room for at least one checkpoint".into()));
+        }
+        Ok(Store {
+            inner: Mutex::new(Inner {
+                budget: budget_bytes,
+                held: 0,
+                entries: HashMap::new(),
+                lru: BTreeMap::new(),
+                clock: 0,
+                gone: HashMap::new(),
+                gone_order: VecDeque::new(),
+                remember,
+                stats: Stats { budget_bytes, ..Stats::default() },
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // The index is consistent at every unlock; a panic elsewhere while
+        // holding it cannot leave it half-updated in a way that matters.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes one checkpoint of a cache of `cfg` takes.
+    pub fn entry_bytes(cfg: &Config) -> Result<u64> {
+        let s = cfg.shape()?;
+        let per_layer = s.conv_slot_elems * cfg.conv_dtype.size() + s.ssm_slot_elems * cfg.ssm_dtype.size();
+        Ok(per_layer as u64 * u64::from(cfg.num_layers))
+    }
+
+    /// Stores the state of `slot` of `cache` (every layer, and its
+    /// position) under `key`, replacing an unpinned entry of the same key.
+    /// `Ok(None)` when stored; `Ok(Some(Miss::TooLarge))` when the entry
+    /// does not fit the budget even after evicting every unpinned entry
+    /// (nothing is evicted then, and a lookup of `key` answers that
+    /// reason). A pinned entry under `key` is refused (`InvalidArg`).
+    pub fn insert(&self, cache: &AnyCache, slot: i32, key: Key) -> Result<Option<Miss>> {
+        let cfg = cache.config();
+        let fp = fingerprint(&cfg);
+        let bytes = Store::entry_bytes(&cfg)?;
+        cache.check_slot(slot)?;
+        {
+            let mut g = self.lock();
+            if g.entries.get(&key).is_some_and(|e| e.pins > 0) {
+                return Err(Error::InvalidArg(format!(
+                    "key {key:#034x} has a pinned entry: unpin it before replacing it"
+                )));
+            }
+            let pinned: u64 =
+                g.entries.iter().filter(|(k, e)| **k != key && e.pins > 0).map(|(_, e)| e.data.len() as u64).sum();
+            if pinned + bytes > g.budget {
+                if !g.entries.contains_key(&key) {
+                    g.forget(key, Miss::TooLarge);
+                }
+                return Ok(Some(Miss::TooLarge));
+            }
+        }
+        // The copy runs outside the lock.
+        let mut data = try_vec(bytes as usize, 0u8, "checkpoint")?;
+        let position = cache.slot_export(slot, &mut data)?;
+        let mut g = self.lock();
+        // Another thread may have pinned the key meanwhile.
+        if g.entries.get(&key).is_some_and(|e| e.pins > 0) {
+            return Err(Error::InvalidArg(format!("key {key:#034x} has a pinned entry: unpin it before replacing it")));
+        }
+        if let Some(old) = g.entries.remove(&key) {
+            g.lru.remove(&old.tick);
+            g.held -= old.data.len() as u64;
+        }
+        if !g.make_room(bytes, key) {
+            // Pinned meanwhile by other threads.
+            g.forget(key, Miss::TooLarge);
+            return Ok(Some(Miss::TooLarge));
+        }
+        g.clock += 1;
+        let tick = g.clock;
+        g.entries.insert(key, Entry { fp, position, data: Arc::new(data), pins: 0, tick });
+        g.lru.insert(tick, key);
+        g.held += bytes;
+        g.gone.remove(&key);
+        g.stats.inserts += 1;
+        Ok(None)
+    }
+
+    /// The longest prefix of `keys` (the keys of a prompt's blocks, in
+    /// order; entry `i` holds the state after blocks `0..=i`) that has a
+    /// checkpoint usable by a cache of `cfg`: the deepest such key, and why
+    /// the block after it missed. Counts a hit when a block is covered and
+    /// a miss (by that reason) when not every block is; refreshes the
+    /// found entry's place in the eviction order.
+    pub fn lookup(&self, cfg: &Config, keys: &[Key]) -> Lookup {
+        let fp = fingerprint(cfg);
+        let mut g = self.lock();
+        let blocks = keys.iter().rposition(|k| g.why(*k, &fp).is_none()).map_or(0, |i| i + 1);
+        let miss = keys.get(blocks).map(|k| g.why(*k, &fp).expect("no usable entry past the deepest one"));
+        if blocks > 0 {
+            g.stats.hits += 1;
+            g.touch(keys[blocks - 1]);
+        }
+        if let Some(m) = miss {
+            g.stats.misses[m.index()] += 1;
+        }
+        Lookup { blocks, miss }
+    }
+
+    /// Restores the checkpoint under `key` into `slot` of `cache`: the
+    /// slot's state in every layer and its position become the
+    /// checkpoint's. A key with no entry is `NotFound` naming the reason,
+    /// an entry of another shape `Incompatible`; the slot is then
+    /// unchanged.
+    pub fn restore(&self, key: Key, cache: &mut AnyCache, slot: i32) -> Result<()> {
+        let cfg = cache.config();
+        let fp = fingerprint(&cfg);
+        cache.check_slot(slot)?;
+        let (data, position) = {
+            let mut g = self.lock();
+            match g.why(key, &fp) {
+                None => {}
+                Some(Miss::Incompatible) => {
+                    return Err(Error::Incompatible(format!(
+                        "the checkpoint under key {key:#034x} was made by a cache of another shape or dtype"
+                    )));
+                }
+                Some(m) => {
+                    return Err(Error::NotFound(format!("no checkpoint under key {key:#034x}: {}", m.text())));
+                }
+            }
+            g.touch(key);
+            g.stats.restores += 1;
+            let e = &g.entries[&key];
+            (Arc::clone(&e.data), e.position)
+        };
+        cache.slot_import(slot, &data, position)
+    }
+
+    /// Pins `key`'s entry (counted: each pin needs an unpin): it is not
+    /// evicted for room, nor replaced, until unpinned.
+    pub fn pin(&self, key: Key) -> Result<()> {
+        let mut g = self.lock();
+        let e = g.entries.get_mut(&key).ok_or_else(|| not_found(key))?;
+        e.pins = e.pins.checked_add(1).ok_or_else(|| Error::OutOfRange("pin count overflows".into()))?;
+        if e.pins == 1 {
+            g.stats.pinned += 1;
+        }
+        Ok(())
+    }
+
+    /// Drops one pin of `key`'s entry (`InvalidArg` if it has none).
+    pub fn unpin(&self, key: Key) -> Result<()> {
+        let mut g = self.lock();
+        let e = g.entries.get_mut(&key).ok_or_else(|| not_found(key))?;
+        if e.pins == 0 {
+            return Err(Error::InvalidArg(format!("key {key:#034x} is not pinned")));
+        }
+        e.pins -= 1;
+        if e.pins == 0 {
+            g.stats.pinned -= 1;
+        }
+        Ok(())
+    }
+
+    /// Evicts `key`'s entry now (a pinned one is refused with
+    /// `InvalidArg`); a later lookup answers `Evicted`.
+    pub fn evict(&self, key: Key) -> Result<()> {
+        let mut g = self.lock();
+        let e = g.entries.get(&key).ok_or_else(|| not_found(key))?;
+        if e.pins > 0 {
+            return Err(Error::InvalidArg(format!("key {key:#034x} is pinned: unpin it before evicting it")));
+        }
+        g.remove(key, Miss::Evicted);
+        Ok(())
+    }
+
+    /// The counters and occupancy.
+    pub fn stats(&self) -> Stats {
+        let g = self.lock();
+        Stats { entries: g.entries.len() as u64, bytes_held: g.held, ..g.stats }
+    }
+}
+
+fn not_found(key: Key) -> Error {
+    Error::NotFound(format!("no checkpoint under key {key:#034x}"))
+}
+
+/// The key of a block of `tokens` that follows the block keyed `prev`
+/// (`None`: the first block of a prompt), so that a prompt's block keys
+/// chain: equal keys mean equal prefixes, up to 128-bit hash collisions.
+/// Two seeded XXH64 hashes of the previous key and the tokens'
+/// little-endian bytes.
+pub fn chain_key(prev: Option<Key>, tokens: &[i32]) -> Key {
+    let mut bytes = Vec::with_capacity(17 + tokens.len() * 4);
+    match prev {
+        None => bytes.push(0u8),
+        Some(k) => {
+            bytes.push(1u8);
+            bytes.extend_from_slice(&k.to_le_bytes());
+        }
+    }
+    for t in tokens {
+        bytes.extend_from_slice(&t.to_le_bytes());
+    }
+    let lo = xxh64_seeded(&bytes, 0x6d32_635f_6b65_795f);
+    let hi = xxh64_seeded(&bytes, 0x9e37_79b9_7f4a_7c15);
+    (u128::from(hi) << 64) | u128::from(lo)
+}
