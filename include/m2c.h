@@ -1539,10 +1539,16 @@ void m2c_store_destroy(struct m2c_store *store);
  * later lookup of the key answers that reason. Otherwise `*out_miss`
  * receives `M2C_MISS_NONE`.
  *
+ * Cost: one copy of the slot's bytes, in parallel over layers (see
+ * `m2c_set_num_threads`); a full store copies into the buffer of the
+ * checkpoint it evicts, so inserting faults in no fresh memory.
+ *
  * Errors: `M2C_STATUS_NULL_ARG` (store, cache, key),
  * `M2C_STATUS_OUT_OF_RANGE` (slot), `M2C_STATUS_INVALID_ARG` (a pinned
- * checkpoint under `key`), `M2C_STATUS_OUT_OF_MEMORY`. On failure the
- * store is unchanged. Thread-safe (takes the cache's read lock).
+ * checkpoint under `key`), `M2C_STATUS_OUT_OF_MEMORY`. On failure nothing
+ * is stored, and nothing is evicted except, on `M2C_STATUS_OUT_OF_MEMORY`,
+ * the checkpoints evicted to make room. Thread-safe (takes the cache's
+ * read lock).
  */
 m2c_status m2c_store_insert(struct m2c_store *store, const struct m2c_cache *cache, int32_t slot, const struct m2c_key *key, m2c_miss *out_miss);
 

@@ -229,10 +229,16 @@ pub unsafe extern "C" fn m2c_store_destroy(store: *mut m2c_store) {
 /// later lookup of the key answers that reason. Otherwise `*out_miss`
 /// receives `M2C_MISS_NONE`.
 ///
+/// Cost: one copy of the slot's bytes, in parallel over layers (see
+/// `m2c_set_num_threads`); a full store copies into the buffer of the
+/// checkpoint it evicts, so inserting faults in no fresh memory.
+///
 /// Errors: `M2C_STATUS_NULL_ARG` (store, cache, key),
 /// `M2C_STATUS_OUT_OF_RANGE` (slot), `M2C_STATUS_INVALID_ARG` (a pinned
-/// checkpoint under `key`), `M2C_STATUS_OUT_OF_MEMORY`. On failure the
-/// store is unchanged. Thread-safe (takes the cache's read lock).
+/// checkpoint under `key`), `M2C_STATUS_OUT_OF_MEMORY`. On failure nothing
+/// is stored, and nothing is evicted except, on `M2C_STATUS_OUT_OF_MEMORY`,
+/// the checkpoints evicted to make room. Thread-safe (takes the cache's
+/// read lock).
 #[no_mangle]
 pub unsafe extern "C" fn m2c_store_insert(
     store: *mut m2c_store,

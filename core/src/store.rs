@@ -5,8 +5,9 @@
 //!
 //! A store is its own object, shared by any number of caches of one shape
 //! (a checkpoint restores into any cache whose shape fingerprint matches
-//! the one it came from). It holds at most its budget of bytes, evicts the
-//! least recently used unpinned entry when an insert needs room, and
+//! the one it came from). It holds at most its budget of bytes (entries,
+//! and the buffers of evicted ones it keeps for the next inserts), evicts
+//! the least recently used unpinned entry when an insert needs room, and
 //! answers every lookup: a hit, or a miss with its reason (never stored,
 //! evicted, larger than the budget allows, made for another shape).
 //!
@@ -124,9 +125,40 @@ struct Inner {
     gone_order: VecDeque<Key>,
     remember: usize,
     stats: Stats,
+    /// Buffers of evicted or replaced entries, kept for the next inserts
+    /// (so that a full store inserts without faulting in fresh pages), as
+    /// long as they fit the budget beside the entries.
+    free: Vec<Vec<u8>>,
 }
 
 impl Inner {
+    fn free_bytes(&self) -> u64 {
+        self.free.iter().map(|b| b.len() as u64).sum()
+    }
+
+    /// Keeps the buffer of a dropped entry for reuse if nothing else holds
+    /// it and the budget has room beside the entries.
+    fn recycle(&mut self, data: Arc<Vec<u8>>) {
+        if let Ok(buf) = Arc::try_unwrap(data) {
+            if self.held + self.free_bytes() + buf.len() as u64 <= self.budget {
+                self.free.push(buf);
+            }
+        }
+    }
+
+    /// A recycled buffer of `bytes` bytes, if one is kept.
+    fn take_free(&mut self, bytes: usize) -> Option<Vec<u8>> {
+        let i = self.free.iter().position(|b| b.len() == bytes)?;
+        Some(self.free.swap_remove(i))
+    }
+
+    /// Drops recycled buffers until `bytes` more entry bytes fit the budget.
+    fn trim_free(&mut self, bytes: u64) {
+        while !self.free.is_empty() && self.held + self.free_bytes() + bytes > self.budget {
+            self.free.pop();
+        }
+    }
+
     fn touch(&mut self, key: Key) {
         self.clock += 1;
         let clock = self.clock;
@@ -151,16 +183,16 @@ impl Inner {
         }
     }
 
-    /// Removes `key`'s entry, remembering why.
-    fn remove(&mut self, key: Key, why: Miss) -> Option<Entry> {
-        let e = self.entries.remove(&key)?;
+    /// Removes `key`'s entry, remembering why, and recycles its buffer.
+    fn remove(&mut self, key: Key, why: Miss) {
+        let Some(e) = self.entries.remove(&key) else { return };
         self.lru.remove(&e.tick);
         self.held -= e.data.len() as u64;
         if why == Miss::Evicted {
             self.stats.evictions += 1;
         }
         self.forget(key, why);
-        Some(e)
+        self.recycle(e.data);
     }
 
     /// Why `key` has no entry usable by a cache with fingerprint `fp`.
@@ -221,6 +253,7 @@ impl Store {
                 gone_order: VecDeque::new(),
                 remember,
                 stats: Stats { budget_bytes, ..Stats::default() },
+                free: Vec::new(),
             }),
         })
     }
@@ -249,7 +282,7 @@ impl Store {
         let fp = fingerprint(&cfg);
         let bytes = Store::entry_bytes(&cfg)?;
         cache.check_slot(slot)?;
-        {
+        let recycled = {
             let mut g = self.lock();
             if g.entries.get(&key).is_some_and(|e| e.pins > 0) {
                 return Err(Error::InvalidArg(format!(
@@ -264,9 +297,20 @@ impl Store {
                 }
                 return Ok(Some(Miss::TooLarge));
             }
-        }
+            // Room first, so that a full store copies into the buffer of
+            // the entry it evicts instead of faulting in fresh pages (the
+            // eviction is this insert's anyway).
+            let kept = g.free.iter().any(|b| b.len() == bytes as usize);
+            if !kept && g.held + bytes > g.budget {
+                g.make_room(bytes, key);
+            }
+            g.take_free(bytes as usize)
+        };
         // The copy runs outside the lock.
-        let mut data = try_vec(bytes as usize, 0u8, "checkpoint")?;
+        let mut data = match recycled {
+            Some(b) => b,
+            None => try_vec(bytes as usize, 0u8, "checkpoint")?,
+        };
         let position = cache.slot_export(slot, &mut data)?;
         let mut g = self.lock();
         // Another thread may have pinned the key meanwhile.
@@ -276,12 +320,14 @@ impl Store {
         if let Some(old) = g.entries.remove(&key) {
             g.lru.remove(&old.tick);
             g.held -= old.data.len() as u64;
+            g.recycle(old.data);
         }
         if !g.make_room(bytes, key) {
             // Pinned meanwhile by other threads.
             g.forget(key, Miss::TooLarge);
             return Ok(Some(Miss::TooLarge));
         }
+        g.trim_free(bytes);
         g.clock += 1;
         let tick = g.clock;
         g.entries.insert(key, Entry { fp, position, data: Arc::new(data), pins: 0, tick });

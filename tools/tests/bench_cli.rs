@@ -174,3 +174,25 @@ fn json_is_an_array_of_the_same_records() {
         .collect();
     check_records(&recs);
 }
+
+#[test]
+fn the_store_mode_reports_insert_restore_and_snapshots_on_both_thread_counts() {
+    let o = bench(&[&TINY[..], &["--store", "--csv"]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let ops: Vec<(String, String)> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f = csv_fields(l);
+            (f[1].clone(), f[2].clone())
+        })
+        .collect();
+    for op in ["store insert", "store restore", "slot_save", "slot_load"] {
+        for t in ["1", "2"] {
+            assert!(ops.iter().any(|(o, th)| o.starts_with(op) && th == t), "{op} on {t} threads missing: {ops:?}");
+        }
+    }
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("lookup of a 128-key chain"), "{err}");
+}

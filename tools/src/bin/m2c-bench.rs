@@ -7,6 +7,7 @@
 //!   m2c-bench --matrix                 decode kernels over Mamba2-130m/2.7B x 1/8/32 slots x f32/bf16 state
 //!   m2c-bench --fidelity [--steps N]   SSM state drift of f32/bf16/f16 storage against f64
 //!   m2c-bench --spec [--drafts D]      speculative verify + commit vs plain decoding and the naive way
+//!   m2c-bench --store                  prefix-store insert/restore of one slot vs memcpy and snapshots; lookups
 //! Shape flags: --model 130m|2.7b --slots N --layers N --conv-dtype D --ssm-dtype D
 //!              --io-dtype D --width k|k-1 --iters N   (D: f32, bf16, f16)
 //! Output: --format text|csv|json (--csv, --json): one record per timed figure.
@@ -42,13 +43,15 @@ enum Mode {
     /// Speculative decoding: verify + commit against plain decoding and a
     /// full state written per draft token.
     Spec,
+    /// The prefix store: insert/restore of one slot, lookups.
+    Store,
 }
 
 const HELP: &str = "\
 m2c-bench: what each state operation of m2c costs per decode token, beside a
 memcpy of the same bytes measured in the same run.
 
-usage: m2c-bench [--matrix | --fidelity [--steps N] | --spec [--drafts D]] [shape flags]
+usage: m2c-bench [--matrix | --fidelity [--steps N] | --spec [--drafts D] | --store] [shape flags]
                  [--csv | --json]
 
 modes:
@@ -63,6 +66,10 @@ modes:
                      1..1+D of them, beside a plain decode step and beside the
                      naive way (a decode step and a full state copy per draft
                      token, then a copy back)
+  --store            the prefix store for one shape: inserting a slot into a
+                     full store (evicting the oldest checkpoint) and restoring
+                     one, beside a memcpy of the same bytes and beside a slot
+                     snapshot save/load; lookups of a 128-key chain
 
 shape flags:
   --model 130m|2.7b  model shape (default 130m)
@@ -398,6 +405,7 @@ fn parse() -> Result<(Mode, Shape, usize, Format, usize), lexopt::Error> {
             Long("matrix") => mode = Mode::Matrix,
             Long("fidelity") => mode = Mode::Fidelity,
             Long("spec") => mode = Mode::Spec,
+            Long("store") => mode = Mode::Store,
             Long("drafts") => drafts = p.value()?.parse()?,
             Long("steps") => steps = p.value()?.parse()?,
             Long("csv") => format = Format::Csv,
@@ -953,6 +961,119 @@ fn spec(s: &Shape, drafts: usize, rep: &mut Report) {
     );
 }
 
+/// The prefix store on one slot's checkpoint: insert into a full store
+/// (each insert evicts the least recently used checkpoint and reuses its
+/// buffer), restore, the slot snapshot calls an engine would use instead,
+/// and lookups of a 128-key chain.
+fn store(s: &Shape, rep: &mut Report) {
+    let b = Bench::new(s);
+    let c = &b.cfg;
+    let slot_bytes = c.num_layers as usize
+        * (b.conv_dim * c.conv_width as usize * dsize(c.conv_dtype)
+            + (c.num_heads * c.head_dim * c.state_size) as usize * dsize(c.ssm_dtype));
+    let iters = if s.iters > 0 { s.iters } else { 15 };
+    rep.note(&header(&b, s, iters));
+    rep.note(&describe(b.cache.0));
+    let mut sc = std::mem::MaybeUninit::<m2c_store_config>::zeroed();
+    // SAFETY: valid storage, initialised by the call.
+    let mut sc = unsafe {
+        m2c_store_config_init(sc.as_mut_ptr());
+        sc.assume_init()
+    };
+    sc.budget_bytes = (2 * slot_bytes + slot_bytes / 2) as u64; // full at two checkpoints
+    let mut st = ptr::null_mut();
+    // SAFETY: valid pointers.
+    check(unsafe { m2c_store_create(&sc, &mut st) }, "m2c_store_create");
+    let key = |i: i32| {
+        let mut k = m2c_key::default();
+        // SAFETY: valid pointers.
+        check(unsafe { m2c_key_chain(ptr::null(), &i, 1, &mut k) }, "m2c_key_chain");
+        k
+    };
+    let keys: Vec<m2c_key> = (0..3).map(key).collect();
+    rep.note(&format!(
+        "one slot's checkpoint: {:.1} MB; the store holds two, so every insert evicts the oldest",
+        slot_bytes as f64 / 1e6
+    ));
+    rep.shape(shape_name(&b, s), slot_bytes, iters);
+    let h = b.cache.get();
+    let mut snap = vec![0u8; 0];
+    let mut snap_len = 0usize;
+    // SAFETY: valid pointers.
+    check(unsafe { m2c_slot_snapshot_size(h, &mut snap_len) }, "m2c_slot_snapshot_size");
+    snap.resize(snap_len, 0);
+    for k in &keys[..2] {
+        // SAFETY: valid handles and key.
+        check(unsafe { m2c_store_insert(st, h, 0, k, ptr::null_mut()) }, "m2c_store_insert");
+    }
+    let mut next = 2usize;
+    for threads in [1u32, 2] {
+        // SAFETY: valid handle.
+        check(unsafe { m2c_set_num_threads(h, threads) }, "m2c_set_num_threads");
+        let t = time(iters, || {
+            let k = keys[next % 3];
+            next += 1;
+            // SAFETY: valid handles and key.
+            check(unsafe { m2c_store_insert(st, h, (next % b.n) as i32, &k, ptr::null_mut()) }, "m2c_store_insert");
+        });
+        rep.row("store insert (slot -> full store)", threads as usize, t, slot_bytes);
+        let last = keys[(next - 1) % 3];
+        let t = time(iters, || {
+            // SAFETY: valid handles and key.
+            check(unsafe { m2c_store_restore(st, &last, h, 1) }, "m2c_store_restore");
+        });
+        rep.row("store restore (store -> slot)", threads as usize, t, slot_bytes);
+        let t = time(iters, || {
+            let mut w = 0usize;
+            // SAFETY: a buffer of the snapshot's size.
+            check(unsafe { m2c_slot_save(h, 0, snap.as_mut_ptr().cast(), snap.len(), &mut w) }, "m2c_slot_save");
+        });
+        rep.row("slot_save (snapshot, instead)", threads as usize, t, slot_bytes);
+        let t = time(iters, || {
+            // SAFETY: the snapshot just saved.
+            check(unsafe { m2c_slot_load(h, 1, snap.as_ptr().cast(), snap.len()) }, "m2c_slot_load");
+        });
+        rep.row("slot_load (snapshot, instead)", threads as usize, t, slot_bytes);
+    }
+    // Lookups: a prompt of 128 blocks whose block 63 holds the checkpoint
+    // (the scan runs from the last key down).
+    let mut chain = vec![m2c_key::default(); 128];
+    for i in 0..128 {
+        let prev = if i == 0 { ptr::null() } else { &chain[i - 1] as *const m2c_key };
+        let toks = [i as i32; 16];
+        let mut k = m2c_key::default();
+        // SAFETY: valid pointers.
+        check(unsafe { m2c_key_chain(prev, toks.as_ptr(), 16, &mut k) }, "m2c_key_chain");
+        chain[i] = k;
+    }
+    // SAFETY: valid handles and key.
+    check(unsafe { m2c_store_insert(st, h, 0, &chain[63], ptr::null_mut()) }, "m2c_store_insert");
+    const PER: usize = 1000;
+    let t = time(iters, || {
+        for _ in 0..PER {
+            let mut out = std::mem::MaybeUninit::<m2c_lookup>::zeroed();
+            // SAFETY: valid storage and pointers.
+            unsafe {
+                m2c_lookup_init(out.as_mut_ptr());
+                check(m2c_store_lookup(st, h, chain.as_ptr(), chain.len(), out.as_mut_ptr()), "m2c_store_lookup");
+                black_box(out.assume_init());
+            }
+        }
+    });
+    rep.note(&format!(
+        "lookup of a 128-key chain (hit at block 64): {:.2} us median ({:.2}..{:.2}), per call over {PER} calls",
+        t.med * 1e6 / PER as f64,
+        t.min * 1e6 / PER as f64,
+        t.max * 1e6 / PER as f64
+    ));
+    rep.note(
+        "store insert/restore and the snapshots move one slot's bytes (every layer); 'vs memcpy' is against a memcpy of those bytes\n\
+         on as many threads (m2c_set_num_threads). A snapshot also checksums its bytes.",
+    );
+    // SAFETY: created above, destroyed once.
+    unsafe { m2c_store_destroy(st) };
+}
+
 fn matrix(base: &Shape, rep: &mut Report) {
     rep.note("decode-kernel matrix (activations f32, conv state bf16, width K); columns as in the table mode");
     let pools: Vec<(usize, rayon::ThreadPool)> =
@@ -1105,6 +1226,7 @@ fn main() -> ExitCode {
         Mode::Matrix => matrix(&shape, &mut rep),
         Mode::Fidelity => fidelity(steps),
         Mode::Spec => spec(&shape, drafts, &mut rep),
+        Mode::Store => store(&shape, &mut rep),
         Mode::Table => table(&shape, &mut rep),
     }
     rep.finish();
