@@ -276,6 +276,12 @@ static void prefix_store() {
     EXPECT(got == st && c.position(2) == 5);
     EXPECT_ERROR(s.restore(k2, c, 0), m2c::status::not_found, "m2c_store_restore");
     EXPECT(s.stats().inserts == 1 && s.stats().restores == 1);
+    // A capture declared and ended with nothing reached is refused.
+    const m2c_capture_point pt = {0, 2, k2};
+    c.capture_begin(&pt, 1);
+    EXPECT_ERROR(s.capture_end(c, 1), m2c::status::invalid_arg, "m2c_capture_end");
+    c.capture_begin(nullptr, 0);
+    EXPECT(s.capture_end(c, 0).empty());
 }
 
 int main() {

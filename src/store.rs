@@ -447,3 +447,97 @@ pub extern "C" fn m2c_miss_str(miss: m2c_miss) -> *const c_char {
         .as_ptr()
     })
 }
+
+/// A checkpoint to capture during prefills: the state of `slot` after
+/// `tokens` more prompt tokens, to be kept under `key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct m2c_capture_point {
+    pub slot: i32,
+    /// At least 1: tokens the slot's prefill calls bring after
+    /// `m2c_capture_begin`, counted per layer across calls (chunked
+    /// prefills count).
+    pub tokens: u64,
+    pub key: m2c_key,
+}
+
+/// Declares checkpoints to capture inside the prefill calls that follow,
+/// replacing any earlier declaration (`n = 0` cancels it): for each point,
+/// the state of every layer of `slot` after `tokens` more prompt tokens,
+/// with position (the slot's position now) + `tokens`. Each
+/// `m2c_conv_prefill` / `m2c_ssm_prefill` call counts the tokens it brings
+/// per slot and layer; where a point falls inside a call, that slot's
+/// sequence runs in segments cut at the point (bit-identical: a prefill
+/// equals its steps) and the layer's row is copied after the segment, in
+/// the same pass over the tokens, at any token (no block alignment).
+/// `m2c_capture_end` then puts the points into a store.
+///
+/// Write only prompt tokens of these slots through prefills meanwhile:
+/// steps, writes and resets of a slot are not counted. Each point holds
+/// one slot's bytes (host memory) from now until `m2c_capture_end`.
+///
+/// Errors: `M2C_STATUS_NULL_ARG` (cache; points NULL with `n > 0`),
+/// `M2C_STATUS_OUT_OF_RANGE` (a slot; a position that would overflow),
+/// `M2C_STATUS_INVALID_ARG` (`tokens` of 0; the same slot and `tokens`
+/// twice), `M2C_STATUS_OUT_OF_MEMORY`. On failure the earlier declaration
+/// stays. Thread-safe (takes the cache's write lock).
+#[no_mangle]
+pub unsafe extern "C" fn m2c_capture_begin(
+    cache: *mut m2c_cache,
+    points: *const m2c_capture_point,
+    n: usize,
+) -> m2c_status {
+    ffi_status("m2c_capture_begin", || {
+        // SAFETY: NULL or valid pointers, per the contract.
+        let cache = unsafe { arg_ref(cache, "cache")? };
+        // SAFETY: NULL or `n` points, per the contract.
+        let ps = unsafe { super::spec::array_arg(points, n, "points") }?;
+        let pts: Vec<(i32, u64, Key)> = ps.iter().map(|p| (p.slot, p.tokens, p.key.get())).collect();
+        Ok(cache.write()?.capture_begin(&pts)?)
+    })
+}
+
+/// Ends the capture declared by `m2c_capture_begin`: every point goes into
+/// `store` (as `m2c_store_insert` would put it, evicting for room), and
+/// `out_misses[i]` (if not NULL; `n` must then be the number of points)
+/// receives `M2C_MISS_NONE` or `M2C_MISS_TOO_LARGE` for point `i`. With no
+/// capture declared it does nothing.
+///
+/// Errors: `M2C_STATUS_NULL_ARG` (cache, store), `M2C_STATUS_SHAPE_MISMATCH`
+/// (`n` is not the number of points), `M2C_STATUS_INVALID_ARG` (a point
+/// some layer's conv or SSM prefill has not reached: the message names it
+/// and the layer; the capture stays declared, so more prefill calls can
+/// reach it), `M2C_STATUS_INVALID_ARG` (a pinned checkpoint under a
+/// point's key). Thread-safe (takes the cache's write lock).
+#[no_mangle]
+pub unsafe extern "C" fn m2c_capture_end(
+    cache: *mut m2c_cache,
+    store: *mut m2c_store,
+    out_misses: *mut m2c_miss,
+    n: usize,
+) -> m2c_status {
+    ffi_status("m2c_capture_end", || {
+        // SAFETY: NULL or valid pointers, per the contract.
+        let (cache, store) = unsafe { (arg_ref(cache, "cache")?, arg_ref(store, "store")?) };
+        let mut c = cache.write()?;
+        let out = if out_misses.is_null() {
+            None
+        } else {
+            let pending = c.capture_pending();
+            if n != pending {
+                return Err(CoreError::ShapeMismatch(format!("n = {n}, but {pending} points are declared")).into());
+            }
+            let o = out_ptr(out_misses, "out_misses")?;
+            super::cache::check_outside(&c, o.cast_const().cast(), n * std::mem::size_of::<m2c_miss>(), "out_misses")?;
+            Some(o)
+        };
+        let misses = c.capture_end(&store.inner)?;
+        if let Some(o) = out {
+            for (i, m) in misses.iter().enumerate() {
+                // SAFETY: `n` entries, checked above.
+                unsafe { o.add(i).write(miss_code(*m)) };
+            }
+        }
+        Ok(())
+    })
+}

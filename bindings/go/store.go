@@ -262,3 +262,61 @@ func (s *Store) Stats() (StoreStats, error) {
 		Evictions: uint64(out.evictions), Restores: uint64(out.restores),
 	}, nil
 }
+
+// CapturePoint declares a checkpoint to capture inside prefills: the
+// state of Slot after Tokens (>= 1) more prompt tokens, kept under Key.
+type CapturePoint struct {
+	Slot   int32
+	Tokens uint64
+	Key    Key
+}
+
+// CaptureBegin declares checkpoints to capture inside the prefill calls
+// that follow (m2c_capture_begin), replacing any earlier declaration; nil
+// cancels. Where a point falls inside a prefill call, the slot's sequence
+// runs in segments cut there and the layer's state is copied, in the same
+// pass (bit-identical to a prompt that stopped there).
+//
+// Errors: ErrOutOfRange (a slot), ErrInvalidArg (Tokens of 0, a point
+// listed twice), ErrOutOfMemory, ErrClosed.
+func (c *Cache) CaptureBegin(points []CapturePoint) error {
+	ps := make([]C.m2c_capture_point, len(points))
+	for i, p := range points {
+		ps[i] = C.m2c_capture_point{slot: C.int32_t(p.Slot), tokens: C.uint64_t(p.Tokens), key: p.Key.toC()}
+	}
+	var pp *C.m2c_capture_point
+	if len(ps) > 0 {
+		pp = &ps[0]
+	}
+	err := c.do("m2c_capture_begin", func(h *C.m2c_cache) C.m2c_status {
+		return C.m2c_capture_begin(h, pp, C.size_t(len(ps)))
+	})
+	runtime.KeepAlive(ps)
+	return err
+}
+
+// CaptureEnd puts the n points declared by [Cache.CaptureBegin] into s
+// (m2c_capture_end) and returns, per point, MissNone or MissTooLarge.
+//
+// Errors: ErrInvalidArg (a point some layer's prefill has not reached: the
+// capture stays declared), ErrShapeMismatch (n is not the number of
+// points), ErrClosed.
+func (c *Cache) CaptureEnd(s *Store, n int) ([]Miss, error) {
+	out := make([]C.m2c_miss, n)
+	var op *C.m2c_miss
+	if n > 0 {
+		op = &out[0]
+	}
+	err := s.do("m2c_capture_end", c, func(hs *C.m2c_store, hc *C.m2c_cache) C.m2c_status {
+		return C.m2c_capture_end(hc, hs, op, C.size_t(n))
+	})
+	runtime.KeepAlive(out)
+	if err != nil {
+		return nil, err
+	}
+	misses := make([]Miss, n)
+	for i, m := range out {
+		misses[i] = Miss(m)
+	}
+	return misses, nil
+}

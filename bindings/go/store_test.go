@@ -2,6 +2,7 @@ package m2c
 
 import (
 	"errors"
+	"math/rand"
 	"testing"
 )
 
@@ -93,5 +94,65 @@ func TestStoreMarshalAndMapErrors(t *testing.T) {
 	if st.Inserts != 1 || st.Restores != 1 || st.Evictions != 1 || st.Entries != 0 || st.Hits != 1 ||
 		st.Misses[MissNeverStored] != 1 || st.Misses[MissEvicted] != 1 || st.BudgetBytes != 1<<20 {
 		t.Fatalf("stats = %+v", st)
+	}
+}
+
+// TestCaptureMarshalAndMapErrors declares checkpoints, prefills through
+// them in two chunks, and checks that each restores to the state of a
+// cache that prefilled only the prefix; refusals map to their errors.
+func TestCaptureMarshalAndMapErrors(t *testing.T) {
+	cfg := kernelConfig(4, BF16, F32)
+	a, ref := mustNew(t, cfg), mustNew(t, cfg)
+	defer a.Close()
+	defer ref.Close()
+	s, err := NewStore(DefaultStoreConfig())
+	checkErr(t, err, nil)
+	defer s.Close()
+	dim, hp, h, gn := cfg.ConvDim(), int(cfg.NumHeads*cfg.HeadDim), int(cfg.NumHeads), int(cfg.NGroups*cfg.StateSize)
+	const T = 6
+	rng := rand.New(rand.NewSource(9))
+	type layerIn struct{ x, sx, dt, bb, cc []float32 }
+	in := make([]layerIn, cfg.NumLayers)
+	for l := range in {
+		in[l] = layerIn{rnd(rng, T*dim, -1, 1), rnd(rng, T*hp, -1, 1), rnd(rng, T*h, -1, 1), rnd(rng, T*gn, -1, 1), rnd(rng, T*gn, -1, 1)}
+	}
+	cp := DefaultConvParams()
+	cp.Weight = rnd(rng, dim*4, -0.5, 0.5)
+	sp := DefaultSSMParams()
+	sp.A = rnd(rng, h, -1, -0.1)
+	run := func(c *Cache, a, b int) {
+		for l := range in {
+			out, y := make([]float32, (b-a)*dim), make([]float32, (b-a)*hp)
+			cu := []uint64{0, uint64(b - a)}
+			checkErr(t, c.ConvPrefill(l, []int32{2}, cu, F32Data(in[l].x[a*dim:b*dim]), F32Data(out), cp), nil)
+			io := SSMIO{X: F32Data(in[l].sx[a*hp : b*hp]), Dt: F32Data(in[l].dt[a*h : b*h]), B: F32Data(in[l].bb[a*gn : b*gn]), C: F32Data(in[l].cc[a*gn : b*gn]), Y: F32Data(y)}
+			checkErr(t, c.SSMPrefill(l, []int32{2}, cu, io, sp), nil)
+		}
+	}
+	k, err := ChainKey(nil, []int32{4, 4})
+	checkErr(t, err, nil)
+	checkErr(t, a.CaptureBegin([]CapturePoint{{Slot: 2, Tokens: 0, Key: k}}), ErrInvalidArg)
+	checkErr(t, a.CaptureBegin([]CapturePoint{{Slot: 99, Tokens: 1, Key: k}}), ErrOutOfRange)
+	checkErr(t, a.CaptureBegin([]CapturePoint{{Slot: 2, Tokens: 4, Key: k}}), nil)
+	run(a, 0, 3)
+	_, err = a.CaptureEnd(s, 1)
+	checkErr(t, err, ErrInvalidArg) // not reached yet
+	_, err = a.CaptureEnd(s, 2)
+	checkErr(t, err, ErrShapeMismatch)
+	run(a, 3, T)
+	misses, err := a.CaptureEnd(s, 1)
+	checkErr(t, err, nil)
+	if len(misses) != 1 || misses[0] != MissNone {
+		t.Fatalf("CaptureEnd = %v", misses)
+	}
+	run(ref, 0, 4)
+	checkErr(t, s.Restore(k, a, 0), nil)
+	want, got := make([]float32, cfg.SSMStateLen()), make([]float32, cfg.SSMStateLen())
+	for l := range in {
+		checkErr(t, ref.ReadSSMF32(l, []int32{2}, want), nil)
+		checkErr(t, a.ReadSSMF32(l, []int32{0}, got), nil)
+		if !equalF32(want, got) {
+			t.Fatalf("layer %d: the captured state differs from the 4-token prefix state", l)
+		}
 	}
 }

@@ -9,8 +9,9 @@
 //! exclusive access); a host cache's readers run concurrently.
 
 use crate::cache::Cache;
+use crate::capture::Part;
 use crate::config::{Config, Device, Shape};
-use crate::device::{DeviceCache, DeviceConvArgs, DeviceSsmIo, DeviceSsmParams};
+use crate::device::{DevArray, DeviceCache, DeviceConvArgs, DeviceSsmIo, DeviceSsmParams};
 use crate::dtype::{Slice, SliceMut};
 use crate::error::{Error, Result};
 use crate::kernels::{ConvParams, SsmInputs, SsmParams};
@@ -18,6 +19,15 @@ use crate::persist::FileCheck;
 use crate::selection::Slots;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
+
+/// Token rows `a..b` of a device array of `width`-element rows (an absent
+/// array stays absent).
+fn rows_of(v: DevArray, a: usize, b: usize, width: usize, es: usize) -> DevArray {
+    if v.addr == 0 {
+        return v;
+    }
+    DevArray::new(v.addr + (a * width * es) as u64, (b - a) * width)
+}
 
 /// A cache in host or device memory.
 #[derive(Debug)]
@@ -331,9 +341,47 @@ impl AnyCache {
 
     /// The conv over whole sequences: sequence `i` (slot row `i`) owns the
     /// token rows `cu_seqlens[i] .. cu_seqlens[i+1]`.
+    /// Checkpoints declared by [`AnyCache::capture_begin`] are captured
+    /// where they fall.
     pub fn conv_prefill(&mut self, layer: u32, slots: Slots<'_>, cu_seqlens: &[u64], io: ConvIo<'_>) -> Result<()> {
         let limit = self.num_threads();
-        crate::pool::with_limit(limit, move || self.conv_prefill_inner(layer, slots, cu_seqlens, io))
+        crate::pool::with_limit(limit, move || {
+            if self.capture_pending() == 0 {
+                return self.conv_prefill_inner(layer, slots, cu_seqlens, io);
+            }
+            let dim = self.shape().conv_dim;
+            match io {
+                ConvIo::Host { x, mut out, params } => {
+                    let AnyCache::Host(c) = &*self else {
+                        return Err(wrong_memory(self.memory()));
+                    };
+                    c.check_conv_prefill_host(layer, slots, cu_seqlens, x, &out, &params)?;
+                    let mut run = |c: &mut AnyCache, sl: Slots<'_>, cu: &[u64], rows: Option<(usize, usize)>| {
+                        let (a, b) = rows.unwrap_or((0, x.len() / dim));
+                        let io = ConvIo::Host { x: x.sub(a * dim..b * dim), out: out.sub(a * dim..b * dim), params };
+                        c.conv_prefill_inner(layer, sl, cu, io)
+                    };
+                    self.prefill_capturing(layer, Part::Conv, slots, cu_seqlens, &mut run)
+                }
+                ConvIo::Device(args) => {
+                    let checked = self.with_device(|d| d.check_conv_prefill(layer, slots, cu_seqlens, &args));
+                    checked.unwrap_or_else(|| Err(wrong_memory(Memory::Host)))?;
+                    let es = args.dtype.size();
+                    let mut run = |c: &mut AnyCache, sl: Slots<'_>, cu: &[u64], rows: Option<(usize, usize)>| {
+                        let a = match rows {
+                            None => args,
+                            Some((a, b)) => DeviceConvArgs {
+                                x: rows_of(args.x, a, b, dim, es),
+                                out: rows_of(args.out, a, b, dim, es),
+                                ..args
+                            },
+                        };
+                        c.conv_prefill_inner(layer, sl, cu, ConvIo::Device(a))
+                    };
+                    self.prefill_capturing(layer, Part::Conv, slots, cu_seqlens, &mut run)
+                }
+            }
+        })
     }
 
     fn conv_prefill_inner(&mut self, layer: u32, slots: Slots<'_>, cu_seqlens: &[u64], io: ConvIo<'_>) -> Result<()> {
@@ -363,9 +411,62 @@ impl AnyCache {
     }
 
     /// The SSM over whole sequences, as [`AnyCache::conv_prefill`].
+    /// Checkpoints declared by [`AnyCache::capture_begin`] are captured
+    /// where they fall.
     pub fn ssm_prefill(&mut self, layer: u32, slots: Slots<'_>, cu_seqlens: &[u64], io: SsmIo<'_>) -> Result<()> {
         let limit = self.num_threads();
-        crate::pool::with_limit(limit, move || self.ssm_prefill_inner(layer, slots, cu_seqlens, io))
+        crate::pool::with_limit(limit, move || {
+            if self.capture_pending() == 0 {
+                return self.ssm_prefill_inner(layer, slots, cu_seqlens, io);
+            }
+            let cfg = self.config();
+            let (hp, h, gn) = (
+                (cfg.num_heads * cfg.head_dim) as usize,
+                cfg.num_heads as usize,
+                (cfg.n_groups * cfg.state_size) as usize,
+            );
+            match io {
+                SsmIo::Host { inputs, mut y, params } => {
+                    let AnyCache::Host(c) = &*self else {
+                        return Err(wrong_memory(self.memory()));
+                    };
+                    c.check_ssm_prefill_host(layer, slots, cu_seqlens, &inputs, &y, &params)?;
+                    let mut run = |c: &mut AnyCache, sl: Slots<'_>, cu: &[u64], rows: Option<(usize, usize)>| {
+                        let (a, b) = rows.unwrap_or((0, inputs.dt.len() / h));
+                        let inputs = SsmInputs {
+                            x: inputs.x.sub(a * hp..b * hp),
+                            dt: inputs.dt.sub(a * h..b * h),
+                            b: inputs.b.sub(a * gn..b * gn),
+                            c: inputs.c.sub(a * gn..b * gn),
+                            z: inputs.z.map(|z| z.sub(a * hp..b * hp)),
+                        };
+                        c.ssm_prefill_inner(layer, sl, cu, SsmIo::Host { inputs, y: y.sub(a * hp..b * hp), params })
+                    };
+                    self.prefill_capturing(layer, Part::Ssm, slots, cu_seqlens, &mut run)
+                }
+                SsmIo::Device { io, params } => {
+                    let checked = self.with_device(|d| d.check_ssm_prefill(layer, slots, cu_seqlens, &io, &params));
+                    checked.unwrap_or_else(|| Err(wrong_memory(Memory::Host)))?;
+                    let es = io.dtype.size();
+                    let mut run = |c: &mut AnyCache, sl: Slots<'_>, cu: &[u64], rows: Option<(usize, usize)>| {
+                        let io = match rows {
+                            None => io,
+                            Some((a, b)) => DeviceSsmIo {
+                                x: rows_of(io.x, a, b, hp, es),
+                                dt: rows_of(io.dt, a, b, h, es),
+                                b: rows_of(io.b, a, b, gn, es),
+                                c: rows_of(io.c, a, b, gn, es),
+                                z: rows_of(io.z, a, b, hp, es),
+                                y: rows_of(io.y, a, b, hp, es),
+                                ..io
+                            },
+                        };
+                        c.ssm_prefill_inner(layer, sl, cu, SsmIo::Device { io, params })
+                    };
+                    self.prefill_capturing(layer, Part::Ssm, slots, cu_seqlens, &mut run)
+                }
+            }
+        })
     }
 
     fn ssm_prefill_inner(&mut self, layer: u32, slots: Slots<'_>, cu_seqlens: &[u64], io: SsmIo<'_>) -> Result<()> {
@@ -430,6 +531,44 @@ impl AnyCache {
             AnyCache::Host(c) => crate::pool::with_limit(limit, || c.spec_commit(slots, accepted)),
             AnyCache::Device(m) => AnyCache::lock(m).spec_commit(slots, accepted),
         }
+    }
+
+    /// Runs `f` on the capture plan (`None`: none declared).
+    pub(crate) fn with_plan<T>(&self, f: impl FnOnce(Option<&crate::capture::Plan>) -> T) -> T {
+        match self {
+            AnyCache::Host(c) => f(c.capture.as_deref()),
+            AnyCache::Device(m) => f(AnyCache::lock(m).host_side().capture.as_deref()),
+        }
+    }
+
+    pub(crate) fn take_plan(&mut self) -> Option<Box<crate::capture::Plan>> {
+        match self {
+            AnyCache::Host(c) => c.capture.take(),
+            AnyCache::Device(m) => AnyCache::lock(m).host_side().capture.take(),
+        }
+    }
+
+    pub(crate) fn set_plan(&mut self, plan: Option<Box<crate::capture::Plan>>) {
+        match self {
+            AnyCache::Host(c) => c.capture = plan,
+            AnyCache::Device(m) => AnyCache::lock(m).host_side().capture = plan,
+        }
+    }
+
+    /// Copies `layer`'s conv window (or SSM state) of slot `s` into its
+    /// place in a checkpoint's bytes.
+    pub(crate) fn export_layer_row(&mut self, layer: u32, conv: bool, s: usize, data: &mut [u8]) -> Result<()> {
+        match self {
+            AnyCache::Host(c) => {
+                c.export_layer_row(layer, conv, s, data);
+                Ok(())
+            }
+            AnyCache::Device(m) => AnyCache::lock(m).export_layer_row(layer, conv, s, data),
+        }
+    }
+
+    pub(crate) fn num_slots(&self) -> usize {
+        self.config().num_slots as usize
     }
 
     /// A device cache queues its work on `stream` from now on; a host

@@ -40,6 +40,8 @@ pub struct Cache {
     num_threads: usize,
     /// Speculative decoding: the log and the current round (`spec.rs`).
     pub(crate) spec: crate::spec::Spec,
+    /// Checkpoints to capture during prefills (`capture.rs`).
+    pub(crate) capture: Option<Box<crate::capture::Plan>>,
     /// Test-only fault injection: the next `update_conv` panics inside
     /// its per-slot work (on a pool thread when the call is parallel).
     #[cfg(any(test, feature = "testing"))]
@@ -85,6 +87,7 @@ impl Cache {
             in_use_count: 0,
             num_threads: 0,
             spec: crate::spec::Spec::default(),
+            capture: None,
             span,
             #[cfg(any(test, feature = "testing"))]
             inject_panic: false,

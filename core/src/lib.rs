@@ -16,6 +16,7 @@
 pub mod any_cache;
 pub mod buffer;
 pub mod cache;
+pub mod capture;
 pub mod config;
 #[cfg(feature = "cuda")]
 pub mod cuda;

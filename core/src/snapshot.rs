@@ -177,6 +177,15 @@ impl Cache {
         Ok(())
     }
 
+    /// Copies `layer`'s conv window (or SSM state) of slot `s` into its
+    /// place in `data`, laid out as [`Cache::slot_export`] lays out a slot.
+    pub(crate) fn export_layer_row(&self, layer: u32, conv: bool, s: usize, data: &mut [u8]) {
+        let (conv_row, ssm_row) = self.slot_byte_sizes();
+        let at = layer as usize * (conv_row + ssm_row) + if conv { 0 } else { conv_row };
+        let src = self.slot_bytes(layer, s)[usize::from(!conv)];
+        data[at..at + src.len()].copy_from_slice(src);
+    }
+
     fn check_payload(&self, len: usize) -> Result<()> {
         if len != self.slot_payload_bytes() {
             return Err(Error::ShapeMismatch(format!(

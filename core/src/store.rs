@@ -312,10 +312,31 @@ impl Store {
             None => try_vec(bytes as usize, 0u8, "checkpoint")?,
         };
         let position = cache.slot_export(slot, &mut data)?;
+        self.put(key, fp, position, data)
+    }
+
+    /// Stores a filled checkpoint (the bytes of [`AnyCache::slot_export`]
+    /// of a cache with fingerprint `fp`) under `key`, making room.
+    pub(crate) fn put(
+        &self,
+        key: Key,
+        fp: [u8; FINGERPRINT_BYTES],
+        position: u64,
+        data: Vec<u8>,
+    ) -> Result<Option<Miss>> {
+        let bytes = data.len() as u64;
         let mut g = self.lock();
         // Another thread may have pinned the key meanwhile.
         if g.entries.get(&key).is_some_and(|e| e.pins > 0) {
             return Err(Error::InvalidArg(format!("key {key:#034x} has a pinned entry: unpin it before replacing it")));
+        }
+        let pinned: u64 =
+            g.entries.iter().filter(|(k, e)| **k != key && e.pins > 0).map(|(_, e)| e.data.len() as u64).sum();
+        if pinned + bytes > g.budget {
+            if !g.entries.contains_key(&key) {
+                g.forget(key, Miss::TooLarge);
+            }
+            return Ok(Some(Miss::TooLarge));
         }
         if let Some(old) = g.entries.remove(&key) {
             g.lru.remove(&old.tick);
@@ -323,7 +344,7 @@ impl Store {
             g.recycle(old.data);
         }
         if !g.make_room(bytes, key) {
-            // Pinned meanwhile by other threads.
+            // Pinned entries leave no room.
             g.forget(key, Miss::TooLarge);
             return Ok(Some(Miss::TooLarge));
         }

@@ -892,6 +892,20 @@ pub const Cache = struct {
         return out;
     }
 
+    /// Declares checkpoints to capture inside the prefill calls that follow
+    /// (`m2c_capture_begin`), replacing any earlier ones; an empty list
+    /// cancels. Each is a slot's state after `tokens` more prompt tokens.
+    pub fn captureBegin(self: *Cache, points: []const CapturePoint) Error!void {
+        try call(self.diag, c.m2c_capture_begin(self.handle, if (points.len == 0) null else points.ptr, points.len));
+    }
+
+    /// Puts the declared points into `store` (`m2c_capture_end`): `misses`
+    /// has one entry per point and receives `.none` or `.too_large`.
+    pub fn captureEnd(self: *Cache, store: *Store, misses: []Miss) Error!void {
+        const p: ?[*]c.m2c_miss = if (misses.len == 0) null else @ptrCast(misses.ptr);
+        try call(self.diag, c.m2c_capture_end(self.handle, store.handle, p, misses.len));
+    }
+
     /// A zero-copy view of the conv storage of `layer` (`m2c_conv_view`).
     pub fn convView(self: *Cache, layer: u32) Error!Tensor {
         var t: c.m2c_tensor = undefined;
@@ -1247,6 +1261,10 @@ pub fn chainKey(prev: ?Key, tokens: []const i32) Error!Key {
     try call(null, c.m2c_key_chain(p, if (tokens.len == 0) null else tokens.ptr, tokens.len, &out));
     return out;
 }
+
+/// A checkpoint to capture inside prefills (`m2c_capture_point`: `slot`,
+/// `tokens`, `key`).
+pub const CapturePoint = c.m2c_capture_point;
 
 /// Why a key has no usable checkpoint (`M2C_MISS_*`). Non-exhaustive.
 pub const Miss = enum(i32) {

@@ -838,6 +838,97 @@ mod tests {
     }
 
     #[test]
+    fn checkpoints_captured_in_a_device_prefill_equal_the_host_ones() {
+        use crate::any_cache::{ConvIo, SsmIo};
+        use crate::store::{Store, chain_key};
+        let c = cfg(DType::F32, DType::BF16, 3);
+        let mut rng = Rng::new(17);
+        let mut host = crate::AnyCache::Host(Cache::new(c).unwrap());
+        let dev = DeviceCache::new(Config { device: Device::Cuda, ..c }, Box::new(Emu::default())).unwrap();
+        let mut dev = crate::AnyCache::Device(std::sync::Mutex::new(dev));
+        let shape = host.shape();
+        let (h, hd, ns, g) = (4usize, 16usize, 16usize, 2usize);
+        let (dim, k) = (shape.conv_dim, c.conv_kernel_size as usize);
+        for l in 0..c.num_layers {
+            let st = f32s(&mut rng, 4 * shape.ssm_slot_elems);
+            for cache in [&mut host, &mut dev] {
+                cache.set_ssm(l, Slots::Dense(4), Slice::F32(&st)).unwrap();
+            }
+        }
+        let keys = [chain_key(None, &[1]), chain_key(None, &[2])];
+        let points = [(2, 3u64, keys[0]), (0, 5, keys[1])];
+        let (slots, cu) = ([2i32, -1, 0], [0u64, 4, 6, 11]);
+        let t = 11;
+        for cache in [&mut host, &mut dev] {
+            cache.capture_begin(&points).unwrap();
+        }
+        for l in 0..c.num_layers {
+            let (x, w) = (f32s(&mut rng, t * dim), f32s(&mut rng, dim * k));
+            let (xs, dt, b, cc) = (
+                f32s(&mut rng, t * h * hd),
+                f32s(&mut rng, t * h),
+                f32s(&mut rng, t * g * ns),
+                f32s(&mut rng, t * g * ns),
+            );
+            let a: Vec<f32> = (0..h).map(|i| -0.5 - i as f32).collect();
+            let (mut o1, mut o2) = (vec![7f32; t * dim], vec![7f32; t * dim]);
+            let (mut y1, mut y2) = (vec![7f32; t * h * hd], vec![7f32; t * h * hd]);
+            let params = ConvParams { weight: &w, bias: None, silu: true };
+            let io = ConvIo::Host { x: Slice::F32(&x), out: SliceMut::F32(&mut o1), params };
+            host.conv_prefill(l, Slots::List(&slots), &cu, io).unwrap();
+            let args = DeviceConvArgs {
+                dtype: DType::F32,
+                x: arr(&x),
+                out: arr_mut(&mut o2),
+                weight: arr(&w),
+                bias: DevArray::default(),
+                silu: true,
+            };
+            dev.conv_prefill(l, Slots::List(&slots), &cu, ConvIo::Device(args)).unwrap();
+            let inputs =
+                SsmInputs { x: Slice::F32(&xs), dt: Slice::F32(&dt), b: Slice::F32(&b), c: Slice::F32(&cc), z: None };
+            let sp = SsmParams { a: &a, d: None, dt_bias: None, dt_softplus: true, dt_limit: None };
+            host.ssm_prefill(
+                l,
+                Slots::List(&slots),
+                &cu,
+                SsmIo::Host { inputs, y: SliceMut::F32(&mut y1), params: sp },
+            )
+            .unwrap();
+            let io = DeviceSsmIo {
+                dtype: DType::F32,
+                x: arr(&xs),
+                dt: arr(&dt),
+                b: arr(&b),
+                c: arr(&cc),
+                z: DevArray::default(),
+                y: arr_mut(&mut y2),
+            };
+            let dp = DeviceSsmParams {
+                a: arr(&a),
+                d: DevArray::default(),
+                dt_bias: DevArray::default(),
+                dt_softplus: true,
+                dt_limit: None,
+            };
+            dev.ssm_prefill(l, Slots::List(&slots), &cu, SsmIo::Device { io, params: dp }).unwrap();
+            assert!(o1 == o2 && y1 == y2, "layer {l}: outputs differ");
+        }
+        let (s1, s2) = (Store::new(1 << 24, 4).unwrap(), Store::new(1 << 24, 4).unwrap());
+        assert_eq!(host.capture_end(&s1).unwrap(), vec![None, None]);
+        assert_eq!(dev.capture_end(&s2).unwrap(), vec![None, None]);
+        let bytes = Store::entry_bytes(&c).unwrap() as usize;
+        for key in keys {
+            let (mut a, mut b) = (vec![0u8; bytes], vec![0u8; bytes]);
+            s1.restore(key, &mut host, 1).unwrap();
+            host.slot_export(1, &mut a).unwrap();
+            s2.restore(key, &mut host, 1).unwrap();
+            host.slot_export(1, &mut b).unwrap();
+            assert!(a == b, "a checkpoint captured on the device differs from the host's");
+        }
+    }
+
+    #[test]
     fn a_failed_transfer_is_an_error_not_a_panic() {
         let c = cfg(DType::F32, DType::F32, 4);
         let mut dev = DeviceCache::new(Config { device: Device::Cuda, ..c }, Box::new(Emu::default())).unwrap();

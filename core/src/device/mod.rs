@@ -531,6 +531,50 @@ impl DeviceCache {
         self.push_both(layers, &[s])
     }
 
+    /// The host side: slot table, positions, rounds and capture plan.
+    pub(crate) fn host_side(&mut self) -> &mut Cache {
+        &mut self.host
+    }
+
+    /// Copies `layer`'s conv window (or SSM state) of slot `s` into its
+    /// place in `data` (the layout of `slot_export`).
+    pub(crate) fn export_layer_row(&mut self, layer: u32, conv: bool, s: usize, data: &mut [u8]) -> Result<()> {
+        let part = if conv { Part::Conv } else { Part::Ssm };
+        let l = self.one_layer(layer)?;
+        self.pull(part, l, &[s])?;
+        self.host.export_layer_row(layer, conv, s, data);
+        Ok(())
+    }
+
+    /// The checks of [`DeviceCache::conv_prefill`].
+    pub(crate) fn check_conv_prefill(
+        &self,
+        layer: u32,
+        slots: Slots<'_>,
+        cu: &[u64],
+        a: &DeviceConvArgs,
+    ) -> Result<()> {
+        self.one_layer(layer)?;
+        let rs = row_slots(slots, self.num_slots())?;
+        let total = crate::kernels::check_cu(cu, rs.len())?;
+        self.check_conv(a, total)
+    }
+
+    /// The checks of [`DeviceCache::ssm_prefill`].
+    pub(crate) fn check_ssm_prefill(
+        &self,
+        layer: u32,
+        slots: Slots<'_>,
+        cu: &[u64],
+        io: &DeviceSsmIo,
+        p: &DeviceSsmParams,
+    ) -> Result<()> {
+        self.one_layer(layer)?;
+        let rs = row_slots(slots, self.num_slots())?;
+        let total = crate::kernels::check_cu(cu, rs.len())?;
+        self.check_ssm(io, p, total)
+    }
+
     /// As [`Cache::file_size`].
     pub fn file_size(&self) -> u64 {
         self.host.file_size()

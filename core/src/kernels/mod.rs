@@ -330,13 +330,9 @@ impl Cache {
         out: SliceMut<'_>,
         p: &ConvParams<'_>,
     ) -> Result<()> {
-        self.layer(layer)?;
-        let sel = slots.validate(self.num_slots())?;
+        let sel = self.check_conv_prefill(layer, slots, cu_seqlens, x, &out, p)?;
         let cfg = *self.config();
         let (dim, w, k) = (self.shape().conv_dim, self.shape().conv_width, cfg.conv_kernel_size as usize);
-        let total = check_cu(cu_seqlens, sel.rows())?;
-        check_conv_lens(&cfg, dim, total, &ConvLens::of(&x, &out, p))?;
-        same_dtype("out", out.dtype(), x.dtype())?;
         let per_channel = w * cfg.conv_dtype.size() + k * 4 + 2 * x.dtype().size();
         let tokens_active: usize = sel.pairs().map(|(r, _)| (cu_seqlens[r + 1] - cu_seqlens[r]) as usize).sum();
         let par = tokens_active.saturating_mul(dim * per_channel) >= CONV_PAR_MIN_BYTES && pool::threads() > 1;
@@ -368,10 +364,7 @@ impl Cache {
         y: SliceMut<'_>,
         p: &SsmParams<'_>,
     ) -> Result<()> {
-        self.layer(layer)?;
-        let sel = slots.validate(self.num_slots())?;
-        let total = check_cu(cu_seqlens, sel.rows())?;
-        let (cfg, par_bytes) = self.check_ssm_args(inp, &y, p, total)?;
+        let (sel, cfg, par_bytes) = self.check_ssm_prefill(layer, slots, cu_seqlens, inp, &y, p)?;
         let (h, hd, n, g) =
             (cfg.num_heads as usize, cfg.head_dim as usize, cfg.state_size as usize, cfg.n_groups as usize);
         let io = inp.x.dtype();
@@ -387,6 +380,68 @@ impl Cache {
         });
         self.spec_drop_sel(&sel);
         Ok(())
+    }
+
+    /// The checks of `conv_prefill` (for a capture), as a `Result<()>`.
+    pub(crate) fn check_conv_prefill_host(
+        &self,
+        layer: u32,
+        slots: Slots<'_>,
+        cu: &[u64],
+        x: Slice<'_>,
+        out: &SliceMut<'_>,
+        p: &ConvParams<'_>,
+    ) -> Result<()> {
+        self.check_conv_prefill(layer, slots, cu, x, out, p).map(|_| ())
+    }
+
+    /// The checks of `ssm_prefill` (for a capture), as a `Result<()>`.
+    pub(crate) fn check_ssm_prefill_host(
+        &self,
+        layer: u32,
+        slots: Slots<'_>,
+        cu: &[u64],
+        inp: &SsmInputs<'_>,
+        y: &SliceMut<'_>,
+        p: &SsmParams<'_>,
+    ) -> Result<()> {
+        self.check_ssm_prefill(layer, slots, cu, inp, y, p).map(|_| ())
+    }
+
+    /// The checks of `conv_prefill`, which writes nothing before they pass.
+    pub(crate) fn check_conv_prefill<'s>(
+        &self,
+        layer: u32,
+        slots: Slots<'s>,
+        cu_seqlens: &[u64],
+        x: Slice<'_>,
+        out: &SliceMut<'_>,
+        p: &ConvParams<'_>,
+    ) -> Result<crate::selection::Selection<'s>> {
+        self.layer(layer)?;
+        let sel = slots.validate(self.num_slots())?;
+        let total = check_cu(cu_seqlens, sel.rows())?;
+        check_conv_lens(self.config(), self.shape().conv_dim, total, &ConvLens::of(&x, out, p))?;
+        same_dtype("out", out.dtype(), x.dtype())?;
+        Ok(sel)
+    }
+
+    /// The checks of `ssm_prefill`: the selection, the config and the
+    /// state bytes one token row touches.
+    pub(crate) fn check_ssm_prefill<'s>(
+        &self,
+        layer: u32,
+        slots: Slots<'s>,
+        cu_seqlens: &[u64],
+        inp: &SsmInputs<'_>,
+        y: &SliceMut<'_>,
+        p: &SsmParams<'_>,
+    ) -> Result<(crate::selection::Selection<'s>, Config, usize)> {
+        self.layer(layer)?;
+        let sel = slots.validate(self.num_slots())?;
+        let total = check_cu(cu_seqlens, sel.rows())?;
+        let (cfg, par_bytes) = self.check_ssm_args(inp, y, p, total)?;
+        Ok((sel, cfg, par_bytes))
     }
 
     /// Validates the SSM inputs for `rows` token rows; returns the config

@@ -90,6 +90,8 @@ const wrappers = .{
     .{ "m2c_store_get_stats", m2c.Store, "stats" },
     .{ "m2c_key_chain", m2c, "chainKey" },
     .{ "m2c_miss_str", m2c.Miss, "str" },
+    .{ "m2c_capture_begin", m2c.Cache, "captureBegin" },
+    .{ "m2c_capture_end", m2c.Cache, "captureEnd" },
 };
 
 /// The functions m2c.h declares.

@@ -69,3 +69,63 @@ test "a checkpoint restores the slot it came from, and refusals map" {
     try expectEqual(@as(u64, 1), st.misses_never_stored);
     try expectEqual(@as(u64, 1), st.misses_evicted);
 }
+
+test "checkpoints captured inside a chunked prefill restore the prefix state" {
+    const cfg = helpers.kernelConfig(4, .bf16, .f32);
+    var a = try m2c.Cache.init(cfg, null);
+    defer a.deinit();
+    var ref = try m2c.Cache.init(cfg, null);
+    defer ref.deinit();
+    var store = try m2c.Store.init(.{}, null);
+    defer store.deinit();
+    var prng = std.Random.DefaultPrng.init(23);
+    const rand = prng.random();
+    const T = 6;
+    var x: [2][T * kc.conv_dim]f32 = undefined;
+    var sx: [2][T * kc.x_row]f32 = undefined;
+    var dt: [2][T * kc.dt_row]f32 = undefined;
+    var bb: [2][T * kc.bc_row]f32 = undefined;
+    var cc: [2][T * kc.bc_row]f32 = undefined;
+    for (0..2) |l| {
+        helpers.randomize(rand, &x[l], 1);
+        helpers.randomize(rand, &sx[l], 1);
+        helpers.randomize(rand, &dt[l], 1);
+        helpers.randomize(rand, &bb[l], 1);
+        helpers.randomize(rand, &cc[l], 1);
+    }
+    var w: [kc.conv_dim * kc.kernel]f32 = undefined;
+    helpers.randomize(rand, &w, 0.5);
+    var A: [kc.heads]f32 = undefined;
+    for (&A) |*v| v.* = -(rand.float(f32) + 0.1);
+    const Run = struct {
+        fn run(cache: *m2c.Cache, xs: anytype, sxs: anytype, dts: anytype, bbs: anytype, ccs: anytype, weight: []const f32, a_: []const f32, from: usize, to: usize) !void {
+            var out: [T * kc.conv_dim]f32 = undefined;
+            var y: [T * kc.x_row]f32 = undefined;
+            const n = to - from;
+            const cu = [_]u64{ 0, n };
+            for (0..2) |l| {
+                const layer: u32 = @intCast(l);
+                try cache.convPrefill(layer, &.{1}, &cu, .{ .f32 = xs[l][from * kc.conv_dim .. to * kc.conv_dim] }, .{ .f32 = out[0 .. n * kc.conv_dim] }, .{ .weight = weight });
+                try cache.ssmPrefill(layer, &.{1}, &cu, .{ .x = .{ .f32 = sxs[l][from * kc.x_row .. to * kc.x_row] }, .dt = .{ .f32 = dts[l][from * kc.dt_row .. to * kc.dt_row] }, .B = .{ .f32 = bbs[l][from * kc.bc_row .. to * kc.bc_row] }, .C = .{ .f32 = ccs[l][from * kc.bc_row .. to * kc.bc_row] }, .y = .{ .f32 = y[0 .. n * kc.x_row] } }, .{ .A = a_ });
+            }
+        }
+    };
+    const key = try m2c.chainKey(null, &.{ 9, 9 });
+    try expectError(error.InvalidArg, a.captureBegin(&.{.{ .slot = 1, .tokens = 0, .key = key }}));
+    try a.captureBegin(&.{.{ .slot = 1, .tokens = 4, .key = key }});
+    try Run.run(&a, &x, &sx, &dt, &bb, &cc, &w, &A, 0, 3);
+    var misses: [1]m2c.Miss = undefined;
+    try expectError(error.InvalidArg, a.captureEnd(&store, &misses)); // not reached yet
+    try Run.run(&a, &x, &sx, &dt, &bb, &cc, &w, &A, 3, T);
+    try a.captureEnd(&store, &misses);
+    try expectEqual(m2c.Miss.none, misses[0]);
+    try Run.run(&ref, &x, &sx, &dt, &bb, &cc, &w, &A, 0, 4);
+    try store.restore(key, &a, 0);
+    var want: [kc.state_len]f32 = undefined;
+    var got: [kc.state_len]f32 = undefined;
+    for (0..2) |l| {
+        try ref.readSsm(@intCast(l), &.{1}, .{ .f32 = &want });
+        try a.readSsm(@intCast(l), &.{0}, .{ .f32 = &got });
+        try testing.expectEqualSlices(f32, &want, &got);
+    }
+}
