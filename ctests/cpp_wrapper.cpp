@@ -278,9 +278,9 @@ static void prefix_store() {
     EXPECT(s.stats().inserts == 1 && s.stats().restores == 1);
     // A capture declared and ended with nothing reached is refused.
     const m2c_capture_point pt = {0, 2, k2};
-    c.capture_begin(&pt, 1);
+    s.capture_begin(c, &pt, 1);
     EXPECT_ERROR(s.capture_end(c, 1), m2c::status::invalid_arg, "m2c_capture_end");
-    c.capture_begin(nullptr, 0);
+    s.capture_begin(c, nullptr, 0);
     EXPECT(s.capture_end(c, 0).empty());
 }
 

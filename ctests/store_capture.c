@@ -103,9 +103,10 @@ int main(void) {
     }
     m2c_capture_point bad = pts[0];
     bad.tokens = 0;
-    EXPECT_FAIL(m2c_capture_begin(a, &bad, 1), M2C_STATUS_INVALID_ARG, "m2c_capture_begin", "tokens");
-    EXPECT_FAIL(m2c_capture_begin(a, NULL, 2), M2C_STATUS_NULL_ARG, "m2c_capture_begin", "points");
-    EXPECT_OK(m2c_capture_begin(a, pts, 3));
+    EXPECT_FAIL(m2c_capture_begin(a, store, &bad, 1), M2C_STATUS_INVALID_ARG, "m2c_capture_begin", "tokens");
+    EXPECT_FAIL(m2c_capture_begin(a, store, NULL, 2), M2C_STATUS_NULL_ARG, "m2c_capture_begin", "points");
+    EXPECT_FAIL(m2c_capture_begin(a, NULL, pts, 3), M2C_STATUS_NULL_ARG, "m2c_capture_begin", "store");
+    EXPECT_OK(m2c_capture_begin(a, store, pts, 3));
 
     const int32_t rows[3] = {1, -1, 2};
     const size_t per_call = 3 * CHUNK1 * (dim + hp);

@@ -284,12 +284,6 @@ class cache {
     void save_file(const std::string &path) const { check(m2c_save_file(c_, path.c_str()), "m2c_save_file"); }
     void load_file(const std::string &path) { check(m2c_load_file(c_, path.c_str()), "m2c_load_file"); }
 
-    /* m2c_capture_begin: checkpoints to capture inside the prefills that
-     * follow (n = 0 cancels); store::capture_end puts them into a store. */
-    void capture_begin(const m2c_capture_point *points, std::size_t n) {
-        check(m2c_capture_begin(c_, points, n), "m2c_capture_begin");
-    }
-
   private:
     explicit cache(m2c_cache *raw) noexcept : c_(raw) {}
     m2c_cache *c_ = nullptr;
@@ -352,6 +346,11 @@ class store {
     void pin(const m2c_key &key) { check(m2c_store_pin(s_, &key), "m2c_store_pin"); }
     void unpin(const m2c_key &key) { check(m2c_store_unpin(s_, &key), "m2c_store_unpin"); }
     void evict(const m2c_key &key) { check(m2c_store_evict(s_, &key), "m2c_store_evict"); }
+    /* m2c_capture_begin: checkpoints of c to capture inside the prefills
+     * that follow, for this store (n = 0 cancels). */
+    void capture_begin(cache &c, const m2c_capture_point *points, std::size_t n) {
+        check(m2c_capture_begin(c.get(), s_, points, n), "m2c_capture_begin");
+    }
     /* m2c_capture_end for the n points c declared: one miss per point. */
     std::vector<m2c_miss> capture_end(cache &c, std::size_t n) {
         std::vector<m2c_miss> out(n, M2C_MISS_NONE);

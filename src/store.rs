@@ -462,7 +462,8 @@ pub struct m2c_capture_point {
 }
 
 /// Declares checkpoints to capture inside the prefill calls that follow,
-/// replacing any earlier declaration (`n = 0` cancels it): for each point,
+/// for `store`, replacing any earlier declaration (`n = 0` cancels it):
+/// for each point,
 /// the state of every layer of `slot` after `tokens` more prompt tokens,
 /// with position (the slot's position now) + `tokens`. Each
 /// `m2c_conv_prefill` / `m2c_ssm_prefill` call counts the tokens it brings
@@ -474,9 +475,12 @@ pub struct m2c_capture_point {
 ///
 /// Write only prompt tokens of these slots through prefills meanwhile:
 /// steps, writes and resets of a slot are not counted. Each point holds
-/// one slot's bytes (host memory) from now until `m2c_capture_end`.
+/// one slot's bytes (host memory) from now until `m2c_capture_end`: a
+/// buffer the store kept from an evicted checkpoint when it has one
+/// (evicting its least recently used unpinned checkpoints for room when it
+/// is full, as the inserts would), else a fresh one.
 ///
-/// Errors: `M2C_STATUS_NULL_ARG` (cache; points NULL with `n > 0`),
+/// Errors: `M2C_STATUS_NULL_ARG` (cache, store; points NULL with `n > 0`),
 /// `M2C_STATUS_OUT_OF_RANGE` (a slot; a position that would overflow),
 /// `M2C_STATUS_INVALID_ARG` (`tokens` of 0; the same slot and `tokens`
 /// twice), `M2C_STATUS_OUT_OF_MEMORY`. On failure the earlier declaration
@@ -484,31 +488,35 @@ pub struct m2c_capture_point {
 #[no_mangle]
 pub unsafe extern "C" fn m2c_capture_begin(
     cache: *mut m2c_cache,
+    store: *mut m2c_store,
     points: *const m2c_capture_point,
     n: usize,
 ) -> m2c_status {
     ffi_status("m2c_capture_begin", || {
         // SAFETY: NULL or valid pointers, per the contract.
-        let cache = unsafe { arg_ref(cache, "cache")? };
+        let (cache, store) = unsafe { (arg_ref(cache, "cache")?, arg_ref(store, "store")?) };
         // SAFETY: NULL or `n` points, per the contract.
         let ps = unsafe { super::spec::array_arg(points, n, "points") }?;
         let pts: Vec<(i32, u64, Key)> = ps.iter().map(|p| (p.slot, p.tokens, p.key.get())).collect();
-        Ok(cache.write()?.capture_begin(&pts)?)
+        Ok(cache.write()?.capture_begin(&store.inner, &pts)?)
     })
 }
 
 /// Ends the capture declared by `m2c_capture_begin`: every point goes into
-/// `store` (as `m2c_store_insert` would put it, evicting for room), and
+/// `store` (the one given there; as `m2c_store_insert` would put it,
+/// evicting for room), and
 /// `out_misses[i]` (if not NULL; `n` must then be the number of points)
 /// receives `M2C_MISS_NONE` or `M2C_MISS_TOO_LARGE` for point `i`. With no
 /// capture declared it does nothing.
 ///
 /// Errors: `M2C_STATUS_NULL_ARG` (cache, store), `M2C_STATUS_SHAPE_MISMATCH`
-/// (`n` is not the number of points), `M2C_STATUS_INVALID_ARG` (a point
+/// (`n` is not the number of points), `M2C_STATUS_INVALID_ARG` (another
+/// store than `m2c_capture_begin`'s; a point
 /// some layer's conv or SSM prefill has not reached: the message names it
 /// and the layer; the capture stays declared, so more prefill calls can
 /// reach it), `M2C_STATUS_INVALID_ARG` (a pinned checkpoint under a
-/// point's key). Thread-safe (takes the cache's write lock).
+/// point's key: the points before it are stored, and the capture ends).
+/// Thread-safe (takes the cache's write lock).
 #[no_mangle]
 pub unsafe extern "C" fn m2c_capture_end(
     cache: *mut m2c_cache,

@@ -272,14 +272,15 @@ type CapturePoint struct {
 }
 
 // CaptureBegin declares checkpoints to capture inside the prefill calls
-// that follow (m2c_capture_begin), replacing any earlier declaration; nil
+// that follow, for store s (m2c_capture_begin), replacing any earlier
+// declaration; nil
 // cancels. Where a point falls inside a prefill call, the slot's sequence
 // runs in segments cut there and the layer's state is copied, in the same
 // pass (bit-identical to a prompt that stopped there).
 //
 // Errors: ErrOutOfRange (a slot), ErrInvalidArg (Tokens of 0, a point
 // listed twice), ErrOutOfMemory, ErrClosed.
-func (c *Cache) CaptureBegin(points []CapturePoint) error {
+func (c *Cache) CaptureBegin(s *Store, points []CapturePoint) error {
 	ps := make([]C.m2c_capture_point, len(points))
 	for i, p := range points {
 		ps[i] = C.m2c_capture_point{slot: C.int32_t(p.Slot), tokens: C.uint64_t(p.Tokens), key: p.Key.toC()}
@@ -288,8 +289,8 @@ func (c *Cache) CaptureBegin(points []CapturePoint) error {
 	if len(ps) > 0 {
 		pp = &ps[0]
 	}
-	err := c.do("m2c_capture_begin", func(h *C.m2c_cache) C.m2c_status {
-		return C.m2c_capture_begin(h, pp, C.size_t(len(ps)))
+	err := s.do("m2c_capture_begin", c, func(hs *C.m2c_store, hc *C.m2c_cache) C.m2c_status {
+		return C.m2c_capture_begin(hc, hs, pp, C.size_t(len(ps)))
 	})
 	runtime.KeepAlive(ps)
 	return err

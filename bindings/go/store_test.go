@@ -131,9 +131,9 @@ func TestCaptureMarshalAndMapErrors(t *testing.T) {
 	}
 	k, err := ChainKey(nil, []int32{4, 4})
 	checkErr(t, err, nil)
-	checkErr(t, a.CaptureBegin([]CapturePoint{{Slot: 2, Tokens: 0, Key: k}}), ErrInvalidArg)
-	checkErr(t, a.CaptureBegin([]CapturePoint{{Slot: 99, Tokens: 1, Key: k}}), ErrOutOfRange)
-	checkErr(t, a.CaptureBegin([]CapturePoint{{Slot: 2, Tokens: 4, Key: k}}), nil)
+	checkErr(t, a.CaptureBegin(s, []CapturePoint{{Slot: 2, Tokens: 0, Key: k}}), ErrInvalidArg)
+	checkErr(t, a.CaptureBegin(s, []CapturePoint{{Slot: 99, Tokens: 1, Key: k}}), ErrOutOfRange)
+	checkErr(t, a.CaptureBegin(s, []CapturePoint{{Slot: 2, Tokens: 4, Key: k}}), nil)
 	run(a, 0, 3)
 	_, err = a.CaptureEnd(s, 1)
 	checkErr(t, err, ErrInvalidArg) // not reached yet

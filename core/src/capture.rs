@@ -43,6 +43,8 @@ pub struct Plan {
     points: Vec<Point>,
     /// (slot, per layer: conv tokens, SSM tokens).
     seen: Vec<(usize, Vec<[u64; 2]>)>,
+    /// The store the points go to (its address, to check `capture_end`).
+    store: usize,
 }
 
 /// Which half of a layer a prefill call runs.
@@ -90,27 +92,36 @@ impl AnyCache {
     /// Declares the checkpoints to capture during the prefill calls that
     /// follow (replacing any earlier declaration): `(slot, tokens, key)`,
     /// the state of `slot` after `tokens >= 1` more prompt tokens, kept
-    /// under `key`. Allocates each point's bytes now (one slot's state).
-    pub fn capture_begin(&mut self, points: &[(i32, u64, Key)]) -> Result<()> {
+    /// under `key` in `store`. Each point's bytes (one slot's state) are
+    /// taken now: buffers `store` kept from evicted checkpoints (evicting
+    /// for room when it is full, as the inserts would), else fresh ones.
+    pub fn capture_begin(&mut self, store: &Store, points: &[(i32, u64, Key)]) -> Result<()> {
         let cfg = self.config();
         let layers = cfg.num_layers as usize;
         let bytes = Store::entry_bytes(&cfg)? as usize;
-        let mut plan = Plan::default();
-        for (i, &(slot, tokens, key)) in points.iter().enumerate() {
+        // Every point is validated before any buffer is taken.
+        let mut positions = Vec::with_capacity(points.len());
+        for (i, &(slot, tokens, _)) in points.iter().enumerate() {
             self.check_slot(slot)?;
             if tokens == 0 {
                 return Err(Error::InvalidArg(format!("points[{i}].tokens is 0: a point follows at least one token")));
             }
-            let s = slot as usize;
-            let position = self.position(slot)?.checked_add(tokens).ok_or_else(|| {
-                Error::OutOfRange(format!("points[{i}]: slot {slot}'s position plus {tokens} tokens overflows"))
-            })?;
-            if plan.points.iter().any(|p| p.slot == s && p.tokens == tokens) {
+            if points[..i].iter().any(|&(s, t, _)| s == slot && t == tokens) {
                 return Err(Error::InvalidArg(format!(
                     "points[{i}]: slot {slot} after {tokens} tokens is listed twice"
                 )));
             }
-            let data = try_vec(bytes, 0u8, "captured checkpoint")?;
+            positions.push(self.position(slot)?.checked_add(tokens).ok_or_else(|| {
+                Error::OutOfRange(format!("points[{i}]: slot {slot}'s position plus {tokens} tokens overflows"))
+            })?);
+        }
+        let mut plan = Plan { store: store as *const Store as usize, ..Plan::default() };
+        for (&(slot, tokens, key), position) in points.iter().zip(positions) {
+            let s = slot as usize;
+            let data = match store.take_buffer(bytes) {
+                Some(b) => b,
+                None => try_vec(bytes, 0u8, "captured checkpoint")?,
+            };
             plan.points.push(Point { slot: s, tokens, key, position, data, done: vec![[false; 2]; layers] });
             if plan.seen_mut(s).is_none() {
                 plan.seen.push((s, vec![[0; 2]; layers]));
@@ -120,13 +131,18 @@ impl AnyCache {
         Ok(())
     }
 
-    /// Puts every declared point into `store` and ends the capture: one
+    /// Puts every declared point into `store` (the one given to
+    /// `capture_begin`) and ends the capture: one
     /// answer per point, in order (`None`: stored; `Some(TooLarge)`: the
     /// store could not hold it). `InvalidArg` naming the first point some
     /// layer's conv or SSM prefill has not reached yet, changing nothing;
     /// with no capture declared, an empty answer.
     pub fn capture_end(&mut self, store: &Store) -> Result<Vec<Option<Miss>>> {
         let Some(plan) = self.take_plan() else { return Ok(Vec::new()) };
+        if plan.store != store as *const Store as usize {
+            self.set_plan(Some(plan));
+            return Err(Error::InvalidArg("the store is not the one given to m2c_capture_begin".into()));
+        }
         for (i, p) in plan.points.iter().enumerate() {
             if let Some(l) = p.done.iter().position(|d| !(d[0] && d[1])) {
                 let part = if p.done[l][0] { "SSM" } else { "conv" };

@@ -297,14 +297,11 @@ impl Store {
                 }
                 return Ok(Some(Miss::TooLarge));
             }
+            drop(g);
             // Room first, so that a full store copies into the buffer of
             // the entry it evicts instead of faulting in fresh pages (the
             // eviction is this insert's anyway).
-            let kept = g.free.iter().any(|b| b.len() == bytes as usize);
-            if !kept && g.held + bytes > g.budget {
-                g.make_room(bytes, key);
-            }
-            g.take_free(bytes as usize)
+            self.take_buffer(bytes as usize)
         };
         // The copy runs outside the lock.
         let mut data = match recycled {
@@ -313,6 +310,21 @@ impl Store {
         };
         let position = cache.slot_export(slot, &mut data)?;
         self.put(key, fp, position, data)
+    }
+
+    /// A buffer for a checkpoint of `bytes` bytes that is about to be
+    /// filled and `put`: one the store kept, or one it frees by evicting
+    /// the least recently used unpinned checkpoints when it is full (as
+    /// the `put` would), else `None`.
+    pub(crate) fn take_buffer(&self, bytes: usize) -> Option<Vec<u8>> {
+        let mut g = self.lock();
+        if let Some(b) = g.take_free(bytes) {
+            return Some(b);
+        }
+        if g.held + bytes as u64 > g.budget {
+            g.make_room(bytes as u64, Key::MAX);
+        }
+        g.take_free(bytes)
     }
 
     /// Stores a filled checkpoint (the bytes of [`AnyCache::slot_export`]

@@ -131,9 +131,9 @@ fn captured_states_are_the_prefix_states_and_outputs_do_not_change() {
         let mut a = seeded(c, 5);
         let mut plain = seeded(c, 5);
         let decl: Vec<(i32, u64, u128)> = points.iter().zip(&keys).map(|(&(s, t), &k)| (s, t, k)).collect();
-        a.capture_begin(&decl).unwrap();
-        assert_eq!(a.capture_pending(), points.len());
         let store = Store::new(1 << 24, 16).unwrap();
+        a.capture_begin(&store, &decl).unwrap();
+        assert_eq!(a.capture_pending(), points.len());
         for (ci, ch) in chunks.iter().enumerate() {
             for l in 0..2u32 {
                 let ps = [&p1[l as usize], &p2[l as usize], &pad[l as usize]];
@@ -174,25 +174,27 @@ fn bad_declarations_are_refused_and_a_full_store_says_so() {
     let c = cfg(DType::F32, DType::F32, 4);
     let mut a = seeded(c, 1);
     let k = chain_key(None, &[1]);
-    assert!(matches!(a.capture_begin(&[(4, 3, k)]), Err(Error::OutOfRange(_))));
-    assert!(matches!(a.capture_begin(&[(0, 0, k)]), Err(Error::InvalidArg(_))));
-    assert!(matches!(a.capture_begin(&[(0, 3, k), (0, 3, k)]), Err(Error::InvalidArg(_))));
-    assert_eq!(a.capture_pending(), 0);
     let tiny = Store::new(1, 4).unwrap();
+    assert!(matches!(a.capture_begin(&tiny, &[(4, 3, k)]), Err(Error::OutOfRange(_))));
+    assert!(matches!(a.capture_begin(&tiny, &[(0, 0, k)]), Err(Error::InvalidArg(_))));
+    assert!(matches!(a.capture_begin(&tiny, &[(0, 3, k), (0, 3, k)]), Err(Error::InvalidArg(_))));
+    assert_eq!(a.capture_pending(), 0);
     assert_eq!(a.capture_end(&tiny).unwrap(), vec![]);
-    a.capture_begin(&[(0, 2, k)]).unwrap();
+    a.capture_begin(&tiny, &[(0, 2, k)]).unwrap();
     let mut rng = Rng::new(2);
     let p = prompt(&mut rng, &c, 2);
     for l in 0..2 {
         prefill(&mut a, l, &[0], &[&p], &[(0, 2)]).unwrap();
     }
+    let other = Store::new(1 << 20, 4).unwrap();
+    assert!(matches!(a.capture_end(&other), Err(Error::InvalidArg(_))), "another store");
     assert_eq!(a.capture_end(&tiny).unwrap(), vec![Some(Miss::TooLarge)]);
     // A declaration of nothing cancels.
-    a.capture_begin(&[(0, 2, k)]).unwrap();
-    a.capture_begin(&[]).unwrap();
+    a.capture_begin(&tiny, &[(0, 2, k)]).unwrap();
+    a.capture_begin(&tiny, &[]).unwrap();
     assert_eq!(a.capture_pending(), 0);
     // A bad prefill call under a capture changes nothing.
-    a.capture_begin(&[(0, 1, k)]).unwrap();
+    a.capture_begin(&tiny, &[(0, 1, k)]).unwrap();
     let before = exported(&a, 0);
     assert!(prefill(&mut a, 5, &[0], &[&p], &[(0, 2)]).is_err());
     assert!(prefill(&mut a, 0, &[0, 0], &[&p, &p], &[(0, 1), (0, 1)]).is_err());

@@ -892,11 +892,11 @@ pub const Cache = struct {
         return out;
     }
 
-    /// Declares checkpoints to capture inside the prefill calls that follow
-    /// (`m2c_capture_begin`), replacing any earlier ones; an empty list
+    /// Declares checkpoints to capture inside the prefill calls that follow,
+    /// for `store` (`m2c_capture_begin`), replacing any earlier ones; an empty list
     /// cancels. Each is a slot's state after `tokens` more prompt tokens.
-    pub fn captureBegin(self: *Cache, points: []const CapturePoint) Error!void {
-        try call(self.diag, c.m2c_capture_begin(self.handle, if (points.len == 0) null else points.ptr, points.len));
+    pub fn captureBegin(self: *Cache, store: *Store, points: []const CapturePoint) Error!void {
+        try call(self.diag, c.m2c_capture_begin(self.handle, store.handle, if (points.len == 0) null else points.ptr, points.len));
     }
 
     /// Puts the declared points into `store` (`m2c_capture_end`): `misses`

@@ -859,9 +859,9 @@ mod tests {
         let points = [(2, 3u64, keys[0]), (0, 5, keys[1])];
         let (slots, cu) = ([2i32, -1, 0], [0u64, 4, 6, 11]);
         let t = 11;
-        for cache in [&mut host, &mut dev] {
-            cache.capture_begin(&points).unwrap();
-        }
+        let (s1, s2) = (Store::new(1 << 24, 4).unwrap(), Store::new(1 << 24, 4).unwrap());
+        host.capture_begin(&s1, &points).unwrap();
+        dev.capture_begin(&s2, &points).unwrap();
         for l in 0..c.num_layers {
             let (x, w) = (f32s(&mut rng, t * dim), f32s(&mut rng, dim * k));
             let (xs, dt, b, cc) = (
@@ -914,7 +914,6 @@ mod tests {
             dev.ssm_prefill(l, Slots::List(&slots), &cu, SsmIo::Device { io, params: dp }).unwrap();
             assert!(o1 == o2 && y1 == y2, "layer {l}: outputs differ");
         }
-        let (s1, s2) = (Store::new(1 << 24, 4).unwrap(), Store::new(1 << 24, 4).unwrap());
         assert_eq!(host.capture_end(&s1).unwrap(), vec![None, None]);
         assert_eq!(dev.capture_end(&s2).unwrap(), vec![None, None]);
         let bytes = Store::entry_bytes(&c).unwrap() as usize;

@@ -111,8 +111,8 @@ test "checkpoints captured inside a chunked prefill restore the prefix state" {
         }
     };
     const key = try m2c.chainKey(null, &.{ 9, 9 });
-    try expectError(error.InvalidArg, a.captureBegin(&.{.{ .slot = 1, .tokens = 0, .key = key }}));
-    try a.captureBegin(&.{.{ .slot = 1, .tokens = 4, .key = key }});
+    try expectError(error.InvalidArg, a.captureBegin(&store, &.{.{ .slot = 1, .tokens = 0, .key = key }}));
+    try a.captureBegin(&store, &.{.{ .slot = 1, .tokens = 4, .key = key }});
     try Run.run(&a, &x, &sx, &dt, &bb, &cc, &w, &A, 0, 3);
     var misses: [1]m2c.Miss = undefined;
     try expectError(error.InvalidArg, a.captureEnd(&store, &misses)); // not reached yet
