@@ -1167,7 +1167,11 @@ fn capture_cost(s: &Shape, rep: &mut Report) {
             // SAFETY: valid handles; no per-point answers asked.
             check(unsafe { m2c_capture_end(h, st, ptr::null_mut(), 0) }, "m2c_capture_end");
         });
-        (tp.push(p), tk.push(k), tc.push(c), r_plain.push(c / p), r_chunk.push(c / k));
+        tp.push(p);
+        tk.push(k);
+        tc.push(c);
+        r_plain.push(c / p);
+        r_chunk.push(c / k);
     }
     let med = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
