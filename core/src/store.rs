@@ -297,11 +297,17 @@ impl Store {
                 }
                 return Ok(Some(Miss::TooLarge));
             }
-            drop(g);
-            // Room first, so that a full store copies into the buffer of
-            // the entry it evicts instead of faulting in fresh pages (the
-            // eviction is this insert's anyway).
-            self.take_buffer(bytes as usize)
+            // The replaced entry and room first (the eviction is this
+            // insert's anyway), so that a full store copies into the
+            // buffer of a checkpoint it drops instead of faulting in fresh
+            // pages.
+            if let Some(old) = g.entries.remove(&key) {
+                g.lru.remove(&old.tick);
+                g.held -= old.data.len() as u64;
+                g.recycle(old.data);
+            }
+            g.make_room(bytes, key);
+            g.take_free(bytes as usize)
         };
         // The copy runs outside the lock.
         let mut data = match recycled {

@@ -252,3 +252,29 @@ fn concurrent_inserts_lookups_and_restores_stay_consistent() {
     assert!(st.bytes_held <= 6 * one && st.entries == st.bytes_held / one);
     assert_eq!(st.inserts - st.evictions, st.entries);
 }
+
+#[test]
+fn a_restore_ends_the_slots_speculative_run_and_a_checkpoint_sees_committed_state_only() {
+    let c = cfg(DType::F32, DType::F32, 4);
+    let mut cache = AnyCache::new(c).unwrap();
+    let mut rng = Rng::new(8);
+    fill(&mut cache, &mut rng, 0, 3);
+    fill(&mut cache, &mut rng, 1, 4);
+    let store = Store::new(1 << 24, 8).unwrap();
+    let k = chain_key(None, &[77]);
+    store.insert(&cache, 0, k).unwrap();
+    cache.spec_reserve(2).unwrap();
+    cache.spec_begin(Slots::List(&[0, 1]), &[0, 2, 4], None).unwrap();
+    // A checkpoint taken during the round holds the committed state.
+    let k1 = chain_key(None, &[78]);
+    let before = state(&cache, 1);
+    store.insert(&cache, 1, k1).unwrap();
+    let mut other = AnyCache::new(c).unwrap();
+    store.restore(k1, &mut other, 1).unwrap();
+    assert_eq!(state(&other, 1), before);
+    // A restore into slot 0 drops it from the round: its commit is refused,
+    // slot 1's is not.
+    store.restore(k, &mut cache, 0).unwrap();
+    assert!(matches!(cache.spec_commit(Slots::List(&[0]), &[0]), Err(Error::InvalidArg(_))));
+    cache.spec_commit(Slots::List(&[1]), &[0]).unwrap();
+}

@@ -157,7 +157,31 @@ pub enum Call {
         offset: u8,
         count: u8,
     },
+    /// m2c_store_insert of a slot under key `key % KEYS` (out_miss NULL
+    /// one time in 4).
+    StoreInsert {
+        slot: Slot,
+        key: u8,
+        null_miss: OneIn<4>,
+    },
+    /// m2c_store_lookup of the chain `keys[i] % KEYS`.
+    StoreLookup {
+        keys: Short<u8>,
+    },
+    /// m2c_store_restore of key `key % KEYS` into a slot.
+    StoreRestore {
+        key: u8,
+        slot: Slot,
+    },
+    /// m2c_store_pin (op % 3 == 0), _unpin (1) or _evict (2) of `key % KEYS`.
+    StoreKey {
+        key: u8,
+        op: u8,
+    },
 }
+
+/// Distinct store keys a program uses.
+pub const KEYS: usize = 6;
 
 /// How m2c_spec_begin's parents are spoiled.
 #[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq)]

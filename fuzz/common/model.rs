@@ -29,6 +29,10 @@ pub const MAX_CALLS: usize = 48;
 /// (the corpus generator keeps seed programs that reach one).
 pub static COMMITTED_PATHS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// Store restores that succeeded, over the process (the corpus generator
+/// keeps store seed programs that reach one).
+pub static RESTORED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Runs `prog` on a fresh cache of its shape; panics on the first call
 /// whose status or effect differs from the model.
 pub fn run(prog: Program) {
@@ -43,12 +47,16 @@ pub fn run(prog: Program) {
         acquired: vec![false; sh.slots],
         cache_mem: (cv.as_ptr() as *mut c_void, cv.len()),
         spec: SpecModel::default(),
+        store: StoreModel::new(&sh),
     };
     for call in prog.calls.iter().take(MAX_CALLS) {
         h.call(call);
     }
-    // SAFETY: handle from m2c_create, not used afterwards.
-    unsafe { m2c_destroy(h.cache) };
+    // SAFETY: handles from m2c_create / m2c_store_create, not used afterwards.
+    unsafe {
+        m2c_destroy(h.cache);
+        m2c_store_destroy(h.store.handle);
+    }
 }
 
 impl ShapeSpec {
@@ -71,7 +79,8 @@ impl ShapeSpec {
 
 /// The statuses a refused call may return (each documented by some call
 /// of the program; which one is not part of the model).
-const REFUSALS: [m2c_status; 8] = [
+const REFUSALS: [m2c_status; 9] = [
+    M2C_STATUS_NOT_FOUND,
     M2C_STATUS_NULL_ARG,
     M2C_STATUS_INVALID_ARG,
     M2C_STATUS_OUT_OF_RANGE,
@@ -272,6 +281,145 @@ struct Harness {
     cache_mem: (*mut c_void, usize),
     /// The speculative log and round, as the library must see them.
     spec: SpecModel,
+    /// A prefix store beside the cache, and what it must hold.
+    store: StoreModel,
+}
+
+/// One checkpoint of the store model: a slot's bytes per layer and its
+/// position.
+#[derive(Clone)]
+struct SEntry {
+    conv: Vec<Vec<u8>>,
+    ssm: Vec<Vec<u8>>,
+    pos: u64,
+    pins: u32,
+    tick: u64,
+}
+
+/// The model of a store with room for two checkpoints (LRU eviction of
+/// unpinned ones), over `KEYS` keys.
+struct StoreModel {
+    handle: *mut m2c_store,
+    keys: Vec<m2c_key>,
+    entry: u64,
+    budget: u64,
+    entries: Vec<Option<SEntry>>,
+    /// Why a key has no entry (M2C_MISS_*), once it had or was refused one.
+    gone: Vec<Option<m2c_miss>>,
+    clock: u64,
+    inserts: u64,
+    hits: u64,
+    misses: [u64; 6],
+    evictions: u64,
+    restores: u64,
+}
+
+impl StoreModel {
+    fn new(sh: &Shape) -> StoreModel {
+        let entry = (sh.layers * (sh.cbytes() + sh.sbytes())) as u64;
+        let budget = 2 * entry + entry / 2;
+        let mut cfg = std::mem::MaybeUninit::<m2c_store_config>::zeroed();
+        // SAFETY: valid storage, initialised by the call.
+        let mut cfg = unsafe {
+            m2c_store_config_init(cfg.as_mut_ptr());
+            cfg.assume_init()
+        };
+        cfg.budget_bytes = budget;
+        let mut handle = ptr::null_mut();
+        // SAFETY: valid pointers.
+        assert_eq!(unsafe { m2c_store_create(&cfg, &mut handle) }, M2C_STATUS_OK, "m2c_store_create");
+        let keys = (0..KEYS as i32)
+            .map(|i| {
+                let mut k = m2c_key { lo: 0, hi: 0 };
+                // SAFETY: valid pointers.
+                assert_eq!(unsafe { m2c_key_chain(ptr::null(), &i, 1, &mut k) }, M2C_STATUS_OK);
+                k
+            })
+            .collect();
+        StoreModel {
+            handle,
+            keys,
+            entry,
+            budget,
+            entries: vec![None; KEYS],
+            gone: vec![None; KEYS],
+            clock: 0,
+            inserts: 0,
+            hits: 0,
+            misses: [0; 6],
+            evictions: 0,
+            restores: 0,
+        }
+    }
+
+    fn held(&self) -> u64 {
+        self.entries.iter().flatten().count() as u64 * self.entry
+    }
+
+    fn touch(&mut self, k: usize) {
+        self.clock += 1;
+        if let Some(e) = &mut self.entries[k] {
+            e.tick = self.clock;
+        }
+    }
+
+    fn evict(&mut self, k: usize) {
+        self.entries[k] = None;
+        self.gone[k] = Some(M2C_MISS_EVICTED);
+        self.evictions += 1;
+    }
+
+    /// Evicts least recently used unpinned entries (never `keep`) until
+    /// one more fits.
+    fn make_room(&mut self, keep: usize) {
+        while self.held() + self.entry > self.budget {
+            let victim = (0..KEYS)
+                .filter(|&k| k != keep && self.entries[k].as_ref().is_some_and(|e| e.pins == 0))
+                .min_by_key(|&k| self.entries[k].as_ref().unwrap().tick);
+            match victim {
+                Some(k) => self.evict(k),
+                None => return,
+            }
+        }
+    }
+
+    fn reason(&self, k: usize) -> m2c_miss {
+        self.gone[k].unwrap_or(M2C_MISS_NEVER_STORED)
+    }
+
+    /// The library's counters must be the model's.
+    fn check_stats(&self, what: &str) {
+        let mut st = std::mem::MaybeUninit::<m2c_store_stats>::zeroed();
+        // SAFETY: valid storage and handle.
+        let st = unsafe {
+            m2c_store_stats_init(st.as_mut_ptr());
+            assert_eq!(m2c_store_get_stats(self.handle, st.as_mut_ptr()), M2C_STATUS_OK);
+            st.assume_init()
+        };
+        let n = self.entries.iter().flatten().count() as u64;
+        let pinned = self.entries.iter().flatten().filter(|e| e.pins > 0).count() as u64;
+        let got = (
+            st.entries,
+            st.bytes_held,
+            st.pinned,
+            st.inserts,
+            st.hits,
+            [st.misses_never_stored, st.misses_evicted, st.misses_too_large],
+            st.evictions,
+            st.restores,
+        );
+        let want = (
+            n,
+            n * self.entry,
+            pinned,
+            self.inserts,
+            self.hits,
+            [self.misses[1], self.misses[2], self.misses[3]],
+            self.evictions,
+            self.restores,
+        );
+        assert_eq!(got, want, "{what}: the store's counters differ from the model");
+    }
 }
 
 /// What a call is expected to do to the model on success.
@@ -347,7 +495,156 @@ impl Harness {
             Call::SpecCommit { slots, accepted, null_accepted } => self.spec_commit(slots, accepted, null_accepted.0),
             Call::NullCall(c) => self.null_call(*c),
             Call::AliasedOutput { call, offset, count } => self.aliased_output(*call, *offset, *count),
+            Call::StoreInsert { slot, key, null_miss } => self.store_insert(*slot, *key, null_miss.0),
+            Call::StoreLookup { keys } => self.store_lookup(&keys.0),
+            Call::StoreRestore { key, slot } => self.store_restore(*key, *slot),
+            Call::StoreKey { key, op } => self.store_key(*key, *op),
         }
+    }
+
+    fn store_insert(&mut self, slot: Slot, key: u8, null_miss: bool) {
+        let (sh, k) = (self.sh, key as usize % KEYS);
+        let s = slot.resolve(sh.slots);
+        let st_model = &self.store;
+        let pinned_here = st_model.entries[k].as_ref().is_some_and(|e| e.pins > 0);
+        let pinned_others =
+            (0..KEYS).filter(|&o| o != k && st_model.entries[o].as_ref().is_some_and(|e| e.pins > 0)).count() as u64;
+        let ok = slot_in_range(s, sh.slots) && !pinned_here;
+        let too_large = (pinned_others + 1) * st_model.entry > st_model.budget;
+        let mut miss: m2c_miss = -7;
+        let mp = if null_miss { ptr::null_mut() } else { &mut miss as *mut m2c_miss };
+        // SAFETY: live handles; key and out valid.
+        let st = unsafe { m2c_store_insert(self.store.handle, self.cache, s, &self.store.keys[k], mp) };
+        let e = self.expect(ok);
+        if self.check("store_insert", st, e, &[]) {
+            let want = if too_large { M2C_MISS_TOO_LARGE } else { M2C_MISS_NONE };
+            if !null_miss {
+                assert_eq!(miss, want, "store_insert: out_miss");
+            }
+            if too_large {
+                if self.store.entries[k].is_none() {
+                    self.store.gone[k] = Some(M2C_MISS_TOO_LARGE);
+                }
+            } else {
+                let su = s as usize;
+                let conv: Vec<Vec<u8>> =
+                    (0..sh.layers).map(|l| self.model.conv[l][self.conv_range(su)].to_vec()).collect();
+                let ssm: Vec<Vec<u8>> = (0..sh.layers)
+                    .map(|l| self.model.ssm[l][su * sh.sbytes()..(su + 1) * sh.sbytes()].to_vec())
+                    .collect();
+                let pos = self.model.pos[su];
+                let m = &mut self.store;
+                m.entries[k] = None;
+                m.make_room(k);
+                m.clock += 1;
+                m.entries[k] = Some(SEntry { conv, ssm, pos, pins: 0, tick: m.clock });
+                m.gone[k] = None;
+                m.inserts += 1;
+            }
+        } else {
+            assert_eq!(miss, -7, "store_insert wrote out_miss on failure");
+        }
+        self.store.check_stats("store_insert");
+    }
+
+    fn store_lookup(&mut self, keys: &[u8]) {
+        let ks: Vec<usize> = keys.iter().map(|&k| k as usize % KEYS).collect();
+        let m = &self.store;
+        let blocks = ks.iter().rposition(|&k| m.entries[k].is_some()).map_or(0, |i| i + 1);
+        let want_miss = ks.get(blocks).map_or(M2C_MISS_NONE, |&k| m.reason(k));
+        let cks: Vec<m2c_key> = ks.iter().map(|&k| m.keys[k]).collect();
+        let mut out = std::mem::MaybeUninit::<m2c_lookup>::zeroed();
+        // SAFETY: valid storage and handles; `cks` holds the keys.
+        let out = unsafe {
+            m2c_lookup_init(out.as_mut_ptr());
+            let kp = if cks.is_empty() { ptr::null() } else { cks.as_ptr() };
+            let st = m2c_store_lookup(self.store.handle, self.cache, kp, cks.len(), out.as_mut_ptr());
+            assert_eq!(st, M2C_STATUS_OK, "store_lookup: {}", last_error());
+            out.assume_init()
+        };
+        assert_eq!((out.blocks as usize, out.miss), (blocks, want_miss), "store_lookup of {ks:?}");
+        let m = &mut self.store;
+        if blocks > 0 {
+            m.hits += 1;
+            m.touch(ks[blocks - 1]);
+        }
+        if blocks < ks.len() {
+            m.misses[want_miss as usize] += 1;
+        }
+        m.check_stats("store_lookup");
+    }
+
+    fn store_restore(&mut self, key: u8, slot: Slot) {
+        let (sh, k) = (self.sh, key as usize % KEYS);
+        let s = slot.resolve(sh.slots);
+        let entry = self.store.entries[k].clone();
+        let ok = slot_in_range(s, sh.slots) && entry.is_some();
+        let mut e = self.expect(ok);
+        if let (true, Some(en)) = (ok, &entry) {
+            let su = s as usize;
+            for l in 0..sh.layers {
+                e.model.conv[l][self.conv_range(su)].copy_from_slice(&en.conv[l]);
+                e.model.ssm[l][su * sh.sbytes()..(su + 1) * sh.sbytes()].copy_from_slice(&en.ssm[l]);
+            }
+            e.model.pos[su] = en.pos;
+            e.drops.push(su);
+        }
+        // SAFETY: live handles; the key is valid.
+        let st = unsafe { m2c_store_restore(self.store.handle, &self.store.keys[k], self.cache, s) };
+        if !ok && slot_in_range(s, sh.slots) {
+            assert_eq!(st, M2C_STATUS_NOT_FOUND, "store_restore of a key with no entry: {}", last_error());
+        }
+        if self.check("store_restore", st, e, &[]) {
+            RESTORED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.store.restores += 1;
+            self.store.touch(k);
+        }
+        self.store.check_stats("store_restore");
+    }
+
+    fn store_key(&mut self, key: u8, op: u8) {
+        let k = key as usize % KEYS;
+        let m = &mut self.store;
+        let kp = &m.keys[k] as *const m2c_key;
+        let present = m.entries[k].is_some();
+        let pins = m.entries[k].as_ref().map_or(0, |e| e.pins);
+        // SAFETY: live handle; the key is valid.
+        let (what, st, want) = unsafe {
+            match op % 3 {
+                0 => (
+                    "store_pin",
+                    m2c_store_pin(m.handle, kp),
+                    if present { M2C_STATUS_OK } else { M2C_STATUS_NOT_FOUND },
+                ),
+                1 => (
+                    "store_unpin",
+                    m2c_store_unpin(m.handle, kp),
+                    match (present, pins) {
+                        (false, _) => M2C_STATUS_NOT_FOUND,
+                        (true, 0) => M2C_STATUS_INVALID_ARG,
+                        _ => M2C_STATUS_OK,
+                    },
+                ),
+                _ => (
+                    "store_evict",
+                    m2c_store_evict(m.handle, kp),
+                    match (present, pins) {
+                        (false, _) => M2C_STATUS_NOT_FOUND,
+                        (true, 0) => M2C_STATUS_OK,
+                        _ => M2C_STATUS_INVALID_ARG,
+                    },
+                ),
+            }
+        };
+        assert_eq!(st, want, "{what}: {}", last_error());
+        if st == M2C_STATUS_OK {
+            match op % 3 {
+                0 => m.entries[k].as_mut().unwrap().pins += 1,
+                1 => m.entries[k].as_mut().unwrap().pins -= 1,
+                _ => m.evict(k),
+            }
+        }
+        m.check_stats(what);
     }
 
     fn expect(&self, ok: bool) -> Expect {

@@ -113,7 +113,7 @@ fn push_call(bytes: &mut Vec<u8>, rng: &mut Rng, kind: &str) -> Call {
 /// Each program is decoded back, compared and run against the model here
 /// (without ASan) as a smoke test.
 fn api_seeds(dir: &Path) {
-    const KINDS: [&str; 23] = [
+    const KINDS: [&str; 27] = [
         "UpdateConv",
         "SetConv",
         "UpdateSsm",
@@ -137,6 +137,10 @@ fn api_seeds(dir: &Path) {
         "ConvVerify",
         "SsmVerify",
         "SpecCommit",
+        "StoreInsert",
+        "StoreLookup",
+        "StoreRestore",
+        "StoreKey",
     ];
     // Speculative rounds: reserve, begin, verify (random layers, so some
     // rounds cover every layer), commit, with other calls between.
@@ -181,6 +185,39 @@ fn api_seeds(dir: &Path) {
         write(dir, &format!("program-{file}"), &bytes);
         file += 1;
     }
+    // Prefix-store traffic: inserts, lookups, restores, pins and
+    // evictions among writes and kernels, kept when a restore succeeds.
+    const STORE: [&str; 8] = [
+        "StoreInsert",
+        "StoreInsert",
+        "StoreLookup",
+        "StoreRestore",
+        "StoreKey",
+        "StoreInsert",
+        "StoreRestore",
+        "StoreKey",
+    ];
+    while file < 11 {
+        let mut bytes = vec![rng.next_u64() as u8, rng.next_u64() as u8];
+        let mut order: Vec<&str> = vec!["Acquire"];
+        for _ in 0..5 {
+            order.extend_from_slice(&STORE);
+            order.push(KINDS[(rng.next_u64() % KINDS.len() as u64) as usize]);
+        }
+        let calls: Vec<Call> = order.iter().map(|k| push_call(&mut bytes, &mut rng, k)).collect();
+        assert!(calls.len() <= model::MAX_CALLS);
+        bytes.push(0);
+        let prog = Program::arbitrary_take_rest(Unstructured::new(&bytes)).expect("decodes");
+        assert_eq!(format!("{:?}", prog.calls), format!("{calls:?}"), "program-{file} decodes to other calls");
+        let before = model::RESTORED.load(Relaxed);
+        model::run(prog.clone());
+        if model::RESTORED.load(Relaxed) == before {
+            continue;
+        }
+        println!("api_sequence/program-{file}: {} bytes, {} calls (restores checkpoints)", bytes.len(), calls.len());
+        write(dir, &format!("program-{file}"), &bytes);
+        file += 1;
+    }
     for file in 0..6 {
         let mut bytes = vec![rng.next_u64() as u8, rng.next_u64() as u8];
         let mut order: Vec<&str> = KINDS.to_vec();
@@ -189,7 +226,7 @@ fn api_seeds(dir: &Path) {
         }
         // A few acquires first, so that slot bookkeeping starts non-trivial.
         order.splice(0..0, ["Acquire", "Acquire"]);
-        for _ in 0..20 {
+        for _ in 0..(model::MAX_CALLS - 2 - KINDS.len()) {
             order.push(KINDS[(rng.next_u64() % KINDS.len() as u64) as usize]);
         }
         let calls: Vec<Call> = order.iter().map(|k| push_call(&mut bytes, &mut rng, k)).collect();

@@ -9,13 +9,15 @@
 //! device buffers, prefill with cu_seqlens (against the CPU and, bit for
 //! bit, against device steps), a caller's stream, and speculative rounds
 //! (chains and trees: verify outputs and commits bit for bit against
-//! device steps). Built with `--features cuda`; exits 0 only if every
+//! device steps), and the prefix store (insert/restore of device slots,
+//! checkpoints captured in a device prefill). Built with `--features cuda`; exits 0 only if every
 //! check passed. Prints a report (markdown).
 
 mod api;
 mod bench;
 mod kernels;
 mod spec;
+mod store;
 mod util;
 
 use api::*;
@@ -24,6 +26,7 @@ use kernels::*;
 use m2c_core::DType;
 use m2c_core::cuda::Gpu;
 use spec::check_spec_api;
+use store::check_store_api;
 
 fn main() {
     let gpu = match Gpu::new(0) {
@@ -68,7 +71,11 @@ fn main() {
     println!("\n## The C API on a device-resident cache (M2C_DEVICE_CUDA) against a CPU cache\n");
     println!("| ssm state | call | result | detail |\n|---|---|---|---|");
     for st in [DType::F32, DType::BF16] {
-        let checks = check_api(&gpu, st).into_iter().chain(check_prefill_api(&gpu, st)).chain(check_spec_api(&gpu, st));
+        let checks = check_api(&gpu, st)
+            .into_iter()
+            .chain(check_prefill_api(&gpu, st))
+            .chain(check_spec_api(&gpu, st))
+            .chain(check_store_api(&gpu, st));
         for (name, ok, detail) in checks {
             all_ok &= ok;
             println!("| {} | {name} | {} | {detail} |", st.name(), if ok { "ok" } else { "FAILED" });
