@@ -166,6 +166,35 @@ int main(void) {
     }
     EXPECT_LOOKUP(l, 0, M2C_MISS_TOO_LARGE);
 
+    /* A bf16 store: half the SSM bytes; conv windows and positions exact,
+     * states within bf16 rounding (exact here: fill_cache's values are
+     * exact in every dtype). An unknown tier is refused. */
+    m2c_store_config half_cfg = sc;
+    half_cfg.tier = M2C_TIER_BF16;
+    m2c_store *half = NULL;
+    EXPECT_OK(m2c_store_create(&half_cfg, &half));
+    EXPECT_OK(m2c_store_insert(half, a, 2, &chain[1], NULL));
+    m2c_store_stats hs = stats_of(half);
+    const size_t half_bytes = c.num_layers * (conv_slot_bytes(&c) + ssm_slot_elems(&c) * 2);
+    if (hs.bytes_held != half_bytes) {
+        fprintf(stderr, "bf16 store holds %llu bytes, want %zu\n", (unsigned long long)hs.bytes_held, half_bytes);
+        return 1;
+    }
+    EXPECT_OK(m2c_store_restore(half, &chain[1], a, 0));
+    snapshot a_half = take_snapshot(a);
+    if (!slots_equal(&c, &a_half, 0, &a_half, 2)) {
+        fprintf(stderr, "a bf16 checkpoint of exact values did not restore exactly\n");
+        return 1;
+    }
+    free_snapshot(&a_half);
+    m2c_store_destroy(half);
+    free_snapshot(&a_now);
+    a_now = take_snapshot(a);
+    m2c_store_config bad_tier = sc;
+    bad_tier.tier = 7;
+    m2c_store *none_t = NULL;
+    EXPECT_FAIL(m2c_store_create(&bad_tier, &none_t), M2C_STATUS_INVALID_ARG, "m2c_store_create", "tier");
+
     /* Bad input: a status, the function and the field, nothing changed. */
     m2c_store_stats st0 = stats_of(store);
     m2c_store *none = (m2c_store *)0x1;

@@ -417,6 +417,12 @@ typedef struct m2c_ssm_io {
 } m2c_ssm_io;
 
 /**
+ * The precision a store keeps its checkpoints' SSM states in
+ * (`M2C_TIER_*`). Values are part of the ABI.
+ */
+typedef uint32_t m2c_tier;
+
+/**
  * Options of `m2c_store_create`. Start from `m2c_store_config_init`.
  */
 typedef struct m2c_store_config {
@@ -436,6 +442,15 @@ typedef struct m2c_store_config {
    * a key without a checkpoint reads `M2C_MISS_NEVER_STORED`).
    */
   uint64_t remember_misses;
+  /**
+   * The precision of the checkpoints' SSM states (`M2C_TIER_*`, default
+   * `M2C_TIER_FULL`); conv windows are always kept as stored. A reduced
+   * tier holds 2-4x more prefixes in the same budget; its inserts and
+   * restores convert through a full-precision staging copy. The
+   * fidelity of each tier over 1,000 decode steps is in
+   * docs/BENCHMARKS.md (`m2c-bench --fidelity`).
+   */
+  m2c_tier tier;
 } m2c_store_config;
 
 /**
@@ -754,6 +769,24 @@ typedef struct m2c_capture_point {
  * checkpoints).
  */
 #define M2C_MISS_CORRUPT 5
+
+/**
+ * As stored: a restore is bit-exact (the default).
+ */
+#define M2C_TIER_FULL 0
+
+/**
+ * bf16, rounded to nearest even (states already stored in 2 bytes are
+ * kept as they are): half the bytes of an f32 state.
+ */
+#define M2C_TIER_BF16 1
+
+/**
+ * int8 with an f32 scale per (head, state channel): `scale = max over
+ * head_dim of |s| / 127`; about a quarter of an f32 state. A restore is
+ * within half a scale step (then the storage rounding) of the state.
+ */
+#define M2C_TIER_INT8 2
 
 #ifdef __cplusplus
 extern "C" {
@@ -1506,8 +1539,8 @@ m2c_status m2c_load_file(struct m2c_cache *cache, const char *path);
 /* ------------------------------------------------------------------------ */
 
 /**
- * Fills `*cfg` with the defaults (1 GiB budget, 65536 remembered misses)
- * and sets `struct_size`. NULL is a no-op.
+ * Fills `*cfg` with the defaults (1 GiB budget, 65536 remembered misses,
+ * `M2C_TIER_FULL`) and sets `struct_size`. NULL is a no-op.
  */
 void m2c_store_config_init(struct m2c_store_config *cfg);
 
@@ -1529,7 +1562,8 @@ void m2c_store_stats_init(struct m2c_store_stats *out);
  * not written.
  *
  * Errors: `M2C_STATUS_NULL_ARG` (cfg, out), `M2C_STATUS_INVALID_ARG`
- * (unknown `struct_size`; `budget_bytes` of 0), `M2C_STATUS_OUT_OF_MEMORY`.
+ * (unknown `struct_size`; `budget_bytes` of 0; an unknown `tier`),
+ * `M2C_STATUS_OUT_OF_MEMORY`.
  * Thread-safe.
  */
 m2c_status m2c_store_create(const struct m2c_store_config *cfg, struct m2c_store **out);

@@ -304,14 +304,16 @@ struct lookup_result {
 };
 
 /* Owns one m2c_store (the prefix store). Move-only; the destructor calls
- * m2c_store_destroy. Budget 0 keeps the library's default. */
+ * m2c_store_destroy. Budget 0 (and remember_misses UINT64_MAX) keep the
+ * library's defaults. */
 class store {
   public:
-    explicit store(uint64_t budget_bytes = 0, uint64_t remember_misses = UINT64_MAX) {
+    explicit store(uint64_t budget_bytes = 0, uint64_t remember_misses = UINT64_MAX, m2c_tier tier = M2C_TIER_FULL) {
         m2c_store_config cfg;
         m2c_store_config_init(&cfg);
         if (budget_bytes != 0) cfg.budget_bytes = budget_bytes;
         if (remember_misses != UINT64_MAX) cfg.remember_misses = remember_misses;
+        cfg.tier = tier;
         check(m2c_store_create(&cfg, &s_), "m2c_store_create");
     }
     store(store &&o) noexcept : s_(std::exchange(o.s_, nullptr)) {}

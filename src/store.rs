@@ -3,6 +3,7 @@
 
 use super::*;
 use m2c_core::store::{Key, Miss, Stats, Store, chain_key};
+use m2c_core::tier::Tier;
 
 /// A prefix store: checkpoints of slots (every layer's conv window and SSM
 /// state, and the position) under 128-bit keys the engine chooses, within
@@ -75,6 +76,20 @@ fn miss_code(m: Option<Miss>) -> m2c_miss {
     }
 }
 
+/// The precision a store keeps its checkpoints' SSM states in
+/// (`M2C_TIER_*`). Values are part of the ABI.
+pub type m2c_tier = u32;
+
+/// As stored: a restore is bit-exact (the default).
+pub const M2C_TIER_FULL: m2c_tier = 0;
+/// bf16, rounded to nearest even (states already stored in 2 bytes are
+/// kept as they are): half the bytes of an f32 state.
+pub const M2C_TIER_BF16: m2c_tier = 1;
+/// int8 with an f32 scale per (head, state channel): `scale = max over
+/// head_dim of |s| / 127`; about a quarter of an f32 state. A restore is
+/// within half a scale step (then the storage rounding) of the state.
+pub const M2C_TIER_INT8: m2c_tier = 2;
+
 /// Options of `m2c_store_create`. Start from `m2c_store_config_init`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -89,6 +104,13 @@ pub struct m2c_store_config {
     /// remembers the reason of (default 65536; 0: none, so every miss of
     /// a key without a checkpoint reads `M2C_MISS_NEVER_STORED`).
     pub remember_misses: u64,
+    /// The precision of the checkpoints' SSM states (`M2C_TIER_*`, default
+    /// `M2C_TIER_FULL`); conv windows are always kept as stored. A reduced
+    /// tier holds 2-4x more prefixes in the same budget; its inserts and
+    /// restores convert through a full-precision staging copy. The
+    /// fidelity of each tier over 1,000 decode steps is in
+    /// docs/BENCHMARKS.md (`m2c-bench --fidelity`).
+    pub tier: m2c_tier,
 }
 
 /// What `m2c_store_lookup` found.
@@ -153,14 +175,15 @@ fn stats_to_c(s: &Stats) -> m2c_store_stats {
     }
 }
 
-/// Fills `*cfg` with the defaults (1 GiB budget, 65536 remembered misses)
-/// and sets `struct_size`. NULL is a no-op.
+/// Fills `*cfg` with the defaults (1 GiB budget, 65536 remembered misses,
+/// `M2C_TIER_FULL`) and sets `struct_size`. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_store_config_init(cfg: *mut m2c_store_config) {
     init_struct("m2c_store_config_init", cfg, || m2c_store_config {
         struct_size: std::mem::size_of::<m2c_store_config>() as u32,
         budget_bytes: 1 << 30,
         remember_misses: m2c_core::store::DEFAULT_REMEMBER as u64,
+        tier: M2C_TIER_FULL,
     })
 }
 
@@ -187,7 +210,8 @@ pub unsafe extern "C" fn m2c_store_stats_init(out: *mut m2c_store_stats) {
 /// not written.
 ///
 /// Errors: `M2C_STATUS_NULL_ARG` (cfg, out), `M2C_STATUS_INVALID_ARG`
-/// (unknown `struct_size`; `budget_bytes` of 0), `M2C_STATUS_OUT_OF_MEMORY`.
+/// (unknown `struct_size`; `budget_bytes` of 0; an unknown `tier`),
+/// `M2C_STATUS_OUT_OF_MEMORY`.
 /// Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_store_create(cfg: *const m2c_store_config, out: *mut *mut m2c_store) -> m2c_status {
@@ -197,7 +221,13 @@ pub unsafe extern "C" fn m2c_store_create(cfg: *const m2c_store_config, out: *mu
         check_struct_size::<m2c_store_config>(cfg.struct_size, "cfg", "m2c_store_config_init")?;
         let out = out_ptr(out, "out")?;
         let remember = usize::try_from(cfg.remember_misses).unwrap_or(usize::MAX);
-        let store = Box::new(m2c_store { inner: Store::new(cfg.budget_bytes, remember)? });
+        let tier = match cfg.tier {
+            M2C_TIER_FULL => Tier::Full,
+            M2C_TIER_BF16 => Tier::Bf16,
+            M2C_TIER_INT8 => Tier::Int8,
+            t => return Err(CoreError::InvalidArg(format!("cfg->tier = {t} is not an M2C_TIER_* value")).into()),
+        };
+        let store = Box::new(m2c_store { inner: Store::with_tier(cfg.budget_bytes, remember, tier)? });
         // SAFETY: checked non-NULL and aligned.
         unsafe { out.write(Box::into_raw(store)) };
         Ok(())

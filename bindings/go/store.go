@@ -63,14 +63,26 @@ type StoreConfig struct {
 	BudgetBytes uint64
 	// RememberMisses is how many missed keys keep their reason (0: none).
 	RememberMisses uint64
+	// Tier is the precision of the checkpoints' SSM states.
+	Tier Tier
 }
+
+// Tier is the precision a store keeps SSM states in (M2C_TIER_*).
+type Tier uint32
+
+// The tiers.
+const (
+	TierFull Tier = C.M2C_TIER_FULL // as stored: restores are bit-exact
+	TierBF16 Tier = C.M2C_TIER_BF16 // bf16: half of an f32 state
+	TierInt8 Tier = C.M2C_TIER_INT8 // int8 with a scale per (head, state channel)
+)
 
 // DefaultStoreConfig returns the library's defaults (m2c_store_config_init):
 // a 1 GiB budget, 65536 remembered misses.
 func DefaultStoreConfig() StoreConfig {
 	var c C.m2c_store_config
 	C.m2c_store_config_init(&c)
-	return StoreConfig{BudgetBytes: uint64(c.budget_bytes), RememberMisses: uint64(c.remember_misses)}
+	return StoreConfig{BudgetBytes: uint64(c.budget_bytes), RememberMisses: uint64(c.remember_misses), Tier: Tier(c.tier)}
 }
 
 // Store is a prefix store (m2c_store): checkpoints of slots under 128-bit
@@ -84,12 +96,13 @@ type Store struct {
 
 // NewStore creates an empty store (m2c_store_create).
 //
-// Errors: ErrInvalidArg (a zero budget), ErrOutOfMemory.
+// Errors: ErrInvalidArg (a zero budget, an unknown tier), ErrOutOfMemory.
 func NewStore(cfg StoreConfig) (*Store, error) {
 	var c C.m2c_store_config
 	C.m2c_store_config_init(&c)
 	c.budget_bytes = C.uint64_t(cfg.BudgetBytes)
 	c.remember_misses = C.uint64_t(cfg.RememberMisses)
+	c.tier = C.m2c_tier(cfg.Tier)
 	var h *C.m2c_store
 	if err := callC("m2c_store_create", func() C.m2c_status { return C.m2c_store_create(&c, &h) }); err != nil {
 		return nil, err

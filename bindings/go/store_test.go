@@ -78,6 +78,21 @@ func TestStoreMarshalAndMapErrors(t *testing.T) {
 		t.Fatalf("lookup after evict: %v", miss)
 	}
 
+	_, err = NewStore(StoreConfig{BudgetBytes: 1 << 20, Tier: 7})
+	checkErr(t, err, ErrInvalidArg)
+	// An int8 store holds a checkpoint in fewer bytes.
+	small, err := NewStore(StoreConfig{BudgetBytes: 1 << 20, Tier: TierInt8})
+	checkErr(t, err, nil)
+	_, err = small.Insert(c, 1, k2)
+	checkErr(t, err, nil)
+	sst, err := small.Stats()
+	checkErr(t, err, nil)
+	checkErr(t, small.Restore(k2, c, 3), nil)
+	checkErr(t, small.Close(), nil)
+	if sst.Entries != 1 || sst.BytesHeld == 0 {
+		t.Fatalf("int8 store stats = %+v", sst)
+	}
+
 	tiny, err := NewStore(StoreConfig{BudgetBytes: 1})
 	checkErr(t, err, nil)
 	miss, err = tiny.Insert(c, 0, k1)

@@ -15,7 +15,6 @@ use crate::any_cache::AnyCache;
 use crate::buffer::try_vec;
 use crate::error::{Error, Result};
 use crate::selection::Slots;
-use crate::snapshot::fingerprint;
 use crate::store::{Key, Miss, Store};
 
 /// Runs a prefill call's kernel on the whole call (`None`) or on token
@@ -118,7 +117,10 @@ impl AnyCache {
         let mut plan = Plan { store: store as *const Store as usize, ..Plan::default() };
         for (&(slot, tokens, key), position) in points.iter().zip(positions) {
             let s = slot as usize;
-            let data = match store.take_buffer(bytes) {
+            // A full-precision store lends the buffers it kept; a reduced
+            // one keeps smaller ones, so the capture allocates its own.
+            let lent = if store.tier() == crate::tier::Tier::Full { store.take_buffer(bytes) } else { None };
+            let data = match lent {
                 Some(b) => b,
                 None => try_vec(bytes, 0u8, "captured checkpoint")?,
             };
@@ -154,10 +156,10 @@ impl AnyCache {
                 return Err(Error::InvalidArg(msg));
             }
         }
-        let fp = fingerprint(&self.config());
+        let cfg = self.config();
         let mut out = Vec::with_capacity(plan.points.len());
         for p in plan.points {
-            out.push(store.put(p.key, fp, p.position, p.data)?);
+            out.push(store.put_full(&cfg, p.key, p.position, p.data)?);
         }
         Ok(out)
     }

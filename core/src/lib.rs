@@ -31,6 +31,7 @@ pub mod selection;
 pub mod snapshot;
 pub mod spec;
 pub mod store;
+pub mod tier;
 pub mod xxh64;
 
 pub use any_cache::AnyCache;

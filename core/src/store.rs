@@ -22,6 +22,7 @@ use crate::buffer::try_vec;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::snapshot::{FINGERPRINT_BYTES, fingerprint};
+use crate::tier::Tier;
 use crate::xxh64::xxh64_seeded;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -223,6 +224,12 @@ impl Inner {
 /// A checkpoint store (see the module documentation).
 pub struct Store {
     inner: Mutex<Inner>,
+    /// The precision its checkpoints' SSM states are kept in.
+    tier: Tier,
+    /// A full-precision checkpoint, the staging of a reduced-precision
+    /// store's inserts and restores (reused; a call that finds it busy
+    /// allocates its own).
+    scratch: Mutex<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -239,6 +246,11 @@ impl Store {
     /// the miss reasons of the last `remember` keys that lost (or never
     /// got) their entry.
     pub fn new(budget_bytes: u64, remember: usize) -> Result<Store> {
+        Store::with_tier(budget_bytes, remember, Tier::Full)
+    }
+
+    /// As [`Store::new`], keeping the checkpoints' SSM states at `tier`.
+    pub fn with_tier(budget_bytes: u64, remember: usize, tier: Tier) -> Result<Store> {
         if budget_bytes == 0 {
             return Err(Error::InvalidArg("budget_bytes is 0: a store needs room for at least one checkpoint".into()));
         }
@@ -255,6 +267,8 @@ impl Store {
                 stats: Stats { budget_bytes, ..Stats::default() },
                 free: Vec::new(),
             }),
+            tier,
+            scratch: Mutex::new(Vec::new()),
         })
     }
 
@@ -264,7 +278,30 @@ impl Store {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Bytes one checkpoint of a cache of `cfg` takes.
+    /// The precision this store keeps SSM states in.
+    pub fn tier(&self) -> Tier {
+        self.tier
+    }
+
+    /// Bytes one checkpoint of a cache of `cfg` takes in this store.
+    pub fn checkpoint_bytes(&self, cfg: &Config) -> Result<u64> {
+        self.tier.checkpoint_bytes(cfg)
+    }
+
+    /// Runs `f` on a full-precision staging buffer of `bytes` bytes.
+    fn with_scratch<T>(&self, bytes: usize, f: impl FnOnce(&mut [u8]) -> Result<T>) -> Result<T> {
+        match self.scratch.try_lock() {
+            Ok(mut s) => {
+                if s.len() != bytes {
+                    *s = try_vec(bytes, 0u8, "checkpoint staging")?;
+                }
+                f(&mut s)
+            }
+            Err(_) => f(&mut try_vec(bytes, 0u8, "checkpoint staging")?),
+        }
+    }
+
+    /// Bytes one full-precision checkpoint of a cache of `cfg` takes.
     pub fn entry_bytes(cfg: &Config) -> Result<u64> {
         let s = cfg.shape()?;
         let per_layer = s.conv_slot_elems * cfg.conv_dtype.size() + s.ssm_slot_elems * cfg.ssm_dtype.size();
@@ -280,7 +317,7 @@ impl Store {
     pub fn insert(&self, cache: &AnyCache, slot: i32, key: Key) -> Result<Option<Miss>> {
         let cfg = cache.config();
         let fp = fingerprint(&cfg);
-        let bytes = Store::entry_bytes(&cfg)?;
+        let bytes = self.checkpoint_bytes(&cfg)?;
         cache.check_slot(slot)?;
         let recycled = {
             let mut g = self.lock();
@@ -314,7 +351,30 @@ impl Store {
             Some(b) => b,
             None => try_vec(bytes as usize, 0u8, "checkpoint")?,
         };
-        let position = cache.slot_export(slot, &mut data)?;
+        let position = match self.tier {
+            Tier::Full => cache.slot_export(slot, &mut data)?,
+            tier => self.with_scratch(Store::entry_bytes(&cfg)? as usize, |full| {
+                let position = cache.slot_export(slot, full)?;
+                tier.encode(&cfg, full, &mut data)?;
+                Ok(position)
+            })?,
+        };
+        self.put(key, fp, position, data)
+    }
+
+    /// Stores a full-precision checkpoint (a capture's), at this store's
+    /// tier.
+    pub(crate) fn put_full(&self, cfg: &Config, key: Key, position: u64, full: Vec<u8>) -> Result<Option<Miss>> {
+        let fp = fingerprint(cfg);
+        if self.tier == Tier::Full {
+            return self.put(key, fp, position, full);
+        }
+        let bytes = self.checkpoint_bytes(cfg)? as usize;
+        let mut data = match self.take_buffer(bytes) {
+            Some(b) => b,
+            None => try_vec(bytes, 0u8, "checkpoint")?,
+        };
+        self.tier.encode(cfg, &full, &mut data)?;
         self.put(key, fp, position, data)
     }
 
@@ -425,7 +485,13 @@ impl Store {
             let e = &g.entries[&key];
             (Arc::clone(&e.data), e.position)
         };
-        cache.slot_import(slot, &data, position)
+        match self.tier {
+            Tier::Full => cache.slot_import(slot, &data, position),
+            tier => self.with_scratch(Store::entry_bytes(&cfg)? as usize, |full| {
+                tier.decode(&cfg, &data, full)?;
+                cache.slot_import(slot, full, position)
+            }),
+        }
     }
 
     /// Pins `key`'s entry (counted: each pin needs an unpin): it is not

@@ -278,3 +278,54 @@ fn a_restore_ends_the_slots_speculative_run_and_a_checkpoint_sees_committed_stat
     assert!(matches!(cache.spec_commit(Slots::List(&[0]), &[0]), Err(Error::InvalidArg(_))));
     cache.spec_commit(Slots::List(&[1]), &[0]).unwrap();
 }
+
+#[test]
+fn reduced_precision_tiers_restore_within_their_rounding_and_take_less_room() {
+    use m2c_core::tier::Tier;
+    for ssm in [DType::F32, DType::BF16] {
+        let c = cfg(DType::BF16, ssm, 4);
+        let mut rng = Rng::new(31);
+        let mut cache = AnyCache::new(c).unwrap();
+        fill(&mut cache, &mut rng, 1, 9);
+        let (want, pos) = state(&cache, 1);
+        let full = Store::entry_bytes(&c).unwrap();
+        let s = cache.shape();
+        let per_layer = s.conv_slot_elems + s.ssm_slot_elems;
+        for tier in [Tier::Full, Tier::Bf16, Tier::Int8] {
+            let store = Store::with_tier(1 << 24, 8, tier).unwrap();
+            let k = chain_key(None, &[tier as i32]);
+            store.insert(&cache, 1, k).unwrap();
+            let held = store.stats().bytes_held;
+            assert_eq!(held, store.checkpoint_bytes(&c).unwrap());
+            let mut back = AnyCache::new(c).unwrap();
+            store.restore(k, &mut back, 2).unwrap();
+            let (got, got_pos) = state(&back, 2);
+            assert_eq!(got_pos, pos);
+            // Conv windows exact; SSM states within the tier's rounding.
+            for l in 0..c.num_layers as usize {
+                let base = l * per_layer;
+                let conv = base..base + s.conv_slot_elems;
+                assert_eq!(got[conv.clone()], want[conv], "{tier:?}: conv window of layer {l}");
+                let st = base + s.conv_slot_elems..base + per_layer;
+                let (g, w): (Vec<f32>, Vec<f32>) = (
+                    got[st.clone()].iter().map(|b| f32::from_bits(*b)).collect(),
+                    want[st].iter().map(|b| f32::from_bits(*b)).collect(),
+                );
+                let max = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let err = g.iter().zip(&w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                let bound = match (tier, ssm) {
+                    (Tier::Full, _) | (Tier::Bf16, DType::BF16) => 0.0,
+                    (Tier::Bf16, _) => max * 2f32.powi(-8),
+                    // Half a step of the largest scale, then the storage rounding.
+                    (Tier::Int8, _) => max / 254.0 + max * 2f32.powi(-8),
+                };
+                assert!(err <= bound, "{tier:?} / {ssm:?}: layer {l} error {err} above {bound}");
+            }
+            match (tier, ssm) {
+                (Tier::Full, _) | (Tier::Bf16, DType::BF16) => assert_eq!(held, full),
+                (Tier::Int8, DType::F32) => assert!(held * 2 < full, "{tier:?}: {held} of {full} bytes"),
+                _ => assert!(held < full, "{tier:?}: {held} of {full} bytes"),
+            }
+        }
+    }
+}

@@ -1287,6 +1287,15 @@ pub const Miss = enum(i32) {
 pub const StoreConfig = struct {
     budget_bytes: ?u64 = null,
     remember_misses: ?u64 = null,
+    tier: Tier = .full,
+};
+
+/// The precision a store keeps SSM states in (`M2C_TIER_*`).
+pub const Tier = enum(u32) {
+    full = c.M2C_TIER_FULL,
+    bf16 = c.M2C_TIER_BF16,
+    int8 = c.M2C_TIER_INT8,
+    _,
 };
 
 /// What `Store.lookup` found: `blocks` leading blocks covered
@@ -1308,6 +1317,7 @@ pub const Store = struct {
         c.m2c_store_config_init(&raw);
         if (cfg.budget_bytes) |b| raw.budget_bytes = b;
         if (cfg.remember_misses) |r| raw.remember_misses = r;
+        raw.tier = @intFromEnum(cfg.tier);
         var handle: ?*c.m2c_store = null;
         try call(diag, c.m2c_store_create(&raw, &handle));
         return .{ .handle = handle, .diag = diag };

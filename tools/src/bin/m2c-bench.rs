@@ -1329,6 +1329,119 @@ fn fidelity(steps: usize) {
     println!(
         "state rel err: max |state - f64 state| / max |f64 state| after the last step; y: the worst step's max error relative to that step's largest |y|."
     );
+    tier_fidelity(steps, &xs, &dts, &bs, &cs);
+}
+
+/// Prefix-store tiers: a slot checkpointed after the first half of the
+/// steps and restored from a full, a bf16 and an int8 store, then decoded
+/// through the second half beside the slot that never left the cache
+/// (f32 state).
+fn tier_fidelity(steps: usize, xs: &[f32], dts: &[f32], bs: &[f32], cs: &[f32]) {
+    let (p, n) = (64usize, 128usize);
+    let warm = steps / 2;
+    let after = steps - warm;
+    let mut cfg = std::mem::MaybeUninit::<m2c_config>::zeroed();
+    // SAFETY: valid storage, initialised by the call.
+    let mut cfg = unsafe {
+        m2c_config_init(cfg.as_mut_ptr());
+        cfg.assume_init()
+    };
+    cfg.num_layers = 1;
+    cfg.num_slots = 4;
+    cfg.num_heads = 1;
+    cfg.head_dim = p as u32;
+    cfg.intermediate_size = p as u32;
+    cfg.state_size = n as u32;
+    cfg.ssm_dtype = M2C_DTYPE_F32;
+    let mut cache = ptr::null_mut();
+    // SAFETY: valid pointers.
+    check(unsafe { m2c_create(&cfg, &mut cache) }, "m2c_create");
+    let (a, d) = ([-0.3f32], [1.0f32]);
+    let mut args = ssm_args(M2C_DTYPE_F32, &a, &d);
+    args.A_len = 1;
+    // Each step: the same token in every row given.
+    let step = |t: usize, rows: &[i32], y: &mut [f32]| {
+        let r = rows.len();
+        let rep = |v: &[f32]| v.iter().copied().cycle().take(v.len() * r).collect::<Vec<f32>>();
+        let (x, dt, b, c) = (
+            rep(&xs[t * p..(t + 1) * p]),
+            rep(&dts[t..t + 1]),
+            rep(&bs[t * n..(t + 1) * n]),
+            rep(&cs[t * n..(t + 1) * n]),
+        );
+        let mut io = std::mem::MaybeUninit::<m2c_ssm_io>::zeroed();
+        // SAFETY: valid storage; buffers of the stated lengths.
+        unsafe {
+            m2c_ssm_io_init(io.as_mut_ptr());
+            let mut io = io.assume_init();
+            (io.x, io.x_len, io.dt, io.dt_len) = (x.as_ptr().cast(), x.len(), dt.as_ptr().cast(), dt.len());
+            (io.B, io.B_len, io.C, io.C_len) = (b.as_ptr().cast(), b.len(), c.as_ptr().cast(), c.len());
+            (io.y, io.y_len) = (y.as_mut_ptr().cast(), y.len());
+            check(m2c_ssm_step(cache, 0, rows.as_ptr(), r, &io, &args), "m2c_ssm_step");
+        }
+    };
+    let mut y1 = vec![0f32; p];
+    for t in 0..warm {
+        step(t, &[0], &mut y1);
+    }
+    let mut key = m2c_key::default();
+    let tok = 1;
+    // SAFETY: valid pointers.
+    check(unsafe { m2c_key_chain(ptr::null(), &tok, 1, &mut key) }, "m2c_key_chain");
+    let tiers = [(M2C_TIER_FULL, "full"), (M2C_TIER_BF16, "bf16"), (M2C_TIER_INT8, "int8")];
+    for (i, (tier, _)) in tiers.iter().enumerate() {
+        let mut sc = std::mem::MaybeUninit::<m2c_store_config>::zeroed();
+        // SAFETY: valid storage and pointers.
+        unsafe {
+            m2c_store_config_init(sc.as_mut_ptr());
+            let mut sc = sc.assume_init();
+            sc.tier = *tier;
+            let mut st = ptr::null_mut();
+            check(m2c_store_create(&sc, &mut st), "m2c_store_create");
+            check(m2c_store_insert(st, cache, 0, &key, ptr::null_mut()), "m2c_store_insert");
+            check(m2c_store_restore(st, &key, cache, i as i32 + 1), "m2c_store_restore");
+            m2c_store_destroy(st);
+        }
+    }
+    let state_err = || {
+        let mut st = vec![0f32; 4 * p * n];
+        // SAFETY: valid buffer.
+        check(
+            unsafe { m2c_read_ssm(cache, 0, ptr::null(), 4, st.as_mut_ptr().cast(), M2C_DTYPE_F32, st.len()) },
+            "m2c_read_ssm",
+        );
+        let scale = st[..p * n].iter().fold(0f64, |m, v| m.max(v.abs() as f64)).max(1e-30);
+        let err = |i: usize| {
+            let (a, b) = (&st[(i + 1) * p * n..(i + 2) * p * n], &st[..p * n]);
+            a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs() as f64)) / scale
+        };
+        [err(0), err(1), err(2)]
+    };
+    let at_restore = state_err();
+    let rows = [0i32, 1, 2, 3];
+    let mut y = vec![0f32; 4 * p];
+    let mut worst = [0f64; 3];
+    for t in warm..steps {
+        step(t, &rows, &mut y);
+        let scale = y[..p].iter().fold(0f64, |m, v| m.max(v.abs() as f64)).max(1e-30);
+        for (i, w) in worst.iter_mut().enumerate() {
+            let e = y[(i + 1) * p..(i + 2) * p].iter().zip(&y[..p]).fold(0f64, |m, (a, b)| m.max((a - b).abs() as f64));
+            *w = w.max(e / scale);
+        }
+    }
+    let at_end = state_err();
+    println!(
+        "\nprefix-store tiers: a checkpoint after {warm} steps restored, then {after} more steps beside the slot that stayed (f32 state)"
+    );
+    println!("{:<6} {:>16} {:>24} {:>20}", "tier", "y rel err", "state rel err, restore", "state rel err, end");
+    for (i, (_, name)) in tiers.iter().enumerate() {
+        println!("{:<6} {:>16.3e} {:>24.3e} {:>20.3e}", name, worst[i], at_restore[i], at_end[i]);
+    }
+    println!(
+        "y: the worst step's max |y - y of the slot that stayed| relative to that step's largest |y|; the state decays, so its error fades."
+    );
+    // SAFETY: handle from m2c_create.
+    unsafe { m2c_destroy(cache) };
 }
 
 fn main() -> ExitCode {

@@ -57,6 +57,12 @@ test "a checkpoint restores the slot it came from, and refusals map" {
     try expectEqual(m2c.Miss.evicted, (try store.lookup(&a, &.{k1})).miss);
     try testing.expectEqualStrings("evicted", m2c.Miss.evicted.str());
 
+    try expectError(error.InvalidArg, m2c.Store.init(.{ .tier = @enumFromInt(9) }, null));
+    var half = try m2c.Store.init(.{ .tier = .bf16 }, null);
+    defer half.deinit();
+    try expectEqual(m2c.Miss.none, try half.insert(&a, 2, k2));
+    try half.restore(k2, &a, 3);
+
     var tiny = try m2c.Store.init(.{ .budget_bytes = 1 }, null);
     try expectEqual(m2c.Miss.too_large, try tiny.insert(&a, 0, k1));
     tiny.deinit();
