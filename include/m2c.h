@@ -451,6 +451,16 @@ typedef struct m2c_store_config {
    * docs/BENCHMARKS.md (`m2c-bench --fidelity`).
    */
   m2c_tier tier;
+  /**
+   * The disk tier (NULL: none, the default): an existing directory where
+   * checkpoints evicted for room are written, each as a slot snapshot
+   * (docs/FORMATS.md, crash-safe: temporary file, fsync, rename), so
+   * their keys stay covered. A restore reads the file whole, checks it
+   * and takes the checkpoint back into memory; a damaged file is a miss
+   * (`M2C_MISS_CORRUPT`) and is deleted. The store deletes its files when
+   * it is destroyed. The string is read during `m2c_store_create` only.
+   */
+  const char *spill_dir;
 } m2c_store_config;
 
 /**
@@ -522,6 +532,11 @@ typedef struct m2c_store_stats {
    * Restores into a slot.
    */
   uint64_t restores;
+  /**
+   * Checkpoints on disk now (`spill_dir`), and evictions that wrote one.
+   */
+  uint64_t spilled;
+  uint64_t spills;
 } m2c_store_stats;
 
 /**
@@ -1563,6 +1578,7 @@ void m2c_store_stats_init(struct m2c_store_stats *out);
  *
  * Errors: `M2C_STATUS_NULL_ARG` (cfg, out), `M2C_STATUS_INVALID_ARG`
  * (unknown `struct_size`; `budget_bytes` of 0; an unknown `tier`),
+ * `M2C_STATUS_IO` (`spill_dir` is not an existing directory),
  * `M2C_STATUS_OUT_OF_MEMORY`.
  * Thread-safe.
  */

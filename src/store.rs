@@ -111,6 +111,14 @@ pub struct m2c_store_config {
     /// fidelity of each tier over 1,000 decode steps is in
     /// docs/BENCHMARKS.md (`m2c-bench --fidelity`).
     pub tier: m2c_tier,
+    /// The disk tier (NULL: none, the default): an existing directory where
+    /// checkpoints evicted for room are written, each as a slot snapshot
+    /// (docs/FORMATS.md, crash-safe: temporary file, fsync, rename), so
+    /// their keys stay covered. A restore reads the file whole, checks it
+    /// and takes the checkpoint back into memory; a damaged file is a miss
+    /// (`M2C_MISS_CORRUPT`) and is deleted. The store deletes its files when
+    /// it is destroyed. The string is read during `m2c_store_create` only.
+    pub spill_dir: *const c_char,
 }
 
 /// What `m2c_store_lookup` found.
@@ -154,6 +162,9 @@ pub struct m2c_store_stats {
     pub evictions: u64,
     /// Restores into a slot.
     pub restores: u64,
+    /// Checkpoints on disk now (`spill_dir`), and evictions that wrote one.
+    pub spilled: u64,
+    pub spills: u64,
 }
 
 fn stats_to_c(s: &Stats) -> m2c_store_stats {
@@ -172,6 +183,8 @@ fn stats_to_c(s: &Stats) -> m2c_store_stats {
         misses_corrupt: s.misses[4],
         evictions: s.evictions,
         restores: s.restores,
+        spilled: s.spilled,
+        spills: s.spills,
     }
 }
 
@@ -184,6 +197,7 @@ pub unsafe extern "C" fn m2c_store_config_init(cfg: *mut m2c_store_config) {
         budget_bytes: 1 << 30,
         remember_misses: m2c_core::store::DEFAULT_REMEMBER as u64,
         tier: M2C_TIER_FULL,
+        spill_dir: std::ptr::null(),
     })
 }
 
@@ -211,6 +225,7 @@ pub unsafe extern "C" fn m2c_store_stats_init(out: *mut m2c_store_stats) {
 ///
 /// Errors: `M2C_STATUS_NULL_ARG` (cfg, out), `M2C_STATUS_INVALID_ARG`
 /// (unknown `struct_size`; `budget_bytes` of 0; an unknown `tier`),
+/// `M2C_STATUS_IO` (`spill_dir` is not an existing directory),
 /// `M2C_STATUS_OUT_OF_MEMORY`.
 /// Thread-safe.
 #[no_mangle]
@@ -227,7 +242,14 @@ pub unsafe extern "C" fn m2c_store_create(cfg: *const m2c_store_config, out: *mu
             M2C_TIER_INT8 => Tier::Int8,
             t => return Err(CoreError::InvalidArg(format!("cfg->tier = {t} is not an M2C_TIER_* value")).into()),
         };
-        let store = Box::new(m2c_store { inner: Store::with_tier(cfg.budget_bytes, remember, tier)? });
+        let dir = if cfg.spill_dir.is_null() {
+            None
+        } else {
+            // SAFETY: a NUL-terminated string, per the contract.
+            let bytes = unsafe { CStr::from_ptr(cfg.spill_dir) }.to_bytes();
+            Some(std::path::PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(bytes)))
+        };
+        let store = Box::new(m2c_store { inner: Store::with_spill(cfg.budget_bytes, remember, tier, dir.as_deref())? });
         // SAFETY: checked non-NULL and aligned.
         unsafe { out.write(Box::into_raw(store)) };
         Ok(())

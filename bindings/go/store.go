@@ -1,6 +1,7 @@
 package m2c
 
 /*
+#include <stdlib.h>
 #include "m2c.h"
 */
 import "C"
@@ -65,6 +66,9 @@ type StoreConfig struct {
 	RememberMisses uint64
 	// Tier is the precision of the checkpoints' SSM states.
 	Tier Tier
+	// SpillDir, if not empty, is an existing directory where checkpoints
+	// evicted for room are kept as files (the disk tier).
+	SpillDir string
 }
 
 // Tier is the precision a store keeps SSM states in (M2C_TIER_*).
@@ -96,13 +100,19 @@ type Store struct {
 
 // NewStore creates an empty store (m2c_store_create).
 //
-// Errors: ErrInvalidArg (a zero budget, an unknown tier), ErrOutOfMemory.
+// Errors: ErrInvalidArg (a zero budget, an unknown tier), ErrIO (SpillDir
+// is not an existing directory), ErrOutOfMemory.
 func NewStore(cfg StoreConfig) (*Store, error) {
 	var c C.m2c_store_config
 	C.m2c_store_config_init(&c)
 	c.budget_bytes = C.uint64_t(cfg.BudgetBytes)
 	c.remember_misses = C.uint64_t(cfg.RememberMisses)
 	c.tier = C.m2c_tier(cfg.Tier)
+	if cfg.SpillDir != "" {
+		dir := C.CString(cfg.SpillDir)
+		defer C.free(unsafe.Pointer(dir))
+		c.spill_dir = dir
+	}
 	var h *C.m2c_store
 	if err := callC("m2c_store_create", func() C.m2c_status { return C.m2c_store_create(&c, &h) }); err != nil {
 		return nil, err
@@ -253,6 +263,9 @@ type StoreStats struct {
 	// of the first block not covered (index: the Miss value).
 	Misses              [6]uint64
 	Evictions, Restores uint64
+	// Spilled checkpoints are on disk now; Spills counts evictions that
+	// wrote one there.
+	Spilled, Spills uint64
 }
 
 // Stats returns the counters (m2c_store_get_stats).
@@ -273,6 +286,7 @@ func (s *Store) Stats() (StoreStats, error) {
 		Misses: [6]uint64{0, uint64(out.misses_never_stored), uint64(out.misses_evicted),
 			uint64(out.misses_too_large), uint64(out.misses_incompatible), uint64(out.misses_corrupt)},
 		Evictions: uint64(out.evictions), Restores: uint64(out.restores),
+		Spilled: uint64(out.spilled), Spills: uint64(out.spills),
 	}, nil
 }
 

@@ -93,6 +93,31 @@ func TestStoreMarshalAndMapErrors(t *testing.T) {
 		t.Fatalf("int8 store stats = %+v", sst)
 	}
 
+	// The disk tier: a store with room for one spills the other.
+	_, err = NewStore(StoreConfig{BudgetBytes: 1 << 20, SpillDir: "/nonexistent/m2c"})
+	checkErr(t, err, ErrIO)
+	probe, err := NewStore(DefaultStoreConfig())
+	checkErr(t, err, nil)
+	_, err = probe.Insert(c, 1, k1)
+	checkErr(t, err, nil)
+	pst, err := probe.Stats()
+	checkErr(t, err, nil)
+	checkErr(t, probe.Close(), nil)
+	one := pst.BytesHeld // one full checkpoint
+	disk, err := NewStore(StoreConfig{BudgetBytes: one + one/2, SpillDir: t.TempDir()})
+	checkErr(t, err, nil)
+	_, err = disk.Insert(c, 1, k1)
+	checkErr(t, err, nil)
+	_, err = disk.Insert(c, 2, k2)
+	checkErr(t, err, nil)
+	dst, err := disk.Stats()
+	checkErr(t, err, nil)
+	checkErr(t, disk.Restore(k1, c, 3), nil)
+	checkErr(t, disk.Close(), nil)
+	if dst.Spilled != 1 || dst.Spills != 1 || dst.Entries != 1 {
+		t.Fatalf("disk store stats = %+v", dst)
+	}
+
 	tiny, err := NewStore(StoreConfig{BudgetBytes: 1})
 	checkErr(t, err, nil)
 	miss, err = tiny.Insert(c, 0, k1)

@@ -462,6 +462,33 @@ fn create_temp(dir: &Path, name: &[u8], keep_mode: Option<u32>) -> Result<(PathB
     Err(io_err("cannot create", &tmp, e))
 }
 
+/// Writes `parts` to `path` the way `save_file` writes a cache: into a
+/// temporary file in the same directory, fsynced, then renamed over
+/// `path`, so the file is either whole or absent.
+pub(crate) fn write_atomic(path: &Path, parts: &[&[u8]]) -> Result<()> {
+    let name = path.file_name().ok_or_else(|| Error::InvalidArg(format!("path {} names no file", path.display())))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let (tmp, mut file) = create_temp(&dir, name.as_bytes(), None)?;
+    let written = parts
+        .iter()
+        .try_for_each(|p| file.write_all(p))
+        .map_err(|e| io_err("cannot write", &tmp, e))
+        .and_then(|()| file.sync_all().map_err(|e| io_err("cannot fsync", &tmp, e)))
+        .and_then(|()| fs::rename(&tmp, path).map_err(|e| io_err("cannot rename onto", path, e)));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// The whole file at `path`.
+pub(crate) fn read_all(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).map_err(|e| io_err("cannot read", path, e))
+}
+
 fn read_full(f: &mut File, buf: &mut [u8], path: &Path) -> Result<()> {
     f.read_exact(buf).map_err(|e| match e.kind() {
         io::ErrorKind::UnexpectedEof => Error::Corrupt(format!("{}: unexpected end of file", path.display())),

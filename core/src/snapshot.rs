@@ -200,53 +200,7 @@ impl Cache {
     /// with it. Nothing changes unless every check passes.
     pub fn slot_load(&mut self, slot: i32, buf: &[u8]) -> Result<()> {
         let s = self.check_slot(slot)?;
-        let size = self.slot_snapshot_size();
-        if buf.len() < SLOT_HEADER_BYTES + CHECKSUM_BYTES {
-            return Err(Error::Corrupt(format!("{} bytes is too short for a snapshot", buf.len())));
-        }
-        if buf[0..8] != SLOT_MAGIC {
-            return Err(Error::Corrupt("not an m2c slot snapshot (bad magic)".into()));
-        }
-        // The size a snapshot of this cache has is known: a buffer of
-        // another size is refused before it is hashed. Its (unverified)
-        // header tells a snapshot of another version or shape from a
-        // truncated or padded one.
-        if buf.len() != size {
-            let version = u32_at(buf, 8);
-            if version != FORMAT_VERSION && version != 0 {
-                return Err(Error::Incompatible(format!(
-                    "snapshot format version {version}; this library reads version {FORMAT_VERSION}"
-                )));
-            }
-            let described = (SLOT_HEADER_BYTES as u64 + CHECKSUM_BYTES as u64).checked_add(u64_at(buf, 64));
-            if version == FORMAT_VERSION && described == Some(buf.len() as u64) {
-                check_fingerprint(&buf[16..56], self.config())?;
-            }
-            return Err(Error::Corrupt(format!(
-                "snapshot of {} bytes, but a snapshot of this cache is {size} bytes (truncated, padded or damaged)",
-                buf.len()
-            )));
-        }
-        let body = buf.len() - CHECKSUM_BYTES;
-        if xxh64(&buf[..body]) != u64_at(buf, body) {
-            return Err(Error::Corrupt("checksum mismatch: the snapshot is truncated or damaged".into()));
-        }
-        let version = u32_at(buf, 8);
-        if version != FORMAT_VERSION {
-            return Err(Error::Incompatible(format!(
-                "snapshot format version {version}; this library reads version {FORMAT_VERSION}"
-            )));
-        }
-        check_fingerprint(&buf[16..56], self.config())?;
-        if u32_at(buf, 12) as usize != SLOT_HEADER_BYTES
-            || u64_at(buf, 64) != self.slot_payload_bytes() as u64
-            || buf.len() != size
-        {
-            return Err(Error::Corrupt(format!(
-                "snapshot of {} bytes does not have the layout its header declares ({size} expected)",
-                buf.len()
-            )));
-        }
+        check_snapshot(self.config(), buf)?;
         let position = u64_at(buf, 56);
         let mut at = SLOT_HEADER_BYTES;
         for l in 0..self.config().num_layers {
@@ -260,6 +214,88 @@ impl Cache {
         self.spec_drop(s);
         Ok(())
     }
+}
+
+/// Bytes of the payload of a slot snapshot of a cache of `cfg`.
+pub(crate) fn payload_bytes(cfg: &Config) -> usize {
+    let s = cfg.shape().expect("a valid config");
+    cfg.num_layers as usize * (s.conv_slot_elems * cfg.conv_dtype.size() + s.ssm_slot_elems * cfg.ssm_dtype.size())
+}
+
+/// Bytes of a slot snapshot of a cache of `cfg`.
+pub(crate) fn snapshot_size(cfg: &Config) -> usize {
+    SLOT_HEADER_BYTES + payload_bytes(cfg) + CHECKSUM_BYTES
+}
+
+/// The header and the checksum of a slot snapshot of a cache of `cfg`
+/// holding `payload` and `position`: the snapshot is `header, payload,
+/// checksum`.
+pub(crate) fn snapshot_parts(cfg: &Config, position: u64, payload: &[u8]) -> (Vec<u8>, [u8; CHECKSUM_BYTES]) {
+    let mut head = Vec::with_capacity(SLOT_HEADER_BYTES);
+    head.extend_from_slice(&SLOT_MAGIC);
+    head.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    head.extend_from_slice(&(SLOT_HEADER_BYTES as u32).to_le_bytes());
+    head.extend_from_slice(&fingerprint(cfg));
+    head.extend_from_slice(&position.to_le_bytes());
+    head.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    let mut h = crate::xxh64::Xxh64::new();
+    h.update(&head);
+    h.update(payload);
+    (head, h.digest().to_le_bytes())
+}
+
+/// Checks a whole slot snapshot for a cache of `cfg` (size, magic,
+/// checksum, version, shape, layout); its position on success. The
+/// payload is `buf[SLOT_HEADER_BYTES..buf.len() - CHECKSUM_BYTES]`.
+pub(crate) fn check_snapshot(cfg: &Config, buf: &[u8]) -> Result<u64> {
+    let size = snapshot_size(cfg);
+    if buf.len() < SLOT_HEADER_BYTES + CHECKSUM_BYTES {
+        return Err(Error::Corrupt(format!("{} bytes is too short for a snapshot", buf.len())));
+    }
+    if buf[0..8] != SLOT_MAGIC {
+        return Err(Error::Corrupt("not an m2c slot snapshot (bad magic)".into()));
+    }
+    // The size a snapshot of this cache has is known: a buffer of
+    // another size is refused before it is hashed. Its (unverified)
+    // header tells a snapshot of another version or shape from a
+    // truncated or padded one.
+    if buf.len() != size {
+        let version = u32_at(buf, 8);
+        if version != FORMAT_VERSION && version != 0 {
+            return Err(Error::Incompatible(format!(
+                "snapshot format version {version}; this library reads version {FORMAT_VERSION}"
+            )));
+        }
+        let described = (SLOT_HEADER_BYTES as u64 + CHECKSUM_BYTES as u64).checked_add(u64_at(buf, 64));
+        if version == FORMAT_VERSION && described == Some(buf.len() as u64) {
+            check_fingerprint(&buf[16..56], cfg)?;
+        }
+        return Err(Error::Corrupt(format!(
+            "snapshot of {} bytes, but a snapshot of this cache is {size} bytes (truncated, padded or damaged)",
+            buf.len()
+        )));
+    }
+    let body = buf.len() - CHECKSUM_BYTES;
+    if xxh64(&buf[..body]) != u64_at(buf, body) {
+        return Err(Error::Corrupt("checksum mismatch: the snapshot is truncated or damaged".into()));
+    }
+    let version = u32_at(buf, 8);
+    if version != FORMAT_VERSION {
+        return Err(Error::Incompatible(format!(
+            "snapshot format version {version}; this library reads version {FORMAT_VERSION}"
+        )));
+    }
+    check_fingerprint(&buf[16..56], cfg)?;
+    if u32_at(buf, 12) as usize != SLOT_HEADER_BYTES
+        || u64_at(buf, 64) != payload_bytes(cfg) as u64
+        || buf.len() != size
+    {
+        return Err(Error::Corrupt(format!(
+            "snapshot of {} bytes does not have the layout its header declares ({size} expected)",
+            buf.len()
+        )));
+    }
+    Ok(u64_at(buf, 56))
 }
 
 #[cfg(test)]

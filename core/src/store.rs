@@ -89,6 +89,9 @@ pub struct Stats {
     pub evictions: u64,
     /// Restores into a slot.
     pub restores: u64,
+    /// Checkpoints on disk now, and the evictions that wrote one there.
+    pub spilled: u64,
+    pub spills: u64,
 }
 
 /// What a lookup found.
@@ -104,6 +107,8 @@ pub struct Lookup {
 
 /// One checkpoint.
 struct Entry {
+    /// The config of the cache it came from (its shape and dtypes).
+    cfg: Config,
     fp: [u8; FINGERPRINT_BYTES],
     position: u64,
     /// Every layer's conv window then SSM state, in storage bytes.
@@ -130,6 +135,24 @@ struct Inner {
     /// (so that a full store inserts without faulting in fresh pages), as
     /// long as they fit the budget beside the entries.
     free: Vec<Vec<u8>>,
+    /// The precision of the entries' SSM states.
+    tier: Tier,
+    /// Where entries evicted for room go, if anywhere.
+    spill: Option<SpillDir>,
+    /// Entries on disk.
+    spilled: HashMap<Key, Spilled>,
+}
+
+/// The disk tier: a directory, and the prefix of this store's files in it.
+struct SpillDir {
+    dir: std::path::PathBuf,
+    prefix: String,
+}
+
+/// A checkpoint on disk: a slot snapshot (docs/FORMATS.md) at `path`.
+struct Spilled {
+    fp: [u8; FINGERPRINT_BYTES],
+    path: std::path::PathBuf,
 }
 
 impl Inner {
@@ -196,12 +219,51 @@ impl Inner {
         self.recycle(e.data);
     }
 
-    /// Why `key` has no entry usable by a cache with fingerprint `fp`.
+    /// Why `key` has no entry usable by a cache with fingerprint `fp` (an
+    /// entry on disk counts as usable).
     fn why(&self, key: Key, fp: &[u8; FINGERPRINT_BYTES]) -> Option<Miss> {
-        match self.entries.get(&key) {
-            Some(e) if e.fp == *fp => None,
+        let found = self.entries.get(&key).map(|e| e.fp).or_else(|| self.spilled.get(&key).map(|s| s.fp));
+        match found {
+            Some(f) if f == *fp => None,
             Some(_) => Some(Miss::Incompatible),
             None => Some(self.gone.get(&key).copied().unwrap_or(Miss::NeverStored)),
+        }
+    }
+
+    /// Writes `key`'s entry to the disk tier as a slot snapshot; false if
+    /// there is none or the write failed (the entry is then just evicted).
+    fn spill_out(&mut self, key: Key) -> bool {
+        let (Some(sp), Some(e)) = (&self.spill, self.entries.get(&key)) else { return false };
+        let path = sp.dir.join(format!("{}-{key:032x}.m2cslot", sp.prefix));
+        let full = match self.tier {
+            Tier::Full => None,
+            tier => {
+                let Ok(n) = Store::entry_bytes(&e.cfg) else { return false };
+                let mut full = vec![0u8; n as usize];
+                if tier.decode(&e.cfg, &e.data, &mut full).is_err() {
+                    return false;
+                }
+                Some(full)
+            }
+        };
+        let payload: &[u8] = full.as_deref().unwrap_or(&e.data);
+        let (head, sum) = crate::snapshot::snapshot_parts(&e.cfg, e.position, payload);
+        if crate::persist::write_atomic(&path, &[&head, payload, &sum]).is_err() {
+            return false;
+        }
+        let s = Spilled { fp: e.fp, path };
+        self.spilled.insert(key, s);
+        true
+    }
+
+    /// Forgets `key`'s copy on disk, deleting its file.
+    fn unspill(&mut self, key: Key) -> bool {
+        match self.spilled.remove(&key) {
+            Some(s) => {
+                let _ = std::fs::remove_file(&s.path);
+                true
+            }
+            None => false,
         }
     }
 
@@ -212,7 +274,14 @@ impl Inner {
             let victim = self.lru.values().copied().find(|k| *k != keep && self.entries[k].pins == 0);
             match victim {
                 Some(k) => {
+                    // To the disk tier if there is one (the key stays
+                    // usable), else gone.
+                    let spilled = self.spill_out(k);
                     self.remove(k, Miss::Evicted);
+                    if spilled {
+                        self.gone.remove(&k);
+                        self.stats.spills += 1;
+                    }
                 }
                 None => return false,
             }
@@ -251,6 +320,32 @@ impl Store {
 
     /// As [`Store::new`], keeping the checkpoints' SSM states at `tier`.
     pub fn with_tier(budget_bytes: u64, remember: usize, tier: Tier) -> Result<Store> {
+        Store::with_spill(budget_bytes, remember, tier, None)
+    }
+
+    /// As [`Store::with_tier`], writing the checkpoints it evicts for room
+    /// into `spill_dir` (an existing directory) as slot snapshots, from
+    /// where a restore reads them back (and the store takes them in again).
+    /// A damaged file is a miss (`Corrupt`). The store deletes its files
+    /// when it is dropped.
+    pub fn with_spill(
+        budget_bytes: u64,
+        remember: usize,
+        tier: Tier,
+        spill_dir: Option<&std::path::Path>,
+    ) -> Result<Store> {
+        static STORES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let spill = match spill_dir {
+            None => None,
+            Some(d) => {
+                let m = std::fs::metadata(d).map_err(|e| Error::Io(format!("spill directory {}: {e}", d.display())))?;
+                if !m.is_dir() {
+                    return Err(Error::Io(format!("spill directory {}: not a directory", d.display())));
+                }
+                let n = STORES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Some(SpillDir { dir: d.to_path_buf(), prefix: format!("m2c-store-{}-{n}", std::process::id()) })
+            }
+        };
         if budget_bytes == 0 {
             return Err(Error::InvalidArg("budget_bytes is 0: a store needs room for at least one checkpoint".into()));
         }
@@ -266,6 +361,9 @@ impl Store {
                 remember,
                 stats: Stats { budget_bytes, ..Stats::default() },
                 free: Vec::new(),
+                tier,
+                spill,
+                spilled: HashMap::new(),
             }),
             tier,
             scratch: Mutex::new(Vec::new()),
@@ -316,7 +414,6 @@ impl Store {
     /// reason). A pinned entry under `key` is refused (`InvalidArg`).
     pub fn insert(&self, cache: &AnyCache, slot: i32, key: Key) -> Result<Option<Miss>> {
         let cfg = cache.config();
-        let fp = fingerprint(&cfg);
         let bytes = self.checkpoint_bytes(&cfg)?;
         cache.check_slot(slot)?;
         let recycled = {
@@ -359,15 +456,14 @@ impl Store {
                 Ok(position)
             })?,
         };
-        self.put(key, fp, position, data)
+        self.put(&cfg, key, position, data)
     }
 
     /// Stores a full-precision checkpoint (a capture's), at this store's
     /// tier.
     pub(crate) fn put_full(&self, cfg: &Config, key: Key, position: u64, full: Vec<u8>) -> Result<Option<Miss>> {
-        let fp = fingerprint(cfg);
         if self.tier == Tier::Full {
-            return self.put(key, fp, position, full);
+            return self.put(cfg, key, position, full);
         }
         let bytes = self.checkpoint_bytes(cfg)? as usize;
         let mut data = match self.take_buffer(bytes) {
@@ -375,7 +471,7 @@ impl Store {
             None => try_vec(bytes, 0u8, "checkpoint")?,
         };
         self.tier.encode(cfg, &full, &mut data)?;
-        self.put(key, fp, position, data)
+        self.put(cfg, key, position, data)
     }
 
     /// A buffer for a checkpoint of `bytes` bytes that is about to be
@@ -395,13 +491,8 @@ impl Store {
 
     /// Stores a filled checkpoint (the bytes of [`AnyCache::slot_export`]
     /// of a cache with fingerprint `fp`) under `key`, making room.
-    pub(crate) fn put(
-        &self,
-        key: Key,
-        fp: [u8; FINGERPRINT_BYTES],
-        position: u64,
-        data: Vec<u8>,
-    ) -> Result<Option<Miss>> {
+    pub(crate) fn put(&self, cfg: &Config, key: Key, position: u64, data: Vec<u8>) -> Result<Option<Miss>> {
+        let fp = fingerprint(cfg);
         let bytes = data.len() as u64;
         let mut g = self.lock();
         // Another thread may have pinned the key meanwhile.
@@ -429,7 +520,8 @@ impl Store {
         g.trim_free(bytes);
         g.clock += 1;
         let tick = g.clock;
-        g.entries.insert(key, Entry { fp, position, data: Arc::new(data), pins: 0, tick });
+        g.entries.insert(key, Entry { cfg: *cfg, fp, position, data: Arc::new(data), pins: 0, tick });
+        g.unspill(key);
         g.lru.insert(tick, key);
         g.held += bytes;
         g.gone.remove(&key);
@@ -480,10 +572,15 @@ impl Store {
                     return Err(Error::NotFound(format!("no checkpoint under key {key:#034x}: {}", m.text())));
                 }
             }
+            let Some(e) = g.entries.get(&key) else {
+                let path = g.spilled[&key].path.clone();
+                drop(g);
+                return self.restore_spilled(key, &path, cache, slot);
+            };
+            let found = (Arc::clone(&e.data), e.position);
             g.touch(key);
             g.stats.restores += 1;
-            let e = &g.entries[&key];
-            (Arc::clone(&e.data), e.position)
+            found
         };
         match self.tier {
             Tier::Full => cache.slot_import(slot, &data, position),
@@ -492,6 +589,35 @@ impl Store {
                 cache.slot_import(slot, full, position)
             }),
         }
+    }
+
+    /// A restore from the disk tier: the file is read and checked whole; a
+    /// damaged one is a miss (`NotFound`, reason `Corrupt`) and is deleted;
+    /// a good one goes into the slot and back into memory.
+    fn restore_spilled(&self, key: Key, path: &std::path::Path, cache: &mut AnyCache, slot: i32) -> Result<()> {
+        let cfg = cache.config();
+        let checked = crate::persist::read_all(path)
+            .and_then(|bytes| crate::snapshot::check_snapshot(&cfg, &bytes).map(|pos| (bytes, pos)));
+        let (bytes, position) = match checked {
+            Ok(v) => v,
+            Err(e) => {
+                let mut g = self.lock();
+                if g.spilled.get(&key).is_some_and(|s| s.path == path) {
+                    g.unspill(key);
+                    g.forget(key, Miss::Corrupt);
+                }
+                return Err(Error::NotFound(format!(
+                    "no checkpoint under key {key:#034x}: {} (its spilled file: {e})",
+                    Miss::Corrupt.text()
+                )));
+            }
+        };
+        let payload = &bytes[crate::snapshot::SLOT_HEADER_BYTES..bytes.len() - crate::snapshot::CHECKSUM_BYTES];
+        cache.slot_import(slot, payload, position)?;
+        self.lock().stats.restores += 1;
+        // Back into memory; if it does not fit, it stays on disk.
+        let _ = self.put_full(&cfg, key, position, payload.to_vec());
+        Ok(())
     }
 
     /// Pins `key`'s entry (counted: each pin needs an unpin): it is not
@@ -524,6 +650,11 @@ impl Store {
     /// `InvalidArg`); a later lookup answers `Evicted`.
     pub fn evict(&self, key: Key) -> Result<()> {
         let mut g = self.lock();
+        if !g.entries.contains_key(&key) && g.unspill(key) {
+            g.stats.evictions += 1;
+            g.forget(key, Miss::Evicted);
+            return Ok(());
+        }
         let e = g.entries.get(&key).ok_or_else(|| not_found(key))?;
         if e.pins > 0 {
             return Err(Error::InvalidArg(format!("key {key:#034x} is pinned: unpin it before evicting it")));
@@ -535,7 +666,16 @@ impl Store {
     /// The counters and occupancy.
     pub fn stats(&self) -> Stats {
         let g = self.lock();
-        Stats { entries: g.entries.len() as u64, bytes_held: g.held, ..g.stats }
+        Stats { entries: g.entries.len() as u64, bytes_held: g.held, spilled: g.spilled.len() as u64, ..g.stats }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let g = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+        for s in g.spilled.values() {
+            let _ = std::fs::remove_file(&s.path);
+        }
     }
 }
 

@@ -329,3 +329,54 @@ fn reduced_precision_tiers_restore_within_their_rounding_and_take_less_room() {
         }
     }
 }
+
+#[test]
+fn a_disk_tier_keeps_evicted_checkpoints_and_a_damaged_file_is_a_miss() {
+    use m2c_core::tier::Tier;
+    let dir = std::env::temp_dir().join(format!("m2c-spill-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for tier in [Tier::Full, Tier::Bf16] {
+        let c = cfg(DType::BF16, DType::F32, 4);
+        let mut rng = Rng::new(41);
+        let mut cache = AnyCache::new(c).unwrap();
+        for s in 0..3 {
+            fill(&mut cache, &mut rng, s, 10 + s as u32);
+        }
+        let one = Store::with_tier(1 << 30, 8, tier).unwrap().checkpoint_bytes(&c).unwrap();
+        let store = Store::with_spill(one + one / 2, 8, tier, Some(&dir)).unwrap(); // one in memory
+        let k: Vec<Key> = (0..3).map(|i| chain_key(None, &[100 + i])).collect();
+        for s in 0..3 {
+            store.insert(&cache, s, k[s as usize]).unwrap();
+        }
+        let st = store.stats();
+        assert_eq!((st.entries, st.spilled, st.spills), (1, 2, 2), "{tier:?}");
+        assert_eq!(store.lookup(&c, &k).blocks, 3, "spilled checkpoints count as covered");
+        // A restore from disk equals a restore from memory of the same tier.
+        let mut mem = AnyCache::new(c).unwrap();
+        let reference = Store::with_tier(1 << 30, 8, tier).unwrap();
+        reference.insert(&cache, 0, k[0]).unwrap();
+        reference.restore(k[0], &mut mem, 3).unwrap();
+        store.restore(k[0], &mut cache, 3).unwrap();
+        assert_eq!(state(&cache, 3), state(&mem, 3), "{tier:?}: restore from disk");
+        // It came back into memory (spilling another).
+        assert_eq!(store.stats().spilled, 2);
+        // A damaged file: the restore misses with its reason, the slot is
+        // unchanged, and lookups say why.
+        let victim = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+        let mut bytes = std::fs::read(&victim).unwrap();
+        bytes[200] ^= 1;
+        std::fs::write(&victim, &bytes).unwrap();
+        let key = k.iter().copied().find(|key| victim.to_string_lossy().contains(&format!("{key:032x}"))).unwrap();
+        let before = state(&cache, 2);
+        let e = store.restore(key, &mut cache, 2).unwrap_err();
+        assert!(matches!(&e, Error::NotFound(m) if m.contains("damaged")), "{e:?}");
+        assert_eq!(state(&cache, 2), before);
+        assert_eq!(store.lookup(&c, &[key]).miss, Some(Miss::Corrupt));
+        assert!(!victim.exists(), "the damaged file was not removed");
+        drop(store);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "a dropped store leaves files behind");
+    }
+    assert!(matches!(Store::with_spill(1, 1, Tier::Full, Some(&dir.join("absent"))), Err(Error::Io(_))));
+    let _ = std::fs::remove_dir_all(&dir);
+}

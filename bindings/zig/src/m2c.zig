@@ -1288,6 +1288,9 @@ pub const StoreConfig = struct {
     budget_bytes: ?u64 = null,
     remember_misses: ?u64 = null,
     tier: Tier = .full,
+    /// The disk tier: an existing directory for checkpoints evicted for
+    /// room (null: none).
+    spill_dir: ?[*:0]const u8 = null,
 };
 
 /// The precision a store keeps SSM states in (`M2C_TIER_*`).
@@ -1318,6 +1321,7 @@ pub const Store = struct {
         if (cfg.budget_bytes) |b| raw.budget_bytes = b;
         if (cfg.remember_misses) |r| raw.remember_misses = r;
         raw.tier = @intFromEnum(cfg.tier);
+        raw.spill_dir = cfg.spill_dir;
         var handle: ?*c.m2c_store = null;
         try call(diag, c.m2c_store_create(&raw, &handle));
         return .{ .handle = handle, .diag = diag };

@@ -63,6 +63,8 @@ test "a checkpoint restores the slot it came from, and refusals map" {
     try expectEqual(m2c.Miss.none, try half.insert(&a, 2, k2));
     try half.restore(k2, &a, 3);
 
+    try expectError(error.Io, m2c.Store.init(.{ .spill_dir = "/nonexistent/m2c" }, null));
+
     var tiny = try m2c.Store.init(.{ .budget_bytes = 1 }, null);
     try expectEqual(m2c.Miss.too_large, try tiny.insert(&a, 0, k1));
     tiny.deinit();
