@@ -399,3 +399,125 @@ fn acquire_and_release_from_many_threads_never_hand_out_a_slot_twice() {
     // SAFETY: handle from m2c_create.
     unsafe { m2c_destroy(h.0) };
 }
+
+/// A store handle that may cross threads (the store is thread-safe).
+#[derive(Clone, Copy)]
+struct StoreHandle(*mut m2c_store);
+// SAFETY: every m2c_store function may be called from any thread.
+unsafe impl Send for StoreHandle {}
+unsafe impl Sync for StoreHandle {}
+
+/// Thread `t`'s store traffic on its own slot and keys: fill the slot,
+/// insert, look up its chain, restore an earlier key, pin/unpin, evict.
+/// Returns every status and answer, and a hash of the restored states.
+fn store_ops(cache: Handle, store: StoreHandle, cfg: &m2c_config, t: usize, iters: usize) -> Vec<u64> {
+    let mut rng = Rng::new(0x570 + t as u64);
+    let slot = t as i32;
+    let per = (cfg.num_heads * cfg.head_dim * cfg.state_size) as usize;
+    let key = |i: usize| {
+        let mut k = m2c_key::default();
+        let toks = [t as i32, i as i32];
+        // SAFETY: valid pointers.
+        ok(unsafe { m2c_key_chain(ptr::null(), toks.as_ptr(), 2, &mut k) }, "m2c_key_chain");
+        k
+    };
+    let mut out = Vec::new();
+    for i in 0..iters {
+        let st = rng.vec(per, 1.0);
+        // SAFETY: valid pointers and lengths.
+        unsafe {
+            ok(m2c_set_ssm(cache.0, (i % 2) as u32, &slot, 1, st.as_ptr().cast(), M2C_DTYPE_F32, st.len()), "set_ssm");
+            let k = key(i);
+            let mut miss = -1;
+            out.push(m2c_store_insert(store.0, cache.0, slot, &k, &mut miss) as u64);
+            out.push(miss as u64);
+            let chain: Vec<m2c_key> = (0..=i).map(key).collect();
+            let mut l = std::mem::MaybeUninit::<m2c_lookup>::zeroed();
+            m2c_lookup_init(l.as_mut_ptr());
+            out.push(m2c_store_lookup(store.0, cache.0, chain.as_ptr(), chain.len(), l.as_mut_ptr()) as u64);
+            let l = l.assume_init();
+            out.extend([l.blocks, l.miss as u64]);
+            let back = key(rng.below(i + 1));
+            out.push(m2c_store_restore(store.0, &back, cache.0, slot) as u64);
+            let mut got = vec![0f32; per];
+            ok(m2c_read_ssm(cache.0, 0, &slot, 1, got.as_mut_ptr().cast(), M2C_DTYPE_F32, per), "read_ssm");
+            out.push(got.iter().fold(0u64, |h, v| h.rotate_left(5) ^ u64::from(v.to_bits())));
+            let pinned = key(rng.below(i + 1));
+            out.push(m2c_store_pin(store.0, &pinned) as u64);
+            out.push(m2c_store_evict(store.0, &pinned) as u64); // refused: pinned (or already gone)
+            out.push(m2c_store_unpin(store.0, &pinned) as u64);
+            if rng.below(3) == 0 {
+                out.push(m2c_store_evict(store.0, &key(rng.below(i + 1))) as u64);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn threads_sharing_a_store_end_as_a_serial_replay() {
+    const THREADS: usize = 4;
+    const ITERS: usize = 40;
+    let cfg = config(THREADS as u32, 4, 16, 16);
+    let make_store = || {
+        let mut sc = std::mem::MaybeUninit::<m2c_store_config>::zeroed();
+        // SAFETY: valid storage and pointers.
+        unsafe {
+            m2c_store_config_init(sc.as_mut_ptr());
+            let mut st = ptr::null_mut();
+            ok(m2c_store_create(sc.as_ptr(), &mut st), "m2c_store_create");
+            StoreHandle(st)
+        }
+    };
+    let (conc, cstore) = (create(&cfg), make_store());
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let outs: Vec<Vec<u64>> = (0..THREADS)
+        .map(|t| {
+            let b = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                b.wait();
+                store_ops(conc, cstore, &cfg, t, ITERS)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    let (serial, sstore) = (create(&cfg), make_store());
+    for (t, out) in outs.iter().enumerate() {
+        assert_eq!(
+            &store_ops(serial, sstore, &cfg, t, ITERS),
+            out,
+            "thread {t}: other answers than in the serial replay"
+        );
+    }
+    let stats = |s: StoreHandle| {
+        let mut st = std::mem::MaybeUninit::<m2c_store_stats>::zeroed();
+        // SAFETY: valid storage and handle.
+        unsafe {
+            m2c_store_stats_init(st.as_mut_ptr());
+            ok(m2c_store_get_stats(s.0, st.as_mut_ptr()), "m2c_store_get_stats");
+            let st = st.assume_init();
+            (
+                st.entries,
+                st.bytes_held,
+                st.inserts,
+                st.hits,
+                st.misses_never_stored,
+                st.misses_evicted,
+                st.evictions,
+                st.restores,
+            )
+        }
+    };
+    assert_eq!(stats(cstore), stats(sstore), "the store's counters differ from the serial replay");
+    let (a, b) = (image(conc, &cfg), image(serial, &cfg));
+    assert!(a.0 == b.0 && a.1 == b.1, "the cache differs from the serial replay");
+    // SAFETY: handles from their create calls, destroyed once.
+    unsafe {
+        m2c_store_destroy(cstore.0);
+        m2c_store_destroy(sstore.0);
+        m2c_destroy(conc.0);
+        m2c_destroy(serial.0);
+    }
+}
