@@ -267,6 +267,34 @@ impl Inner {
         }
     }
 
+    /// Makes way for a `bytes`-byte entry under `key`: refuses a pinned
+    /// entry under it (`InvalidArg`); answers `TooLarge` (remembered when
+    /// the key has no entry) when the pinned entries leave no room; else
+    /// drops the entry it replaces and evicts for room.
+    fn admit(&mut self, key: Key, bytes: u64) -> Result<Option<Miss>> {
+        if self.entries.get(&key).is_some_and(|e| e.pins > 0) {
+            return Err(Error::InvalidArg(format!("key {key:#034x} has a pinned entry: unpin it before replacing it")));
+        }
+        let pinned: u64 =
+            self.entries.iter().filter(|(k, e)| **k != key && e.pins > 0).map(|(_, e)| e.data.len() as u64).sum();
+        if pinned + bytes > self.budget {
+            if !self.entries.contains_key(&key) {
+                self.forget(key, Miss::TooLarge);
+            }
+            return Ok(Some(Miss::TooLarge));
+        }
+        if let Some(old) = self.entries.remove(&key) {
+            self.lru.remove(&old.tick);
+            self.held -= old.data.len() as u64;
+            self.recycle(old.data);
+        }
+        if !self.make_room(bytes, key) {
+            self.forget(key, Miss::TooLarge);
+            return Ok(Some(Miss::TooLarge));
+        }
+        Ok(None)
+    }
+
     /// Evicts least recently used unpinned entries (never `keep`) until
     /// `bytes` more fit; false if the pinned ones leave no room.
     fn make_room(&mut self, bytes: u64, keep: Key) -> bool {
@@ -418,29 +446,13 @@ impl Store {
         cache.check_slot(slot)?;
         let recycled = {
             let mut g = self.lock();
-            if g.entries.get(&key).is_some_and(|e| e.pins > 0) {
-                return Err(Error::InvalidArg(format!(
-                    "key {key:#034x} has a pinned entry: unpin it before replacing it"
-                )));
-            }
-            let pinned: u64 =
-                g.entries.iter().filter(|(k, e)| **k != key && e.pins > 0).map(|(_, e)| e.data.len() as u64).sum();
-            if pinned + bytes > g.budget {
-                if !g.entries.contains_key(&key) {
-                    g.forget(key, Miss::TooLarge);
-                }
-                return Ok(Some(Miss::TooLarge));
-            }
             // The replaced entry and room first (the eviction is this
             // insert's anyway), so that a full store copies into the
             // buffer of a checkpoint it drops instead of faulting in fresh
             // pages.
-            if let Some(old) = g.entries.remove(&key) {
-                g.lru.remove(&old.tick);
-                g.held -= old.data.len() as u64;
-                g.recycle(old.data);
+            if let Some(miss) = g.admit(key, bytes)? {
+                return Ok(Some(miss));
             }
-            g.make_room(bytes, key);
             g.take_free(bytes as usize)
         };
         // The copy runs outside the lock.
@@ -495,27 +507,9 @@ impl Store {
         let fp = fingerprint(cfg);
         let bytes = data.len() as u64;
         let mut g = self.lock();
-        // Another thread may have pinned the key meanwhile.
-        if g.entries.get(&key).is_some_and(|e| e.pins > 0) {
-            return Err(Error::InvalidArg(format!("key {key:#034x} has a pinned entry: unpin it before replacing it")));
-        }
-        let pinned: u64 =
-            g.entries.iter().filter(|(k, e)| **k != key && e.pins > 0).map(|(_, e)| e.data.len() as u64).sum();
-        if pinned + bytes > g.budget {
-            if !g.entries.contains_key(&key) {
-                g.forget(key, Miss::TooLarge);
-            }
-            return Ok(Some(Miss::TooLarge));
-        }
-        if let Some(old) = g.entries.remove(&key) {
-            g.lru.remove(&old.tick);
-            g.held -= old.data.len() as u64;
-            g.recycle(old.data);
-        }
-        if !g.make_room(bytes, key) {
-            // Pinned entries leave no room.
-            g.forget(key, Miss::TooLarge);
-            return Ok(Some(Miss::TooLarge));
+        // Again: other threads may have pinned or inserted meanwhile.
+        if let Some(miss) = g.admit(key, bytes)? {
+            return Ok(Some(miss));
         }
         g.trim_free(bytes);
         g.clock += 1;

@@ -47,7 +47,7 @@ fn spec_round(
 ) -> Result<(), String> {
     use m2c::*;
     let cfg = api_config(st);
-    let (layers, ns) = (cfg.num_layers as usize, cfg.num_slots as usize);
+    let layers = cfg.num_layers as usize;
     let (h, p, n, g) = (8usize, 64usize, 128usize, 2usize);
     let dim = 512 + 2 * g * n;
     let s = &gpu.stream;
@@ -62,25 +62,7 @@ fn spec_round(
     let hs = caches.0;
     let [spec, steps] = hs;
     let t = cu[cu.len() - 1] as usize;
-    let state = rng.vec(ns * h * p * n, 0.5);
-    let win = rng.vec(ns * dim * 4, 1.0);
-    for c in hs {
-        for l in 0..layers as u32 {
-            // SAFETY: valid pointers and lengths (slots NULL: every slot).
-            unsafe {
-                status_ok(m2c_update_ssm(
-                    c,
-                    l,
-                    std::ptr::null(),
-                    ns,
-                    state.as_ptr().cast(),
-                    M2C_DTYPE_F32,
-                    state.len(),
-                ))?;
-                status_ok(m2c_set_conv(c, l, std::ptr::null(), ns, win.as_ptr().cast(), M2C_DTYPE_F32, win.len()))?;
-            }
-        }
-    }
+    seed_states(&hs, &cfg, &mut rng)?;
     // Per layer: the round's inputs on the device.
     struct Layer {
         x: CudaSlice<f32>,

@@ -71,27 +71,8 @@ fn setup(st: DType, caches: usize) -> Result<(Handles, m2c::m2c_config), String>
         status_ok(m2c_store_create(sc.as_ptr(), &mut h.1))?;
     }
     let mut rng = Rng::new(0x5702 + c_dtype(st) as u64);
-    let ns = cfg.num_slots as usize;
-    let per = (cfg.num_heads * cfg.head_dim * cfg.state_size) as usize;
-    let dim = (cfg.intermediate_size + 2 * cfg.n_groups * cfg.state_size) as usize;
-    let state = rng.vec(ns * per, 0.5);
-    let win = rng.vec(ns * dim * cfg.conv_width as usize, 1.0);
+    seed_states(&h.0, &cfg, &mut rng)?;
     for &c in &h.0 {
-        for l in 0..cfg.num_layers {
-            // SAFETY: valid pointers and lengths (slots NULL: every slot).
-            unsafe {
-                status_ok(m2c_update_ssm(
-                    c,
-                    l,
-                    std::ptr::null(),
-                    ns,
-                    state.as_ptr().cast(),
-                    M2C_DTYPE_F32,
-                    state.len(),
-                ))?;
-                status_ok(m2c_set_conv(c, l, std::ptr::null(), ns, win.as_ptr().cast(), M2C_DTYPE_F32, win.len()))?;
-            }
-        }
         let two = 2;
         // SAFETY: one slot.
         status_ok(unsafe { m2c_advance(c, &two, 1, 40) })?;

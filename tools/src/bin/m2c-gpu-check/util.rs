@@ -139,3 +139,24 @@ pub(crate) fn api_config(st: DType) -> m2c::m2c_config {
     cfg.conv_dtype = c_dtype(DType::BF16);
     cfg
 }
+
+/// Gives every slot of every layer of `caches` (all of `cfg`'s shape) the
+/// same random SSM states and conv windows.
+pub(crate) fn seed_states(caches: &[*mut m2c::m2c_cache], cfg: &m2c::m2c_config, rng: &mut Rng) -> Result<(), String> {
+    use m2c::*;
+    let ns = cfg.num_slots as usize;
+    let dim = (cfg.intermediate_size + 2 * cfg.n_groups * cfg.state_size) as usize;
+    let state = rng.vec(ns * (cfg.num_heads * cfg.head_dim * cfg.state_size) as usize, 0.5);
+    let win = rng.vec(ns * dim * cfg.conv_width as usize, 1.0);
+    let null = std::ptr::null();
+    for &c in caches {
+        for l in 0..cfg.num_layers {
+            // SAFETY: valid pointers and lengths (slots NULL: every slot).
+            unsafe {
+                status_ok(m2c_update_ssm(c, l, null, ns, state.as_ptr().cast(), M2C_DTYPE_F32, state.len()))?;
+                status_ok(m2c_set_conv(c, l, null, ns, win.as_ptr().cast(), M2C_DTYPE_F32, win.len()))?;
+            }
+        }
+    }
+    Ok(())
+}
