@@ -81,7 +81,7 @@ func TestStatusMapsToSentinel(t *testing.T) {
 }
 
 func TestUnknownStatusIsAnError(t *testing.T) {
-	for _, code := range []Status{15, 99, -1, math.MaxInt32} {
+	for _, code := range []Status{16, 99, -1, math.MaxInt32} {
 		err := statusError("m2c_future", code)
 		if err == nil {
 			t.Fatalf("unknown status %d treated as success", code)
