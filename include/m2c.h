@@ -563,6 +563,40 @@ typedef struct m2c_capture_point {
 } m2c_capture_point;
 
 /**
+ * One allocation of a cache's state, to register with a transfer engine
+ * once: arena `2*l` holds layer `l`'s conv windows (every slot), arena
+ * `2*l + 1` its SSM states.
+ */
+typedef struct m2c_arena {
+  /**
+   * Host address, or device address for a device cache.
+   */
+  uint64_t base;
+  /**
+   * Bytes (at least the slots' state; alignment padding may follow).
+   */
+  uint64_t len;
+  /**
+   * Where it lives (`M2C_DEVICE_*`) and which device.
+   */
+  m2c_device device;
+  int32_t device_index;
+} m2c_arena;
+
+/**
+ * A run of one slot's state: `len` bytes at `offset` into arena `arena`,
+ * which are bytes `image_offset .. image_offset + len` of the slot's
+ * snapshot (`m2c_slot_save`'s layout, docs/FORMATS.md).
+ */
+typedef struct m2c_region {
+  int32_t slot;
+  uint32_t arena;
+  uint64_t offset;
+  uint64_t len;
+  uint64_t image_offset;
+} m2c_region;
+
+/**
  * Success.
  */
 #define M2C_STATUS_OK 0
@@ -1756,6 +1790,44 @@ m2c_status m2c_capture_begin(struct m2c_cache *cache, struct m2c_store *store, c
  * Thread-safe (takes the cache's write lock).
  */
 m2c_status m2c_capture_end(struct m2c_cache *cache, struct m2c_store *store, m2c_miss *out_misses, size_t n);
+
+/* ------------------------------------------------------------------------ */
+/* State transfer: arenas and the byte runs of slots                        */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Lists the arenas of the cache's state into `out` (`cap` entries), two
+ * per layer, and their count into `*out_n`; `(NULL, 0)` asks for the
+ * count only. Register them with a transfer engine once: they stay put
+ * for the cache's life.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (cache, out_n; out NULL with `cap > 0`),
+ * `M2C_STATUS_SHAPE_MISMATCH` (`cap` too small; the message says how
+ * many are needed), `M2C_STATUS_INVALID_ARG` (an output inside the cache's
+ * storage), `M2C_STATUS_POISONED`. Outputs are written only on success.
+ * Thread-safe (a read).
+ */
+m2c_status m2c_arenas(const struct m2c_cache *cache, struct m2c_arena *out, size_t cap, size_t *out_n);
+
+/**
+ * Lists the byte runs of the state of `slots[0..n]` (in range, distinct;
+ * negative entries, padding, are refused) into `out` (`cap` entries) and
+ * their count into `*out_n`; `(NULL, 0)` asks for the count only. Per
+ * slot, in order, and per layer: its conv window's run, then its SSM
+ * state's run (`2 * num_layers` per slot). Each says where its bytes take
+ * place in the slot's snapshot, so the runs of a slot cover the snapshot's
+ * payload exactly once: a receiver can rebuild the snapshot (header from
+ * `m2c_slot_save`'s layout) or write the runs into the same runs of its
+ * own slot. Positions are not in the arenas: send `m2c_position`.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (cache, out_n; slots NULL with `n > 0`;
+ * out NULL with `cap > 0`), `M2C_STATUS_OUT_OF_RANGE` (a slot out of range
+ * or negative), `M2C_STATUS_INVALID_ARG` (a slot listed twice; an output
+ * inside the cache's storage), `M2C_STATUS_SHAPE_MISMATCH` (`cap` too
+ * small), `M2C_STATUS_POISONED`. Outputs are written only on success.
+ * Thread-safe (a read).
+ */
+m2c_status m2c_slot_regions(const struct m2c_cache *cache, const int32_t *slots, size_t n, struct m2c_region *out, size_t cap, size_t *out_n);
 
 /* ------------------------------------------------------------------------ */
 /* Devices and streams                                                      */

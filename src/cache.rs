@@ -31,6 +31,14 @@ impl m2c_cache {
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Shared access, refused once a mutation panicked (for calls whose
+    /// answers must describe a whole state).
+    pub(crate) fn read_unpoisoned(&self) -> Result<RwLockReadGuard<'_, AnyCache>, Error> {
+        self.inner
+            .read()
+            .map_err(|_| CoreError::Poisoned("the cache panicked during an earlier mutation; destroy it".into()).into())
+    }
+
     /// Exclusive access for mutation; refused once a mutation panicked.
     pub(crate) fn write(&self) -> Result<RwLockWriteGuard<'_, AnyCache>, Error> {
         self.inner

@@ -27,6 +27,7 @@ pub mod spec;
 pub mod slots;
 pub mod persist;
 pub mod store;
+pub mod regions;
 pub mod stream;
 
 #[cfg(test)]
@@ -38,6 +39,7 @@ pub use config::*;
 pub use error::*;
 pub use kernels::*;
 pub use persist::*;
+pub use regions::*;
 pub use slots::*;
 pub use spec::*;
 pub use store::*;

@@ -26,6 +26,7 @@ pub mod error;
 pub mod kernels;
 mod lifecycle;
 pub mod persist;
+pub mod regions;
 pub mod pool;
 pub mod selection;
 pub mod snapshot;

@@ -906,6 +906,24 @@ pub const Cache = struct {
         try call(self.diag, c.m2c_capture_end(self.handle, store.handle, p, misses.len));
     }
 
+    /// The arenas of the cache's state (`m2c_arenas`: two per layer, conv
+    /// then SSM) into `out`; the filled part. `error.ShapeMismatch` when
+    /// `out` is shorter than `2 * num_layers`.
+    pub fn arenas(self: *const Cache, out: []Arena) Error![]Arena {
+        var n: usize = 0;
+        try call(self.diag, c.m2c_arenas(self.handle, if (out.len == 0) null else out.ptr, out.len, &n));
+        return out[0..n];
+    }
+
+    /// The byte runs of the state of `slots` (`m2c_slot_regions`: per slot
+    /// and layer, conv window then SSM state) into `out`; the filled part.
+    pub fn slotRegions(self: *const Cache, slots: []const i32, out: []Region) Error![]Region {
+        var n: usize = 0;
+        const sp: ?[*]const i32 = if (slots.len == 0) null else slots.ptr;
+        try call(self.diag, c.m2c_slot_regions(self.handle, sp, slots.len, if (out.len == 0) null else out.ptr, out.len, &n));
+        return out[0..n];
+    }
+
     /// A zero-copy view of the conv storage of `layer` (`m2c_conv_view`).
     pub fn convView(self: *Cache, layer: u32) Error!Tensor {
         var t: c.m2c_tensor = undefined;
@@ -1261,6 +1279,14 @@ pub fn chainKey(prev: ?Key, tokens: []const i32) Error!Key {
     try call(null, c.m2c_key_chain(p, if (tokens.len == 0) null else tokens.ptr, tokens.len, &out));
     return out;
 }
+
+/// One allocation of a cache's state (`m2c_arena`: `base`, `len`, `device`,
+/// `device_index`).
+pub const Arena = c.m2c_arena;
+
+/// A run of one slot's state (`m2c_region`: `slot`, `arena`, `offset`,
+/// `len`, `image_offset` in the slot's snapshot).
+pub const Region = c.m2c_region;
 
 /// A checkpoint to capture inside prefills (`m2c_capture_point`: `slot`,
 /// `tokens`, `key`).

@@ -928,6 +928,43 @@ mod tests {
     }
 
     #[test]
+    fn a_device_caches_regions_rebuild_its_snapshots() {
+        let c = cfg(DType::BF16, DType::F32, 3);
+        let mut rng = Rng::new(5);
+        let dev = DeviceCache::new(Config { device: Device::Cuda, ..c }, Box::new(Emu::default())).unwrap();
+        let mut dev = crate::AnyCache::Device(std::sync::Mutex::new(dev));
+        let shape = dev.shape();
+        for l in 0..c.num_layers {
+            let st = f32s(&mut rng, 4 * shape.ssm_slot_elems);
+            let w = f32s(&mut rng, 4 * shape.conv_slot_elems);
+            dev.set_ssm(l, Slots::Dense(4), Slice::F32(&st)).unwrap();
+            dev.set_conv(l, Slots::Dense(4), Slice::F32(&w)).unwrap();
+        }
+        let arenas = dev.arenas().unwrap();
+        assert_eq!(arenas.len(), 2 * c.num_layers as usize);
+        let regions = dev.slot_regions(&[3, 0]).unwrap();
+        for slot in [3, 0] {
+            let mut snap = vec![0u8; dev.slot_snapshot_size()];
+            dev.slot_save(slot, &mut snap).unwrap();
+            let mut image = vec![0u8; snap.len()];
+            for r in regions.iter().filter(|r| r.slot == slot) {
+                let a = arenas[r.arena as usize];
+                assert!(r.offset + r.len <= a.len);
+                // SAFETY: the emulated device's addresses are host
+                // addresses of live buffers, `a.len` bytes long.
+                let src = unsafe { std::slice::from_raw_parts(a.base as *const u8, a.len as usize) };
+                let at = r.image_offset as usize;
+                image[at..at + r.len as usize].copy_from_slice(&src[r.offset as usize..(r.offset + r.len) as usize]);
+            }
+            let n = snap.len();
+            assert!(image[72..n - 8] == snap[72..n - 8], "slot {slot}: the regions do not rebuild its snapshot");
+        }
+        assert!(matches!(dev.slot_regions(&[1, -1]), Err(Error::OutOfRange(_))));
+        assert!(matches!(dev.slot_regions(&[4]), Err(Error::OutOfRange(_))));
+        assert!(matches!(dev.slot_regions(&[2, 2]), Err(Error::InvalidArg(_))));
+    }
+
+    #[test]
     fn a_failed_transfer_is_an_error_not_a_panic() {
         let c = cfg(DType::F32, DType::F32, 4);
         let mut dev = DeviceCache::new(Config { device: Device::Cuda, ..c }, Box::new(Emu::default())).unwrap();

@@ -92,6 +92,8 @@ const wrappers = .{
     .{ "m2c_miss_str", m2c.Miss, "str" },
     .{ "m2c_capture_begin", m2c.Cache, "captureBegin" },
     .{ "m2c_capture_end", m2c.Cache, "captureEnd" },
+    .{ "m2c_arenas", m2c.Cache, "arenas" },
+    .{ "m2c_slot_regions", m2c.Cache, "slotRegions" },
 };
 
 /// The functions m2c.h declares.

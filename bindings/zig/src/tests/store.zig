@@ -137,3 +137,31 @@ test "checkpoints captured inside a chunked prefill restore the prefix state" {
         try testing.expectEqualSlices(f32, &want, &got);
     }
 }
+
+test "regions read from the arenas rebuild a slot's snapshot, and refusals map" {
+    const gpa = testing.allocator;
+    const cfg = helpers.kernelConfig(4, .bf16, .f32);
+    var a = try m2c.Cache.init(cfg, null);
+    defer a.deinit();
+    var prng = std.Random.DefaultPrng.init(3);
+    try helpers.seedStates(prng.random(), &.{&a});
+    var ab: [8]m2c.Arena = undefined;
+    const arenas = try a.arenas(&ab);
+    try expectEqual(@as(usize, 4), arenas.len);
+    try expectError(error.ShapeMismatch, a.arenas(ab[0..1]));
+    var rb: [8]m2c.Region = undefined;
+    const regions = try a.slotRegions(&.{2}, &rb);
+    try expectEqual(@as(usize, 4), regions.len);
+    const snap = try gpa.alloc(u8, try a.slotSnapshotSize());
+    defer gpa.free(snap);
+    _ = try a.slotSave(2, snap);
+    const image = try gpa.alloc(u8, snap.len);
+    defer gpa.free(image);
+    for (regions) |r| {
+        const base: [*]const u8 = @ptrFromInt(arenas[r.arena].base);
+        @memcpy(image[r.image_offset..][0..r.len], base[r.offset..][0..r.len]);
+    }
+    try testing.expectEqualSlices(u8, snap[72 .. snap.len - 8], image[72 .. snap.len - 8]);
+    try expectError(error.OutOfRange, a.slotRegions(&.{-1}, &rb));
+    try expectError(error.InvalidArg, a.slotRegions(&.{ 1, 1 }, &rb));
+}
