@@ -5,7 +5,9 @@
  * payload byte for byte, covering every payload byte exactly once; the
  * count-only query, a short array, padding, out-of-range and repeated
  * slots and NULL outputs are answered with their statuses, writing
- * nothing.
+ * nothing. m2c_slot_digest is the snapshot's checksum; a slot rebuilt in
+ * another cache from the regions (and the position) has the same digest,
+ * and one damaged byte changes it.
  */
 #include "common.h"
 
@@ -81,7 +83,55 @@ int main(void) {
             fprintf(stderr, "slot %d: the regions do not rebuild its snapshot\n", slots[i]);
             return 1;
         }
+        uint64_t digest = 0, sum = 0;
+        EXPECT_OK(m2c_slot_digest(cache, slots[i], &digest));
+        for (int b = 7; b >= 0; b--) sum = (sum << 8) | snap[snap_size - 8 + (size_t)b];
+        if (digest != sum) {
+            fprintf(stderr, "slot %d: digest %llx, snapshot checksum %llx\n", slots[i], (unsigned long long)digest,
+                    (unsigned long long)sum);
+            return 1;
+        }
     }
+
+    /* A transfer: slot 3's runs written into slot 1 of another cache, the
+     * position sent beside them; equal digests. One damaged byte shows. */
+    m2c_cache *dst = create_or_die(&c);
+    size_t dn = 0;
+    m2c_arena darenas[8];
+    EXPECT_OK(m2c_arenas(dst, darenas, 8, &dn));
+    const int32_t one = 1;
+    m2c_region dregions[8];
+    size_t drn = 0;
+    EXPECT_OK(m2c_slot_regions(dst, &one, 1, dregions, 8, &drn));
+    for (size_t r = 0; r < drn; r++) {
+        const m2c_region *from = &regions[r]; /* slot 3's runs come first, in the same order */
+        memcpy((unsigned char *)(uintptr_t)darenas[dregions[r].arena].base + dregions[r].offset,
+               (const unsigned char *)(uintptr_t)arenas[from->arena].base + from->offset, from->len);
+    }
+    uint64_t pos = 0, want = 0, have = 0;
+    EXPECT_OK(m2c_position(cache, 3, &pos));
+    EXPECT_OK(m2c_advance(dst, &one, 1, (uint32_t)pos));
+    EXPECT_OK(m2c_slot_digest(cache, 3, &want));
+    EXPECT_OK(m2c_slot_digest(dst, 1, &have));
+    if (want != have) {
+        fprintf(stderr, "the transferred slot's digest differs\n");
+        return 1;
+    }
+    unsigned char *victim = (unsigned char *)(uintptr_t)darenas[dregions[1].arena].base + dregions[1].offset;
+    victim[5] ^= 1;
+    EXPECT_OK(m2c_slot_digest(dst, 1, &have));
+    if (want == have) {
+        fprintf(stderr, "a damaged byte left the digest unchanged\n");
+        return 1;
+    }
+    uint64_t untouched = 77;
+    EXPECT_FAIL(m2c_slot_digest(dst, 9, &untouched), M2C_STATUS_OUT_OF_RANGE, "m2c_slot_digest", "slot 9");
+    EXPECT_FAIL(m2c_slot_digest(dst, 0, NULL), M2C_STATUS_NULL_ARG, "m2c_slot_digest", "out");
+    if (untouched != 77) {
+        fprintf(stderr, "a failed m2c_slot_digest wrote *out\n");
+        return 1;
+    }
+    m2c_destroy(dst);
 
     const int32_t pad[2] = {1, -1}, twice[2] = {2, 2}, far[1] = {4};
     EXPECT_FAIL(m2c_slot_regions(cache, pad, 2, regions, 16, &got), M2C_STATUS_OUT_OF_RANGE, "m2c_slot_regions", "padding");

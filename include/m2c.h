@@ -1829,6 +1829,21 @@ m2c_status m2c_arenas(const struct m2c_cache *cache, struct m2c_arena *out, size
  */
 m2c_status m2c_slot_regions(const struct m2c_cache *cache, const int32_t *slots, size_t n, struct m2c_region *out, size_t cap, size_t *out_n);
 
+/**
+ * A digest of `slot`'s state and position into `*out`: the XXH64 checksum
+ * `m2c_slot_save` would write as the last 8 bytes of its snapshot (the
+ * format's checksum, over the header and every layer's conv window and SSM
+ * state). Compare it at both ends of a transfer: a run missing or damaged
+ * on the way changes it. Reads the slot once and allocates nothing of its
+ * size (a device cache stages the slot's rows through host memory).
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (cache, out), `M2C_STATUS_OUT_OF_RANGE`
+ * (slot), `M2C_STATUS_INVALID_ARG` (`out` inside the cache's storage),
+ * `M2C_STATUS_POISONED`. `*out` is written only on success. Thread-safe
+ * (a read).
+ */
+m2c_status m2c_slot_digest(const struct m2c_cache *cache, int32_t slot, uint64_t *out);
+
 /* ------------------------------------------------------------------------ */
 /* Devices and streams                                                      */
 /* ------------------------------------------------------------------------ */

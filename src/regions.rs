@@ -141,3 +141,29 @@ pub unsafe extern "C" fn m2c_slot_regions(
         unsafe { write_list(&c, &list, out, cap, out_n) }
     })
 }
+
+/// A digest of `slot`'s state and position into `*out`: the XXH64 checksum
+/// `m2c_slot_save` would write as the last 8 bytes of its snapshot (the
+/// format's checksum, over the header and every layer's conv window and SSM
+/// state). Compare it at both ends of a transfer: a run missing or damaged
+/// on the way changes it. Reads the slot once and allocates nothing of its
+/// size (a device cache stages the slot's rows through host memory).
+///
+/// Errors: `M2C_STATUS_NULL_ARG` (cache, out), `M2C_STATUS_OUT_OF_RANGE`
+/// (slot), `M2C_STATUS_INVALID_ARG` (`out` inside the cache's storage),
+/// `M2C_STATUS_POISONED`. `*out` is written only on success. Thread-safe
+/// (a read).
+#[no_mangle]
+pub unsafe extern "C" fn m2c_slot_digest(cache: *const m2c_cache, slot: i32, out: *mut u64) -> m2c_status {
+    ffi_status("m2c_slot_digest", || {
+        // SAFETY: NULL or a live handle, per the contract.
+        let cache = unsafe { arg_ref(cache, "cache") }?;
+        let out = out_ptr(out, "out")?;
+        let c = cache.read_unpoisoned()?;
+        super::cache::check_out(&c, out, "out")?;
+        let d = c.slot_digest(slot)?;
+        // SAFETY: non-NULL, aligned, outside the cache's storage.
+        unsafe { out.write(d) };
+        Ok(())
+    })
+}

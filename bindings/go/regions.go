@@ -92,3 +92,19 @@ func (c *Cache) SlotRegions(slots []int32) ([]Region, error) {
 	}
 	return out, nil
 }
+
+// SlotDigest returns the checksum m2c_slot_save would write for slot: a
+// digest of its state and position to compare at both ends of a transfer
+// (m2c_slot_digest).
+//
+// Errors: ErrOutOfRange (slot), ErrPoisoned, ErrClosed.
+func (c *Cache) SlotDigest(slot int) (uint64, error) {
+	const op = "m2c_slot_digest"
+	s, err := slotArg(op, slot)
+	if err != nil {
+		return 0, err
+	}
+	var d C.uint64_t
+	err = c.do(op, func(h *C.m2c_cache) C.m2c_status { return C.m2c_slot_digest(h, s, &d) })
+	return uint64(d), err
+}

@@ -2,6 +2,7 @@ package m2c
 
 import (
 	"bytes"
+	"encoding/binary"
 	"testing"
 	"unsafe"
 )
@@ -40,6 +41,13 @@ func TestRegionsRebuildASnapshot(t *testing.T) {
 	if !bytes.Equal(image[72:len(snap)-8], snap[72:len(snap)-8]) {
 		t.Fatal("the regions do not rebuild the snapshot's payload")
 	}
+	d, err := c.SlotDigest(2)
+	checkErr(t, err, nil)
+	if d != binary.LittleEndian.Uint64(snap[len(snap)-8:]) {
+		t.Fatal("SlotDigest is not the snapshot's checksum")
+	}
+	_, err = c.SlotDigest(99)
+	checkErr(t, err, ErrOutOfRange)
 	_, err = c.SlotRegions([]int32{-1})
 	checkErr(t, err, ErrOutOfRange)
 	_, err = c.SlotRegions([]int32{1, 1})

@@ -251,6 +251,11 @@ impl AnyCache {
         on_either!(self, c => c.slot_save(slot, buf))
     }
 
+    /// The checksum `slot_save` would write for `slot` ([`Cache::slot_digest`]).
+    pub fn slot_digest(&self, slot: i32) -> Result<u64> {
+        on_either!(self, c => c.slot_digest(slot))
+    }
+
     /// The storage bytes of `slot` into `out` (every layer's conv window
     /// then SSM state); returns its position ([`Cache::slot_export`]).
     pub fn slot_export(&self, slot: i32, out: &mut [u8]) -> Result<u64> {

@@ -177,6 +177,23 @@ impl Cache {
         Ok(())
     }
 
+    /// The checksum `slot_save` would write for `slot` (XXH64 of the
+    /// snapshot's header and payload): a digest of its state and position
+    /// for both ends of a transfer. Reads the state once; allocates
+    /// nothing state-sized.
+    pub fn slot_digest(&self, slot: i32) -> Result<u64> {
+        let s = self.check_slot(slot)?;
+        let head = snapshot_header(self.config(), self.position(slot)?, self.slot_payload_bytes());
+        let mut h = crate::xxh64::Xxh64::new();
+        h.update(&head);
+        for l in 0..self.config().num_layers {
+            for part in self.slot_bytes(l, s) {
+                h.update(part);
+            }
+        }
+        Ok(h.digest())
+    }
+
     /// Copies `layer`'s conv window (or SSM state) of slot `s` into its
     /// place in `data`, laid out as [`Cache::slot_export`] lays out a slot.
     pub(crate) fn export_layer_row(&self, layer: u32, conv: bool, s: usize, data: &mut [u8]) {
@@ -227,17 +244,24 @@ pub(crate) fn snapshot_size(cfg: &Config) -> usize {
     SLOT_HEADER_BYTES + payload_bytes(cfg) + CHECKSUM_BYTES
 }
 
-/// The header and the checksum of a slot snapshot of a cache of `cfg`
-/// holding `payload` and `position`: the snapshot is `header, payload,
-/// checksum`.
-pub(crate) fn snapshot_parts(cfg: &Config, position: u64, payload: &[u8]) -> (Vec<u8>, [u8; CHECKSUM_BYTES]) {
+/// The header of a slot snapshot of a cache of `cfg` with `position` and a
+/// payload of `payload_len` bytes.
+fn snapshot_header(cfg: &Config, position: u64, payload_len: usize) -> Vec<u8> {
     let mut head = Vec::with_capacity(SLOT_HEADER_BYTES);
     head.extend_from_slice(&SLOT_MAGIC);
     head.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     head.extend_from_slice(&(SLOT_HEADER_BYTES as u32).to_le_bytes());
     head.extend_from_slice(&fingerprint(cfg));
     head.extend_from_slice(&position.to_le_bytes());
-    head.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    head.extend_from_slice(&(payload_len as u64).to_le_bytes());
+    head
+}
+
+/// The header and the checksum of a slot snapshot of a cache of `cfg`
+/// holding `payload` and `position`: the snapshot is `header, payload,
+/// checksum`.
+pub(crate) fn snapshot_parts(cfg: &Config, position: u64, payload: &[u8]) -> (Vec<u8>, [u8; CHECKSUM_BYTES]) {
+    let head = snapshot_header(cfg, position, payload.len());
     let mut h = crate::xxh64::Xxh64::new();
     h.update(&head);
     h.update(payload);

@@ -915,6 +915,14 @@ pub const Cache = struct {
         return out[0..n];
     }
 
+    /// The checksum `m2c_slot_save` would write for `slot`: a digest of its
+    /// state and position (`m2c_slot_digest`).
+    pub fn slotDigest(self: *const Cache, slot: i32) Error!u64 {
+        var d: u64 = 0;
+        try call(self.diag, c.m2c_slot_digest(self.handle, slot, &d));
+        return d;
+    }
+
     /// The byte runs of the state of `slots` (`m2c_slot_regions`: per slot
     /// and layer, conv window then SSM state) into `out`; the filled part.
     pub fn slotRegions(self: *const Cache, slots: []const i32, out: []Region) Error![]Region {

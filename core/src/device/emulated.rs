@@ -958,6 +958,8 @@ mod tests {
             }
             let n = snap.len();
             assert!(image[72..n - 8] == snap[72..n - 8], "slot {slot}: the regions do not rebuild its snapshot");
+            let sum = u64::from_le_bytes(snap[n - 8..].try_into().unwrap());
+            assert_eq!(dev.slot_digest(slot).unwrap(), sum, "slot {slot}: the digest is not the checksum");
         }
         assert!(matches!(dev.slot_regions(&[1, -1]), Err(Error::OutOfRange(_))));
         assert!(matches!(dev.slot_regions(&[4]), Err(Error::OutOfRange(_))));

@@ -507,6 +507,14 @@ impl DeviceCache {
         self.host.slot_save(slot, buf)
     }
 
+    /// As [`Cache::slot_digest`] (the slot's rows come from the device).
+    pub fn slot_digest(&mut self, slot: i32) -> Result<u64> {
+        let s = self.host.check_slot(slot)?;
+        let layers = self.all_layers();
+        self.pull_both(layers, &[s])?;
+        self.host.slot_digest(slot)
+    }
+
     /// As [`Cache::slot_load`].
     pub fn slot_load(&mut self, slot: i32, buf: &[u8]) -> Result<()> {
         let s = self.host.check_slot(slot)?;

@@ -94,6 +94,7 @@ const wrappers = .{
     .{ "m2c_capture_end", m2c.Cache, "captureEnd" },
     .{ "m2c_arenas", m2c.Cache, "arenas" },
     .{ "m2c_slot_regions", m2c.Cache, "slotRegions" },
+    .{ "m2c_slot_digest", m2c.Cache, "slotDigest" },
 };
 
 /// The functions m2c.h declares.

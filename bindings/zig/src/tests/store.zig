@@ -162,6 +162,8 @@ test "regions read from the arenas rebuild a slot's snapshot, and refusals map" 
         @memcpy(image[r.image_offset..][0..r.len], base[r.offset..][0..r.len]);
     }
     try testing.expectEqualSlices(u8, snap[72 .. snap.len - 8], image[72 .. snap.len - 8]);
+    try expectEqual(std.mem.readInt(u64, snap[snap.len - 8 ..][0..8], .little), try a.slotDigest(2));
+    try expectError(error.OutOfRange, a.slotDigest(99));
     try expectError(error.OutOfRange, a.slotRegions(&.{-1}, &rb));
     try expectError(error.InvalidArg, a.slotRegions(&.{ 1, 1 }, &rb));
 }
