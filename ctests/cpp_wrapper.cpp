@@ -276,6 +276,11 @@ static void prefix_store() {
     EXPECT(got == st && c.position(2) == 5);
     EXPECT_ERROR(s.restore(k2, c, 0), m2c::status::not_found, "m2c_store_restore");
     EXPECT(s.stats().inserts == 1 && s.stats().restores == 1);
+    // State transfer: arenas, regions, digest.
+    EXPECT(c.arenas().size() == 2 * cfg.num_layers);
+    EXPECT(c.slot_regions(&two, 1).size() == 2 * cfg.num_layers);
+    EXPECT(c.slot_digest(2) == c.slot_digest(1));  // slot 2 was restored from slot 1's checkpoint
+    EXPECT_ERROR(c.slot_digest(7), m2c::status::out_of_range, "m2c_slot_digest");
     // A capture declared and ended with nothing reached is refused.
     const m2c_capture_point pt = {0, 2, k2};
     s.capture_begin(c, &pt, 1);

@@ -284,6 +284,29 @@ class cache {
     void save_file(const std::string &path) const { check(m2c_save_file(c_, path.c_str()), "m2c_save_file"); }
     void load_file(const std::string &path) { check(m2c_load_file(c_, path.c_str()), "m2c_load_file"); }
 
+    /* --- state transfer --- */
+    /* m2c_arenas: two per layer (conv windows, SSM states). */
+    std::vector<m2c_arena> arenas() const {
+        std::size_t n = 0;
+        check(m2c_arenas(c_, nullptr, 0, &n), "m2c_arenas");
+        std::vector<m2c_arena> out(n);
+        check(m2c_arenas(c_, out.data(), out.size(), &n), "m2c_arenas");
+        return out;
+    }
+    /* m2c_slot_regions for slots[0..n). */
+    std::vector<m2c_region> slot_regions(const int32_t *slots, std::size_t n) const {
+        std::size_t need = 0;
+        check(m2c_slot_regions(c_, slots, n, nullptr, 0, &need), "m2c_slot_regions");
+        std::vector<m2c_region> out(need);
+        check(m2c_slot_regions(c_, slots, n, out.data(), out.size(), &need), "m2c_slot_regions");
+        return out;
+    }
+    uint64_t slot_digest(int32_t slot) const {
+        uint64_t d = 0;
+        check(m2c_slot_digest(c_, slot, &d), "m2c_slot_digest");
+        return d;
+    }
+
   private:
     explicit cache(m2c_cache *raw) noexcept : c_(raw) {}
     m2c_cache *c_ = nullptr;
