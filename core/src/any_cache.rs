@@ -360,7 +360,7 @@ impl AnyCache {
                     let AnyCache::Host(c) = &*self else {
                         return Err(wrong_memory(self.memory()));
                     };
-                    c.check_conv_prefill_host(layer, slots, cu_seqlens, x, &out, &params)?;
+                    c.check_conv_prefill(layer, slots, cu_seqlens, x, &out, &params)?;
                     let mut run = |c: &mut AnyCache, sl: Slots<'_>, cu: &[u64], rows: Option<(usize, usize)>| {
                         let (a, b) = rows.unwrap_or((0, x.len() / dim));
                         let io = ConvIo::Host { x: x.sub(a * dim..b * dim), out: out.sub(a * dim..b * dim), params };
@@ -435,7 +435,7 @@ impl AnyCache {
                     let AnyCache::Host(c) = &*self else {
                         return Err(wrong_memory(self.memory()));
                     };
-                    c.check_ssm_prefill_host(layer, slots, cu_seqlens, &inputs, &y, &params)?;
+                    c.check_ssm_prefill(layer, slots, cu_seqlens, &inputs, &y, &params)?;
                     let mut run = |c: &mut AnyCache, sl: Slots<'_>, cu: &[u64], rows: Option<(usize, usize)>| {
                         let (a, b) = rows.unwrap_or((0, inputs.dt.len() / h));
                         let inputs = SsmInputs {

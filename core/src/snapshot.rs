@@ -89,10 +89,7 @@ pub fn u64_at(b: &[u8], at: usize) -> u64 {
 impl Cache {
     /// Payload bytes of one slot: every layer's conv window then ssm state.
     fn slot_payload_bytes(&self) -> usize {
-        let sh = self.shape();
-        let cfg = self.config();
-        cfg.num_layers as usize
-            * (sh.conv_slot_elems * cfg.conv_dtype.size() + sh.ssm_slot_elems * cfg.ssm_dtype.size())
+        payload_bytes(self.config())
     }
 
     /// Bytes of a snapshot of one slot of this cache.

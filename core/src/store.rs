@@ -429,9 +429,8 @@ impl Store {
 
     /// Bytes one full-precision checkpoint of a cache of `cfg` takes.
     pub fn entry_bytes(cfg: &Config) -> Result<u64> {
-        let s = cfg.shape()?;
-        let per_layer = s.conv_slot_elems * cfg.conv_dtype.size() + s.ssm_slot_elems * cfg.ssm_dtype.size();
-        Ok(per_layer as u64 * u64::from(cfg.num_layers))
+        cfg.shape()?;
+        Ok(crate::snapshot::payload_bytes(cfg) as u64)
     }
 
     /// Stores the state of `slot` of `cache` (every layer, and its

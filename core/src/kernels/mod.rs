@@ -382,32 +382,6 @@ impl Cache {
         Ok(())
     }
 
-    /// The checks of `conv_prefill` (for a capture), as a `Result<()>`.
-    pub(crate) fn check_conv_prefill_host(
-        &self,
-        layer: u32,
-        slots: Slots<'_>,
-        cu: &[u64],
-        x: Slice<'_>,
-        out: &SliceMut<'_>,
-        p: &ConvParams<'_>,
-    ) -> Result<()> {
-        self.check_conv_prefill(layer, slots, cu, x, out, p).map(|_| ())
-    }
-
-    /// The checks of `ssm_prefill` (for a capture), as a `Result<()>`.
-    pub(crate) fn check_ssm_prefill_host(
-        &self,
-        layer: u32,
-        slots: Slots<'_>,
-        cu: &[u64],
-        inp: &SsmInputs<'_>,
-        y: &SliceMut<'_>,
-        p: &SsmParams<'_>,
-    ) -> Result<()> {
-        self.check_ssm_prefill(layer, slots, cu, inp, y, p).map(|_| ())
-    }
-
     /// The checks of `conv_prefill`, which writes nothing before they pass.
     pub(crate) fn check_conv_prefill<'s>(
         &self,
