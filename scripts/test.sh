@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test suite of m2c: Rust (unit, FFI, model, kernels, header,
 # format fixtures), rustfmt, clippy, rustdoc, the C tests under ctest (plain, ASan+UBSan, valgrind), the
-# installed-prefix consumers (CMake, pkg-config, static, C++17), the Go
-# and Zig bindings, and the fuzz targets (cargo-fuzz, 30 s each; the stress
+# installed-prefix consumers (CMake, pkg-config, static, C++17), the Go,
+# Zig and Python bindings, and the fuzz targets (cargo-fuzz, 30 s each; the stress
 # and fault tests run inside "cargo test" and the C tests, see
 # RELIABILITY.md). Installs what is missing on a fresh Debian machine
 # (cmake and valgrind from apt, Go 1.23 from apt, Zig 0.15.2 from PyPI: the
@@ -120,6 +120,7 @@ stage "C tests (plain, ASan+UBSan, valgrind)" bash scripts/ctest.sh
 stage "installed prefix: CMake, pkg-config, static, C++" bash scripts/test-install.sh
 stage "Go binding (vet, -race, m2cdebug)" bash scripts/test-go.sh
 stage "Zig binding (shared, static)" bash scripts/test-zig.sh
+stage "Python package (pip install, pytest with numpy and JAX)" bash scripts/test-python.sh
 # After Go and Zig: it uses the toolchains their stages install.
 stage "README instructions, literally, in projects outside the repository" bash scripts/test-readme.sh
 stage "fuzz (30 s per target)" bash scripts/fuzz.sh 30
