@@ -121,6 +121,7 @@ stage "installed prefix: CMake, pkg-config, static, C++" bash scripts/test-insta
 stage "Go binding (vet, -race, m2cdebug)" bash scripts/test-go.sh
 stage "Zig binding (shared, static)" bash scripts/test-zig.sh
 stage "Python package (pip install, pytest with numpy and JAX)" bash scripts/test-python.sh
+echo "(the transformers parity suite needs ~3 GB of torch: it is scripts/test-python-hf.sh, run separately)"
 # After Go and Zig: it uses the toolchains their stages install.
 stage "README instructions, literally, in projects outside the repository" bash scripts/test-readme.sh
 stage "fuzz (30 s per target)" bash scripts/fuzz.sh 30

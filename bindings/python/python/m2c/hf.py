@@ -1,0 +1,231 @@
+"""m2c under Hugging Face transformers' Mamba2 layers.
+
+``attach(model)`` puts an m2c cache under every Mamba2 mixer of a
+transformers model through the kernel seam transformers documents for
+exactly this ("a runtime that manages the conv state itself"): the per-model
+``causal_conv1d_forward`` and ``mamba2_scan_forward`` functions that
+``use_kernelized_func`` attaches to each mixer. After that, an unchanged
+``model.generate(...)`` runs with m2c holding every conv window and SSM
+state and running the conv and SSM steps and prefills; transformers' own
+cache object only keeps its bookkeeping (which layers have started, the
+token count) and holds no state tensors::
+
+    from transformers import AutoModelForCausalLM
+    import m2c.hf
+
+    model = AutoModelForCausalLM.from_pretrained("...mamba2...")
+    rt = m2c.hf.attach(model, num_slots=8)
+    out = model.generate(ids, max_new_tokens=64)      # m2c holds the state
+    rt.cache.slot_save(0)                              # e.g. checkpoint sequence 0
+
+Works for Mamba2 and for the Mamba2 layers of the hybrid models whose mixers
+use the same seam (Bamba, Nemotron-H, GraniteMoeHybrid in transformers 5.25;
+attention layers keep their usual KV cache).
+
+What it handles:
+
+* Batches: batch row ``i`` is slot ``rt.slots[i]`` (default: slot ``i``), so
+  an engine can place a generate() batch on any slots of a bigger cache.
+  A new sequence (transformers' "no previous state") resets its slots first.
+* Padding: transformers zeroes padded positions before the conv and before
+  the scan (``apply_mask_to_padding_states``), outside the seam, so m2c sees
+  exactly the inputs its own path sees; left and right padding both match.
+* ``time_step_limit``: transformers clamps dt in its chunked prefill only,
+  never in decode; m2c does the same (``dt_limit`` on prefills only).
+* Beam search: transformers' ``reorder_cache(beam_idx)`` becomes one
+  ``copy_slots`` (rows that keep their beam are not copied).
+* dtypes: transformers keeps the conv window and the SSM state in the model
+  dtype, so ``attach`` does too by default (f32 models: f32 conv and SSM,
+  matching transformers' logits to ~1e-6; m2c's C default of a bf16 conv
+  window changes logits by ~1e-2). Pass ``conv_dtype`` / ``ssm_dtype`` to
+  choose (e.g. an f32 SSM state under a bf16 model, more accurate than
+  transformers itself).
+
+Not handled yet: assisted decoding (transformers' past recording and
+``crop``) raises ``NotImplementedError`` instead of computing something
+else; ``detach()`` restores the model.
+"""
+
+from __future__ import annotations
+
+import types
+
+import m2c
+
+_DTYPES = {"torch.float32": "f32", "torch.bfloat16": "bf16", "torch.float16": "f16"}
+
+
+def _mixers(model):
+    out = []
+    for mod in model.modules():
+        kf = getattr(mod, "_kernel_funcs", None)
+        if kf and "causal_conv1d_forward" in kf and "mamba2_scan_forward" in kf and hasattr(mod, "A_log"):
+            out.append(mod)
+    return out
+
+
+class Runtime:
+    """The m2c side of an attached model: ``cache`` (an ``m2c.Cache`` with one
+    m2c layer per Mamba2 mixer, in model order), ``slots`` (batch row ->
+    slot) and ``calls`` (counts of the m2c kernel calls made)."""
+
+    def __init__(self, model, num_slots=8, conv_dtype=None, ssm_dtype=None, slots=None):
+        import torch
+
+        self._torch = torch
+        mixers = _mixers(model)
+        if not mixers:
+            raise ValueError(
+                "m2c.hf.attach: no Mamba2 mixer with transformers' kernel seam found "
+                "(needs transformers >= 5.25 with its `kernels` dependency installed)"
+            )
+        m0 = mixers[0]
+        model_dtype = _DTYPES.get(str(m0.in_proj.weight.dtype))
+        if model_dtype is None:
+            raise ValueError(f"m2c.hf.attach: model dtype {m0.in_proj.weight.dtype} is not f32, bf16 or f16")
+        self.mixers = mixers
+        self.layer_of = {m.layer_idx: i for i, m in enumerate(mixers)}
+        self.last_layer_idx = mixers[-1].layer_idx
+        self.cache = m2c.Cache(
+            num_layers=len(mixers),
+            num_slots=num_slots,
+            intermediate_size=m0.intermediate_size,
+            num_heads=m0.num_heads,
+            head_dim=m0.head_dim,
+            state_size=m0.ssm_state_size,
+            n_groups=m0.n_groups,
+            conv_kernel_size=m0.conv_kernel_size,
+            conv_width=m0.conv_kernel_size,
+            conv_dtype=conv_dtype or model_dtype,
+            ssm_dtype=ssm_dtype or model_dtype,
+        )
+        self.slots = list(slots) if slots is not None else None
+        self.calls = {"conv_step": 0, "conv_prefill": 0, "ssm_step": 0, "ssm_prefill": 0, "reorders": 0}
+        self._fresh = set()
+        self._patched_caches = set()
+        self._saved = []
+        for m in mixers:
+            self._install(m)
+
+    # -- the batch <-> slot map -------------------------------------------------
+    def rows(self, batch):
+        slots = self.slots if self.slots is not None else list(range(batch))
+        if len(slots) < batch:
+            raise ValueError(f"m2c.hf: a batch of {batch} rows needs {batch} slots; rt.slots has {len(slots)}")
+        if batch > self.cache.config.num_slots and self.slots is None:
+            raise ValueError(f"m2c.hf: a batch of {batch} rows needs {batch} slots; the cache has {self.cache.config.num_slots}")
+        return slots[:batch]
+
+    def detach(self):
+        """Restores the model's own kernel functions (the m2c cache stays usable)."""
+        for kf, name, fwd in self._saved:
+            if fwd is None:
+                del kf[name].forward
+            else:
+                kf[name].forward = fwd
+        self._saved = []
+
+    # -- the seam ---------------------------------------------------------------
+    def _install(self, mixer):
+        torch = self._torch
+        rt = self
+        li = mixer.layer_idx
+        layer = self.layer_of[li]
+        with torch.no_grad():
+            w = mixer.conv1d.weight.detach().squeeze(1).float().contiguous()
+            b = mixer.conv1d.bias.detach().float().contiguous() if mixer.conv1d.bias is not None else None
+            A = (-torch.exp(mixer.A_log.detach().float())).contiguous()
+            D = mixer.D.detach().float().contiguous()
+            dt_bias = mixer.dt_bias.detach().float().contiguous()
+        H, P, G, N = mixer.num_heads, mixer.head_dim, mixer.n_groups, mixer.ssm_state_size
+        limit = tuple(float(v) for v in mixer.time_step_limit)
+        kf = mixer._kernel_funcs
+        conv_orig = kf["causal_conv1d_forward"].__dict__.get("forward")
+        scan_orig = kf["mamba2_scan_forward"].__dict__.get("forward")
+        conv_default = kf["causal_conv1d_forward"].forward
+        scan_default = kf["mamba2_scan_forward"].forward
+
+        def conv_forward(self, conv1d, hidden_states, cache, layer_idx, activation=None, state_idx=0, **kw):
+            if cache is None:
+                return conv_default(conv1d, hidden_states, cache, layer_idx, activation=activation, state_idx=state_idx, **kw)
+            if cache.is_recording_past(layer_idx):
+                raise NotImplementedError("m2c.hf: assisted decoding (past recording and crop) is not supported yet")
+            bsz, cd, L = hidden_states.shape
+            slots = rt.rows(bsz)
+            hf_layer = cache.layers[layer_idx]
+            x = hidden_states.transpose(1, 2).reshape(bsz * L, cd).contiguous()
+            out = torch.empty_like(x)
+            act = "silu" if activation in ("silu", "swish") else "none"
+            if not hf_layer.has_previous_state[state_idx]:
+                # A new sequence: fresh slots (once, at the first mixer), then a prefill.
+                if layer == 0:
+                    rt.cache.reset(slots)
+                    rt._watch(cache)
+                hf_layer.has_previous_state[state_idx] = True
+                rt._fresh.add(layer)
+                rt.cache.conv_prefill(layer, [i * L for i in range(bsz + 1)], x, w, b, slots=slots, out=out, activation=act)
+                rt.calls["conv_prefill"] += 1
+            elif L == 1:
+                rt.cache.conv_step(layer, x, w, b, slots=slots, out=out, activation=act)
+                rt.calls["conv_step"] += 1
+            else:
+                rt.cache.conv_prefill(layer, [i * L for i in range(bsz + 1)], x, w, b, slots=slots, out=out, activation=act)
+                rt.calls["conv_prefill"] += 1
+            hf_layer.cumulative_length_linear.add_(L)
+            if layer_idx == rt.last_layer_idx:
+                rt.cache.advance(slots, L)
+            return out.view(bsz, L, cd).transpose(1, 2)
+
+        def scan_forward(self, module, hidden_states, B, C, dt, cache, **kw):
+            if cache is None:
+                return scan_default(module, hidden_states, B, C, dt, cache, **kw)
+            bsz, L, inner = hidden_states.shape
+            slots = rt.rows(bsz)
+            x = hidden_states.reshape(bsz * L, H, P).contiguous()
+            dtc = dt.reshape(bsz * L, H).contiguous()
+            Bc = B.reshape(bsz * L, G, N).contiguous()
+            Cc = C.reshape(bsz * L, G, N).contiguous()
+            y = torch.empty((bsz * L, inner), dtype=x.dtype)
+            fresh = layer in rt._fresh
+            rt._fresh.discard(layer)
+            if L == 1 and not fresh:
+                # transformers' decode step: no dt clamp.
+                rt.cache.ssm_step(layer, x, dtc, Bc, Cc, A, D=D, dt_bias=dt_bias, slots=slots, y=y)
+                rt.calls["ssm_step"] += 1
+            else:
+                # transformers' chunked prefill clamps dt to time_step_limit.
+                cu = [i * L for i in range(bsz + 1)]
+                rt.cache.ssm_prefill(layer, cu, x, dtc, Bc, Cc, A, D=D, dt_bias=dt_bias, slots=slots, y=y, dt_limit=limit)
+                rt.calls["ssm_prefill"] += 1
+            return y.view(bsz, L, inner)
+
+        self._saved.append((kf, "causal_conv1d_forward", conv_orig))
+        self._saved.append((kf, "mamba2_scan_forward", scan_orig))
+        kf["causal_conv1d_forward"].forward = types.MethodType(conv_forward, kf["causal_conv1d_forward"])
+        kf["mamba2_scan_forward"].forward = types.MethodType(scan_forward, kf["mamba2_scan_forward"])
+
+    def _watch(self, hf_cache):
+        """Routes the transformers cache's beam reorders to copy_slots."""
+        if id(hf_cache) in self._patched_caches:
+            return
+        self._patched_caches.add(id(hf_cache))
+        orig = hf_cache.reorder_cache
+        rt = self
+
+        def reorder_cache(beam_idx):
+            idx = [int(i) for i in beam_idx.tolist()]
+            slots = rt.rows(len(idx))
+            pairs = [(slots[s], slots[d]) for d, s in enumerate(idx) if s != d]
+            if pairs:
+                rt.cache.copy_slots([p[0] for p in pairs], [p[1] for p in pairs])
+            rt.calls["reorders"] += 1
+            return orig(beam_idx)
+
+        hf_cache.reorder_cache = reorder_cache
+
+
+def attach(model, *, num_slots=8, conv_dtype=None, ssm_dtype=None, slots=None) -> Runtime:
+    """Puts an m2c cache under every Mamba2 mixer of ``model`` (see the module
+    documentation); returns the ``Runtime``. ``num_slots`` bounds the batch
+    (beam search needs batch x beams); ``slots`` maps batch rows to slots."""
+    return Runtime(model, num_slots=num_slots, conv_dtype=conv_dtype, ssm_dtype=ssm_dtype, slots=slots)
