@@ -57,9 +57,10 @@ def prompts(batch, length, seed=1):
 
 @pytest.mark.parametrize("n_groups", [1, 4])
 @pytest.mark.parametrize("conv_kernel", [4, 3])
-def test_greedy_tokens_and_logits_match(n_groups, conv_kernel):
+@pytest.mark.parametrize("width", ["K", "K-1"])
+def test_greedy_tokens_and_logits_match(n_groups, conv_kernel, width):
     ref, mine = pair(n_groups=n_groups, conv_kernel=conv_kernel)
-    rt = m2c.hf.attach(mine)
+    rt = m2c.hf.attach(mine, conv_width=conv_kernel if width == "K" else conv_kernel - 1)
     ids = prompts(3, 9)
     a, b = gen(ref, ids, max_new_tokens=24), gen(mine, ids, max_new_tokens=24)
     assert torch.equal(a.sequences, b.sequences)
@@ -135,9 +136,79 @@ def test_bf16_model_keeps_its_dtype_and_detach_restores():
     assert torch.equal(c.sequences, a.sequences) and max_logit_diff(a, c) == 0.0
 
 
-def test_assisted_decoding_is_refused_not_wrong():
-    ref, mine = pair()
-    m2c.hf.attach(mine)
-    ids = prompts(1, 8)
-    with pytest.raises(NotImplementedError):
-        gen(mine, ids, max_new_tokens=8, assistant_model=ref)
+@pytest.mark.parametrize("assistant_seed", [0, 5])
+def test_assisted_decoding_commits_exactly(assistant_seed):
+    # Assisted greedy decoding must give plain greedy decoding's tokens. With
+    # the same weights every draft is accepted; with other weights most are
+    # rejected, so commits of every length and replays of the prompt happen.
+    ref, mine = pair(n_groups=2)
+    assistant = tiny(n_groups=2, seed=assistant_seed)
+    rt = m2c.hf.attach(mine)
+    ids = prompts(1, 12, seed=13)
+    a = gen(ref, ids, max_new_tokens=24)
+    with torch.no_grad():
+        b = mine.generate(ids, do_sample=False, max_new_tokens=24, assistant_model=assistant, return_dict_in_generate=True)
+    assert torch.equal(a.sequences, b.sequences)
+    assert rt.calls["conv_verify"] > 0 and rt.calls["commits"] > 0
+    if assistant_seed != 0:
+        # Rejections: commits of one token, and the prompt's round replayed.
+        assert rt.calls["tokens_rejected"] > 0 and rt.calls["replays"] == 1
+    assert rt.cache.position(0) == int(b.cache.get_seq_length())
+    # The committed state is the state plain decoding reaches (to torch's
+    # matmul rounding, which differs between batch shapes).
+    plain = copy.deepcopy(ref)
+    plain_rt = m2c.hf.attach(plain)
+    gen(plain, ids, max_new_tokens=24)
+    assert plain_rt.cache.position(0) == rt.cache.position(0)
+    for layer in range(2):
+        diff = abs(plain_rt.cache.read_ssm(layer, slots=[0]) - rt.cache.read_ssm(layer, slots=[0])).max()
+        assert diff < 1e-6
+
+
+def hybrid(kind):
+    import transformers as tf
+
+    torch.manual_seed(0)
+    common = dict(
+        hidden_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        vocab_size=100,
+        pad_token_id=0,
+        eos_token_id=None,
+        bos_token_id=None,
+    )
+    mamba = dict(mamba_n_heads=8, mamba_d_head=16, mamba_n_groups=2, mamba_d_state=16, mamba_d_conv=4, mamba_expand=2)
+    if kind == "bamba":
+        cfg, cls = tf.BambaConfig(attn_layer_indices=[1], **mamba, **common), tf.BambaForCausalLM
+    elif kind == "granitemoehybrid":
+        cfg = tf.GraniteMoeHybridConfig(layer_types=["mamba", "attention", "mamba", "mamba"], num_local_experts=0, **mamba, **common)
+        cls = tf.GraniteMoeHybridForCausalLM
+    else:
+        cfg = tf.NemotronHConfig(
+            hybrid_override_pattern="M*M-",
+            mamba_num_heads=8,
+            mamba_head_dim=16,
+            n_groups=2,
+            ssm_state_size=16,
+            conv_kernel=4,
+            expand=2,
+            **common,
+        )
+        cls = tf.NemotronHForCausalLM
+    return cls(cfg).eval()
+
+
+@pytest.mark.parametrize("kind", ["bamba", "granitemoehybrid", "nemotron_h"])
+def test_hybrid_models_mamba_layers(kind):
+    ref = hybrid(kind)
+    mine = copy.deepcopy(ref)
+    rt = m2c.hf.attach(mine)
+    attention = [i for i in range(4) if i not in [m.layer_idx for m in rt.mixers]]
+    assert attention and len(rt.mixers) >= 2  # m2c holds the Mamba2 layers only
+    ids = prompts(2, 10, seed=17)
+    a, b = gen(ref, ids, max_new_tokens=12), gen(mine, ids, max_new_tokens=12)
+    assert torch.equal(a.sequences, b.sequences) and max_logit_diff(a, b) < TOL
+    assert rt.calls["conv_step"] == 11 * len(rt.mixers)
