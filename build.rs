@@ -54,7 +54,7 @@ fn main() {
 /// The header's function sections, each named by its first function.
 /// cbindgen keeps the source order (the C API crate's modules are ordered
 /// the same way); this marks where each section starts.
-const SECTIONS: [(&str, &str); 13] = [
+const SECTIONS: [(&str, &str); 14] = [
     ("m2c_version", "Version"),
     ("m2c_status_str", "Errors"),
     ("m2c_config_init", "Configuration"),
@@ -67,6 +67,7 @@ const SECTIONS: [(&str, &str); 13] = [
     ("m2c_slot_snapshot_size", "Snapshots and files"),
     ("m2c_store_config_init", "Prefix store: checkpoints under keys, lookups that say why they missed"),
     ("m2c_arenas", "State transfer: arenas and the byte runs of slots"),
+    ("m2c_shard_init", "Tensor-parallel shards and resharding"),
     ("m2c_set_stream", "Devices and streams"),
 ];
 

@@ -64,7 +64,8 @@
  *
  * Sections of this header (after the types and constants): Version, Errors,
  * Configuration, Cache handles, Copy-style calls, Zero-copy views, Kernels,
- * Slots, Snapshots and files, Devices and streams.
+ * Speculative decoding, Slots, Snapshots and files, Prefix store, State
+ * transfer, Tensor-parallel shards and resharding, Devices and streams.
  */
 
 #ifndef M2C_H
@@ -595,6 +596,67 @@ typedef struct m2c_region {
   uint64_t len;
   uint64_t image_offset;
 } m2c_region;
+
+/**
+ * What one rank of a tensor-parallel layout holds of every layer (see
+ * `m2c_shard_config`). Ranges are half-open (`begin` included, `end` not)
+ * and count heads, groups or channels of the full layer.
+ */
+typedef struct m2c_shard {
+  /**
+   * `sizeof(struct m2c_shard)`, set by the caller (`m2c_shard_init`).
+   */
+  uint32_t struct_size;
+  /**
+   * The rank and the layout's size.
+   */
+  uint32_t rank;
+  uint32_t tp_size;
+  /**
+   * SSM heads of the full layer.
+   */
+  uint32_t head_begin;
+  uint32_t head_end;
+  /**
+   * B/C groups of the full layer.
+   */
+  uint32_t group_begin;
+  uint32_t group_end;
+  /**
+   * Non-zero when groups are replicated (fewer groups than ranks).
+   */
+  uint32_t groups_replicated;
+  /**
+   * Channels of the full conv window (`conv_dim` of the full config) in
+   * its three sections; the rank's own window holds them as `[x | B | C]`.
+   */
+  uint64_t x_begin;
+  uint64_t x_end;
+  uint64_t b_begin;
+  uint64_t b_end;
+  uint64_t c_begin;
+  uint64_t c_end;
+  /**
+   * Bytes of one slot's snapshot of a cache of the rank's config.
+   */
+  uint64_t snapshot_bytes;
+} m2c_shard;
+
+/**
+ * One run of a resharding plan: `len` bytes at byte `src_offset` of
+ * source rank `src_rank`'s slot snapshot go to byte `dst_offset` of
+ * destination rank `dst_rank`'s. Offsets are snapshot image offsets, the
+ * ones `m2c_region.image_offset` uses: each run lies inside one region of
+ * either side's `m2c_slot_regions`, at `region.offset + (offset -
+ * region.image_offset)` of its arena.
+ */
+typedef struct m2c_reshard_copy {
+  uint32_t src_rank;
+  uint32_t dst_rank;
+  uint64_t src_offset;
+  uint64_t dst_offset;
+  uint64_t len;
+} m2c_reshard_copy;
 
 /**
  * Success.
@@ -1843,6 +1905,86 @@ m2c_status m2c_slot_regions(const struct m2c_cache *cache, const int32_t *slots,
  * (a read).
  */
 m2c_status m2c_slot_digest(const struct m2c_cache *cache, int32_t slot, uint64_t *out);
+
+/* ------------------------------------------------------------------------ */
+/* Tensor-parallel shards and resharding                                    */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Sets `out->struct_size` for `m2c_shard_config` (the other fields are
+ * zeroed). NULL is a no-op.
+ */
+void m2c_shard_init(struct m2c_shard *out);
+
+/**
+ * The config of rank `rank` of a `tp_size`-way tensor-parallel layout of
+ * the full model `*full` into `*out_config`, and (if `out_shard` is not
+ * NULL) what that rank holds into `*out_shard`. The rule, as Mamba2
+ * engines shard a layer: heads split evenly (`tp_size` must divide
+ * `num_heads`; rank `r` holds heads `r*H/tp .. (r+1)*H/tp` and their `x`
+ * channels); B/C groups split evenly when `tp_size` divides `n_groups`,
+ * else, when `n_groups` divides `tp_size`, each rank holds the one group
+ * its heads read, replicated on the ranks that share it (vLLM's
+ * `extra_groups_for_head_shards`, which vLLM allows for `n_groups == 1`).
+ * A rank's cache is an ordinary cache of the rank's config: create it
+ * with `m2c_create(out_config)`; its conv window holds the rank's
+ * channels as `[x | B | C]`. `tp_size == 1` gives the full config. A
+ * rank's digest (`m2c_slot_digest` on its cache) covers its shard.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (full, out_config),
+ * `M2C_STATUS_INVALID_ARG` (an unknown `struct_size` of any of the three
+ * structs; `tp_size` 0, not dividing `num_heads`, or neither dividing nor
+ * divided by `n_groups`), `M2C_STATUS_OUT_OF_RANGE` (`rank >= tp_size`),
+ * `M2C_STATUS_INVALID_CONFIG` (`*full` itself). Outputs are written only
+ * on success. Thread-safe.
+ */
+m2c_status m2c_shard_config(const struct m2c_config *full, uint32_t tp_size, uint32_t rank, struct m2c_config *out_config, struct m2c_shard *out_shard);
+
+/**
+ * The plan that moves one slot's state from the `tp_src` ranks of a
+ * layout of `*full` to the `tp_dst` ranks of another, into `out` (`cap`
+ * entries) and its length into `*out_n`; `(NULL, 0)` asks for the length
+ * only. Every byte of every destination rank's slot state is written by
+ * exactly one run (a replicated group is read from the lowest source rank
+ * holding it); runs are ordered by destination rank, then layer, conv
+ * window then SSM state, and adjacent runs are merged. The plan is the
+ * same for every slot: map it through `m2c_slot_regions` of the source
+ * and destination slots (or apply it to snapshots with
+ * `m2c_snapshot_reshard`). Positions are not in the plan: send
+ * `m2c_position`. Its size does not depend on the state's size (a few
+ * runs per layer and rank).
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (full, out_n; out NULL with `cap > 0`),
+ * `M2C_STATUS_INVALID_ARG` (unknown `struct_size`; a layout
+ * `m2c_shard_config` refuses), `M2C_STATUS_INVALID_CONFIG`,
+ * `M2C_STATUS_SHAPE_MISMATCH` (`cap` too small; the message says how many
+ * are needed). Outputs are written only on success. Thread-safe.
+ */
+m2c_status m2c_reshard_plan(const struct m2c_config *full, uint32_t tp_src, uint32_t tp_dst, struct m2c_reshard_copy *out, size_t cap, size_t *out_n);
+
+/**
+ * Reshards one slot's snapshots from a `tp_src`-way layout of `*full` to
+ * a `tp_dst`-way one: `src[r]` (`src_lens[r]` bytes) is rank `r`'s
+ * snapshot (`m2c_slot_save` on its cache), and `dst[r]` (`dst_lens[r]`
+ * bytes, exactly `m2c_shard.snapshot_bytes` of rank `r`) receives rank
+ * `r`'s snapshot of the destination layout, bit for bit what saving the
+ * same state from caches of that layout writes; load it with
+ * `m2c_slot_load` into the rank's cache. `tp_src == 1` splits a full
+ * snapshot, `tp_dst == 1` merges. Every source is checked whole first
+ * (size, checksum, shape; all ranks at one position), and nothing is
+ * written unless every check passes.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (full; src, src_lens, dst or dst_lens NULL,
+ * or one of their entries NULL with a non-zero length),
+ * `M2C_STATUS_INVALID_ARG` (unknown `struct_size`; a layout
+ * `m2c_shard_config` refuses; source ranks at different positions),
+ * `M2C_STATUS_SHAPE_MISMATCH` (a destination length that is not its
+ * rank's snapshot size), `M2C_STATUS_CORRUPT` (a damaged, truncated or
+ * padded source; the message names the rank), `M2C_STATUS_INCOMPATIBLE`
+ * (a source of another shape or version), `M2C_STATUS_INVALID_CONFIG`.
+ * Thread-safe; the buffers must not overlap.
+ */
+m2c_status m2c_snapshot_reshard(const struct m2c_config *full, uint32_t tp_src, const void *const *src, const size_t *src_lens, uint32_t tp_dst, void *const *dst, const size_t *dst_lens);
 
 /* ------------------------------------------------------------------------ */
 /* Devices and streams                                                      */

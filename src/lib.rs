@@ -28,6 +28,7 @@ pub mod slots;
 pub mod persist;
 pub mod store;
 pub mod regions;
+pub mod tp;
 pub mod stream;
 
 #[cfg(test)]
@@ -44,6 +45,7 @@ pub use slots::*;
 pub use spec::*;
 pub use store::*;
 pub use stream::*;
+pub use tp::*;
 pub use version::*;
 pub use view::*;
 

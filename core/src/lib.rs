@@ -33,6 +33,7 @@ pub mod snapshot;
 pub mod spec;
 pub mod store;
 pub mod tier;
+pub mod tp;
 pub mod xxh64;
 
 pub use any_cache::AnyCache;

@@ -144,6 +144,13 @@ pub struct Array<'py> {
     _keep: Keep<'py>,
 }
 
+impl Array<'_> {
+    /// Bytes per element.
+    pub fn kind_size(&self) -> usize {
+        self.kind.size()
+    }
+}
+
 /// Where and how a call wants its arrays.
 #[derive(Clone, Copy)]
 pub struct Want {

@@ -14,6 +14,7 @@ mod config;
 mod dlpack;
 mod error;
 mod store;
+mod tp;
 mod view;
 
 use pyo3::prelude::*;
@@ -68,6 +69,9 @@ fn _m2c(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(miss_str, m)?)?;
     m.add_function(wrap_pyfunction!(last_error, m)?)?;
     m.add_function(wrap_pyfunction!(store::key_chain, m)?)?;
+    m.add_function(wrap_pyfunction!(tp::shard_config, m)?)?;
+    m.add_function(wrap_pyfunction!(tp::reshard_plan, m)?)?;
+    m.add_function(wrap_pyfunction!(tp::reshard_snapshots, m)?)?;
     m.add("PRESETS", config::PRESETS.iter().map(|(n, _)| *n).collect::<Vec<_>>())?;
     m.add("ABI_VERSION", m2c::M2C_ABI_VERSION)?;
     for (name, v) in [

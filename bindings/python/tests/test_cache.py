@@ -398,3 +398,37 @@ def test_misc_functions(cache):
     with pytest.raises(m2c.Error):
         cache.set_stream(1234)  # a host cache has no stream
     assert os.fspath  # keep the import used
+
+
+def test_tensor_parallel_shards_and_resharding(rng):
+    full = small_config()
+    cfg, shard = m2c.shard_config(full, 2, 1)
+    assert cfg.num_heads == H // 2 and cfg.n_groups == G // 2 and shard["heads"] == (H // 2, H)
+    assert shard["x"] == (I // 2, I) and not shard["groups_replicated"] and shard["snapshot_bytes"] > 0
+    cfg4, shard4 = m2c.shard_config(full, 4, 3)
+    assert cfg4.n_groups == 1 and shard4["groups_replicated"]
+    with pytest.raises(m2c.OutOfRange):
+        m2c.shard_config(full, 2, 2)
+    with pytest.raises(m2c.InvalidArg):
+        m2c.shard_config(full, 3, 0)
+    plan = m2c.reshard_plan(full, 1, 2)
+    assert plan and all(len(run) == 5 and run[4] > 0 for run in plan)
+    cache = m2c.Cache(full)
+    cache.set_ssm(0, f32(rng, 4, H, P, N))
+    cache.set_conv(1, f32(rng, 4, CD, K))
+    cache.advance([1], 4)
+    snap = cache.slot_save(1)
+    two = m2c.reshard_snapshots(full, [snap], 2)
+    ranks = [m2c.Cache(m2c.shard_config(full, 2, r)[0]) for r in range(2)]
+    for r, part in enumerate(two):
+        ranks[r].slot_load(0, part)
+        assert ranks[r].position(0) == 4
+    # Rank 1 holds heads H/2.. of the full state.
+    assert np.array_equal(ranks[1].read_ssm(0, slots=[0])[0], cache.read_ssm(0, slots=[1])[0][H // 2 :])
+    assert m2c.reshard_snapshots(full, two, 1)[0] == snap
+    four = m2c.reshard_snapshots(full, two, 4)
+    assert m2c.reshard_snapshots(full, four, 1)[0] == snap
+    bad = bytearray(two[1])
+    bad[100] ^= 1
+    with pytest.raises(m2c.Corrupt, match="rank 1"):
+        m2c.reshard_snapshots(full, [two[0], bytes(bad)], 1)

@@ -76,6 +76,10 @@ WRAPPED = {
     "m2c_arenas": "Cache.arenas",
     "m2c_slot_regions": "Cache.slot_regions",
     "m2c_slot_digest": "Cache.slot_digest",
+    "m2c_shard_init": "shard_config",
+    "m2c_shard_config": "shard_config",
+    "m2c_reshard_plan": "reshard_plan",
+    "m2c_snapshot_reshard": "reshard_snapshots",
     "m2c_set_stream": "Cache.set_stream",
 }
 

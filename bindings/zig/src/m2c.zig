@@ -1296,6 +1296,70 @@ pub const Arena = c.m2c_arena;
 /// `len`, `image_offset` in the slot's snapshot).
 pub const Region = c.m2c_region;
 
+/// What one rank of a tensor-parallel layout holds (`m2c_shard`: heads,
+/// groups, `groups_replicated`, the full conv channels of its `x`/`b`/`c`
+/// sections as half-open ranges, and `snapshot_bytes`).
+pub const Shard = c.m2c_shard;
+
+/// One run of a resharding plan (`m2c_reshard_copy`: `src_rank`,
+/// `dst_rank`, `src_offset`, `dst_offset`, `len` in slot snapshot images).
+pub const ReshardCopy = c.m2c_reshard_copy;
+
+/// The config of rank `rank` of a `tp_size`-way tensor-parallel layout of
+/// `full`, and what it holds (`m2c_shard_config`): heads split evenly,
+/// groups split evenly or, with fewer groups than ranks, replicated.
+pub fn shardConfig(full: Config, tp_size: u32, rank: u32, diag: ?*Diagnostics) Error!struct { config: Config, shard: Shard } {
+    const raw = full.toC();
+    var out: c.m2c_config = undefined;
+    c.m2c_config_init(&out);
+    var sh: Shard = undefined;
+    c.m2c_shard_init(&sh);
+    try call(diag, c.m2c_shard_config(&raw, tp_size, rank, &out, &sh));
+    return .{ .config = Config.fromC(out), .shard = sh };
+}
+
+/// The runs moving one slot's state from the `tp_src` ranks of a layout of
+/// `full` to its `tp_dst` ranks, into `out` (`m2c_reshard_plan`); returns
+/// the filled prefix. `out` shorter than the plan is `error.ShapeMismatch`
+/// (an empty `out` asks nothing: use `reshardPlanLen` first).
+pub fn reshardPlan(full: Config, tp_src: u32, tp_dst: u32, out: []ReshardCopy, diag: ?*Diagnostics) Error![]ReshardCopy {
+    const raw = full.toC();
+    var n: usize = 0;
+    try call(diag, c.m2c_reshard_plan(&raw, tp_src, tp_dst, if (out.len == 0) null else out.ptr, out.len, &n));
+    return out[0..n];
+}
+
+/// The number of runs of `reshardPlan` (`m2c_reshard_plan` with no array).
+pub fn reshardPlanLen(full: Config, tp_src: u32, tp_dst: u32, diag: ?*Diagnostics) Error!usize {
+    const raw = full.toC();
+    var n: usize = 0;
+    try call(diag, c.m2c_reshard_plan(&raw, tp_src, tp_dst, null, 0, &n));
+    return n;
+}
+
+/// Reshards one slot's snapshots (`m2c_snapshot_reshard`): `src[r]` is rank
+/// `r`'s snapshot under a `src.len`-way layout of `full`, `dst[r]` receives
+/// rank `r`'s under a `dst.len`-way layout (each exactly its rank's
+/// `Shard.snapshot_bytes`). Nothing is written unless every source checks.
+pub fn reshardSnapshots(full: Config, src: []const []const u8, dst: []const []u8, diag: ?*Diagnostics) Error!void {
+    const max = 64;
+    if (src.len > max or dst.len > max) return refuse(diag, error.InvalidArg, "at most {d} ranks per side", .{max});
+    var sp: [max]?*const anyopaque = undefined;
+    var sl: [max]usize = undefined;
+    var dp: [max]?*anyopaque = undefined;
+    var dl: [max]usize = undefined;
+    for (src, 0..) |b, i| {
+        sp[i] = if (b.len == 0) null else b.ptr;
+        sl[i] = b.len;
+    }
+    for (dst, 0..) |b, i| {
+        dp[i] = if (b.len == 0) null else b.ptr;
+        dl[i] = b.len;
+    }
+    const raw = full.toC();
+    try call(diag, c.m2c_snapshot_reshard(&raw, @intCast(src.len), &sp, &sl, @intCast(dst.len), &dp, &dl));
+}
+
 /// A checkpoint to capture inside prefills (`m2c_capture_point`: `slot`,
 /// `tokens`, `key`).
 pub const CapturePoint = c.m2c_capture_point;

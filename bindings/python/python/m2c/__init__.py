@@ -62,6 +62,9 @@ from ._m2c import (  # noqa: F401
     key_chain,
     last_error,
     miss_str,
+    reshard_plan,
+    reshard_snapshots,
+    shard_config,
     status_str,
     version,
 )

@@ -95,6 +95,10 @@ const wrappers = .{
     .{ "m2c_arenas", m2c.Cache, "arenas" },
     .{ "m2c_slot_regions", m2c.Cache, "slotRegions" },
     .{ "m2c_slot_digest", m2c.Cache, "slotDigest" },
+    .{ "m2c_shard_init", m2c, "shardConfig" },
+    .{ "m2c_shard_config", m2c, "shardConfig" },
+    .{ "m2c_reshard_plan", m2c, "reshardPlan" },
+    .{ "m2c_snapshot_reshard", m2c, "reshardSnapshots" },
 };
 
 /// The functions m2c.h declares.

@@ -167,3 +167,42 @@ test "regions read from the arenas rebuild a slot's snapshot, and refusals map" 
     try expectError(error.OutOfRange, a.slotRegions(&.{-1}, &rb));
     try expectError(error.InvalidArg, a.slotRegions(&.{ 1, 1 }, &rb));
 }
+
+test "tensor-parallel shards, plans and resharded snapshots marshal, and refusals map" {
+    const gpa = testing.allocator;
+    const cfg = helpers.kernelConfig(4, .bf16, .f32);
+    const r1 = try m2c.shardConfig(cfg, 2, 1, null);
+    try expectEqual(cfg.num_heads / 2, r1.config.num_heads);
+    try expectEqual(@as(u32, 1), r1.shard.rank);
+    try expectEqual(cfg.num_heads, r1.shard.head_end);
+    try expectError(error.OutOfRange, m2c.shardConfig(cfg, 2, 2, null));
+    try expectError(error.InvalidArg, m2c.shardConfig(cfg, 0, 0, null));
+    const n = try m2c.reshardPlanLen(cfg, 1, 2, null);
+    var pb: [64]m2c.ReshardCopy = undefined;
+    const plan = try m2c.reshardPlan(cfg, 1, 2, pb[0..n], null);
+    try expectEqual(n, plan.len);
+    if (n > 1) try expectError(error.ShapeMismatch, m2c.reshardPlan(cfg, 1, 2, pb[0 .. n - 1], null));
+
+    var a = try m2c.Cache.init(cfg, null);
+    defer a.deinit();
+    var prng = std.Random.DefaultPrng.init(9);
+    try helpers.seedStates(prng.random(), &.{&a});
+    const snap = try gpa.alloc(u8, try a.slotSnapshotSize());
+    defer gpa.free(snap);
+    _ = try a.slotSave(1, snap);
+    const r0 = try m2c.shardConfig(cfg, 2, 0, null);
+    const half0 = try gpa.alloc(u8, r0.shard.snapshot_bytes);
+    defer gpa.free(half0);
+    const half1 = try gpa.alloc(u8, r1.shard.snapshot_bytes);
+    defer gpa.free(half1);
+    try m2c.reshardSnapshots(cfg, &.{snap}, &.{ half0, half1 }, null);
+    var rank = try m2c.Cache.init(r1.config, null);
+    defer rank.deinit();
+    try rank.slotLoad(0, half1);
+    const back = try gpa.alloc(u8, snap.len);
+    defer gpa.free(back);
+    try m2c.reshardSnapshots(cfg, &.{ half0, half1 }, &.{back}, null);
+    try testing.expectEqualSlices(u8, snap, back);
+    half1[100] ^= 1;
+    try expectError(error.Corrupt, m2c.reshardSnapshots(cfg, &.{ half0, half1 }, &.{back}, null));
+}
