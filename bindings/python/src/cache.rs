@@ -125,6 +125,46 @@ struct SsmInputs<'py> {
     dt_bias: Option<Array<'py>>,
 }
 
+/// Which kernel entry point a call uses, with its row arguments.
+enum Mode<'a, 'py> {
+    /// A decode step: `slots` (None: rows 0..n-1, n from the data).
+    Step(Option<&'a Bound<'py, PyAny>>),
+    /// A prefill: `cu_seqlens` and `slots` (None: slot i for sequence i).
+    Prefill(&'a Bound<'py, PyAny>, Option<&'a Bound<'py, PyAny>>),
+    /// A verify of the current speculative round (its rows are the round's).
+    Verify,
+}
+
+impl Mode<'_, '_> {
+    /// The rows of the call and its `cu_seqlens` (empty unless a prefill);
+    /// `rows_in_data` is the token rows the data holds.
+    fn rows(&self, rows_in_data: usize) -> PyResult<(Rows, Vec<u64>)> {
+        match self {
+            Mode::Step(slots) => Ok((Rows::new(*slots, rows_in_data)?, Vec::new())),
+            Mode::Prefill(cu, slots) => {
+                let cu: Vec<u64> = ints(cu, "cu_seqlens")?;
+                Ok((Rows::new(*slots, cu.len().saturating_sub(1))?, cu))
+            }
+            Mode::Verify => Ok((Rows::new(None, 0)?, Vec::new())),
+        }
+    }
+}
+
+/// The arrays and options of an SSM call, as the methods take them.
+struct SsmArgs<'a, 'py> {
+    x: &'a Bound<'py, PyAny>,
+    dt: &'a Bound<'py, PyAny>,
+    b: &'a Bound<'py, PyAny>,
+    c: &'a Bound<'py, PyAny>,
+    a: &'a Bound<'py, PyAny>,
+    d: Option<&'a Bound<'py, PyAny>>,
+    dt_bias: Option<&'a Bound<'py, PyAny>>,
+    z: Option<&'a Bound<'py, PyAny>>,
+    y: Option<&'a Bound<'py, PyAny>>,
+    dt_softplus: bool,
+    dt_limit: Option<(f32, f32)>,
+}
+
 /// A Mamba2 state cache: the conv windows and SSM states of every layer for
 /// `config.num_slots` sequences, plus a position per slot. See the
 /// package documentation for the argument conventions.
@@ -298,6 +338,86 @@ impl Cache {
             args.dt_bias_len = d.len;
         }
         (io, args)
+    }
+
+    /// A conv kernel call (`step`, `prefill` or `verify`): marshals the
+    /// arrays, makes `out` (or takes the caller's), and runs the C call with
+    /// the GIL released.
+    fn conv_call<'py>(
+        &self,
+        py: Python<'py>,
+        mode: Mode<'_, 'py>,
+        layer: u32,
+        x: &Bound<'py, PyAny>,
+        weight: &Bound<'py, PyAny>,
+        bias: Option<&Bound<'py, PyAny>>,
+        out: Option<&Bound<'py, PyAny>>,
+        activation: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle()?;
+        let want = self.kernel_want(&h);
+        let cd = self.conv_dim();
+        let xa = float_input(x, "x", want)?;
+        let (rows, cu) = mode.rows(xa.len / cd)?;
+        let w = f32_input(weight, "weight", want)?;
+        let b = bias.map(|b| f32_input(b, "bias", want)).transpose()?;
+        let args = self.conv_args(xa.kind, activation, &w, b.as_ref())?;
+        let obj = self.out_or_new(py, out, &[xa.len / cd, cd], xa.kind, "out")?;
+        let o = output(&obj, "out", want)?;
+        same_kind(&o, xa.kind, "out")?;
+        let (sp, n) = (rows.ptr(), rows.n);
+        // SAFETY: every pointer describes a live buffer of its length.
+        let status = released(py, || unsafe {
+            match &mode {
+                Mode::Step(_) => m2c::m2c_conv_step(h.ptr, layer, sp, n, xa.ptr, xa.len, o.ptr, o.len, &args),
+                Mode::Prefill(..) => m2c::m2c_conv_prefill(
+                    h.ptr,
+                    layer,
+                    sp,
+                    n,
+                    cu.as_ptr(),
+                    cu.len(),
+                    xa.ptr,
+                    xa.len,
+                    o.ptr,
+                    o.len,
+                    &args,
+                ),
+                Mode::Verify => m2c::m2c_conv_verify(h.ptr, layer, xa.ptr, xa.len, o.ptr, o.len, &args),
+            }
+        });
+        check(py, status)?;
+        Ok(obj)
+    }
+
+    /// An SSM kernel call (`step`, `prefill` or `verify`), as `conv_call`.
+    fn ssm_call<'py>(
+        &self,
+        py: Python<'py>,
+        mode: Mode<'_, 'py>,
+        layer: u32,
+        t: SsmArgs<'_, 'py>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle()?;
+        let want = self.kernel_want(&h);
+        let i = self.ssm_inputs(want, t.x, t.dt, t.b, t.c, t.a, t.d, t.dt_bias, t.z)?;
+        let tokens = i.x.len / self.inner().max(1);
+        let (rows, cu) = mode.rows(tokens)?;
+        let obj = self.out_or_new(py, t.y, &[tokens, self.inner()], i.x.kind, "y")?;
+        let ya = output(&obj, "y", want)?;
+        same_kind(&ya, i.x.kind, "y")?;
+        let (io, args) = self.ssm_structs(&i, &ya, t.dt_softplus, t.dt_limit);
+        let (sp, n) = (rows.ptr(), rows.n);
+        // SAFETY: every pointer describes a live buffer of its length.
+        let status = released(py, || unsafe {
+            match &mode {
+                Mode::Step(_) => m2c::m2c_ssm_step(h.ptr, layer, sp, n, &io, &args),
+                Mode::Prefill(..) => m2c::m2c_ssm_prefill(h.ptr, layer, sp, n, cu.as_ptr(), cu.len(), &io, &args),
+                Mode::Verify => m2c::m2c_ssm_verify(h.ptr, layer, &io, &args),
+            }
+        });
+        check(py, status)?;
+        Ok(obj)
     }
 
     fn write_state(
@@ -600,24 +720,7 @@ impl Cache {
         out: Option<&Bound<'py, PyAny>>,
         activation: &str,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let h = self.handle()?;
-        let want = self.kernel_want(&h);
-        let xa = float_input(x, "x", want)?;
-        let rows = Rows::new(slots, xa.len / self.conv_dim())?;
-        let w = f32_input(weight, "weight", want)?;
-        let b = bias.map(|b| f32_input(b, "bias", want)).transpose()?;
-        let args = self.conv_args(xa.kind, activation, &w, b.as_ref())?;
-        let obj = self.out_or_new(py, out, &[rows.n, self.conv_dim()], xa.kind, "out")?;
-        let o = output(&obj, "out", want)?;
-        same_kind(&o, xa.kind, "out")?;
-        // SAFETY: every pointer describes a live buffer of its length.
-        check(
-            py,
-            released(py, || unsafe {
-                m2c::m2c_conv_step(h.ptr, layer, rows.ptr(), rows.n, xa.ptr, xa.len, o.ptr, o.len, &args)
-            }),
-        )?;
-        Ok(obj)
+        self.conv_call(py, Mode::Step(slots), layer, x, weight, bias, out, activation)
     }
 
     /// One decode step of the SSM (`m2c_ssm_step`): `x` `[n, num_heads,
@@ -643,17 +746,12 @@ impl Cache {
         dt_softplus: bool,
         dt_limit: Option<(f32, f32)>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let h = self.handle()?;
-        let want = self.kernel_want(&h);
-        let i = self.ssm_inputs(want, x, dt, B, C, A, D, dt_bias, z)?;
-        let rows = Rows::new(slots, i.x.len / self.inner().max(1))?;
-        let obj = self.out_or_new(py, y, &[rows.n, self.inner()], i.x.kind, "y")?;
-        let ya = output(&obj, "y", want)?;
-        same_kind(&ya, i.x.kind, "y")?;
-        let (io, args) = self.ssm_structs(&i, &ya, dt_softplus, dt_limit);
-        // SAFETY: every pointer describes a live buffer of its length.
-        check(py, released(py, || unsafe { m2c::m2c_ssm_step(h.ptr, layer, rows.ptr(), rows.n, &io, &args) }))?;
-        Ok(obj)
+        self.ssm_call(
+            py,
+            Mode::Step(slots),
+            layer,
+            SsmArgs { x, dt, b: B, c: C, a: A, d: D, dt_bias, z, y, dt_softplus, dt_limit },
+        )
     }
 
     /// A prompt through the causal conv (`m2c_conv_prefill`): sequence `i`
@@ -672,38 +770,7 @@ impl Cache {
         out: Option<&Bound<'py, PyAny>>,
         activation: &str,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let h = self.handle()?;
-        let want = self.kernel_want(&h);
-        let cu: Vec<u64> = ints(cu_seqlens, "cu_seqlens")?;
-        let xa = float_input(x, "x", want)?;
-        let rows = Rows::new(slots, cu.len().saturating_sub(1))?;
-        let w = f32_input(weight, "weight", want)?;
-        let b = bias.map(|b| f32_input(b, "bias", want)).transpose()?;
-        let args = self.conv_args(xa.kind, activation, &w, b.as_ref())?;
-        let t = xa.len / self.conv_dim();
-        let obj = self.out_or_new(py, out, &[t, self.conv_dim()], xa.kind, "out")?;
-        let o = output(&obj, "out", want)?;
-        same_kind(&o, xa.kind, "out")?;
-        // SAFETY: every pointer describes a live buffer of its length.
-        check(
-            py,
-            released(py, || unsafe {
-                m2c::m2c_conv_prefill(
-                    h.ptr,
-                    layer,
-                    rows.ptr(),
-                    rows.n,
-                    cu.as_ptr(),
-                    cu.len(),
-                    xa.ptr,
-                    xa.len,
-                    o.ptr,
-                    o.len,
-                    &args,
-                )
-            }),
-        )?;
-        Ok(obj)
+        self.conv_call(py, Mode::Prefill(cu_seqlens, slots), layer, x, weight, bias, out, activation)
     }
 
     /// A prompt through the SSM (`m2c_ssm_prefill`), bit-identical to its
@@ -728,24 +795,12 @@ impl Cache {
         dt_softplus: bool,
         dt_limit: Option<(f32, f32)>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let h = self.handle()?;
-        let want = self.kernel_want(&h);
-        let cu: Vec<u64> = ints(cu_seqlens, "cu_seqlens")?;
-        let i = self.ssm_inputs(want, x, dt, B, C, A, D, dt_bias, z)?;
-        let rows = Rows::new(slots, cu.len().saturating_sub(1))?;
-        let t = i.x.len / self.inner().max(1);
-        let obj = self.out_or_new(py, y, &[t, self.inner()], i.x.kind, "y")?;
-        let ya = output(&obj, "y", want)?;
-        same_kind(&ya, i.x.kind, "y")?;
-        let (io, args) = self.ssm_structs(&i, &ya, dt_softplus, dt_limit);
-        // SAFETY: every pointer describes a live buffer of its length.
-        check(
+        self.ssm_call(
             py,
-            released(py, || unsafe {
-                m2c::m2c_ssm_prefill(h.ptr, layer, rows.ptr(), rows.n, cu.as_ptr(), cu.len(), &io, &args)
-            }),
+            Mode::Prefill(cu_seqlens, slots),
+            layer,
+            SsmArgs { x, dt, b: B, c: C, a: A, d: D, dt_bias, z, y, dt_softplus, dt_limit },
         )
-        .map(|_| obj)
     }
 
     /// Reserves the speculative log for runs of up to `max_tokens` tokens (`m2c_spec_reserve`).
@@ -793,18 +848,7 @@ impl Cache {
         out: Option<&Bound<'py, PyAny>>,
         activation: &str,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let h = self.handle()?;
-        let want = self.kernel_want(&h);
-        let xa = float_input(x, "x", want)?;
-        let w = f32_input(weight, "weight", want)?;
-        let b = bias.map(|b| f32_input(b, "bias", want)).transpose()?;
-        let args = self.conv_args(xa.kind, activation, &w, b.as_ref())?;
-        let obj = self.out_or_new(py, out, &[xa.len / self.conv_dim(), self.conv_dim()], xa.kind, "out")?;
-        let o = output(&obj, "out", want)?;
-        same_kind(&o, xa.kind, "out")?;
-        // SAFETY: every pointer describes a live buffer of its length.
-        check(py, released(py, || unsafe { m2c::m2c_conv_verify(h.ptr, layer, xa.ptr, xa.len, o.ptr, o.len, &args) }))?;
-        Ok(obj)
+        self.conv_call(py, Mode::Verify, layer, x, weight, bias, out, activation)
     }
 
     /// The round's runs through the SSM of `layer` (`m2c_ssm_verify`),
@@ -826,16 +870,12 @@ impl Cache {
         dt_softplus: bool,
         dt_limit: Option<(f32, f32)>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let h = self.handle()?;
-        let want = self.kernel_want(&h);
-        let i = self.ssm_inputs(want, x, dt, B, C, A, D, dt_bias, z)?;
-        let obj = self.out_or_new(py, y, &[i.x.len / self.inner().max(1), self.inner()], i.x.kind, "y")?;
-        let ya = output(&obj, "y", want)?;
-        same_kind(&ya, i.x.kind, "y")?;
-        let (io, args) = self.ssm_structs(&i, &ya, dt_softplus, dt_limit);
-        // SAFETY: every pointer describes a live buffer of its length.
-        check(py, released(py, || unsafe { m2c::m2c_ssm_verify(h.ptr, layer, &io, &args) }))?;
-        Ok(obj)
+        self.ssm_call(
+            py,
+            Mode::Verify,
+            layer,
+            SsmArgs { x, dt, b: B, c: C, a: A, d: D, dt_bias, z, y, dt_softplus, dt_limit },
+        )
     }
 
     /// Commits the first `accepted[i]` tokens (or, for trees, the node
