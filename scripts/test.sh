@@ -5,8 +5,9 @@
 # Zig and Python bindings, and the fuzz targets (cargo-fuzz, 30 s each; the stress
 # and fault tests run inside "cargo test" and the C tests, see
 # RELIABILITY.md). Installs what is missing on a fresh Debian machine
-# (cmake and valgrind from apt, Go 1.23 from apt, Zig 0.15.2 from PyPI: the
-# Go and Zig scripts install their own) and is safe to rerun.
+# (cmake and valgrind from apt, Go 1.23 from apt, Zig 0.15.2 from PyPI, UCX
+# from apt: the Go, Zig and handoff scripts install their own) and is safe
+# to rerun.
 # Exit status 0 only if every suite passed; the last line counts suites.
 set -u
 cd "$(dirname "$0")/.."
@@ -122,6 +123,7 @@ stage "Go binding (vet, -race, m2cdebug)" bash scripts/test-go.sh
 stage "Zig binding (shared, static)" bash scripts/test-zig.sh
 stage "Python package (pip install, pytest with numpy and JAX)" bash scripts/test-python.sh
 echo "(the transformers parity suite needs ~3 GB of torch: it is scripts/test-python-hf.sh, run separately)"
+stage "prefill -> decode handoff over UCX (two processes, tp 2 -> 1)" bash scripts/test-handoff.sh
 # After Go and Zig: it uses the toolchains their stages install.
 stage "README instructions, literally, in projects outside the repository" bash scripts/test-readme.sh
 stage "fuzz (30 s per target)" bash scripts/fuzz.sh 30
