@@ -281,6 +281,17 @@ static void prefix_store() {
     EXPECT(c.slot_regions(&two, 1).size() == 2 * cfg.num_layers);
     EXPECT(c.slot_digest(2) == c.slot_digest(1));  // slot 2 was restored from slot 1's checkpoint
     EXPECT_ERROR(c.slot_digest(7), m2c::status::out_of_range, "m2c_slot_digest");
+    {
+        /* Tensor-parallel shards: split a snapshot for 2 ranks and merge it back. */
+        const m2c_config full = c.get_config();
+        const auto half = m2c::shard_config(full, 2, 1);
+        EXPECT(half.cfg.num_heads == full.num_heads / 2 && half.shard.rank == 1);
+        EXPECT(!m2c::reshard_plan(full, 1, 2).empty());
+        const std::vector<std::vector<uint8_t>> one{c.slot_save(1)};
+        const auto two = m2c::reshard_snapshots(full, one, 2);
+        EXPECT(two.size() == 2 && m2c::reshard_snapshots(full, two, 1)[0] == one[0]);
+        EXPECT_ERROR(m2c::shard_config(full, 2, 2), m2c::status::out_of_range, "m2c_shard_config");
+    }
     // A capture declared and ended with nothing reached is refused.
     const m2c_capture_point pt = {0, 2, k2};
     s.capture_begin(c, &pt, 1);

@@ -320,6 +320,47 @@ inline m2c_key chain_key(const m2c_key *prev, const int32_t *tokens, std::size_t
     return k;
 }
 
+/* Rank `rank` of a `tp_size`-way tensor-parallel layout of `full`: its
+ * config (create the rank's cache with it) and what it holds
+ * (m2c_shard_config). */
+struct shard_result {
+    config cfg;
+    m2c_shard shard;
+};
+inline shard_result shard_config(const m2c_config &full, uint32_t tp_size, uint32_t rank) {
+    shard_result r;
+    m2c_shard_init(&r.shard);
+    check(m2c_shard_config(&full, tp_size, rank, &r.cfg, &r.shard), "m2c_shard_config");
+    return r;
+}
+
+/* The runs moving one slot from tp_src ranks to tp_dst ranks (m2c_reshard_plan). */
+inline std::vector<m2c_reshard_copy> reshard_plan(const m2c_config &full, uint32_t tp_src, uint32_t tp_dst) {
+    std::size_t n = 0;
+    check(m2c_reshard_plan(&full, tp_src, tp_dst, nullptr, 0, &n), "m2c_reshard_plan");
+    std::vector<m2c_reshard_copy> out(n);
+    check(m2c_reshard_plan(&full, tp_src, tp_dst, out.data(), out.size(), &n), "m2c_reshard_plan");
+    return out;
+}
+
+/* One slot's snapshots resharded from src.size() ranks to tp_dst ranks
+ * (m2c_snapshot_reshard). */
+inline std::vector<std::vector<uint8_t>> reshard_snapshots(const m2c_config &full, const std::vector<std::vector<uint8_t>> &src,
+                                                           uint32_t tp_dst) {
+    std::vector<std::vector<uint8_t>> dst(tp_dst);
+    std::vector<const void *> sp;
+    std::vector<std::size_t> sl, dl;
+    std::vector<void *> dp;
+    for (const auto &b : src) sp.push_back(b.data()), sl.push_back(b.size());
+    for (uint32_t r = 0; r < tp_dst; r++) {
+        dst[r].resize(static_cast<std::size_t>(shard_config(full, tp_dst, r).shard.snapshot_bytes));
+        dp.push_back(dst[r].data()), dl.push_back(dst[r].size());
+    }
+    check(m2c_snapshot_reshard(&full, static_cast<uint32_t>(src.size()), sp.data(), sl.data(), tp_dst, dp.data(), dl.data()),
+          "m2c_snapshot_reshard");
+    return dst;
+}
+
 /* What store::lookup found (m2c_lookup without struct_size). */
 struct lookup_result {
     std::size_t blocks;

@@ -45,13 +45,16 @@ enum Mode {
     Spec,
     /// The prefix store: insert/restore of one slot, lookups.
     Store,
+    /// State transfer: regions, resharding plans, digests, resharded snapshots.
+    Transfer,
 }
 
 const HELP: &str = "\
 m2c-bench: what each state operation of m2c costs per decode token, beside a
 memcpy of the same bytes measured in the same run.
 
-usage: m2c-bench [--matrix | --fidelity [--steps N] | --spec [--drafts D] | --store] [shape flags]
+usage: m2c-bench [--matrix | --fidelity [--steps N] | --spec [--drafts D] | --store | --transfer]
+                 [shape flags]
                  [--csv | --json]
 
 modes:
@@ -70,6 +73,10 @@ modes:
                      full store (evicting the oldest checkpoint) and restoring
                      one, beside a memcpy of the same bytes and beside a slot
                      snapshot save/load; lookups of a 128-key chain
+  --transfer         state transfer for one shape: m2c_slot_regions for the slots,
+                     m2c_reshard_plan between tensor-parallel layouts (both in
+                     microseconds), m2c_slot_digest and m2c_snapshot_reshard of
+                     one slot beside a memcpy of its bytes
 
 shape flags:
   --model 130m|2.7b  model shape (default 130m)
@@ -406,6 +413,7 @@ fn parse() -> Result<(Mode, Shape, usize, Format, usize), lexopt::Error> {
             Long("fidelity") => mode = Mode::Fidelity,
             Long("spec") => mode = Mode::Spec,
             Long("store") => mode = Mode::Store,
+            Long("transfer") => mode = Mode::Transfer,
             Long("drafts") => drafts = p.value()?.parse()?,
             Long("steps") => steps = p.value()?.parse()?,
             Long("csv") => format = Format::Csv,
@@ -1079,6 +1087,119 @@ fn store(s: &Shape, rep: &mut Report) {
     capture_cost(s, rep);
 }
 
+/// State transfer: the descriptors a transfer engine needs (regions of the
+/// slots, resharding plans between tensor-parallel layouts) cost
+/// microseconds whatever the state's size; a digest and a resharded
+/// snapshot of one slot move its bytes once.
+fn transfer(s: &Shape, rep: &mut Report) {
+    let mut b = Bench::new(s);
+    b.conv_step_all();
+    b.ssm_step_all();
+    let c = b.cfg;
+    let slot_bytes = c.num_layers as usize
+        * (b.conv_dim * c.conv_width as usize * dsize(c.conv_dtype)
+            + (c.num_heads * c.head_dim * c.state_size) as usize * dsize(c.ssm_dtype));
+    let iters = if s.iters > 0 { s.iters } else { 15 };
+    rep.note(&header(&b, s, iters));
+    rep.note(&describe(b.cache.0));
+    rep.shape(shape_name(&b, s), slot_bytes, iters);
+    let h = b.cache.get();
+    const PER: usize = 200;
+    let per_call = |t: Timing| (t.med * 1e6 / PER as f64, t.min * 1e6 / PER as f64, t.max * 1e6 / PER as f64);
+    let slots: Vec<i32> = (0..b.n as i32).collect();
+    let mut regions = vec![m2c_region::default(); slots.len() * 2 * c.num_layers as usize];
+    let t = time(iters, || {
+        for _ in 0..PER {
+            let mut n = 0usize;
+            // SAFETY: valid handle; `regions` holds every run.
+            check(
+                unsafe {
+                    m2c_slot_regions(h, slots.as_ptr(), slots.len(), regions.as_mut_ptr(), regions.len(), &mut n)
+                },
+                "m2c_slot_regions",
+            );
+            black_box(n);
+        }
+    });
+    let (m, lo, hi) = per_call(t);
+    rep.note(&format!(
+        "m2c_slot_regions, {} slots ({} runs): {m:.2} us per call ({lo:.2}..{hi:.2})",
+        slots.len(),
+        regions.len()
+    ));
+    // Plans between every pair of layouts of 1, 2 and 4 ranks that the
+    // heads allow.
+    let full = m2c_config { num_slots: 1, ..c };
+    for (src, dst) in [(2u32, 1u32), (1, 2), (2, 4), (4, 2), (4, 1)] {
+        let mut n = 0usize;
+        // SAFETY: a valid config; (NULL, 0) asks for the length.
+        if unsafe { m2c_reshard_plan(&full, src, dst, ptr::null_mut(), 0, &mut n) } != M2C_STATUS_OK {
+            continue;
+        }
+        let mut plan = vec![m2c_reshard_copy::default(); n];
+        let t = time(iters, || {
+            for _ in 0..PER {
+                let mut k = 0usize;
+                // SAFETY: `plan` holds `n` runs.
+                check(unsafe { m2c_reshard_plan(&full, src, dst, plan.as_mut_ptr(), n, &mut k) }, "m2c_reshard_plan");
+                black_box(k);
+            }
+        });
+        let (m, lo, hi) = per_call(t);
+        rep.note(&format!("m2c_reshard_plan tp {src} -> {dst} ({n} runs): {m:.2} us per call ({lo:.2}..{hi:.2})"));
+    }
+    let t = time(iters, || {
+        let mut d = 0u64;
+        // SAFETY: valid handle and out pointer.
+        check(unsafe { m2c_slot_digest(h, 0, &mut d) }, "m2c_slot_digest");
+        black_box(d);
+    });
+    rep.row("slot_digest (one slot)", 1, t, slot_bytes);
+    // A resharded snapshot: split one slot's snapshot for 2 ranks.
+    let mut snap_len = 0usize;
+    // SAFETY: valid pointers.
+    check(unsafe { m2c_slot_snapshot_size(h, &mut snap_len) }, "m2c_slot_snapshot_size");
+    let mut snap = vec![0u8; snap_len];
+    let mut w = 0usize;
+    // SAFETY: a buffer of the snapshot's size.
+    check(unsafe { m2c_slot_save(h, 0, snap.as_mut_ptr().cast(), snap.len(), &mut w) }, "m2c_slot_save");
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    for r in 0..2 {
+        let mut rc = std::mem::MaybeUninit::<m2c_config>::zeroed();
+        let mut sh = std::mem::MaybeUninit::<m2c_shard>::zeroed();
+        // SAFETY: valid storage, initialised by the calls.
+        let sh = unsafe {
+            m2c_config_init(rc.as_mut_ptr());
+            m2c_shard_init(sh.as_mut_ptr());
+            if m2c_shard_config(&full, 2, r, rc.as_mut_ptr(), sh.as_mut_ptr()) != M2C_STATUS_OK {
+                rep.note("(the heads do not split in 2: no resharded snapshot)");
+                return;
+            }
+            sh.assume_init()
+        };
+        parts.push(vec![0u8; sh.snapshot_bytes as usize]);
+    }
+    let src = [snap.as_ptr().cast::<std::ffi::c_void>()];
+    let src_len = [snap.len()];
+    let t = time(iters, || {
+        let dst: Vec<*mut std::ffi::c_void> = parts.iter_mut().map(|p| p.as_mut_ptr().cast()).collect();
+        let dst_len: Vec<usize> = parts.iter().map(Vec::len).collect();
+        // SAFETY: one source and two destination buffers of their lengths.
+        check(
+            unsafe {
+                m2c_snapshot_reshard(&full, 1, src.as_ptr(), src_len.as_ptr(), 2, dst.as_ptr(), dst_len.as_ptr())
+            },
+            "m2c_snapshot_reshard",
+        );
+    });
+    rep.row("snapshot_reshard (1 -> 2 ranks)", 1, t, slot_bytes);
+    rep.note(
+        "regions and plans are descriptors: their cost depends on the layer count, not the state's size. The digest reads\n\
+         one slot once; a resharded snapshot checks its source (checksum) and writes two (copy and checksum). The loopback\n\
+         handoff over UCX (examples/handoff) prints its own throughput beside memcpy: scripts/test-handoff.sh.",
+    );
+}
+
 /// A 2048-token prompt prefilled through a few layers, plain and with a
 /// checkpoint captured every 512 tokens (m2c_capture_begin / _end).
 fn capture_cost(s: &Shape, rep: &mut Report) {
@@ -1458,6 +1579,7 @@ fn main() -> ExitCode {
         Mode::Fidelity => fidelity(steps),
         Mode::Spec => spec(&shape, drafts, &mut rep),
         Mode::Store => store(&shape, &mut rep),
+        Mode::Transfer => transfer(&shape, &mut rep),
         Mode::Table => table(&shape, &mut rep),
     }
     rep.finish();
