@@ -6,9 +6,9 @@
  * snapshots load into caches made from the rank configs; a transfer engine
  * that moves m2c_reshard_plan's runs between m2c_slot_regions of two rank
  * caches and a staging slot of a tp 1 cache rebuilds the slot (digest
- * equal to the full slot's), while one damaged byte on the way is caught
- * by the digest before the real slot is touched; damaged sources write
- * nothing.
+ * equal to the full slot's), while one damaged byte or one missing run on
+ * the way is caught by the digest before the real slot is touched;
+ * damaged sources write nothing.
  */
 #include "common.h"
 
@@ -76,7 +76,7 @@ static unsigned char *reshard(const m2c_config *full, uint32_t tp_src, unsigned 
 
 /* Moves slot 0 of the two rank caches into slot `staging` of `dst`
  * through the plan and the regions, flipping byte `damage` of the first
- * run on the way (when >= 0). */
+ * run on the way (when >= 0), or leaving the last run out (when -2). */
 static int transfer(const m2c_config *full, m2c_cache *const ranks[2], m2c_cache *dst, int32_t staging, long damage) {
     size_t n = 0;
     EXPECT_OK(m2c_reshard_plan(full, 2, 1, NULL, 0, &n));
@@ -94,6 +94,7 @@ static int transfer(const m2c_config *full, m2c_cache *const ranks[2], m2c_cache
     EXPECT_OK(m2c_arenas(dst, dar, 16, &k));
     for (size_t i = 0; i < n; i++) {
         const m2c_reshard_copy *c = &plan[i];
+        if (damage == -2 && i + 1 == n) break;
         const m2c_region *s = NULL, *d = NULL;
         for (size_t j = 0; j < k; j++) {
             const m2c_region *x = &sreg[c->src_rank][j];
@@ -148,10 +149,11 @@ static int round_trip(m2c_dtype conv, m2c_dtype ssm, uint32_t width) {
     EXPECT_OK(m2c_slot_digest(cache, 1, &want));
     m2c_cache *dst = create_or_die(&full);
     EXPECT_OK(m2c_position(ranks[0], 0, &pos));
-    for (int damaged = 1; damaged >= 0; damaged--) {
+    /* A damaged byte, a missing run, then a faithful transfer. */
+    for (int damaged = 2; damaged >= 0; damaged--) {
         const int32_t staging = 3, real = 0;
         EXPECT_OK(m2c_reset(dst, &staging, 1));
-        if (transfer(&full, ranks, dst, staging, damaged ? 5 : -1)) return 1;
+        if (transfer(&full, ranks, dst, staging, damaged == 2 ? 5 : damaged == 1 ? -2 : -1)) return 1;
         EXPECT_OK(m2c_advance(dst, &staging, 1, (uint32_t)pos));
         EXPECT_OK(m2c_slot_digest(dst, staging, &got));
         if ((got == want) == (damaged != 0)) {

@@ -103,7 +103,9 @@ pub unsafe extern "C" fn m2c_arenas(
 /// place in the slot's snapshot, so the runs of a slot cover the snapshot's
 /// payload exactly once: a receiver can rebuild the snapshot (header from
 /// `m2c_slot_save`'s layout) or write the runs into the same runs of its
-/// own slot. Positions are not in the arenas: send `m2c_position`.
+/// own slot. Positions are not in the arenas: send `m2c_position`. For a
+/// subset of layers (a pipeline stage), keep the runs of arenas `2*l` and
+/// `2*l + 1` of its layers `l`: they are the layers' only runs.
 ///
 /// Errors: `M2C_STATUS_NULL_ARG` (cache, out_n; slots NULL with `n > 0`;
 /// out NULL with `cap > 0`), `M2C_STATUS_OUT_OF_RANGE` (a slot out of range
