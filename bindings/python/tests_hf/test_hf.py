@@ -212,3 +212,18 @@ def test_hybrid_models_mamba_layers(kind):
     a, b = gen(ref, ids, max_new_tokens=12), gen(mine, ids, max_new_tokens=12)
     assert torch.equal(a.sequences, b.sequences) and max_logit_diff(a, b) < TOL
     assert rt.calls["conv_step"] == 11 * len(rt.mixers)
+
+
+def test_torch_tensors_over_views_alias_both_ways():
+    cache = m2c.Cache(num_layers=1, num_slots=3, intermediate_size=32, num_heads=4, head_dim=8, state_size=4, n_groups=1, conv_dtype="bf16")
+    view = cache.ssm_view(0)
+    t = torch.from_dlpack(view)
+    assert t.data_ptr() == view.data_ptr and t.shape == (3, 4, 8, 4) and t.dtype == torch.float32
+    t[1].fill_(0.5)  # torch writes through (it ignores read-only flags anyway)
+    assert (cache.read_ssm(0, slots=[1]) == 0.5).all()
+    cache.reset([1])
+    assert not t[1].any()  # m2c's writes show in the tensor
+    conv = torch.from_dlpack(cache.conv_view(0))
+    assert conv.dtype == torch.bfloat16 and conv.shape == (3, 32 + 8, 4)
+    del cache
+    assert t.sum().item() == 0.0  # the view keeps the state alive
