@@ -1958,9 +1958,10 @@ m2c_status m2c_shard_config(const struct m2c_config *full, uint32_t tp_size, uin
  *
  * Errors: `M2C_STATUS_NULL_ARG` (full, out_n; out NULL with `cap > 0`),
  * `M2C_STATUS_INVALID_ARG` (unknown `struct_size`; a layout
- * `m2c_shard_config` refuses), `M2C_STATUS_INVALID_CONFIG`,
- * `M2C_STATUS_SHAPE_MISMATCH` (`cap` too small; the message says how many
- * are needed). Outputs are written only on success. Thread-safe.
+ * `m2c_shard_config` refuses; a layout of more than 4096 ranks),
+ * `M2C_STATUS_INVALID_CONFIG`, `M2C_STATUS_SHAPE_MISMATCH` (`cap` too
+ * small; the message says how many are needed), `M2C_STATUS_OUT_OF_MEMORY`.
+ * Outputs are written only on success. Thread-safe.
  */
 m2c_status m2c_reshard_plan(const struct m2c_config *full, uint32_t tp_src, uint32_t tp_dst, struct m2c_reshard_copy *out, size_t cap, size_t *out_n);
 

@@ -6,6 +6,8 @@
 #
 #   snapshot_load  arbitrary bytes -> m2c_slot_load and m2c_load_file
 #   api_sequence   arbitrary sequences of C API calls against a model
+#   reshard        arbitrary shapes, layouts and sources -> m2c_shard_config,
+#                  m2c_reshard_plan, m2c_snapshot_reshard
 #
 # Installs cargo-fuzz (pinned) if it is missing, runs on stable Rust with
 # RUSTC_BOOTSTRAP=1 (cargo-fuzz needs -Z flags). Each target starts from
@@ -20,7 +22,7 @@ set -u -o pipefail
 
 SECONDS_PER_TARGET=${1:-30}
 CARGO_FUZZ_VERSION=0.13.2
-TARGETS=(snapshot_load api_sequence)
+TARGETS=(snapshot_load api_sequence reshard)
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 2

@@ -123,7 +123,7 @@ pub unsafe extern "C" fn m2c_shard_config(
             check_struct_size::<m2c_shard>(unsafe { (*p).struct_size }, "out_shard", "m2c_shard_init")?;
         }
         let (cfg, s) = shard(&full, tp_size, rank)?;
-        let bytes = m2c_core::tp::shard_snapshot_sizes(&full, tp_size)?[rank as usize];
+        let bytes = m2c_core::tp::snapshot_bytes(&cfg);
         // SAFETY: checked non-NULL and aligned above.
         unsafe {
             out_config.write(config_to_c(&cfg));
@@ -150,9 +150,10 @@ pub unsafe extern "C" fn m2c_shard_config(
 ///
 /// Errors: `M2C_STATUS_NULL_ARG` (full, out_n; out NULL with `cap > 0`),
 /// `M2C_STATUS_INVALID_ARG` (unknown `struct_size`; a layout
-/// `m2c_shard_config` refuses), `M2C_STATUS_INVALID_CONFIG`,
-/// `M2C_STATUS_SHAPE_MISMATCH` (`cap` too small; the message says how many
-/// are needed). Outputs are written only on success. Thread-safe.
+/// `m2c_shard_config` refuses; a layout of more than 4096 ranks),
+/// `M2C_STATUS_INVALID_CONFIG`, `M2C_STATUS_SHAPE_MISMATCH` (`cap` too
+/// small; the message says how many are needed), `M2C_STATUS_OUT_OF_MEMORY`.
+/// Outputs are written only on success. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_reshard_plan(
     full: *const m2c_config,

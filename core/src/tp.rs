@@ -105,47 +105,80 @@ fn conv_sections(s: &Shard) -> [(u64, Range<u64>); 3] {
     [(0, s.x.clone()), (xl, s.b.clone()), (xl + bl, s.c.clone())]
 }
 
+/// The most ranks a layout may have: far above any tensor-parallel size in
+/// use, and small enough that a plan's size stays bounded.
+pub const MAX_TP: u32 = 4096;
+
+/// The source rank holding full conv channel `ch` (the lowest one, for a
+/// replicated group), given the layout's heads and groups per rank.
+fn holder(full: &Config, tp: u32, ch: u64) -> u32 {
+    let (h, g) = (u64::from(full.num_heads), u64::from(full.n_groups));
+    let (p, n) = (u64::from(full.head_dim), u64::from(full.state_size));
+    let inner = u64::from(full.intermediate_size);
+    let heads_per_rank = h / u64::from(tp);
+    let rank_of_head = |head: u64| (head / heads_per_rank) as u32;
+    if ch < inner {
+        return rank_of_head(ch / p);
+    }
+    let group = ((ch - inner) / n) % g;
+    if g.is_multiple_of(u64::from(tp)) { (group / (g / u64::from(tp))) as u32 } else { rank_of_head(group * (h / g)) }
+}
+
 /// The runs that move one slot's state from the `tp_src` ranks of `full`
 /// to its `tp_dst` ranks: every state byte of every destination rank is
 /// written exactly once (a replicated group is read from the lowest source
 /// rank holding it). Ordered by destination rank, layer, conv then SSM.
+/// Its size is `O(layers * (tp_src + tp_dst))`, and so is its cost.
 pub fn reshard_plan(full: &Config, tp_src: u32, tp_dst: u32) -> Result<Vec<Copy>> {
-    let src: Vec<(Config, Shard)> = (0..tp_src.max(1)).map(|r| shard(full, tp_src, r)).collect::<Result<_>>()?;
-    let dst: Vec<(Config, Shard)> = (0..tp_dst.max(1)).map(|r| shard(full, tp_dst, r)).collect::<Result<_>>()?;
+    for tp in [tp_src, tp_dst] {
+        if tp > MAX_TP {
+            return Err(Error::InvalidArg(format!("tp_size {tp} is above {MAX_TP}")));
+        }
+    }
+    // Every rank of a layout has the same shape: rank 0 stands for all.
+    let (scfg, _) = shard(full, tp_src, 0)?;
+    let (dcfg, _) = shard(full, tp_dst, 0)?;
     let w = u64::from(full.conv_width) * full.conv_dtype.size() as u64;
     let head_bytes = u64::from(full.head_dim) * u64::from(full.state_size) * full.ssm_dtype.size() as u64;
-    // Per rank: bytes of one layer's conv window and of its payload.
+    // Bytes of one layer's conv window and of its payload.
     let layer_bytes = |c: &Config| {
         let s = c.shape().expect("a valid shard config");
         let conv = (s.conv_slot_elems * c.conv_dtype.size()) as u64;
         (conv, conv + (s.ssm_slot_elems * c.ssm_dtype.size()) as u64)
     };
+    let ((sconv, slayer), (dconv, dlayer)) = (layer_bytes(&scfg), layer_bytes(&dcfg));
+    // Per destination rank and layer: each of its four pieces (x, B, C,
+    // heads) comes from at most tp_src / tp_dst + 2 source ranks. Reserved
+    // up front, so an absurd layer count is an error, not an abort.
+    let per = 4 * (u64::from(tp_src) / u64::from(tp_dst) + 2);
+    let bound = u64::from(full.num_layers).saturating_mul(u64::from(tp_dst)).saturating_mul(per);
     let mut out = Vec::new();
-    for (dcfg, d) in &dst {
-        let (dconv, dlayer) = layer_bytes(dcfg);
+    usize::try_from(bound)
+        .ok()
+        .and_then(|b| out.try_reserve_exact(b).ok())
+        .ok_or_else(|| Error::OutOfMemory(format!("a plan of up to {bound} runs does not fit in memory")))?;
+    let src_shards = |r: u32| shard(full, tp_src, r).map(|(_, s)| s);
+    for dr in 0..tp_dst {
+        let (_, d) = shard(full, tp_dst, dr)?;
         for l in 0..u64::from(full.num_layers) {
             let dbase = SLOT_HEADER_BYTES as u64 + l * dlayer;
-            // Conv: each destination section from the first source holding it.
+            let sbase = SLOT_HEADER_BYTES as u64 + l * slayer;
+            // Conv: each destination section from the source holding it.
             let seg = out.len();
-            for (dlocal, drange) in conv_sections(d) {
+            for (dlocal, drange) in conv_sections(&d) {
                 let mut at = drange.start;
                 while at < drange.end {
-                    let (sr, scfg, slocal, srange) = src
-                        .iter()
-                        .find_map(|(scfg, s)| {
-                            conv_sections(s)
-                                .into_iter()
-                                .find(|(_, r)| r.contains(&at))
-                                .map(|(sl, r)| (s.rank, scfg, sl, r))
-                        })
-                        .expect("every channel is held by some source rank");
+                    let s = src_shards(holder(full, tp_src, at))?;
+                    let (slocal, srange) = conv_sections(&s)
+                        .into_iter()
+                        .find(|(_, r)| r.contains(&at))
+                        .expect("the holder holds the channel");
                     let end = drange.end.min(srange.end);
-                    let sbase = SLOT_HEADER_BYTES as u64 + l * layer_bytes(scfg).1;
                     push(
                         &mut out,
                         seg,
                         Copy {
-                            src_rank: sr,
+                            src_rank: s.rank,
                             dst_rank: d.rank,
                             src_offset: sbase + (slocal + at - srange.start) * w,
                             dst_offset: dbase + (dlocal + at - drange.start) * w,
@@ -157,21 +190,18 @@ pub fn reshard_plan(full: &Config, tp_src: u32, tp_dst: u32) -> Result<Vec<Copy>
             }
             // SSM: heads.
             let seg = out.len();
+            let heads_per_src = full.num_heads / tp_src.max(1);
             let mut h = d.heads.start;
             while h < d.heads.end {
-                let (scfg, s) = src.iter().find(|(_, s)| s.heads.contains(&h)).expect("every head is held");
+                let s = src_shards(h / heads_per_src)?;
                 let end = d.heads.end.min(s.heads.end);
-                let (sconv, slayer) = layer_bytes(scfg);
                 push(
                     &mut out,
                     seg,
                     Copy {
                         src_rank: s.rank,
                         dst_rank: d.rank,
-                        src_offset: SLOT_HEADER_BYTES as u64
-                            + l * slayer
-                            + sconv
-                            + u64::from(h - s.heads.start) * head_bytes,
+                        src_offset: sbase + sconv + u64::from(h - s.heads.start) * head_bytes,
                         dst_offset: dbase + dconv + u64::from(h - d.heads.start) * head_bytes,
                         len: u64::from(end - h) * head_bytes,
                     },
@@ -206,7 +236,15 @@ fn push(out: &mut Vec<Copy>, seg: usize, c: Copy) {
 
 /// Bytes of one slot's snapshot for each rank of a `tp_size`-way layout.
 pub fn shard_snapshot_sizes(full: &Config, tp_size: u32) -> Result<Vec<usize>> {
+    if tp_size > MAX_TP {
+        return Err(Error::InvalidArg(format!("tp_size {tp_size} is above {MAX_TP}")));
+    }
     (0..tp_size.max(1)).map(|r| shard(full, tp_size, r).map(|(c, _)| snapshot_size(&c))).collect()
+}
+
+/// Bytes of one slot's snapshot of a cache of `cfg` (a rank's config).
+pub fn snapshot_bytes(cfg: &Config) -> usize {
+    snapshot_size(cfg)
 }
 
 /// Reshards one slot's snapshots: `src[r]` is rank `r`'s snapshot under a

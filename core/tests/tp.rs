@@ -51,6 +51,11 @@ fn shards_split_heads_and_split_or_replicate_groups() {
     assert!(matches!(shard(&full, 2, 2), Err(Error::OutOfRange(_))));
     assert!(matches!(shard(&full, 0, 0), Err(Error::InvalidArg(_))));
     assert!(reshard_plan(&full, 2, 3).is_err());
+    // Absurd layouts and layer counts are errors, quickly, not aborts.
+    let wide = Config { num_heads: 8192, intermediate_size: 8192, head_dim: 1, ..cfg(8, 1, DType::F32, DType::F32, 4) };
+    assert!(matches!(reshard_plan(&wide, 8192, 1), Err(Error::InvalidArg(_))));
+    let deep = Config { num_layers: 1 << 30, num_slots: 1, ..full };
+    assert!(reshard_plan(&deep, 1, 8).is_err());
 }
 
 #[test]

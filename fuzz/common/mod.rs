@@ -205,6 +205,25 @@ impl Shape {
         c.ssm_dtype = self.sdt;
         c
     }
+    /// The shape of a config whose dtypes are valid (None otherwise).
+    pub fn from_config(c: &m2c_config) -> Option<Shape> {
+        if c.conv_dtype > M2C_DTYPE_F16 || c.ssm_dtype > M2C_DTYPE_F16 {
+            return None;
+        }
+        Some(Shape {
+            layers: c.num_layers as usize,
+            slots: c.num_slots as usize,
+            inter: c.intermediate_size as usize,
+            heads: c.num_heads as usize,
+            head_dim: c.head_dim as usize,
+            state: c.state_size as usize,
+            groups: c.n_groups as usize,
+            k: c.conv_kernel_size as usize,
+            w: c.conv_width as usize,
+            cdt: c.conv_dtype,
+            sdt: c.ssm_dtype,
+        })
+    }
     pub fn fingerprint(&self) -> [u8; 40] {
         let f = [self.layers, self.inter, self.heads, self.head_dim, self.state, self.groups, self.k, self.w]
             .map(|v| v as u32);

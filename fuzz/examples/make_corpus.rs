@@ -240,10 +240,35 @@ fn api_seeds(dir: &Path) {
     }
 }
 
+/// reshard seeds: shapes with split and replicated groups, both widths,
+/// every storage dtype pair, real sources (intact and damaged) and raw ones,
+/// layouts that divide and ones that do not (see fuzz_targets/reshard.rs
+/// for the byte layout).
+fn reshard_seeds(dir: &Path) {
+    // layers, heads-1, head_dim-1, state-1, groups-1, kernel-2 | width bit,
+    // dtypes, tp_src, tp_dst, rank, mode, at (2 bytes), state seed.
+    let seeds: [[u8; 14]; 8] = [
+        [1, 7, 3, 3, 1, 2, 0, 2, 1, 1, 1, 9, 0, 5],
+        [2, 7, 3, 3, 0, 0x82, 0b0101, 1, 4, 3, 1, 0, 0, 6],
+        [0, 15, 1, 1, 3, 2, 0b1001, 4, 2, 0, 1, 0, 0, 7],
+        [3, 7, 3, 3, 7, 1, 0b0110, 8, 2, 5, 1, 0, 0, 8],
+        [1, 7, 3, 3, 1, 2, 0, 2, 4, 1, 3, 77, 1, 9],
+        [1, 7, 3, 3, 1, 2, 0, 2, 1, 0, 0, 0, 0, 1],
+        [1, 5, 3, 3, 1, 2, 0, 4, 2, 1, 1, 0, 0, 2],
+        [1, 11, 3, 3, 2, 2, 0b1010, 3, 2, 2, 1, 0, 0, 3],
+    ];
+    for (i, s) in seeds.iter().enumerate() {
+        write(dir, &format!("seed-{i}"), s);
+    }
+}
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let s = root.join("snapshot_load");
     let a = root.join("api_sequence");
+    let r = root.join("reshard");
+    std::fs::create_dir_all(&r).unwrap();
+    reshard_seeds(&r);
     std::fs::create_dir_all(&s).unwrap();
     // The api_sequence seeds are regenerated as a whole.
     let _ = std::fs::remove_dir_all(&a);

@@ -5,7 +5,7 @@ use crate::array::{Want, input};
 use crate::cache::released;
 use crate::config::Config;
 use crate::error::check;
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyMemoryError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use std::ffi::c_void;
@@ -94,7 +94,13 @@ pub fn reshard_snapshots<'py>(
     let mut dst: Vec<Vec<u8>> = Vec::with_capacity(tp_dst as usize);
     for r in 0..tp_dst {
         let (_, sh) = shard_raw(py, &raw, tp_dst, r)?;
-        dst.push(vec![0u8; sh.snapshot_bytes as usize]);
+        let mut buf = Vec::new();
+        usize::try_from(sh.snapshot_bytes)
+            .ok()
+            .and_then(|n| buf.try_reserve_exact(n).ok())
+            .ok_or_else(|| PyMemoryError::new_err(format!("rank {r}'s snapshot of {} bytes", sh.snapshot_bytes)))?;
+        buf.resize(sh.snapshot_bytes as usize, 0);
+        dst.push(buf);
     }
     let sp: Vec<*const c_void> = arrays.iter().map(|a| a.ptr.cast_const()).collect();
     let sl: Vec<usize> = arrays.iter().map(|a| a.len * a.kind_size()).collect();
