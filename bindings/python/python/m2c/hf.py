@@ -128,7 +128,6 @@ class Runtime:
         # or ("replay", slots, L, per-layer logged inputs).
         self._pending = None
         self._reserved = 0
-        self._patched_caches = set()
         self._saved = []
         self._params = []
         for m in mixers:
@@ -305,9 +304,10 @@ class Runtime:
     def _watch(self, hf_cache):
         """Routes the transformers cache's beam reorders to copy_slots and
         its crops to commits."""
-        if id(hf_cache) in self._patched_caches:
+        # Marked on the object itself: an id() can be reused by a later cache.
+        if getattr(hf_cache, "_m2c_runtime", None) is self:
             return
-        self._patched_caches.add(id(hf_cache))
+        hf_cache._m2c_runtime = self
         orig = hf_cache.reorder_cache
         rt = self
         for m in self.mixers:
