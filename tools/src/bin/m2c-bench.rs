@@ -813,12 +813,66 @@ fn table(s: &Shape, rep: &mut Report) {
     let tfl = time(file_iters, || check(unsafe { m2c_load_file(cache, path.as_ptr()) }, "m2c_load_file"));
     rep.row("save_file (all slots, fsync)", 1, tfs, cb + sb);
     rep.row("load_file (all slots, 2 passes)", 1, tfl, cb + sb);
+    file_breakdown(rep, &dir, std::path::Path::new(&*path.to_string_lossy()), file_iters, tfs, tfl);
     let _ = std::fs::remove_dir_all(&dir);
     rep.note(
         "GB/s = bytes of state covered / median time (each byte read once and written once counts once, as for memcpy);\n\
          memcpy GB/s = memcpy of the state's bytes on the row's thread count, measured above; 'vs memcpy' = (bytes / memcpy GB/s) / median:\n\
          above 1x is faster than copying the state once. fastest..slowest: the spread of the runs behind the median.",
     );
+}
+
+/// Where a file's time goes: the parts of `m2c_save_file` / `m2c_load_file`
+/// timed one by one on the file's own bytes (the checksum, writing them
+/// through the page cache, the fsync, reading them back), beside the
+/// calls' medians.
+fn file_breakdown(
+    rep: &mut Report,
+    dir: &std::path::Path,
+    file: &std::path::Path,
+    iters: usize,
+    save: Timing,
+    load: Timing,
+) {
+    let Ok(bytes) = std::fs::read(file) else { return };
+    let other = dir.join("copy.bin");
+    let sum = time(iters, || {
+        black_box(m2c_core::xxh64::xxh64(black_box(&bytes)));
+    });
+    // Write and fsync, timed apart, each into a new file (no truncation).
+    let (mut writes, mut syncs) = (Vec::new(), Vec::new());
+    for _ in 0..iters {
+        let _ = std::fs::remove_file(&other);
+        let t0 = Instant::now();
+        let mut f = std::fs::File::create(&other).expect("create");
+        std::io::Write::write_all(&mut f, &bytes).expect("write");
+        let t1 = Instant::now();
+        f.sync_all().expect("fsync");
+        writes.push((t1 - t0).as_secs_f64());
+        syncs.push(t1.elapsed().as_secs_f64());
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (write, sync) = (median(&mut writes), median(&mut syncs));
+    let read = time(iters, || {
+        black_box(std::fs::read(file).expect("read"));
+    });
+    let ms = |t: f64| t * 1e3;
+    rep.note(&format!(
+        "where a file's time goes ({:.1} MB file, medians): save_file {:.1} ms ~ checksum {:.1} ms + write into a new file \
+         (page cache) {:.1} ms + fsync {:.1} ms; load_file {:.1} ms ~ read (into a new buffer, page faults included) {:.1} ms + checksum {:.1} ms + the copy into the cache",
+        bytes.len() as f64 / 1e6,
+        ms(save.med),
+        ms(sum.med),
+        ms(write),
+        ms(sync),
+        ms(load.med),
+        ms(read.med),
+        ms(sum.med),
+    ));
+    let _ = std::fs::remove_file(&other);
 }
 
 /// The per-token buffers of a speculative round of `t` tokens per slot.
