@@ -179,6 +179,18 @@ static int round_trip(m2c_dtype conv, m2c_dtype ssm, uint32_t width) {
             return 1;
         }
     }
+    /* A destination overlapping a source is refused, writing nothing. */
+    unsigned char *alias[1] = {two[0]};
+    size_t alias_len[1] = {one_l[0] < two_l[0] ? one_l[0] : two_l[0]};
+    unsigned char *keep = malloc(two_l[0]);
+    memcpy(keep, two[0], two_l[0]);
+    EXPECT_FAIL(m2c_snapshot_reshard(&full, 2, (const void *const *)two, two_l, 1, (void *const *)alias, alias_len),
+                M2C_STATUS_INVALID_ARG, "m2c_snapshot_reshard", "overlaps");
+    if (memcmp(keep, two[0], two_l[0]) != 0) {
+        fprintf(stderr, "a refused reshard wrote into its sources\n");
+        return 1;
+    }
+    free(keep);
     size_t short_len = 10;
     two[1][100] ^= 1;
     EXPECT_FAIL(m2c_snapshot_reshard(&full, 2, (const void *const *)two, two_l, 1, (void *const *)one, &short_len),

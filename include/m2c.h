@@ -1984,8 +1984,9 @@ m2c_status m2c_reshard_plan(const struct m2c_config *full, uint32_t tp_src, uint
  * `M2C_STATUS_SHAPE_MISMATCH` (a destination length that is not its
  * rank's snapshot size), `M2C_STATUS_CORRUPT` (a damaged, truncated or
  * padded source; the message names the rank), `M2C_STATUS_INCOMPATIBLE`
- * (a source of another shape or version), `M2C_STATUS_INVALID_CONFIG`.
- * Thread-safe; the buffers must not overlap.
+ * (a source of another shape or version), `M2C_STATUS_INVALID_CONFIG`,
+ * `M2C_STATUS_INVALID_ARG` (a destination overlapping another
+ * destination or a source). Thread-safe.
  */
 m2c_status m2c_snapshot_reshard(const struct m2c_config *full, uint32_t tp_src, const void *const *src, const size_t *src_lens, uint32_t tp_dst, void *const *dst, const size_t *dst_lens);
 

@@ -213,8 +213,9 @@ pub unsafe extern "C" fn m2c_reshard_plan(
 /// `M2C_STATUS_SHAPE_MISMATCH` (a destination length that is not its
 /// rank's snapshot size), `M2C_STATUS_CORRUPT` (a damaged, truncated or
 /// padded source; the message names the rank), `M2C_STATUS_INCOMPATIBLE`
-/// (a source of another shape or version), `M2C_STATUS_INVALID_CONFIG`.
-/// Thread-safe; the buffers must not overlap.
+/// (a source of another shape or version), `M2C_STATUS_INVALID_CONFIG`,
+/// `M2C_STATUS_INVALID_ARG` (a destination overlapping another
+/// destination or a source). Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn m2c_snapshot_reshard(
     full: *const m2c_config,
@@ -246,6 +247,18 @@ pub unsafe extern "C" fn m2c_snapshot_reshard(
             // SAFETY: each entry is NULL or `len` readable bytes.
             .map(|(r, (&p, &n))| unsafe { super::spec::array_arg(p.cast::<u8>(), n, &format!("src[{r}]")) })
             .collect::<Result<_, _>>()?;
+        // A destination may overlap no other buffer (it is written while
+        // the sources are read, and two destinations would alias).
+        for (r, (&p, &n)) in dst.iter().zip(dst_lens).enumerate() {
+            let others =
+                dst.iter().zip(dst_lens).enumerate().filter(|&(q, _)| q != r).map(|(_, (&o, &m))| (o.cast_const(), m));
+            let sources = src.iter().zip(src_lens).map(|(&o, &m)| (o, m));
+            if others.chain(sources).any(|(o, m)| super::cache::overlap(p.cast_const(), n, o, m)) {
+                return Err(
+                    CoreError::InvalidArg(format!("dst[{r}] overlaps another source or destination buffer")).into()
+                );
+            }
+        }
         let mut dsts: Vec<&mut [u8]> = Vec::with_capacity(dst.len());
         for (r, (&p, &n)) in dst.iter().zip(dst_lens).enumerate() {
             if p.is_null() {
@@ -256,7 +269,8 @@ pub unsafe extern "C" fn m2c_snapshot_reshard(
             } else if n > isize::MAX as usize {
                 return Err(CoreError::InvalidArg(format!("dst[{r}]: length {n} is too large")).into());
             } else {
-                // SAFETY: `n` writable bytes that overlap nothing else, per the contract.
+                // SAFETY: `n` writable bytes, per the contract, overlapping no
+                // other buffer (checked above).
                 dsts.push(unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), n) });
             }
         }

@@ -970,7 +970,7 @@ impl Cache {
         let wp = &mut written as *mut usize;
         if let Some(o) = out {
             let a = output(o, "out", Want::HOST)?;
-            let bytes = a.len * byte_size(a.kind);
+            let bytes = a.len * a.kind_size();
             // SAFETY: `a` is a writable buffer of `bytes` bytes.
             check(py, released(py, || unsafe { m2c::m2c_slot_save(h.ptr, slot, a.ptr, bytes, wp) }))?;
             return Ok(written.into_pyobject(py)?.into_any());
@@ -988,7 +988,7 @@ impl Cache {
     fn slot_load(&self, py: Python<'_>, slot: i32, snapshot: &Bound<'_, PyAny>) -> PyResult<()> {
         let h = self.handle()?;
         let a = array::input(snapshot, "snapshot", "uint8", Want::HOST)?;
-        let bytes = a.len * byte_size(a.kind);
+        let bytes = a.len * a.kind_size();
         // SAFETY: `a` holds `bytes` bytes.
         check(py, released(py, || unsafe { m2c::m2c_slot_load(h.ptr, slot, a.ptr, bytes) }))
     }
@@ -1144,14 +1144,5 @@ impl Cache {
         check(py, unsafe { m2c::m2c_set_stream(h.ptr, stream as *mut c_void) })?;
         h.stream.store(if stream == 0 { 1 } else { stream as isize }, Ordering::Relaxed);
         Ok(())
-    }
-}
-
-fn byte_size(kind: Kind) -> usize {
-    match kind {
-        Kind::F64 | Kind::I64 | Kind::U64 => 8,
-        Kind::F32 | Kind::I32 | Kind::U32 => 4,
-        Kind::Bf16 | Kind::F16 | Kind::I16 | Kind::U16 => 2,
-        _ => 1,
     }
 }
