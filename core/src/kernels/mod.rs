@@ -91,6 +91,13 @@ impl<'a, T> RowWriter<'a, T> {
         // SAFETY: in bounds (checked); disjointness is the caller's promise.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(off), len) }
     }
+
+    /// The address of element `off`, for prefetching only (never
+    /// dereferenced, so it need not be in bounds).
+    #[inline(always)]
+    pub(crate) fn addr(&self, off: usize) -> *const T {
+        self.ptr.wrapping_add(off).cast_const()
+    }
 }
 
 /// Checks `cu_seqlens` (`rows + 1` non-decreasing offsets from 0) and
@@ -723,21 +730,25 @@ mod tests {
         // State size 124: rows and a conv dimension (760) that are not
         // whole vectors.
         // Conv widths 4 and 3 (the two window layouts).
-        for (state, io, n, width) in [
-            (DType::F32, DType::F32, 128, 4),
-            (DType::BF16, DType::BF16, 128, 4),
-            (DType::F16, DType::F32, 128, 4),
-            (DType::BF16, DType::F32, 124, 4),
-            (DType::F32, DType::F32, 124, 3),
-            (DType::BF16, DType::F32, 128, 3),
-            (DType::F16, DType::F32, 124, 3),
+        // Head dims 20 and 13: f32 rows that are not whole groups of
+        // eight (the AVX-512 f32 path's remainder rows).
+        for (state, io, n, width, p) in [
+            (DType::F32, DType::F32, 128, 4, 64),
+            (DType::BF16, DType::BF16, 128, 4, 64),
+            (DType::F16, DType::F32, 128, 4, 64),
+            (DType::BF16, DType::F32, 124, 4, 64),
+            (DType::F32, DType::F32, 124, 3, 64),
+            (DType::BF16, DType::F32, 128, 3, 64),
+            (DType::F16, DType::F32, 124, 3, 64),
+            (DType::F32, DType::F32, 124, 4, 20),
+            (DType::F32, DType::BF16, 128, 3, 13),
         ] {
             let cfg = Config {
                 num_layers: 1,
                 num_slots: 3,
-                intermediate_size: 512,
+                intermediate_size: 8 * p,
                 num_heads: 8,
-                head_dim: 64,
+                head_dim: p,
                 state_size: n,
                 conv_width: width,
                 n_groups: 1,

@@ -75,8 +75,21 @@ fn head_token<S: Lane, I: Lane>(
         let p0 = blk * 16;
         let mut sums = [0f32; 16];
         let mut xs = [0f32; 16];
+        // f32 state rows take `f32_rows`; the loop below is for the others.
+        let f32_done = match super::convert::same::<S, f32>(rows) {
+            Some(f) => {
+                f32_rows(fast, f, n, &x[p0..], b, c, dt, da, &mut xs, &mut sums);
+                true
+            }
+            None => false,
+        };
         for (k, row) in rows.chunks_exact_mut(n).enumerate() {
-            prefetch_ahead(row);
+            if f32_done {
+                break;
+            }
+            if fast.prefetch {
+                prefetch_ahead(row);
+            }
             let xp = x[p0 + k].load();
             xs[k] = xp;
             let dtx = dt * xp;
@@ -137,6 +150,103 @@ fn head_token<S: Lane, I: Lane>(
     }
 }
 
+/// The rows of an f32 state block (`rows.len() / n` of them, at most 16):
+/// updates them and writes each row's `x` to `xs` and its sum of
+/// `state * C` to `sums`. With AVX-512, eight rows run together, so that
+/// their eight sums are independent chains (one row's chain of adds is
+/// otherwise the bound) and each B and C chunk is loaded once for eight
+/// rows. Every row's arithmetic, and the order of its sums, is that of the
+/// one-row loop, so the results are bit-identical to it.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn f32_rows<I: Lane>(
+    fast: Fast,
+    rows: &mut [f32],
+    n: usize,
+    x: &[I],
+    b: &[f32],
+    c: &[f32],
+    dt: f32,
+    da: f32,
+    xs: &mut [f32; 16],
+    sums: &mut [f32; 16],
+) {
+    let (bc, br) = b.as_chunks::<16>();
+    let (cc, cr) = c.as_chunks::<16>();
+    let full = bc.len() * 16;
+    let mut k = 0;
+    #[cfg(target_arch = "x86_64")]
+    let rest = if fast.avx512 {
+        let mut eights = rows.chunks_exact_mut(8 * n);
+        for eight in &mut eights {
+            if fast.prefetch {
+                // The next eight rows, whole: these eight are read at once.
+                prefetch_lines(eight.as_ptr().wrapping_add(8 * n), 8 * n * 4);
+            }
+            let mut dtx = [0f32; 8];
+            for (i, d) in dtx.iter_mut().enumerate() {
+                xs[k + i] = x[k + i].load();
+                *d = dt * xs[k + i];
+            }
+            // SAFETY: `fast.avx512` is true only when `isa()` is AVX-512;
+            // `eight` holds 8 rows of `n >= 16 * bc.len()` lanes.
+            let acc = unsafe { avx512::rows8_f32(eight, n, bc, cc, da, &dtx) };
+            for (i, row) in eight.chunks_exact_mut(n).enumerate() {
+                let mut sum = hsum16(&acc[i]);
+                for ((s, &bv), &cv) in row[full..].iter_mut().zip(br).zip(cr) {
+                    let v = *s * da + dtx[i] * bv;
+                    *s = v;
+                    sum += v * cv;
+                }
+                sums[k + i] = sum;
+            }
+            k += 8;
+        }
+        eights.into_remainder()
+    } else {
+        rows
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let rest = rows;
+    for row in rest.chunks_exact_mut(n) {
+        if fast.prefetch {
+            prefetch_ahead(row);
+        }
+        xs[k] = x[k].load();
+        let dtx = dt * xs[k];
+        let (rc, rr) = row.as_chunks_mut::<16>();
+        let mut acc = [0f32; 16];
+        for ((s, b16), c16) in rc.iter_mut().zip(bc).zip(cc) {
+            acc = lanes16(s, acc, b16, c16, da, dtx);
+        }
+        let mut sum = hsum16(&acc);
+        for ((s, &bv), &cv) in rr.iter_mut().zip(br).zip(cr) {
+            let v = *s * da + dtx * bv;
+            *s = v;
+            sum += v * cv;
+        }
+        sums[k] = sum;
+        k += 1;
+    }
+}
+
+/// 16 lanes of one f32 state row: `s = s * da + dtx * b`, then
+/// `acc + s * c` returned. Whole-array steps, so that the compiler keeps
+/// each in one vector.
+#[inline(always)]
+fn lanes16(s: &mut [f32; 16], acc: [f32; 16], b: &[f32; 16], c: &[f32; 16], da: f32, dtx: f32) -> [f32; 16] {
+    let mut v = [0f32; 16];
+    for l in 0..16 {
+        v[l] = s[l] * da + dtx * b[l];
+    }
+    *s = v;
+    let mut out = [0f32; 16];
+    for l in 0..16 {
+        out[l] = acc[l] + v[l] * c[l];
+    }
+    out
+}
+
 /// How far ahead of the row being updated the state is prefetched. The
 /// hardware prefetchers stop at 4 KiB page boundaries; asking for the
 /// lines 2 KiB ahead keeps the stream going across them (measured on
@@ -165,6 +275,24 @@ fn prefetch_ahead<S>(row: &[S]) {
     let _ = row;
 }
 
+/// Prefetches the cache lines of the `bytes` bytes at `p` (a hint that
+/// never faults and changes no result).
+#[inline(always)]
+fn prefetch_lines<T>(p: *const T, bytes: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let start = p.cast::<i8>();
+        let mut off = 0;
+        while off < bytes {
+            // SAFETY: a prefetch never faults; SSE is baseline x86-64.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(start.wrapping_add(off)) };
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, bytes);
+}
+
 /// The instruction-set paths a task may take, read once per task.
 #[derive(Clone, Copy)]
 struct Fast {
@@ -174,6 +302,23 @@ struct Fast {
     avx512: bool,
     /// AVX2 + F16C and not AVX-512 (f16 state rows).
     avx2: bool,
+    /// Prefetch the state ahead of the rows: on for decode steps, which
+    /// stream the state from memory; off for prefills, whose head state
+    /// stays in cache across the tokens.
+    prefetch: bool,
+}
+
+impl Fast {
+    /// The paths of this machine, with prefetching as asked.
+    #[inline(always)]
+    fn detect(prefetch: bool) -> Fast {
+        Fast {
+            bf16: super::isa::avx512_bf16(),
+            avx512: super::isa::isa() == super::isa::Isa::Avx512,
+            avx2: super::isa::isa() == super::isa::Isa::Avx2,
+            prefetch,
+        }
+    }
 }
 
 /// `rows` as rows of `T` lanes when `on` is set and the state is `T`: the
@@ -264,6 +409,47 @@ mod avx512 {
             }
             std::mem::transmute::<__m512, [f32; 16]>(acc)
         }
+    }
+
+    /// Eight f32 state rows of `n` lanes at once (see `f32_rows`): the
+    /// first `16 * b.len()` lanes of each row updated in place with row
+    /// `i`'s `dtx[i]`, and the 16 lane sums of `state * C` per row, each
+    /// row's lanes summed in the one-row loop's order.
+    ///
+    /// # Safety
+    /// AVX-512F must be available; `rows` holds 8 rows of `n` lanes, and
+    /// `n >= 16 * b.len()`, `c.len() == b.len()`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn rows8_f32(
+        rows: &mut [f32],
+        n: usize,
+        b: &[[f32; 16]],
+        c: &[[f32; 16]],
+        da: f32,
+        dtx: &[f32; 8],
+    ) -> [[f32; 16]; 8] {
+        debug_assert!(rows.len() >= 8 * n && n >= 16 * b.len() && c.len() == b.len());
+        let vda = _mm512_set1_ps(da);
+        let d = dtx.map(|v| _mm512_set1_ps(v));
+        let mut acc = [_mm512_setzero_ps(); 8];
+        let base = rows.as_mut_ptr();
+        for (j, (b16, c16)) in b.iter().zip(c).enumerate() {
+            // SAFETY: 16 lanes at `b16`, `c16`; lanes `16 * j..16 * j + 16`
+            // of each of the 8 rows lie inside `rows` (the caller's
+            // promise); the unaligned forms are used.
+            unsafe {
+                let vb = _mm512_loadu_ps(b16.as_ptr());
+                let vc = _mm512_loadu_ps(c16.as_ptr());
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let p = base.add(r * n + 16 * j);
+                    let v = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(p), vda), _mm512_mul_ps(d[r], vb));
+                    _mm512_storeu_ps(p, v);
+                    *a = _mm512_add_ps(*a, _mm512_mul_ps(v, vc));
+                }
+            }
+        }
+        // SAFETY: eight __m512 are eight rows of 16 f32 lanes.
+        unsafe { std::mem::transmute::<[__m512; 8], [[f32; 16]; 8]>(acc) }
     }
 
     /// `rows` for bf16 state.
@@ -429,17 +615,8 @@ struct Scratch<'s> {
 
 impl<'s> Scratch<'s> {
     #[inline(always)]
-    fn new(spill: &'s mut Spill) -> Self {
-        Scratch {
-            b: [0f32; STACK_N],
-            c: [0f32; STACK_N],
-            spill,
-            fast: Fast {
-                bf16: super::isa::avx512_bf16(),
-                avx512: super::isa::isa() == super::isa::Isa::Avx512,
-                avx2: super::isa::isa() == super::isa::Isa::Avx2,
-            },
-        }
+    fn new(spill: &'s mut Spill, prefetch: bool) -> Self {
+        Scratch { b: [0f32; STACK_N], c: [0f32; STACK_N], spill, fast: Fast::detect(prefetch) }
     }
 }
 
@@ -471,7 +648,7 @@ multiversion! {
     /// those heads' states, `y` their outputs.
     fn ssm_heads<S: Lane, I: Lane>(job: &SsmJob<'_, I>, t: usize, h0: usize, state: &mut [S], y: &mut [I], spill: &mut Spill) {
         let (p, n) = (job.head_dim, job.state_size);
-        let mut sc = Scratch::new(spill);
+        let mut sc = Scratch::new(spill, true);
         for (k, (st, yh)) in state.chunks_exact_mut(p * n).zip(y.chunks_exact_mut(p)).enumerate() {
             head_at(job, t, h0 + k, st, yh, &mut sc);
         }
@@ -485,10 +662,18 @@ multiversion! {
     /// `ssm_heads`, in the same order per head.
     fn ssm_prefill_heads<S: Lane, I: Lane>(job: &SsmJob<'_, I>, t0: usize, t1: usize, h0: usize, state: &mut [S], y: &super::RowWriter<'_, I>, spill: &mut Spill) {
         let (p, n) = (job.head_dim, job.state_size);
-        let mut sc = Scratch::new(spill);
+        let mut sc = Scratch::new(spill, false);
         for (k, st) in state.chunks_exact_mut(p * n).enumerate() {
             let h = h0 + k;
             for t in t0..t1 {
+                // The next token's x row is 20 KiB away at Mamba2-2.7B: a
+                // miss each token that the hardware prefetchers do not
+                // foresee.
+                if t + 1 < t1 {
+                    let xo = ((t + 1) * job.heads + h) * p;
+                    prefetch_lines(job.x[xo..].as_ptr(), p * std::mem::size_of::<I>());
+                    prefetch_lines(y.addr(xo), p * std::mem::size_of::<I>());
+                }
                 // SAFETY: rows (t, h) of this sequence and head range belong
                 // to this task alone.
                 let yh = unsafe { y.row((t * job.heads + h) * p, p) };
@@ -506,12 +691,7 @@ multiversion! {
     /// first, and rounds `y` to the activations' dtype last). Updates `st`
     /// (`[head_dim][state_size]`) and writes `y` in f32.
     fn spec_head<S: Lane>(st: &mut [S], x: &[f32], z: Option<&[f32]>, y: &mut [f32], b: &[f32], c: &[f32], dt: f32, da: f32, d: f32) {
-        let fast = Fast {
-            bf16: super::isa::avx512_bf16(),
-            avx512: super::isa::isa() == super::isa::Isa::Avx512,
-            avx2: super::isa::isa() == super::isa::Isa::Avx2,
-        };
-        head_token(fast, st, b.len(), x, z, y, b, c, dt, da, d);
+        head_token(Fast::detect(true), st, b.len(), x, z, y, b, c, dt, da, d);
     }
 }
 

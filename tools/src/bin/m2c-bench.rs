@@ -47,13 +47,16 @@ enum Mode {
     Store,
     /// State transfer: regions, resharding plans, digests, resharded snapshots.
     Transfer,
+    /// m2c_ssm_prefill of one layer beside the machine's FMA peak.
+    Prefill,
 }
 
 const HELP: &str = "\
 m2c-bench: what each state operation of m2c costs per decode token, beside a
 memcpy of the same bytes measured in the same run.
 
-usage: m2c-bench [--matrix | --fidelity [--steps N] | --spec [--drafts D] | --store | --transfer]
+usage: m2c-bench [--matrix | --fidelity [--steps N] | --spec [--drafts D] | --store | --transfer |
+                  --prefill]
                  [shape flags]
                  [--csv | --json]
 
@@ -77,6 +80,10 @@ modes:
                      m2c_reshard_plan between tensor-parallel layouts (both in
                      microseconds), m2c_slot_digest and m2c_snapshot_reshard of
                      one slot beside a memcpy of its bytes
+  --prefill          m2c_ssm_prefill of one layer, 2048 tokens per sequence for
+                     1 and 4 sequences, in tokens/s and GFLOP/s (6 flops per
+                     state element per token) beside this machine's f32 FMA
+                     peak, measured in the same run (use --model 2.7b)
 
 shape flags:
   --model 130m|2.7b  model shape (default 130m)
@@ -414,6 +421,7 @@ fn parse() -> Result<(Mode, Shape, usize, Format, usize), lexopt::Error> {
             Long("spec") => mode = Mode::Spec,
             Long("store") => mode = Mode::Store,
             Long("transfer") => mode = Mode::Transfer,
+            Long("prefill") => mode = Mode::Prefill,
             Long("drafts") => drafts = p.value()?.parse()?,
             Long("steps") => steps = p.value()?.parse()?,
             Long("csv") => format = Format::Csv,
@@ -1254,6 +1262,157 @@ fn transfer(s: &Shape, rep: &mut Report) {
     );
 }
 
+/// `m2c_ssm_prefill` of one layer: 2048 tokens per sequence, for 1 and 4
+/// sequences, on 1 and 2 threads, beside the FMA peak measured here.
+fn prefill(s: &Shape, rep: &mut Report) {
+    const T: usize = 2048;
+    const SEQS: [usize; 2] = [1, 4];
+    let shape = Shape { layers: Some(1), slots: 4, ..s.clone() };
+    let b = Bench::with_cache_slots(&shape, 4);
+    let c = b.cfg;
+    let (hp, nh, gn) =
+        ((c.num_heads * c.head_dim) as usize, c.num_heads as usize, (c.n_groups * c.state_size) as usize);
+    let elems = hp * c.state_size as usize;
+    let e = dsize(b.io);
+    let iters = if s.iters > 0 { s.iters } else { 5 };
+    rep.note(&header(&b, &shape, iters));
+    let peaks = [1, 2].map(fma_peak);
+    match peaks[0] {
+        Some((p1, isa)) => rep.note(&format!(
+            "f32 FMA peak measured here ({isa}, independent chains, 2 flops per lane): {:.1} GFLOP/s on 1 thread, {:.1} on 2",
+            p1 / 1e9,
+            peaks[1].map_or(0.0, |p| p.0) / 1e9
+        )),
+        None => rep.note("f32 FMA peak: not measured (no AVX-512F or AVX2+FMA here)"),
+    }
+    let state_bytes = elems * dsize(c.ssm_dtype);
+    rep.shape(format!("{} prefill of {T} tokens per sequence", shape_name(&b, &shape)), 4 * state_bytes, iters);
+    let fill = |n: usize| vec![0x3Cu8; n * e];
+    let (sx, dt, bc) = (fill(4 * T * hp), fill(4 * T * nh), fill(4 * T * gn));
+    let mut y = vec![0u8; 4 * T * hp * e];
+    let slots = [0i32, 1, 2, 3];
+    for seqs in SEQS {
+        let cu: Vec<u64> = (0..=seqs).map(|i| (i * T) as u64).collect();
+        let tok = seqs * T;
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+            let t = pool.install(|| {
+                time(iters, || {
+                    let mut io = ssm_io(
+                        b.io,
+                        &sx[..tok * hp * e],
+                        &dt[..tok * nh * e],
+                        &bc[..tok * gn * e],
+                        &[],
+                        &mut y[..tok * hp * e],
+                    );
+                    io.z = ptr::null();
+                    io.z_len = 0;
+                    let sa = ssm_args(b.io, &b.a, &b.d);
+                    // SAFETY: valid buffers of the stated lengths.
+                    check(
+                        unsafe {
+                            m2c_ssm_prefill(b.cache.get(), 0, slots.as_ptr(), seqs, cu.as_ptr(), cu.len(), &io, &sa)
+                        },
+                        "m2c_ssm_prefill",
+                    );
+                })
+            });
+            rep.row(&format!("ssm_prefill {seqs} x {T} tokens"), threads, t, seqs * state_bytes);
+            let flops = 6.0 * elems as f64 * tok as f64 / t.med;
+            let peak =
+                peaks[threads - 1].map_or(String::new(), |p| format!(", {:.0}% of the FMA peak", 100.0 * flops / p.0));
+            rep.note(&format!(
+                "{:<34} {:>3} {:>10.0} tokens/s, {:.1} GFLOP/s{peak}",
+                "",
+                threads,
+                tok as f64 / t.med,
+                flops / 1e9
+            ));
+        }
+    }
+}
+
+/// The f32 FMA rate (flop/s, 2 per lane per FMA) of `threads` threads each
+/// running independent FMA chains (enough to hide the latency), and the
+/// instruction set used; `None` without AVX-512F or AVX2+FMA.
+fn fma_peak(threads: usize) -> Option<(f64, &'static str)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        const ITERS: usize = 20_000_000;
+        let (isa, lanes, f): (&str, usize, unsafe fn(usize) -> f32) = if is_x86_feature_detected!("avx512f") {
+            ("AVX-512", 16, fma::chains512)
+        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            ("AVX2", 8, fma::chains256)
+        } else {
+            return None;
+        };
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+        let t = time(3, || {
+            pool.scope(|s| {
+                for _ in 0..threads {
+                    // SAFETY: the feature was detected above.
+                    s.spawn(move |_| {
+                        black_box(unsafe { f(black_box(ITERS)) });
+                    });
+                }
+            })
+        });
+        Some(((threads * ITERS * fma::CHAINS * lanes * 2) as f64 / t.med, isa))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = threads;
+        None
+    }
+}
+
+/// Independent FMA chains for [`fma_peak`].
+#[cfg(target_arch = "x86_64")]
+mod fma {
+    use std::arch::x86_64::*;
+
+    /// Chains per loop: two FMA ports of four cycles' latency need eight.
+    pub const CHAINS: usize = 12;
+
+    /// `iters` rounds of `CHAINS` 16-lane FMAs; the result keeps them live.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn chains512(iters: usize) -> f32 {
+        let m = _mm512_set1_ps(0.999_999);
+        let a = _mm512_set1_ps(1e-7);
+        let mut acc = [_mm512_set1_ps(1.0); CHAINS];
+        for _ in 0..iters {
+            for v in &mut acc {
+                *v = _mm512_fmadd_ps(*v, m, a);
+            }
+        }
+        acc.iter().map(|&v| _mm512_reduce_add_ps(v)).sum()
+    }
+
+    /// As [`chains512`], 8 lanes wide.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn chains256(iters: usize) -> f32 {
+        let m = _mm256_set1_ps(0.999_999);
+        let a = _mm256_set1_ps(1e-7);
+        let mut acc = [_mm256_set1_ps(1.0); CHAINS];
+        for _ in 0..iters {
+            for v in &mut acc {
+                *v = _mm256_fmadd_ps(*v, m, a);
+            }
+        }
+        let mut out = [0f32; 8];
+        for v in acc {
+            let mut l = [0f32; 8];
+            // SAFETY: 8 writable lanes.
+            unsafe { _mm256_storeu_ps(l.as_mut_ptr(), v) };
+            for (o, x) in out.iter_mut().zip(l) {
+                *o += x;
+            }
+        }
+        out.iter().sum()
+    }
+}
+
 /// A 2048-token prompt prefilled through a few layers, plain and with a
 /// checkpoint captured every 512 tokens (m2c_capture_begin / _end).
 fn capture_cost(s: &Shape, rep: &mut Report) {
@@ -1634,6 +1793,7 @@ fn main() -> ExitCode {
         Mode::Spec => spec(&shape, drafts, &mut rep),
         Mode::Store => store(&shape, &mut rep),
         Mode::Transfer => transfer(&shape, &mut rep),
+        Mode::Prefill => prefill(&shape, &mut rep),
         Mode::Table => table(&shape, &mut rep),
     }
     rep.finish();
