@@ -131,44 +131,35 @@ impl Cache {
         let Some(plan) = self.copy_plan(src, dst)? else {
             return Ok(());
         };
-        let (moves, staged) = (&plan.moves, &plan.staged);
+        let ops = &plan.ops;
         let (conv_row, ssm_row) = self.slot_byte_sizes();
-        let bytes = moves.len() * (conv_row + ssm_row) * self.layers.len();
+        let bytes = plan.moves.len() * (conv_row + ssm_row) * self.layers.len();
         let parallel = bytes >= PAR_MIN_BYTES && self.layers.len() >= 2 && pool::threads() > 1;
-        // One scratch buffer per worker, each processing a run of layers.
-        let workers = if parallel { pool::threads().clamp(1, self.layers.len()) } else { 1 };
-        let scratch_bytes = staged.len() * conv_row.max(ssm_row);
-        let mut scratches: Vec<Vec<u8>> = try_with_capacity(workers, "scratch table")?;
-        for _ in 0..workers {
-            scratches.push(try_with_capacity(scratch_bytes, "copy scratch")?);
-        }
-        let copy_layer = |layer: &mut crate::cache::Layer, scratch: &mut Vec<u8>| {
+        // No scratch: plain copies first, cycles by swaps (see `CopyOp`).
+        let copy_layer = |layer: &mut crate::cache::Layer| {
             for (buf, per) in [(&mut layer.conv, conv_row), (&mut layer.ssm, ssm_row)] {
                 let bytes = buf.bytes_mut();
-                scratch.clear(); // keeps its capacity: no allocation here
-                for &s in staged {
-                    scratch.extend_from_slice(&bytes[s * per..(s + 1) * per]);
-                }
-                for &(s, d) in moves {
-                    match staged.binary_search(&s) {
-                        Ok(k) => bytes[d * per..(d + 1) * per].copy_from_slice(&scratch[k * per..(k + 1) * per]),
-                        Err(_) => bytes.copy_within(s * per..(s + 1) * per, d * per),
+                for &op in ops {
+                    match op {
+                        CopyOp::Copy { src, dst } => bytes.copy_within(src * per..(src + 1) * per, dst * per),
+                        CopyOp::Swap { a, b } => {
+                            let (lo, hi) = (a.min(b), a.max(b));
+                            let (head, tail) = bytes.split_at_mut(hi * per);
+                            head[lo * per..(lo + 1) * per].swap_with_slice(&mut tail[..per]);
+                        }
                     }
                 }
             }
         };
-        let per_worker = self.layers.len().div_ceil(workers);
         if parallel {
+            let workers = pool::threads().clamp(1, self.layers.len());
+            let per_worker = self.layers.len().div_ceil(workers);
             let layers = &mut self.layers;
             pool::install(|| {
-                layers
-                    .par_chunks_mut(per_worker)
-                    .zip(scratches.par_iter_mut())
-                    .for_each(|(layers, scratch)| layers.iter_mut().for_each(|l| copy_layer(l, scratch)))
+                layers.par_chunks_mut(per_worker).for_each(|layers| layers.iter_mut().for_each(copy_layer))
             });
         } else {
-            let scratch = &mut scratches[0];
-            self.layers.iter_mut().for_each(|l| copy_layer(l, scratch));
+            self.layers.iter_mut().for_each(copy_layer);
         }
         self.copy_positions(&plan);
         Ok(())
@@ -183,6 +174,68 @@ pub(crate) struct CopyPlan {
     pub moves: Vec<(usize, usize)>,
     pub staged: Vec<usize>,
     pub old_pos: Vec<u64>,
+    /// The host's order of row operations: every move once, each row read
+    /// and written once (a cycle of k slots: k - 1 swaps).
+    pub ops: Vec<CopyOp>,
+}
+
+/// One row operation of a host `copy_slots`, applied to every layer's conv
+/// and SSM rows in plan order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CopyOp {
+    /// Row `dst` gets row `src` (no later operation reads `dst`'s old row).
+    Copy { src: usize, dst: usize },
+    /// Rows `a` and `b` trade places.
+    Swap { a: usize, b: usize },
+}
+
+/// Orders `moves` (distinct destinations, `src != dst`) so that no row is
+/// overwritten before every move reading it has run, without scratch:
+/// a move whose destination no pending move still reads runs as a copy,
+/// which may free its source's own move; what remains are cycles
+/// `a1 -> a2 -> ... -> ak -> a1`, each done as the swaps `(a1, a2)`,
+/// `(a1, a3)`, ..., `(a1, ak)`: after swap `j`, `aj` holds the old
+/// `a(j-1)` and `a1` the old `aj`.
+fn copy_order(num_slots: usize, moves: &[(usize, usize)]) -> Result<Vec<CopyOp>> {
+    const NONE: usize = usize::MAX;
+    let mut readers = try_vec(num_slots, 0u32, "reader counts")?;
+    let mut source = try_vec(num_slots, NONE, "move sources")?;
+    let mut done = try_vec(num_slots, false, "moved rows")?;
+    let mut ready: Vec<usize> = try_with_capacity(moves.len(), "ready rows")?;
+    let mut ops: Vec<CopyOp> = try_with_capacity(moves.len(), "copy order")?;
+    for &(s, d) in moves {
+        readers[s] += 1;
+        source[d] = s;
+    }
+    ready.extend(moves.iter().map(|&(_, d)| d).filter(|&d| readers[d] == 0));
+    while let Some(d) = ready.pop() {
+        let s = source[d];
+        ops.push(CopyOp::Copy { src: s, dst: d });
+        done[d] = true;
+        readers[s] -= 1;
+        if readers[s] == 0 && source[s] != NONE && !done[s] {
+            ready.push(s);
+        }
+    }
+    // Every pending destination is now read by exactly one pending move
+    // and is the destination of one: disjoint cycles. Walking sources back
+    // from a1 visits ak, a(k-1), ..., a2.
+    let mut back = ready; // empty, with room for every move
+    for &(_, a1) in moves {
+        if done[a1] {
+            continue;
+        }
+        back.clear();
+        done[a1] = true;
+        let mut x = source[a1];
+        while x != a1 {
+            back.push(x);
+            done[x] = true;
+            x = source[x];
+        }
+        ops.extend(back.iter().rev().map(|&aj| CopyOp::Swap { a: a1, b: aj }));
+    }
+    Ok(ops)
 }
 
 impl Cache {
@@ -223,7 +276,8 @@ impl Cache {
         staged.dedup();
         let mut old_pos: Vec<u64> = try_with_capacity(moves.len(), "positions")?;
         old_pos.extend(moves.iter().map(|&(s, _)| self.positions[s]));
-        Ok(Some(CopyPlan { moves, staged, old_pos }))
+        let ops = copy_order(self.num_slots(), &moves)?;
+        Ok(Some(CopyPlan { moves, staged, old_pos, ops }))
     }
 
     /// Gives the destinations of an applied plan their sources' positions
@@ -263,5 +317,56 @@ impl Cache {
                     + count_nonfinite(l.ssm.slice().sub(s * ssm_elems..(s + 1) * ssm_elems))
             })
             .sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CopyOp, copy_order};
+    use m2c_testkit::Rng;
+
+    /// Applies `ops` to rows labelled by their slot and checks the result
+    /// against every read happening before any write, and that no row is
+    /// written more often than once per move.
+    fn check(n: usize, moves: &[(usize, usize)]) {
+        let ops = copy_order(n, moves).unwrap();
+        assert!(ops.len() <= moves.len(), "{moves:?}: {ops:?}");
+        let mut rows: Vec<usize> = (0..n).collect();
+        for op in &ops {
+            match *op {
+                CopyOp::Copy { src, dst } => rows[dst] = rows[src],
+                CopyOp::Swap { a, b } => rows.swap(a, b),
+            }
+        }
+        let mut want: Vec<usize> = (0..n).collect();
+        for &(s, d) in moves {
+            want[d] = s;
+        }
+        assert_eq!(rows, want, "{moves:?}: {ops:?}");
+    }
+
+    #[test]
+    fn copy_order_equals_reading_everything_first() {
+        check(2, &[(0, 1), (1, 0)]);
+        check(8, &[(0, 7), (1, 6), (2, 5), (3, 4), (4, 3), (5, 2), (6, 1), (7, 0)]);
+        check(4, &[(0, 1), (1, 2), (2, 3), (3, 0)]);
+        check(5, &[(0, 1), (0, 2), (1, 3), (3, 0), (2, 4)]);
+        let mut rng = Rng::new(0x5eed);
+        for _ in 0..2000 {
+            let n = 1 + rng.below(12);
+            let mut moves = Vec::new();
+            for d in 0..n {
+                let s = rng.below(n);
+                if s != d && rng.coin(0.7) {
+                    moves.push((s, d));
+                }
+            }
+            // Any order of the moves.
+            for i in (1..moves.len()).rev() {
+                let j = rng.below(i + 1);
+                moves.swap(i, j);
+            }
+            check(n, &moves);
+        }
     }
 }
