@@ -90,15 +90,6 @@ impl Cache {
         [&layer.conv.bytes()[s * conv_row..(s + 1) * conv_row], &layer.ssm.bytes()[s * ssm_row..(s + 1) * ssm_row]]
     }
 
-    pub(crate) fn slot_bytes_mut(&mut self, l: u32, s: usize) -> [&mut [u8]; 2] {
-        let (conv_row, ssm_row) = self.slot_byte_sizes();
-        let layer = &mut self.layers[l as usize];
-        [
-            &mut layer.conv.bytes_mut()[s * conv_row..(s + 1) * conv_row],
-            &mut layer.ssm.bytes_mut()[s * ssm_row..(s + 1) * ssm_row],
-        ]
-    }
-
     /// Every slot's storage bytes of layer `l` (without alignment padding).
     pub(crate) fn layer_bytes(&self, l: u32) -> [&[u8]; 2] {
         let (conv_row, ssm_row) = self.slot_byte_sizes();

@@ -86,6 +86,10 @@ pub fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
+/// Bytes copied and then hashed at a time by `slot_save`: small enough to
+/// be hashed from the core's own cache.
+const HASH_PIECE: usize = 64 * 1024;
+
 impl Cache {
     /// Payload bytes of one slot: every layer's conv window then ssm state.
     fn slot_payload_bytes(&self) -> usize {
@@ -115,15 +119,22 @@ impl Cache {
         buf[16..56].copy_from_slice(&fingerprint(self.config()));
         buf[56..64].copy_from_slice(&self.position(slot)?.to_le_bytes());
         buf[64..72].copy_from_slice(&(self.slot_payload_bytes() as u64).to_le_bytes());
+        // One pass: each piece is hashed right after its copy, from cache
+        // (the checksum is the same XXH64 stream as over the whole buffer).
+        let mut h = crate::xxh64::Xxh64::new();
+        h.update(&buf[..SLOT_HEADER_BYTES]);
         let mut at = SLOT_HEADER_BYTES;
         for l in 0..self.config().num_layers {
             for part in self.slot_bytes(l, s) {
-                buf[at..at + part.len()].copy_from_slice(part);
-                at += part.len();
+                for piece in part.chunks(HASH_PIECE) {
+                    let dst = &mut buf[at..at + piece.len()];
+                    dst.copy_from_slice(piece);
+                    h.update(dst);
+                    at += piece.len();
+                }
             }
         }
-        let sum = xxh64(&buf[..at]);
-        buf[at..at + 8].copy_from_slice(&sum.to_le_bytes());
+        buf[at..at + 8].copy_from_slice(&h.digest().to_le_bytes());
         Ok(size)
     }
 
@@ -212,21 +223,15 @@ impl Cache {
 
     /// Validates a whole snapshot, then replaces `slot`'s state and position
     /// with it. Nothing changes unless every check passes.
+    /// The checksum pass runs first (nothing is written unless it
+    /// matches); the copy then runs over layers in parallel, as
+    /// [`Cache::slot_import`].
     pub fn slot_load(&mut self, slot: i32, buf: &[u8]) -> Result<()> {
-        let s = self.check_slot(slot)?;
+        self.check_slot(slot)?;
         check_snapshot(self.config(), buf)?;
         let position = u64_at(buf, 56);
-        let mut at = SLOT_HEADER_BYTES;
-        for l in 0..self.config().num_layers {
-            for part in self.slot_bytes_mut(l, s) {
-                let n = part.len();
-                part.copy_from_slice(&buf[at..at + n]);
-                at += n;
-            }
-        }
-        self.set_position(s, position);
-        self.spec_drop(s);
-        Ok(())
+        let payload = &buf[SLOT_HEADER_BYTES..SLOT_HEADER_BYTES + self.slot_payload_bytes()];
+        self.slot_import(slot, payload, position)
     }
 }
 
