@@ -730,8 +730,8 @@ mod tests {
         // State size 124: rows and a conv dimension (760) that are not
         // whole vectors.
         // Conv widths 4 and 3 (the two window layouts).
-        // Head dims 20 and 13: f32 rows that are not whole groups of
-        // eight (the AVX-512 f32 path's remainder rows).
+        // Head dims 20 and 13: rows that are not whole groups of eight
+        // (the AVX-512 paths' remainder rows).
         for (state, io, n, width, p) in [
             (DType::F32, DType::F32, 128, 4, 64),
             (DType::BF16, DType::BF16, 128, 4, 64),
@@ -742,6 +742,8 @@ mod tests {
             (DType::F16, DType::F32, 124, 3, 64),
             (DType::F32, DType::F32, 124, 4, 20),
             (DType::F32, DType::BF16, 128, 3, 13),
+            (DType::BF16, DType::F32, 124, 4, 20),
+            (DType::F16, DType::F32, 128, 3, 13),
         ] {
             let cfg = Config {
                 num_layers: 1,

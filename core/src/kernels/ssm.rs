@@ -75,18 +75,10 @@ fn head_token<S: Lane, I: Lane>(
         let p0 = blk * 16;
         let mut sums = [0f32; 16];
         let mut xs = [0f32; 16];
-        // f32 state rows take `f32_rows`; the loop below is for the others.
-        let f32_done = match super::convert::same::<S, f32>(rows) {
-            Some(f) => {
-                f32_rows(fast, f, n, &x[p0..], b, c, dt, da, &mut xs, &mut sums);
-                true
-            }
-            None => false,
-        };
-        for (k, row) in rows.chunks_exact_mut(n).enumerate() {
-            if f32_done {
-                break;
-            }
+        // Groups of eight rows on AVX-512 (see `rows_by_eight`); the loop
+        // below takes the rest, one row at a time.
+        let done = rows_by_eight(fast, rows, n, &x[p0..], b, c, dt, da, &mut xs, &mut sums);
+        for (k, row) in rows.chunks_exact_mut(n).enumerate().skip(done) {
             if fast.prefetch {
                 prefetch_ahead(row);
             }
@@ -150,18 +142,20 @@ fn head_token<S: Lane, I: Lane>(
     }
 }
 
-/// The rows of an f32 state block (`rows.len() / n` of them, at most 16):
-/// updates them and writes each row's `x` to `xs` and its sum of
-/// `state * C` to `sums`. With AVX-512, eight rows run together, so that
-/// their eight sums are independent chains (one row's chain of adds is
-/// otherwise the bound) and each B and C chunk is loaded once for eight
-/// rows. Every row's arithmetic, and the order of its sums, is that of the
-/// one-row loop, so the results are bit-identical to it.
+/// The first rows of a state block (`rows.len() / n` of them, at most 16)
+/// in groups of eight, where AVX-512 has a path for the state type (f32;
+/// in prefills also bf16 with AVX-512 BF16 and f16): updates them, writes each row's `x` to
+/// `xs` and its sum of `state * C` to `sums`, and returns how many rows it
+/// did (a multiple of eight; 0 without a path). Eight rows at once make
+/// eight independent chains of sums (one row's chain of adds is otherwise
+/// the bound) and load each B and C chunk once for eight rows. Every row's
+/// arithmetic, rounding and order of sums is the one-row loop's, so the
+/// results are bit-identical to it.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn f32_rows<I: Lane>(
+fn rows_by_eight<S: Lane, I: Lane>(
     fast: Fast,
-    rows: &mut [f32],
+    rows: &mut [S],
     n: usize,
     x: &[I],
     b: &[f32],
@@ -170,81 +164,66 @@ fn f32_rows<I: Lane>(
     da: f32,
     xs: &mut [f32; 16],
     sums: &mut [f32; 16],
-) {
-    let (bc, br) = b.as_chunks::<16>();
-    let (cc, cr) = c.as_chunks::<16>();
-    let full = bc.len() * 16;
-    let mut k = 0;
+) -> usize {
     #[cfg(target_arch = "x86_64")]
-    let rest = if fast.avx512 {
-        let mut eights = rows.chunks_exact_mut(8 * n);
-        for eight in &mut eights {
+    {
+        use std::any::TypeId;
+        let t = TypeId::of::<S>();
+        // 16-bit states only in prefills: in decode steps (memory bound)
+        // their groups of eight measured slower than one row at a time on
+        // 2 threads (Mamba2-2.7B, bf16: 17-18 ms vs 13-13.5 ms per 16 layers).
+        let half = !fast.prefetch && (t == TypeId::of::<half::f16>() || (fast.bf16 && t == TypeId::of::<half::bf16>()));
+        let on = fast.avx512 && (t == TypeId::of::<f32>() || half);
+        if !on {
+            return 0;
+        }
+        let (bc, br) = b.as_chunks::<16>();
+        let (cc, cr) = c.as_chunks::<16>();
+        let full = bc.len() * 16;
+        let mut k = 0;
+        for eight in rows.chunks_exact_mut(8 * n) {
             if fast.prefetch {
                 // The next eight rows, whole: these eight are read at once.
-                prefetch_lines(eight.as_ptr().wrapping_add(8 * n), 8 * n * 4);
+                prefetch_lines(eight.as_ptr().wrapping_add(8 * n), 8 * n * std::mem::size_of::<S>());
             }
             let mut dtx = [0f32; 8];
             for (i, d) in dtx.iter_mut().enumerate() {
                 xs[k + i] = x[k + i].load();
                 *d = dt * xs[k + i];
             }
-            // SAFETY: `fast.avx512` is true only when `isa()` is AVX-512;
-            // `eight` holds 8 rows of `n >= 16 * bc.len()` lanes.
-            let acc = unsafe { avx512::rows8_f32(eight, n, bc, cc, da, &dtx) };
+            // SAFETY: `fast.avx512` is true only when `isa()` is AVX-512
+            // and `fast.bf16` only when `avx512_bf16()` is (checked above
+            // for the type at hand); `eight` holds 8 rows of
+            // `n >= 16 * bc.len()` lanes.
+            let acc = unsafe {
+                if let Some(r) = super::convert::same::<S, f32>(eight) {
+                    avx512::rows8_f32(r, n, bc, cc, da, &dtx)
+                } else if let Some(r) = super::convert::same::<S, half::bf16>(eight) {
+                    avx512::rows8_bf16(r, n, bc, cc, da, &dtx)
+                } else if let Some(r) = super::convert::same::<S, half::f16>(eight) {
+                    avx512::rows8_f16(r, n, bc, cc, da, &dtx)
+                } else {
+                    unreachable!("checked above")
+                }
+            };
             for (i, row) in eight.chunks_exact_mut(n).enumerate() {
                 let mut sum = hsum16(&acc[i]);
                 for ((s, &bv), &cv) in row[full..].iter_mut().zip(br).zip(cr) {
-                    let v = *s * da + dtx[i] * bv;
-                    *s = v;
+                    let v = s.load() * da + dtx[i] * bv;
+                    *s = S::store(v);
                     sum += v * cv;
                 }
                 sums[k + i] = sum;
             }
             k += 8;
         }
-        eights.into_remainder()
-    } else {
-        rows
-    };
+        k
+    }
     #[cfg(not(target_arch = "x86_64"))]
-    let rest = rows;
-    for row in rest.chunks_exact_mut(n) {
-        if fast.prefetch {
-            prefetch_ahead(row);
-        }
-        xs[k] = x[k].load();
-        let dtx = dt * xs[k];
-        let (rc, rr) = row.as_chunks_mut::<16>();
-        let mut acc = [0f32; 16];
-        for ((s, b16), c16) in rc.iter_mut().zip(bc).zip(cc) {
-            acc = lanes16(s, acc, b16, c16, da, dtx);
-        }
-        let mut sum = hsum16(&acc);
-        for ((s, &bv), &cv) in rr.iter_mut().zip(br).zip(cr) {
-            let v = *s * da + dtx * bv;
-            *s = v;
-            sum += v * cv;
-        }
-        sums[k] = sum;
-        k += 1;
+    {
+        let _ = (fast, rows, n, x, b, c, dt, da, xs, sums);
+        0
     }
-}
-
-/// 16 lanes of one f32 state row: `s = s * da + dtx * b`, then
-/// `acc + s * c` returned. Whole-array steps, so that the compiler keeps
-/// each in one vector.
-#[inline(always)]
-fn lanes16(s: &mut [f32; 16], acc: [f32; 16], b: &[f32; 16], c: &[f32; 16], da: f32, dtx: f32) -> [f32; 16] {
-    let mut v = [0f32; 16];
-    for l in 0..16 {
-        v[l] = s[l] * da + dtx * b[l];
-    }
-    *s = v;
-    let mut out = [0f32; 16];
-    for l in 0..16 {
-        out[l] = acc[l] + v[l] * c[l];
-    }
-    out
 }
 
 /// How far ahead of the row being updated the state is prefetched. The
@@ -411,17 +390,53 @@ mod avx512 {
         }
     }
 
-    /// Eight f32 state rows of `n` lanes at once (see `f32_rows`): the
+    /// A state type as 16 f32 lanes: f32 itself, or a 16-bit type widened
+    /// and rounded back as [`Half16`] does.
+    pub(super) trait Lanes16: Copy {
+        /// The 16 lanes at `p`, as f32.
+        unsafe fn get(p: *const Self) -> __m512;
+        /// Stores 16 lanes at `p`, rounded as the portable path rounds.
+        unsafe fn put(p: *mut Self, v: __m512);
+    }
+
+    impl Lanes16 for f32 {
+        #[inline(always)]
+        unsafe fn get(p: *const f32) -> __m512 {
+            // SAFETY: 16 readable lanes at `p` (the caller's promise).
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn put(p: *mut f32, v: __m512) {
+            // SAFETY: 16 writable lanes at `p` (the caller's promise).
+            unsafe { _mm512_storeu_ps(p, v) }
+        }
+    }
+
+    impl<S: Half16> Lanes16 for S {
+        #[inline(always)]
+        unsafe fn get(p: *const S) -> __m512 {
+            // SAFETY: 16 readable lanes (32 bytes) at `p`.
+            unsafe { S::load(p.cast()) }
+        }
+        #[inline(always)]
+        unsafe fn put(p: *mut S, v: __m512) {
+            // SAFETY: 16 writable lanes (32 bytes) at `p`.
+            unsafe { _mm256_storeu_si256(p.cast(), S::store(v)) }
+        }
+    }
+
+    /// Eight state rows of `n` lanes at once (see `rows_by_eight`): the
     /// first `16 * b.len()` lanes of each row updated in place with row
     /// `i`'s `dtx[i]`, and the 16 lane sums of `state * C` per row, each
-    /// row's lanes summed in the one-row loop's order.
+    /// row's lanes computed and summed as in the one-row loop.
     ///
     /// # Safety
-    /// AVX-512F must be available; `rows` holds 8 rows of `n` lanes, and
-    /// `n >= 16 * b.len()`, `c.len() == b.len()`.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn rows8_f32(
-        rows: &mut [f32],
+    /// AVX-512F (and what `S`'s conversions need) must be available;
+    /// `rows` holds 8 rows of `n` lanes, `n >= 16 * b.len()`,
+    /// `c.len() == b.len()`.
+    #[inline(always)]
+    unsafe fn rows8<S: Lanes16>(
+        rows: &mut [S],
         n: usize,
         b: &[[f32; 16]],
         c: &[[f32; 16]],
@@ -429,27 +444,68 @@ mod avx512 {
         dtx: &[f32; 8],
     ) -> [[f32; 16]; 8] {
         debug_assert!(rows.len() >= 8 * n && n >= 16 * b.len() && c.len() == b.len());
-        let vda = _mm512_set1_ps(da);
-        let d = dtx.map(|v| _mm512_set1_ps(v));
-        let mut acc = [_mm512_setzero_ps(); 8];
-        let base = rows.as_mut_ptr();
-        for (j, (b16, c16)) in b.iter().zip(c).enumerate() {
-            // SAFETY: 16 lanes at `b16`, `c16`; lanes `16 * j..16 * j + 16`
-            // of each of the 8 rows lie inside `rows` (the caller's
-            // promise); the unaligned forms are used.
-            unsafe {
+        // SAFETY: the features are the caller's promise; every pointer
+        // below is inside `rows`, `b` or `c` (lanes `16 * j..16 * j + 16`
+        // of each of the 8 rows, the caller's promise on `n`).
+        unsafe {
+            let vda = _mm512_set1_ps(da);
+            let d = dtx.map(|v| _mm512_set1_ps(v));
+            let mut acc = [_mm512_setzero_ps(); 8];
+            let base = rows.as_mut_ptr();
+            for (j, (b16, c16)) in b.iter().zip(c).enumerate() {
                 let vb = _mm512_loadu_ps(b16.as_ptr());
                 let vc = _mm512_loadu_ps(c16.as_ptr());
                 for (r, a) in acc.iter_mut().enumerate() {
                     let p = base.add(r * n + 16 * j);
-                    let v = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(p), vda), _mm512_mul_ps(d[r], vb));
-                    _mm512_storeu_ps(p, v);
+                    let v = _mm512_add_ps(_mm512_mul_ps(S::get(p), vda), _mm512_mul_ps(d[r], vb));
+                    S::put(p, v);
                     *a = _mm512_add_ps(*a, _mm512_mul_ps(v, vc));
                 }
             }
+            std::mem::transmute::<[__m512; 8], [[f32; 16]; 8]>(acc)
         }
-        // SAFETY: eight __m512 are eight rows of 16 f32 lanes.
-        unsafe { std::mem::transmute::<[__m512; 8], [[f32; 16]; 8]>(acc) }
+    }
+
+    /// `rows8` for f32 state.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn rows8_f32(
+        r: &mut [f32],
+        n: usize,
+        b: &[[f32; 16]],
+        c: &[[f32; 16]],
+        da: f32,
+        dtx: &[f32; 8],
+    ) -> [[f32; 16]; 8] {
+        // SAFETY: the features `rows8` needs are enabled here.
+        unsafe { rows8(r, n, b, c, da, dtx) }
+    }
+
+    /// `rows8` for bf16 state.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")]
+    pub(super) unsafe fn rows8_bf16(
+        r: &mut [bf16],
+        n: usize,
+        b: &[[f32; 16]],
+        c: &[[f32; 16]],
+        da: f32,
+        dtx: &[f32; 8],
+    ) -> [[f32; 16]; 8] {
+        // SAFETY: as above.
+        unsafe { rows8(r, n, b, c, da, dtx) }
+    }
+
+    /// `rows8` for f16 state.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    pub(super) unsafe fn rows8_f16(
+        r: &mut [f16],
+        n: usize,
+        b: &[[f32; 16]],
+        c: &[[f32; 16]],
+        da: f32,
+        dtx: &[f32; 8],
+    ) -> [[f32; 16]; 8] {
+        // SAFETY: as above.
+        unsafe { rows8(r, n, b, c, da, dtx) }
     }
 
     /// `rows` for bf16 state.
