@@ -175,12 +175,13 @@ fn json_is_an_array_of_the_same_records() {
     check_records(&recs);
 }
 
-#[test]
-fn the_store_mode_reports_insert_restore_and_snapshots_on_both_thread_counts() {
-    let o = bench(&[&TINY[..], &["--store", "--csv"]].concat());
+/// Runs a mode on the tiny shape in csv form: each record's (operation,
+/// threads), and stderr (the notes).
+fn csv_ops(mode: &str) -> (Vec<(String, String)>, String) {
+    let o = bench(&[&TINY[..], &[mode, "--csv"]].concat());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8(o.stdout).unwrap();
-    let ops: Vec<(String, String)> = text
+    let ops = text
         .lines()
         .skip(1)
         .map(|l| {
@@ -188,34 +189,28 @@ fn the_store_mode_reports_insert_restore_and_snapshots_on_both_thread_counts() {
             (f[1].clone(), f[2].clone())
         })
         .collect();
+    (ops, String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn the_store_mode_reports_insert_restore_and_snapshots_on_both_thread_counts() {
+    let (ops, err) = csv_ops("--store");
     for op in ["store insert", "store restore", "slot_save", "slot_load"] {
         for t in ["1", "2"] {
             assert!(ops.iter().any(|(o, th)| o.starts_with(op) && th == t), "{op} on {t} threads missing: {ops:?}");
         }
     }
-    let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("lookup of a 128-key chain"), "{err}");
 }
 
 #[test]
 fn the_prefill_mode_reports_both_sequence_counts_and_the_fma_peak() {
-    let o = bench(&[&TINY[..], &["--prefill", "--csv"]].concat());
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let text = String::from_utf8(o.stdout).unwrap();
-    let ops: Vec<(String, String)> = text
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f = csv_fields(l);
-            (f[1].clone(), f[2].clone())
-        })
-        .collect();
+    let (ops, err) = csv_ops("--prefill");
     for op in ["ssm_prefill 1 x 2048 tokens", "ssm_prefill 4 x 2048 tokens"] {
         for t in ["1", "2"] {
             assert!(ops.iter().any(|(o, th)| o == op && th == t), "{op} on {t} threads missing: {ops:?}");
         }
     }
-    let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("GFLOP/s"), "{err}");
     assert!(err.contains("FMA peak"), "{err}");
 }
