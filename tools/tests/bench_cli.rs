@@ -214,3 +214,16 @@ fn the_prefill_mode_reports_both_sequence_counts_and_the_fma_peak() {
     assert!(err.contains("GFLOP/s"), "{err}");
     assert!(err.contains("FMA peak"), "{err}");
 }
+
+#[test]
+fn the_lazy_mode_reports_the_step_the_read_pass_and_every_fold() {
+    let (ops, err) = csv_ops("--lazy");
+    for op in
+        ["ssm_step (today's decode step)", "lazy y: read-only C . state pass", "fold of 2 tokens", "fold of 16 tokens"]
+    {
+        for t in ["1", "2"] {
+            assert!(ops.iter().any(|(o, th)| o.starts_with(op) && th == t), "{op} on {t} threads missing: {ops:?}");
+        }
+    }
+    assert!(err.contains("R = 16: a lazy token costs at least"), "{err}");
+}

@@ -49,6 +49,9 @@ enum Mode {
     Transfer,
     /// m2c_ssm_prefill of one layer beside the machine's FMA peak.
     Prefill,
+    /// Whether a lazy state write-back could pay: a read-only pass over
+    /// the state and folds of R tokens, beside the decode step.
+    Lazy,
 }
 
 const HELP: &str = "\
@@ -56,7 +59,7 @@ m2c-bench: what each state operation of m2c costs per decode token, beside a
 memcpy of the same bytes measured in the same run.
 
 usage: m2c-bench [--matrix | --fidelity [--steps N] | --spec [--drafts D] | --store | --transfer |
-                  --prefill]
+                  --prefill | --lazy]
                  [shape flags]
                  [--csv | --json]
 
@@ -84,6 +87,12 @@ modes:
                      1 and 4 sequences, in tokens/s and GFLOP/s (6 flops per
                      state element per token) beside this machine's f32 FMA
                      peak, measured in the same run (use --model 2.7b)
+  --lazy             whether a lazy SSM state write-back could pay here: the
+                     decode step's SSM work beside a lower bound of a lazy
+                     token (a read-only pass computing C . state per row)
+                     plus a fold of R = 2..16 buffered tokens (measured as
+                     m2c_ssm_prefill of R tokens), per token (f32 or bf16
+                     state)
 
 shape flags:
   --model 130m|2.7b  model shape (default 130m)
@@ -422,6 +431,7 @@ fn parse() -> Result<(Mode, Shape, usize, Format, usize), lexopt::Error> {
             Long("store") => mode = Mode::Store,
             Long("transfer") => mode = Mode::Transfer,
             Long("prefill") => mode = Mode::Prefill,
+            Long("lazy") => mode = Mode::Lazy,
             Long("drafts") => drafts = p.value()?.parse()?,
             Long("steps") => steps = p.value()?.parse()?,
             Long("csv") => format = Format::Csv,
@@ -1333,6 +1343,163 @@ fn prefill(s: &Shape, rep: &mut Report) {
     }
 }
 
+/// Issue 20 §2, measured before it is built: a lazy decode step would
+/// read each SSM state once to compute `y` (from the stored state and a
+/// short ring of the recent tokens) and write nothing, and fold the ring
+/// into the state every R tokens with the step's own recurrence. Its cost
+/// per token is at least a read-only pass computing `C . state` for every
+/// row plus a fold of R tokens divided by R. The fold is measured as
+/// `m2c_ssm_prefill` of R tokens per slot (the same recurrence, plus the
+/// `y` sums a fold would not need: 2 of its 5 vector operations per
+/// element and token, so a second bound takes 3/5 of it).
+fn lazy(s: &Shape, rep: &mut Report) {
+    let mut b = Bench::new(s);
+    let c = b.cfg;
+    let bf16 = match c.ssm_dtype {
+        M2C_DTYPE_F32 => false,
+        M2C_DTYPE_BF16 => true,
+        _ => {
+            eprintln!("m2c-bench: --lazy measures f32 or bf16 state");
+            std::process::exit(2);
+        }
+    };
+    let iters = if s.iters > 0 { s.iters } else { 5 };
+    rep.note(&header(&b, s, iters));
+    let sb = b.ssm_bytes();
+    rep.shape(shape_name(&b, s), sb, iters);
+    let (n, heads, p, st, g) =
+        (b.n, c.num_heads as usize, c.head_dim as usize, c.state_size as usize, c.n_groups as usize);
+    let (hp, gn) = (heads * p, g * st);
+    // Each layer's state: address and strides of [slot, head, row, n].
+    let views: Vec<(usize, [u64; 4])> = (0..c.num_layers)
+        .map(|l| {
+            let mut t = std::mem::MaybeUninit::<m2c_tensor>::zeroed();
+            // SAFETY: live handle, valid output.
+            check(unsafe { m2c_ssm_view(b.cache.get(), l, t.as_mut_ptr()) }, "m2c_ssm_view");
+            // SAFETY: written by the successful call.
+            let t = unsafe { t.assume_init() };
+            (t.data as usize, t.strides)
+        })
+        .collect();
+    let cv: Vec<f32> = (0..gn).map(|i| 0.01 + 1e-4 * i as f32).collect();
+    const RS: [usize; 4] = [2, 4, 8, 16];
+    let e = dsize(b.io);
+    let fill = |len: usize| vec![0x3Cu8; len * e];
+    let rmax = RS[RS.len() - 1];
+    let (fx, fdt, fbc) = (fill(n * rmax * hp), fill(n * rmax * heads), fill(n * rmax * gn));
+    let mut fy = vec![0u8; n * rmax * hp * e];
+    let slots: Vec<i32> = (0..n as i32).collect();
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+        pool.install(|| {
+            use rayon::prelude::*;
+            let step = time(iters, || b.ssm_step_all());
+            rep.row("ssm_step (today's decode step)", threads, step, sb);
+            let ypass = time(iters, || {
+                let total: f32 = views
+                    .par_iter()
+                    .map(|&(addr, strides)| {
+                        let mut acc = 0f32;
+                        for slot in 0..n {
+                            for h in 0..heads {
+                                let cg = &cv[(h / (heads / g)) * st..][..st];
+                                for row in 0..p {
+                                    let off = slot as u64 * strides[0] + h as u64 * strides[1] + row as u64 * strides[2];
+                                    // SAFETY: `off` indexes a row of `st` elements inside the layer's
+                                    // state (the view's shape and strides); nothing writes it meanwhile.
+                                    acc += unsafe { dot::row(addr, off as usize, st, bf16, cg) };
+                                }
+                            }
+                        }
+                        acc
+                    })
+                    .sum();
+                black_box(total);
+            });
+            rep.row("lazy y: read-only C . state pass", threads, ypass, sb);
+            for r in RS {
+                let cu: Vec<u64> = (0..=n).map(|i| (i * r) as u64).collect();
+                let fold = time(iters, || {
+                    let mut io =
+                        ssm_io(b.io, &fx[..n * r * hp * e], &fdt[..n * r * heads * e], &fbc[..n * r * gn * e], &[], &mut fy[..n * r * hp * e]);
+                    io.z = ptr::null();
+                    io.z_len = 0;
+                    let sa = ssm_args(b.io, &b.a, &b.d);
+                    for l in 0..c.num_layers {
+                        // SAFETY: valid buffers of the stated lengths.
+                        check(
+                            unsafe { m2c_ssm_prefill(b.cache.get(), l, slots.as_ptr(), n, cu.as_ptr(), cu.len(), &io, &sa) },
+                            "m2c_ssm_prefill",
+                        );
+                    }
+                });
+                rep.row(&format!("fold of {r} tokens (as ssm_prefill)"), threads, fold, sb);
+                let per = ypass.med + fold.med / r as f64;
+                let per_no_y = ypass.med + 0.6 * fold.med / r as f64;
+                rep.note(&format!(
+                    "{:<34} {:>3} R = {r}: a lazy token costs at least {:.1} ms ({:.2}x the step's speed), {:.1} ms ({:.2}x) with a fold \
+                     without y sums; target 1.6x",
+                    "",
+                    threads,
+                    per * 1e3,
+                    step.med / per,
+                    per_no_y * 1e3,
+                    step.med / per_no_y
+                ));
+            }
+        });
+    }
+}
+
+/// The dot product of one state row with C, for [`lazy`].
+mod dot {
+    /// `sum_n state[off + n] * c[n]` over `len` elements of an f32 (or,
+    /// with `bf16`, bf16) state at address `addr`.
+    ///
+    /// # Safety
+    /// `len` elements at element offset `off` from `addr` are readable.
+    pub unsafe fn row(addr: usize, off: usize, len: usize, bf16: bool, c: &[f32]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && len.is_multiple_of(16) {
+            // SAFETY: the features were detected; the caller's promise.
+            return unsafe { row512(addr, off, len, bf16, c) };
+        }
+        let mut s = 0f32;
+        for (i, &cv) in c.iter().enumerate().take(len) {
+            // SAFETY: the caller's promise.
+            let v = unsafe {
+                if bf16 {
+                    f32::from_bits(u32::from(*(addr as *const u16).add(off + i)) << 16)
+                } else {
+                    *(addr as *const f32).add(off + i)
+                }
+            };
+            s += v * cv;
+        }
+        s
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn row512(addr: usize, off: usize, len: usize, bf16: bool, c: &[f32]) -> f32 {
+        use std::arch::x86_64::*;
+        let mut acc = [_mm512_setzero_ps(); 2];
+        for j in 0..len / 16 {
+            // SAFETY: 16 elements at `off + 16 j` (the caller's promise) and in `c`.
+            unsafe {
+                let v = if bf16 {
+                    let p = (addr as *const u16).add(off + 16 * j);
+                    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast()))))
+                } else {
+                    _mm512_loadu_ps((addr as *const f32).add(off + 16 * j))
+                };
+                acc[j & 1] = _mm512_fmadd_ps(v, _mm512_loadu_ps(c.as_ptr().add(16 * j)), acc[j & 1]);
+            }
+        }
+        _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]))
+    }
+}
+
 /// The f32 FMA rate (flop/s, 2 per lane per FMA) of `threads` threads each
 /// running independent FMA chains (enough to hide the latency), and the
 /// instruction set used; `None` without AVX-512F or AVX2+FMA.
@@ -1794,6 +1961,7 @@ fn main() -> ExitCode {
         Mode::Store => store(&shape, &mut rep),
         Mode::Transfer => transfer(&shape, &mut rep),
         Mode::Prefill => prefill(&shape, &mut rep),
+        Mode::Lazy => lazy(&shape, &mut rep),
         Mode::Table => table(&shape, &mut rep),
     }
     rep.finish();
