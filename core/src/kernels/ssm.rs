@@ -143,8 +143,9 @@ fn head_token<S: Lane, I: Lane>(
 }
 
 /// The first rows of a state block (`rows.len() / n` of them, at most 16)
-/// in groups of eight, where AVX-512 has a path for the state type (f32;
-/// in prefills also bf16 with AVX-512 BF16 and f16): updates them, writes each row's `x` to
+/// in groups of eight, where there is a path for the state type (f32 with
+/// AVX-512 or AVX2; in prefills also bf16 with AVX-512 BF16 and f16 with
+/// AVX-512): updates them, writes each row's `x` to
 /// `xs` and its sum of `state * C` to `sums`, and returns how many rows it
 /// did (a multiple of eight; 0 without a path). Eight rows at once make
 /// eight independent chains of sums (one row's chain of adds is otherwise
@@ -173,7 +174,7 @@ fn rows_by_eight<S: Lane, I: Lane>(
         // their groups of eight measured slower than one row at a time on
         // 2 threads (Mamba2-2.7B, bf16: 17-18 ms vs 13-13.5 ms per 16 layers).
         let half = !fast.prefetch && (t == TypeId::of::<half::f16>() || (fast.bf16 && t == TypeId::of::<half::bf16>()));
-        let on = fast.avx512 && (t == TypeId::of::<f32>() || half);
+        let on = (fast.avx512 && (t == TypeId::of::<f32>() || half)) || (fast.avx2 && t == TypeId::of::<f32>());
         if !on {
             return 0;
         }
@@ -191,13 +192,18 @@ fn rows_by_eight<S: Lane, I: Lane>(
                 xs[k + i] = x[k + i].load();
                 *d = dt * xs[k + i];
             }
-            // SAFETY: `fast.avx512` is true only when `isa()` is AVX-512
-            // and `fast.bf16` only when `avx512_bf16()` is (checked above
-            // for the type at hand); `eight` holds 8 rows of
+            // SAFETY: `fast.avx512` is true only when `isa()` is AVX-512,
+            // `fast.avx2` only when it is AVX2, and `fast.bf16` only when
+            // `avx512_bf16()` is (checked above for the type at hand); `eight` holds 8 rows of
             // `n >= 16 * bc.len()` lanes.
             let acc = unsafe {
                 if let Some(r) = super::convert::same::<S, f32>(eight) {
-                    avx512::rows8_f32(r, n, bc, cc, da, &dtx)
+                    if fast.avx512 {
+                        avx512::rows8_f32(r, n, bc, cc, da, &dtx)
+                    } else {
+                        // SAFETY: `fast.avx2` is true only when `isa()` is AVX2.
+                        avx2f32::rows8(r, n, bc, cc, da, &dtx)
+                    }
                 } else if let Some(r) = super::convert::same::<S, half::bf16>(eight) {
                     avx512::rows8_bf16(r, n, bc, cc, da, &dtx)
                 } else if let Some(r) = super::convert::same::<S, half::f16>(eight) {
@@ -598,6 +604,59 @@ mod avx2f16 {
         let lanes = unsafe { std::mem::transmute::<__m256, [f32; 8]>(v) };
         let bits = lanes.map(super::super::convert::f32_to_f16_bits);
         unsafe { std::mem::transmute::<[u16; 8], __m128i>(bits) }
+    }
+}
+
+/// The f32 state rows with AVX2: `avx512::rows8_f32` 8 lanes at a time,
+/// four rows at once (eight accumulators of two halves: what the 16
+/// vector registers hold), each lane summed in the same order.
+#[cfg(target_arch = "x86_64")]
+mod avx2f32 {
+    use std::arch::x86_64::*;
+
+    /// As `avx512::rows8_f32`.
+    ///
+    /// # Safety
+    /// AVX2 must be available; as `avx512::rows8_f32` otherwise.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn rows8(
+        rows: &mut [f32],
+        n: usize,
+        b: &[[f32; 16]],
+        c: &[[f32; 16]],
+        da: f32,
+        dtx: &[f32; 8],
+    ) -> [[f32; 16]; 8] {
+        debug_assert!(rows.len() >= 8 * n && n >= 16 * b.len() && c.len() == b.len());
+        let vda = _mm256_set1_ps(da);
+        let mut out = [[0f32; 16]; 8];
+        let base = rows.as_mut_ptr();
+        for q in 0..2 {
+            let d = [0, 1, 2, 3].map(|r| _mm256_set1_ps(dtx[4 * q + r]));
+            let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+            for (j, (b16, c16)) in b.iter().zip(c).enumerate() {
+                for h in 0..2 {
+                    // SAFETY: lanes `16 j + 8 h..+ 8` of rows `4 q..4 q + 4`
+                    // lie inside `rows` (the caller's promise), and of `b16`,
+                    // `c16`; the unaligned forms are used.
+                    unsafe {
+                        let vb = _mm256_loadu_ps(b16.as_ptr().add(8 * h));
+                        let vc = _mm256_loadu_ps(c16.as_ptr().add(8 * h));
+                        for (r, a) in acc.iter_mut().enumerate() {
+                            let p = base.add((4 * q + r) * n + 16 * j + 8 * h);
+                            let v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(p), vda), _mm256_mul_ps(d[r], vb));
+                            _mm256_storeu_ps(p, v);
+                            a[h] = _mm256_add_ps(a[h], _mm256_mul_ps(v, vc));
+                        }
+                    }
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                // SAFETY: two __m256 are 16 f32 lanes.
+                out[4 * q + r] = unsafe { std::mem::transmute::<[__m256; 2], [f32; 16]>(*a) };
+            }
+        }
+        out
     }
 }
 
