@@ -159,8 +159,9 @@ impl Cache {
 
 /// What `copy_slots` does, worked out (and validated, and allocated)
 /// before anything is written: the `(src, dst)` moves with `src != dst`,
-/// the sources that are also destinations (so read into scratch first),
-/// sorted and distinct, and each move's source position.
+/// the sources that are also destinations (a device cache reads them into
+/// scratch first), sorted and distinct, each move's source position, and
+/// the host's order of row operations.
 pub(crate) struct CopyPlan {
     pub moves: Vec<(usize, usize)>,
     pub staged: Vec<usize>,

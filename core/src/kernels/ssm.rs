@@ -194,14 +194,13 @@ fn rows_by_eight<S: Lane, I: Lane>(
             }
             // SAFETY: `fast.avx512` is true only when `isa()` is AVX-512,
             // `fast.avx2` only when it is AVX2, and `fast.bf16` only when
-            // `avx512_bf16()` is (checked above for the type at hand); `eight` holds 8 rows of
-            // `n >= 16 * bc.len()` lanes.
+            // `avx512_bf16()` is (checked above for the type at hand);
+            // `eight` holds 8 rows of `n >= 16 * bc.len()` lanes.
             let acc = unsafe {
                 if let Some(r) = super::convert::same::<S, f32>(eight) {
                     if fast.avx512 {
                         avx512::rows8_f32(r, n, bc, cc, da, &dtx)
                     } else {
-                        // SAFETY: `fast.avx2` is true only when `isa()` is AVX2.
                         avx2f32::rows8(r, n, bc, cc, da, &dtx)
                     }
                 } else if let Some(r) = super::convert::same::<S, half::bf16>(eight) {
@@ -244,20 +243,7 @@ const PREFETCH_BYTES: usize = 2048;
 /// harmless; they change no result.
 #[inline(always)]
 fn prefetch_ahead<S>(row: &[S]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let start = row.as_ptr().cast::<i8>().wrapping_add(PREFETCH_BYTES);
-        let bytes = std::mem::size_of_val(row);
-        let mut off = 0;
-        while off < bytes {
-            // SAFETY: a prefetch is a hint that never faults, whatever the
-            // address; SSE is part of the x86-64 baseline.
-            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(start.wrapping_add(off)) };
-            off += 64;
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = row;
+    prefetch_lines(row.as_ptr().cast::<u8>().wrapping_add(PREFETCH_BYTES), std::mem::size_of_val(row));
 }
 
 /// Prefetches the cache lines of the `bytes` bytes at `p` (a hint that

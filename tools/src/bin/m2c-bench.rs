@@ -501,7 +501,10 @@ fn ssm_io(io: m2c_dtype, x: &[u8], dt: &[u8], bc: &[u8], z: &[u8], y: &mut [u8])
     (s.dt, s.dt_len) = (dt.as_ptr().cast(), dt.len() / e);
     (s.B, s.B_len) = (bc.as_ptr().cast(), bc.len() / e);
     (s.C, s.C_len) = (bc.as_ptr().cast(), bc.len() / e);
-    (s.z, s.z_len) = (z.as_ptr().cast(), z.len() / e);
+    // An empty `z` means no gate (NULL, as m2c_ssm_io_init leaves it).
+    if !z.is_empty() {
+        (s.z, s.z_len) = (z.as_ptr().cast(), z.len() / e);
+    }
     (s.y, s.y_len) = (y.as_mut_ptr().cast(), y.len() / e);
     s
 }
@@ -1308,7 +1311,7 @@ fn prefill(s: &Shape, rep: &mut Report) {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
             let t = pool.install(|| {
                 time(iters, || {
-                    let mut io = ssm_io(
+                    let io = ssm_io(
                         b.io,
                         &sx[..tok * hp * e],
                         &dt[..tok * nh * e],
@@ -1316,8 +1319,6 @@ fn prefill(s: &Shape, rep: &mut Report) {
                         &[],
                         &mut y[..tok * hp * e],
                     );
-                    io.z = ptr::null();
-                    io.z_len = 0;
                     let sa = ssm_args(b.io, &b.a, &b.d);
                     // SAFETY: valid buffers of the stated lengths.
                     check(
@@ -1420,10 +1421,8 @@ fn lazy(s: &Shape, rep: &mut Report) {
             for r in RS {
                 let cu: Vec<u64> = (0..=n).map(|i| (i * r) as u64).collect();
                 let fold = time(iters, || {
-                    let mut io =
+                    let io =
                         ssm_io(b.io, &fx[..n * r * hp * e], &fdt[..n * r * heads * e], &fbc[..n * r * gn * e], &[], &mut fy[..n * r * hp * e]);
-                    io.z = ptr::null();
-                    io.z_len = 0;
                     let sa = ssm_args(b.io, &b.a, &b.d);
                     for l in 0..c.num_layers {
                         // SAFETY: valid buffers of the stated lengths.
@@ -1608,9 +1607,7 @@ fn capture_cost(s: &Shape, rep: &mut Report) {
                 let cu = [0u64, n as u64];
                 let (a, z) = (t0 * e, (t0 + n) * e);
                 let bcs = &bc[a * gn..z * gn];
-                let mut io = ssm_io(b.io, &sx[a * hp..z * hp], &dt[a * nh..z * nh], bcs, bcs, &mut y[a * hp..z * hp]);
-                io.z = ptr::null();
-                io.z_len = 0;
+                let io = ssm_io(b.io, &sx[a * hp..z * hp], &dt[a * nh..z * nh], bcs, &[], &mut y[a * hp..z * hp]);
                 // SAFETY: valid buffers of the stated lengths.
                 unsafe {
                     let (xp, op) = (x[a * dim..].as_ptr().cast(), out[a * dim..].as_mut_ptr().cast());
