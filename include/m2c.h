@@ -230,6 +230,12 @@ typedef struct m2c_config {
 typedef uint32_t m2c_preset;
 
 /**
+ * A conv window layout for `m2c_set_conv_layout`. Arrives as a plain
+ * integer: an unknown one is `M2C_STATUS_INVALID_ARG`.
+ */
+typedef uint32_t m2c_conv_layout;
+
+/**
  * A zero-copy view of one layer's storage for every slot. `data` points
  * into the cache; element `[i0][i1][i2][i3]` is at
  * `data + (i0*strides[0] + i1*strides[1] + ...) * element size`. Strides
@@ -838,6 +844,25 @@ typedef struct m2c_reshard_copy {
 #define M2C_PRESET_ZAMBA2_1_2B 11
 
 /**
+ * Each slot's window stored `[conv_dim][conv_width]`, oldest input first:
+ * the layout of HF transformers, vLLM and llama.cpp, and the default.
+ */
+#define M2C_CONV_LAYOUT_OLDEST_FIRST 0
+
+/**
+ * Each slot's window stored column by column, `[conv_width][conv_dim]`,
+ * with a per-(layer, slot) head: a decode token (`m2c_update_conv`,
+ * `m2c_conv_step`) writes one column instead of shifting all of them.
+ * Outputs and states are bit-identical to the oldest-first layout's, and
+ * everything that copies windows out or in (`m2c_read_conv`,
+ * `m2c_set_conv`, snapshots, files, the store, digests) sees them oldest
+ * first, so no format changes. Host caches only. `m2c_slot_regions`
+ * refuses a ring cache (its bytes are not in snapshot order); views
+ * describe the layout (see `m2c_conv_view`, `m2c_conv_heads`).
+ */
+#define M2C_CONV_LAYOUT_RING 1
+
+/**
  * No activation: the conv output as computed.
  */
 #define M2C_ACTIVATION_NONE 0
@@ -1047,6 +1072,30 @@ m2c_status m2c_get_config(const struct m2c_cache *cache, struct m2c_config *out)
 m2c_status m2c_set_num_threads(struct m2c_cache *cache, uint32_t num_threads);
 
 /**
+ * Switches how the cache stores its conv windows (`M2C_CONV_LAYOUT_*`),
+ * converting every slot's windows in place: one pass over the conv
+ * storage (about 2% of the state), after which `m2c_read_conv` returns
+ * exactly what it did before. Call it once after `m2c_create`, or at any
+ * time between calls. Setting the current layout does nothing.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (cache), `M2C_STATUS_INVALID_ARG` (an
+ * unknown layout), `M2C_STATUS_UNSUPPORTED` (the ring layout on a device
+ * cache), `M2C_STATUS_OUT_OF_MEMORY` (its small tables could not be
+ * allocated), `M2C_STATUS_POISONED`. On failure nothing changes.
+ * Thread-safe: serialised with the handle's other calls.
+ */
+m2c_status m2c_set_conv_layout(struct m2c_cache *cache, m2c_conv_layout layout);
+
+/**
+ * Writes the cache's conv window layout (`M2C_CONV_LAYOUT_*`) to `*out`.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (cache, out), `M2C_STATUS_INVALID_ARG`
+ * (`out` inside the cache's storage). `*out` is written only on success.
+ * Thread-safe (a read).
+ */
+m2c_status m2c_get_conv_layout(const struct m2c_cache *cache, m2c_conv_layout *out);
+
+/**
  * Writes a one-line, human-readable summary of the cache into `buf`, NUL
  * terminated: layers and slots (and how many are in use), the conv window
  * and SSM state shapes and storage dtypes, the conv layout, the bytes of
@@ -1184,6 +1233,16 @@ m2c_status m2c_position(const struct m2c_cache *cache, int32_t slot, uint64_t *o
  * `[num_slots, conv_dim, conv_width]` in the conv storage dtype, without
  * copying: `out->data` points into the cache.
  *
+ * In the oldest-first layout (the default) index `[s][c][k]` is input `k`
+ * of channel `c`, oldest first, with strides `[conv_dim * conv_width,
+ * conv_width, 1]`. In the ring layout (`m2c_set_conv_layout`) the strides
+ * are `[conv_dim * conv_width, 1, conv_dim]` (each column's channels side
+ * by side) and `[s][c][j]` is physical column `j`: slot `s`'s input `k`
+ * (0 the oldest) is at `j = (heads[s] + k) % conv_width`, with `heads`
+ * from `m2c_conv_heads`. Read ring windows that way; a ring window must
+ * not be rewritten through the view (its head would no longer match):
+ * use `m2c_set_conv`, or switch to the oldest-first layout first.
+ *
  * The pointer stays valid until `m2c_destroy`. Reads and writes through it
  * are not synchronised with m2c's own calls: the caller must not access
  * the view while another call on this cache writes the same layer, and
@@ -1202,6 +1261,25 @@ m2c_status m2c_conv_view(struct m2c_cache *cache, uint32_t layer, struct m2c_ten
  * `m2c_conv_view`.
  */
 m2c_status m2c_ssm_view(struct m2c_cache *cache, uint32_t layer, struct m2c_tensor *out);
+
+/**
+ * Writes, for every slot of `layer`, the physical column of its conv
+ * window that holds the oldest input, into `out[0..num_slots]`: with
+ * `m2c_conv_view`, this is how an engine's own kernel reads ring windows.
+ * All zero in the oldest-first layout. `cap` is the number of entries
+ * `out` holds and must be at least `num_slots`.
+ *
+ * The heads change with every call that moves a window (updates, steps,
+ * prefills, commits, writes, copies, loads, resets): read them after the
+ * last such call, under the same synchronisation as the view.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (cache, out), `M2C_STATUS_OUT_OF_RANGE`
+ * (layer), `M2C_STATUS_SHAPE_MISMATCH` (`cap < num_slots`),
+ * `M2C_STATUS_INVALID_ARG` (`out` inside the cache's storage),
+ * `M2C_STATUS_POISONED`. `out` is written only on success. Thread-safe (a
+ * read).
+ */
+m2c_status m2c_conv_heads(const struct m2c_cache *cache, uint32_t layer, uint32_t *out, size_t cap);
 
 /* ------------------------------------------------------------------------ */
 /* Kernels: decode steps and prefills                                       */

@@ -180,6 +180,75 @@ pub unsafe extern "C" fn m2c_set_num_threads(cache: *mut m2c_cache, num_threads:
     })
 }
 
+/// A conv window layout for `m2c_set_conv_layout`. Arrives as a plain
+/// integer: an unknown one is `M2C_STATUS_INVALID_ARG`.
+pub type m2c_conv_layout = u32;
+
+/// Each slot's window stored `[conv_dim][conv_width]`, oldest input first:
+/// the layout of HF transformers, vLLM and llama.cpp, and the default.
+pub const M2C_CONV_LAYOUT_OLDEST_FIRST: m2c_conv_layout = 0;
+
+/// Each slot's window stored column by column, `[conv_width][conv_dim]`,
+/// with a per-(layer, slot) head: a decode token (`m2c_update_conv`,
+/// `m2c_conv_step`) writes one column instead of shifting all of them.
+/// Outputs and states are bit-identical to the oldest-first layout's, and
+/// everything that copies windows out or in (`m2c_read_conv`,
+/// `m2c_set_conv`, snapshots, files, the store, digests) sees them oldest
+/// first, so no format changes. Host caches only. `m2c_slot_regions`
+/// refuses a ring cache (its bytes are not in snapshot order); views
+/// describe the layout (see `m2c_conv_view`, `m2c_conv_heads`).
+pub const M2C_CONV_LAYOUT_RING: m2c_conv_layout = 1;
+
+/// Switches how the cache stores its conv windows (`M2C_CONV_LAYOUT_*`),
+/// converting every slot's windows in place: one pass over the conv
+/// storage (about 2% of the state), after which `m2c_read_conv` returns
+/// exactly what it did before. Call it once after `m2c_create`, or at any
+/// time between calls. Setting the current layout does nothing.
+///
+/// Errors: `M2C_STATUS_NULL_ARG` (cache), `M2C_STATUS_INVALID_ARG` (an
+/// unknown layout), `M2C_STATUS_UNSUPPORTED` (the ring layout on a device
+/// cache), `M2C_STATUS_OUT_OF_MEMORY` (its small tables could not be
+/// allocated), `M2C_STATUS_POISONED`. On failure nothing changes.
+/// Thread-safe: serialised with the handle's other calls.
+#[no_mangle]
+pub unsafe extern "C" fn m2c_set_conv_layout(cache: *mut m2c_cache, layout: m2c_conv_layout) -> m2c_status {
+    ffi_status("m2c_set_conv_layout", || {
+        // SAFETY: NULL or a live handle, per the contract.
+        let cache = unsafe { arg_ref(cache, "cache") }?;
+        let layout = match layout {
+            M2C_CONV_LAYOUT_OLDEST_FIRST => m2c_core::ConvLayout::OldestFirst,
+            M2C_CONV_LAYOUT_RING => m2c_core::ConvLayout::Ring,
+            other => {
+                return Err(CoreError::InvalidArg(format!("layout = {other} is not an M2C_CONV_LAYOUT_* value")).into());
+            }
+        };
+        Ok(cache.write()?.set_conv_layout(layout)?)
+    })
+}
+
+/// Writes the cache's conv window layout (`M2C_CONV_LAYOUT_*`) to `*out`.
+///
+/// Errors: `M2C_STATUS_NULL_ARG` (cache, out), `M2C_STATUS_INVALID_ARG`
+/// (`out` inside the cache's storage). `*out` is written only on success.
+/// Thread-safe (a read).
+#[no_mangle]
+pub unsafe extern "C" fn m2c_get_conv_layout(cache: *const m2c_cache, out: *mut m2c_conv_layout) -> m2c_status {
+    ffi_status("m2c_get_conv_layout", || {
+        // SAFETY: NULL or a live handle, per the contract.
+        let cache = unsafe { arg_ref(cache, "cache") }?;
+        let out = out_ptr(out, "out")?;
+        let c = cache.read();
+        check_out(&c, out, "out")?;
+        let v = match c.conv_layout() {
+            m2c_core::ConvLayout::OldestFirst => M2C_CONV_LAYOUT_OLDEST_FIRST,
+            m2c_core::ConvLayout::Ring => M2C_CONV_LAYOUT_RING,
+        };
+        // SAFETY: checked non-NULL and aligned.
+        unsafe { out.write(v) };
+        Ok(())
+    })
+}
+
 /// Writes a one-line, human-readable summary of the cache into `buf`, NUL
 /// terminated: layers and slots (and how many are in use), the conv window
 /// and SSM state shapes and storage dtypes, the conv layout, the bytes of

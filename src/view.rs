@@ -1,7 +1,8 @@
 //! Zero-copy views of a layer's storage.
 
-use super::cache::check_out;
+use super::cache::{check_out, check_outside};
 use super::*;
+use m2c_core::ConvLayout;
 use m2c_core::any_cache::Memory;
 
 /// A zero-copy view of one layer's storage for every slot. `data` points
@@ -57,6 +58,10 @@ fn view(cache: *const m2c_cache, layer: u32, out: *mut m2c_tensor, ssm: bool) ->
         strides[d] = acc;
         acc *= shape[d];
     }
+    if !ssm && c.conv_layout() == ConvLayout::Ring {
+        // Ring windows are stored column by column: [slot][column][channel].
+        strides = [sh.conv_slot_elems as u64, 1, sh.conv_dim as u64, 0];
+    }
     let t = m2c_tensor {
         data,
         dtype: dtype_to_c(dtype),
@@ -74,6 +79,16 @@ fn view(cache: *const m2c_cache, layer: u32, out: *mut m2c_tensor, ssm: bool) ->
 /// Describes the conv storage of `layer` as a 3-D tensor
 /// `[num_slots, conv_dim, conv_width]` in the conv storage dtype, without
 /// copying: `out->data` points into the cache.
+///
+/// In the oldest-first layout (the default) index `[s][c][k]` is input `k`
+/// of channel `c`, oldest first, with strides `[conv_dim * conv_width,
+/// conv_width, 1]`. In the ring layout (`m2c_set_conv_layout`) the strides
+/// are `[conv_dim * conv_width, 1, conv_dim]` (each column's channels side
+/// by side) and `[s][c][j]` is physical column `j`: slot `s`'s input `k`
+/// (0 the oldest) is at `j = (heads[s] + k) % conv_width`, with `heads`
+/// from `m2c_conv_heads`. Read ring windows that way; a ring window must
+/// not be rewritten through the view (its head would no longer match):
+/// use `m2c_set_conv`, or switch to the oldest-first layout first.
 ///
 /// The pointer stays valid until `m2c_destroy`. Reads and writes through it
 /// are not synchronised with m2c's own calls: the caller must not access
@@ -95,4 +110,41 @@ pub unsafe extern "C" fn m2c_conv_view(cache: *mut m2c_cache, layer: u32, out: *
 #[no_mangle]
 pub unsafe extern "C" fn m2c_ssm_view(cache: *mut m2c_cache, layer: u32, out: *mut m2c_tensor) -> m2c_status {
     ffi_status("m2c_ssm_view", || view(cache, layer, out, true))
+}
+
+/// Writes, for every slot of `layer`, the physical column of its conv
+/// window that holds the oldest input, into `out[0..num_slots]`: with
+/// `m2c_conv_view`, this is how an engine's own kernel reads ring windows.
+/// All zero in the oldest-first layout. `cap` is the number of entries
+/// `out` holds and must be at least `num_slots`.
+///
+/// The heads change with every call that moves a window (updates, steps,
+/// prefills, commits, writes, copies, loads, resets): read them after the
+/// last such call, under the same synchronisation as the view.
+///
+/// Errors: `M2C_STATUS_NULL_ARG` (cache, out), `M2C_STATUS_OUT_OF_RANGE`
+/// (layer), `M2C_STATUS_SHAPE_MISMATCH` (`cap < num_slots`),
+/// `M2C_STATUS_INVALID_ARG` (`out` inside the cache's storage),
+/// `M2C_STATUS_POISONED`. `out` is written only on success. Thread-safe (a
+/// read).
+#[no_mangle]
+pub unsafe extern "C" fn m2c_conv_heads(cache: *const m2c_cache, layer: u32, out: *mut u32, cap: usize) -> m2c_status {
+    ffi_status("m2c_conv_heads", || {
+        // SAFETY: NULL or a live handle, per the contract.
+        let cache = unsafe { arg_ref(cache, "cache") }?;
+        let out = out_ptr(out, "out")?;
+        let c = cache.read_unpoisoned()?;
+        let n = c.config().num_slots as usize;
+        check_outside(&c, out.cast_const().cast(), cap.saturating_mul(4), "out")?;
+        if cap < n {
+            return Err(
+                CoreError::ShapeMismatch(format!("out holds {cap} entries, but the cache has {n} slots")).into()
+            );
+        }
+        let mut heads = m2c_core::buffer::try_vec(n, 0u32, "the heads")?;
+        c.conv_heads(layer, &mut heads)?;
+        // SAFETY: `cap >= n` writable entries, per the contract.
+        unsafe { std::ptr::copy_nonoverlapping(heads.as_ptr(), out, n) };
+        Ok(())
+    })
 }

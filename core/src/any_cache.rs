@@ -175,6 +175,48 @@ impl AnyCache {
         on_either!(self, c => c.position(slot).map(|_| ()))
     }
 
+    /// How the conv windows are stored (device caches: always oldest first).
+    pub fn conv_layout(&self) -> crate::ring::ConvLayout {
+        match self {
+            AnyCache::Host(c) => c.conv_layout(),
+            AnyCache::Device(_) => crate::ring::ConvLayout::OldestFirst,
+        }
+    }
+
+    /// Switches the conv window layout ([`Cache::set_conv_layout`]). A
+    /// device cache keeps oldest-first windows: asking it for the ring
+    /// layout is `Unsupported`.
+    pub fn set_conv_layout(&mut self, layout: crate::ring::ConvLayout) -> Result<()> {
+        match self {
+            AnyCache::Host(c) => crate::pool::with_limit(c.num_threads(), || c.set_conv_layout(layout)),
+            AnyCache::Device(_) if layout == crate::ring::ConvLayout::OldestFirst => Ok(()),
+            AnyCache::Device(_) => {
+                Err(Error::Unsupported("a device cache keeps its conv windows oldest first: no ring layout".into()))
+            }
+        }
+    }
+
+    /// Per slot of `layer`, the physical column of its conv window's oldest
+    /// input ([`Cache::conv_heads`]; all zero for a device cache).
+    pub fn conv_heads(&self, layer: u32, out: &mut [u32]) -> Result<()> {
+        match self {
+            AnyCache::Host(c) => c.conv_heads(layer, out),
+            AnyCache::Device(m) => {
+                let d = AnyCache::lock(m);
+                d.addresses(layer)?;
+                let n = d.config().num_slots as usize;
+                if out.len() != n {
+                    return Err(Error::ShapeMismatch(format!(
+                        "out: len = {} elements, but the cache has {n} slots",
+                        out.len()
+                    )));
+                }
+                out.fill(0);
+                Ok(())
+            }
+        }
+    }
+
     /// The address and length in bytes of `layer`'s conv windows and SSM
     /// states: host addresses, or device addresses for a device cache.
     pub fn layer_storage(&self, layer: u32) -> Result<((u64, usize), (u64, usize))> {
@@ -300,8 +342,9 @@ impl AnyCache {
             Memory::Device => format!("cuda:{} memory", cfg.device_index),
         };
         let width = if cfg.conv_width == cfg.conv_kernel_size { "K" } else { "K-1" };
+        let ring = if self.conv_layout() == crate::ring::ConvLayout::Ring { ", ring layout" } else { "" };
         format!(
-            "m2c cache: {} layers x {} slots ({used} in use); conv {} [{} x {}] (width {width}, K = {}); \
+            "m2c cache: {} layers x {} slots ({used} in use); conv {} [{} x {}] (width {width}, K = {}{ring}); \
              ssm {} [{} x {} x {}] ({} group{}); {:.1} MB in {place}",
             cfg.num_layers,
             cfg.num_slots,

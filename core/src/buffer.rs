@@ -152,6 +152,7 @@ impl AlignedBuf {
 /// is valid.
 pub trait Zeroable: Copy + Send + Sync + 'static {}
 impl Zeroable for u8 {}
+impl Zeroable for u32 {}
 impl Zeroable for u64 {}
 impl Zeroable for f32 {}
 

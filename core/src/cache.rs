@@ -42,6 +42,11 @@ pub struct Cache {
     pub(crate) spec: crate::spec::Spec,
     /// Checkpoints to capture during prefills (`capture.rs`).
     pub(crate) capture: Option<Box<crate::capture::Plan>>,
+    /// How the conv windows are stored (`ring.rs`).
+    pub(crate) conv_layout: crate::ring::ConvLayout,
+    /// Ring layout only: per layer, per slot, the physical column of the
+    /// window's oldest input (empty in the oldest-first layout).
+    pub(crate) heads: Vec<crate::buffer::ZeroedVec<u32>>,
     /// Test-only fault injection: the next `update_conv` panics inside
     /// its per-slot work (on a pool thread when the call is parallel).
     #[cfg(any(test, feature = "testing"))]
@@ -88,6 +93,8 @@ impl Cache {
             num_threads: 0,
             spec: crate::spec::Spec::default(),
             capture: None,
+            conv_layout: crate::ring::ConvLayout::OldestFirst,
+            heads: Vec::new(),
             span,
             #[cfg(any(test, feature = "testing"))]
             inject_panic: false,
@@ -175,6 +182,17 @@ impl Cache {
         Ok(())
     }
 
+    /// Ring layout: the selected slots' windows of layer `l` took `n` new
+    /// columns, so their heads move on by `n` (no-op when oldest-first).
+    pub(crate) fn advance_heads(&mut self, l: usize, sel: &Selection<'_>, n: usize) {
+        let w = self.shape.conv_width;
+        if let Some(h) = self.heads.get_mut(l) {
+            for (_, s) in sel.pairs() {
+                h[s] = ((h[s] as usize + n) % w) as u32;
+            }
+        }
+    }
+
     fn parallel(sel: &Selection<'_>, bytes_per_slot: usize) -> bool {
         sel.active() >= 2 && sel.active().saturating_mul(bytes_per_slot) >= PAR_MIN_BYTES && pool::threads() > 1
     }
@@ -192,15 +210,27 @@ impl Cache {
         #[cfg(any(test, feature = "testing"))]
         let inject = self.inject_panic;
         let buf = self.layers[layer as usize].conv.slice_mut();
+        let heads = self.heads.get(layer as usize).map(|h| &h[..]);
         with_slice!(SliceMut, buf, s => with_slice!(Slice, x, i => {
             for_rows(s, dim * w, &sel, par, |row, win| {
                 #[cfg(any(test, feature = "testing"))]
                 if inject {
                     panic!("injected fault in update_conv");
                 }
-                shift_push(win, &i[row * dim..][..dim], w)
+                let x = &i[row * dim..][..dim];
+                match (heads, sel.slot(row)) {
+                    // Ring: the new inputs overwrite the oldest column.
+                    (Some(h), Some(slot)) => {
+                        let head = h[slot] as usize;
+                        for (d, v) in win[head * dim..(head + 1) * dim].iter_mut().zip(x) {
+                            *d = v.cast();
+                        }
+                    }
+                    _ => shift_push(win, x, w),
+                }
             })
         }));
+        self.advance_heads(layer as usize, &sel, 1);
         self.spec_drop_sel(&sel);
         Ok(())
     }
@@ -213,7 +243,19 @@ impl Cache {
         let sel = slots.validate(self.num_slots())?;
         Self::check_len("window", window.len(), sel.rows(), per)?;
         let par = Self::parallel(&sel, per * self.cfg.conv_dtype.size());
-        write_rows(self.layers[layer as usize].conv.slice_mut(), per, &sel, par, window);
+        let buf = self.layers[layer as usize].conv.slice_mut();
+        if self.conv_layout == crate::ring::ConvLayout::Ring {
+            let (dim, w) = (self.shape.conv_dim, self.shape.conv_width);
+            with_slice!(SliceMut, buf, d => with_slice!(Slice, window, src => {
+                for_rows(d, per, &sel, par, |row, win| crate::ring::scatter_cast(&src[row * per..(row + 1) * per], win, dim, w))
+            }));
+            let h = &mut self.heads[layer as usize];
+            for (_, s) in sel.pairs() {
+                h[s] = 0;
+            }
+        } else {
+            write_rows(buf, per, &sel, par, window);
+        }
         self.spec_drop_sel(&sel);
         Ok(())
     }
@@ -240,7 +282,23 @@ impl Cache {
         let sel = slots.validate(self.num_slots())?;
         Self::check_len("out", out.len(), sel.rows(), per)?;
         let par = Self::parallel(&sel, per * self.cfg.conv_dtype.size());
-        read_rows(self.layers[layer as usize].conv.slice(), per, &sel, par, out);
+        let buf = self.layers[layer as usize].conv.slice();
+        match self.heads.get(layer as usize) {
+            // Ring windows come out oldest first, as a snapshot holds them.
+            Some(h) => {
+                let (dim, w) = (self.shape.conv_dim, self.shape.conv_width);
+                with_slice!(Slice, buf, b => with_slice!(SliceMut, out, o => {
+                    for row in 0..sel.rows() {
+                        let dst = &mut o[row * per..(row + 1) * per];
+                        match sel.slot(row) {
+                            Some(s) => crate::ring::gather_cast(&b[s * per..(s + 1) * per], dim, w, h[s] as usize, dst),
+                            None => dst.fill(Elem::ZERO),
+                        }
+                    }
+                }));
+            }
+            None => read_rows(buf, per, &sel, par, out),
+        }
         Ok(())
     }
 
@@ -275,6 +333,11 @@ impl Cache {
         }
         for (_, s) in sel.pairs() {
             self.positions[s] = 0;
+        }
+        for h in &mut self.heads {
+            for (_, s) in sel.pairs() {
+                h[s] = 0;
+            }
         }
         self.spec_drop_sel(&sel);
         Ok(())

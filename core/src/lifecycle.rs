@@ -69,6 +69,7 @@ impl Cache {
             l.conv.slice_mut().sub(s * conv_elems..(s + 1) * conv_elems).fill_zero();
             l.ssm.slice_mut().sub(s * ssm_elems..(s + 1) * ssm_elems).fill_zero();
         }
+        self.reset_heads(s);
     }
 
     /// Zeroes every slot, resets every position and releases every slot.
@@ -76,6 +77,9 @@ impl Cache {
         for l in &mut self.layers {
             l.conv.slice_mut().fill_zero();
             l.ssm.slice_mut().fill_zero();
+        }
+        for h in &mut self.heads {
+            h.fill(0);
         }
         self.positions.fill(0);
         self.in_use.fill(0);
@@ -151,6 +155,15 @@ impl Cache {
             });
         } else {
             self.layers.iter_mut().for_each(copy_layer);
+        }
+        // Ring windows move with their heads.
+        for h in &mut self.heads {
+            for &op in ops {
+                match op {
+                    CopyOp::Copy { src, dst } => h[dst] = h[src],
+                    CopyOp::Swap { a, b } => h.swap(a, b),
+                }
+            }
         }
         self.copy_positions(&plan);
         Ok(())

@@ -179,11 +179,25 @@ impl Cache {
         let mut w = HashingWriter { inner: file, buf, hash: Xxh64::new(), written: 0 };
         w.put(&self.file_header()).map_err(werr)?;
         w.put(table).map_err(werr)?;
+        // Ring windows are written oldest first, one slot's window at a time.
+        let mut row = Vec::new();
+        if self.conv_layout() == crate::ring::ConvLayout::Ring {
+            row = try_vec(self.slot_byte_sizes().0, 0u8, "one conv window")?;
+        }
         for l in 0..self.config().num_layers {
-            for part in self.layer_bytes(l) {
-                for chunk in part.chunks(IO_CHUNK) {
+            let [conv, ssm] = self.layer_bytes(l);
+            if row.is_empty() {
+                for chunk in conv.chunks(IO_CHUNK) {
                     w.put(chunk).map_err(werr)?;
                 }
+            } else {
+                for s in 0..self.num_slots() {
+                    self.conv_bytes_out(l as usize, s, 0, &mut row);
+                    w.put(&row).map_err(werr)?;
+                }
+            }
+            for chunk in ssm.chunks(IO_CHUNK) {
+                w.put(chunk).map_err(werr)?;
             }
         }
         let sum = w.hash.digest().to_le_bytes();
@@ -215,6 +229,11 @@ impl Cache {
         }
         if header[16..56] != crate::snapshot::fingerprint(self.config())[..] || entries.len() != self.num_slots() {
             return Err(Error::InvalidArg("the file was checked for a cache of another shape".into()));
+        }
+        // A ring cache rewrites each window into its layout after the read.
+        let mut row = Vec::new();
+        if self.conv_layout() == crate::ring::ConvLayout::Ring {
+            row = try_vec(self.slot_byte_sizes().0, 0u8, "one conv window")?;
         }
         // From here on every slot's state is rewritten.
         self.spec_drop_all();
@@ -259,6 +278,16 @@ impl Cache {
                     path.display()
                 )),
             });
+        }
+        if !row.is_empty() {
+            let geom = self.conv_geometry();
+            for (layer, heads) in self.layers.iter_mut().zip(self.heads.iter_mut()) {
+                for s in 0..heads.len() {
+                    let n = row.len();
+                    row.copy_from_slice(&layer.conv.bytes()[s * n..(s + 1) * n]);
+                    Cache::conv_bytes_in(layer, Some(&mut *heads), s, &row, geom);
+                }
+            }
         }
         for (s, (pos, used)) in entries.into_iter().enumerate() {
             self.set_position(s, pos);

@@ -50,6 +50,13 @@ impl AnyCache {
     pub fn slot_regions(&self, slots: &[i32]) -> Result<Vec<Region>> {
         let cfg = self.config();
         let shape = cfg.shape()?;
+        if self.conv_layout() == crate::ring::ConvLayout::Ring {
+            return Err(Error::Unsupported(
+                "the conv windows are in the ring layout, whose bytes are not in snapshot order: switch the cache \
+                 to the oldest-first layout for a raw transfer, or move snapshots"
+                    .into(),
+            ));
+        }
         for (i, &s) in slots.iter().enumerate() {
             if s < 0 {
                 return Err(Error::OutOfRange(format!("slots[{i}] = {s}: a region needs a slot, not padding")));

@@ -92,7 +92,7 @@ const HASH_PIECE: usize = 64 * 1024;
 
 impl Cache {
     /// Payload bytes of one slot: every layer's conv window then ssm state.
-    fn slot_payload_bytes(&self) -> usize {
+    pub(crate) fn slot_payload_bytes(&self) -> usize {
         payload_bytes(self.config())
     }
 
@@ -124,14 +124,23 @@ impl Cache {
         let mut h = crate::xxh64::Xxh64::new();
         h.update(&buf[..SLOT_HEADER_BYTES]);
         let mut at = SLOT_HEADER_BYTES;
+        let (conv_row, _) = self.slot_byte_sizes();
+        let chan = conv_row / self.shape().conv_dim;
+        // Whole channels per piece (at least one) for the conv window,
+        // which a ring cache rotates into snapshot order as it copies.
+        let conv_piece = (HASH_PIECE / chan).max(1) * chan;
         for l in 0..self.config().num_layers {
-            for part in self.slot_bytes(l, s) {
-                for piece in part.chunks(HASH_PIECE) {
-                    let dst = &mut buf[at..at + piece.len()];
-                    dst.copy_from_slice(piece);
-                    h.update(dst);
-                    at += piece.len();
-                }
+            for c in (0..conv_row).step_by(conv_piece) {
+                let dst = &mut buf[at..at + conv_piece.min(conv_row - c)];
+                self.conv_bytes_out(l as usize, s, c / chan, dst);
+                h.update(dst);
+                at += dst.len();
+            }
+            for piece in self.slot_bytes(l, s)[1].chunks(HASH_PIECE) {
+                let dst = &mut buf[at..at + piece.len()];
+                dst.copy_from_slice(piece);
+                h.update(dst);
+                at += piece.len();
             }
         }
         buf[at..at + 8].copy_from_slice(&h.digest().to_le_bytes());
@@ -146,12 +155,11 @@ impl Cache {
         let s = self.check_slot(slot)?;
         let per = self.slot_payload_bytes() / self.layers.len();
         self.check_payload(out.len())?;
+        let (conv_row, _) = self.slot_byte_sizes();
         let copy = |(l, dst): (usize, &mut [u8])| {
-            let mut at = 0;
-            for part in self.slot_bytes(l as u32, s) {
-                dst[at..at + part.len()].copy_from_slice(part);
-                at += part.len();
-            }
+            let (conv, ssm) = dst.split_at_mut(conv_row);
+            self.conv_bytes_out(l, s, 0, conv);
+            ssm.copy_from_slice(self.slot_bytes(l as u32, s)[1]);
         };
         if out.len() >= crate::cache::PAR_MIN_BYTES && self.layers.len() >= 2 && crate::pool::threads() > 1 {
             use rayon::prelude::*;
@@ -169,16 +177,20 @@ impl Cache {
         self.check_payload(data.len())?;
         let per = self.slot_payload_bytes() / self.layers.len();
         let (conv_row, ssm_row) = self.slot_byte_sizes();
-        let copy = |(layer, src): (&mut crate::cache::Layer, &[u8])| {
-            layer.conv.bytes_mut()[s * conv_row..(s + 1) * conv_row].copy_from_slice(&src[..conv_row]);
-            layer.ssm.bytes_mut()[s * ssm_row..(s + 1) * ssm_row].copy_from_slice(&src[conv_row..]);
-        };
-        if data.len() >= crate::cache::PAR_MIN_BYTES && self.layers.len() >= 2 && crate::pool::threads() > 1 {
+        let geom = self.conv_geometry();
+        let copy =
+            |((layer, heads), src): ((&mut crate::cache::Layer, Option<&mut crate::buffer::ZeroedVec<u32>>), &[u8])| {
+                Cache::conv_bytes_in(layer, heads, s, &src[..conv_row], geom);
+                layer.ssm.bytes_mut()[s * ssm_row..(s + 1) * ssm_row].copy_from_slice(&src[conv_row..]);
+            };
+        // Each layer with its ring heads (none in the oldest-first layout).
+        let mut heads = self.heads.iter_mut();
+        let layers: Vec<_> = self.layers.iter_mut().map(|l| (l, heads.next())).collect();
+        if data.len() >= crate::cache::PAR_MIN_BYTES && layers.len() >= 2 && crate::pool::threads() > 1 {
             use rayon::prelude::*;
-            let layers = &mut self.layers;
-            crate::pool::install(|| layers.par_iter_mut().zip(data.par_chunks(per)).for_each(copy));
+            crate::pool::install(|| layers.into_par_iter().zip(data.par_chunks(per)).for_each(copy));
         } else {
-            self.layers.iter_mut().zip(data.chunks(per)).for_each(copy);
+            layers.into_iter().zip(data.chunks(per)).for_each(copy);
         }
         self.set_position(s, position);
         self.spec_drop(s);
@@ -194,10 +206,27 @@ impl Cache {
         let head = snapshot_header(self.config(), self.position(slot)?, self.slot_payload_bytes());
         let mut h = crate::xxh64::Xxh64::new();
         h.update(&head);
+        // Ring windows are hashed in snapshot order, a few channels at a time.
+        let mut piece = Vec::new();
+        if self.conv_layout() == crate::ring::ConvLayout::Ring {
+            let chan = self.slot_byte_sizes().0 / self.shape().conv_dim;
+            piece = crate::buffer::try_vec((4096 / chan).max(1) * chan, 0u8, "a digest piece")?;
+        }
+        let (conv_row, _) = self.slot_byte_sizes();
         for l in 0..self.config().num_layers {
-            for part in self.slot_bytes(l, s) {
-                h.update(part);
+            let [conv, ssm] = self.slot_bytes(l, s);
+            if piece.is_empty() {
+                h.update(conv);
+            } else {
+                let chan = conv_row / self.shape().conv_dim;
+                let piece_len = piece.len();
+                for c in (0..conv_row).step_by(piece_len) {
+                    let dst = &mut piece[..(conv_row - c).min(piece_len)];
+                    self.conv_bytes_out(l as usize, s, c / chan, dst);
+                    h.update(dst);
+                }
             }
+            h.update(ssm);
         }
         Ok(h.digest())
     }
@@ -207,8 +236,11 @@ impl Cache {
     pub(crate) fn export_layer_row(&self, layer: u32, conv: bool, s: usize, data: &mut [u8]) {
         let (conv_row, ssm_row) = self.slot_byte_sizes();
         let at = layer as usize * (conv_row + ssm_row) + if conv { 0 } else { conv_row };
-        let src = self.slot_bytes(layer, s)[usize::from(!conv)];
-        data[at..at + src.len()].copy_from_slice(src);
+        if conv {
+            self.conv_bytes_out(layer as usize, s, 0, &mut data[at..at + conv_row]);
+        } else {
+            data[at..at + ssm_row].copy_from_slice(self.slot_bytes(layer, s)[1]);
+        }
     }
 
     fn check_payload(&self, len: usize) -> Result<()> {

@@ -383,10 +383,11 @@ impl Cache {
                 load_f32(x, t * dim, &mut log[at..at + lay.conv_dim]);
             }
             let buf = self.layers[l].conv.slice_mut();
+            let heads = self.heads.get(l).map(|h| &h[..]);
             dispatch!(buf, st: S, x.dtype(), I => {
                 let job = conv::ConvJob { x: I::of(x).expect("dtype checked"), weight: p.weight, bias: p.bias, silu: p.silu, dim, kernel: k, width: w };
                 let out = I::of_mut(out).expect("dtype checked");
-                conv_verify_rows::<S, I>(&job, st, out, &round, chunk, scratch_len, par)
+                conv_verify_rows::<S, I>(&job, st, heads, out, &round, chunk, scratch_len, par)
             })
         };
         // A failed verify (its scratch could not be allocated) may have
@@ -554,11 +555,13 @@ impl Cache {
         let ys = Mutex::new((0..=threads).map(|_| try_vec(y_len, 0f32, "y scratch")).collect::<Result<Vec<_>>>()?);
         let log: &[f32] = self.spec.log.as_ref().expect("a round implies a log");
         let c = Commit { log, lay, work: &work, layers, max_tokens, width: w, par, ys: &ys };
+        let mut heads = self.heads.iter_mut();
         for (l, layer) in self.layers.iter_mut().enumerate() {
+            let h = heads.next();
             match layer.conv.slice_mut() {
-                SliceMut::F32(st) => c.conv(l, st),
-                SliceMut::BF16(st) => c.conv(l, st),
-                SliceMut::F16(st) => c.conv(l, st),
+                SliceMut::F32(st) => c.conv(l, st, h),
+                SliceMut::BF16(st) => c.conv(l, st, h),
+                SliceMut::F16(st) => c.conv(l, st, h),
             }
             match layer.ssm.slice_mut() {
                 SliceMut::F32(st) => c.ssm(l, st),
@@ -701,9 +704,11 @@ fn ssm_verify_rows<S: Lane>(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn conv_verify_rows<S: Lane, I: Lane>(
     job: &conv::ConvJob<'_, I>,
     st: &mut [S],
+    heads: Option<&[u32]>,
     out: &mut [I],
     round: &Round,
     chunk: usize,
@@ -731,13 +736,29 @@ fn conv_verify_rows<S: Lane, I: Lane>(
         let Some(s) = round.live_slot(r) else { return };
         let len = chunk.min(dim - c0);
         let plan = &round.plans[r];
-        let committed = &windows[(s * dim + c0) * w..(s * dim + c0 + len) * w];
+        // The committed window's channels, oldest first (ring windows are
+        // gathered from their columns).
+        let committed = match heads {
+            None => &windows[(s * dim + c0) * w..(s * dim + c0 + len) * w],
+            Some(_) => &windows[s * dim * w..(s + 1) * dim * w],
+        };
         let mut set = sets.lock().unwrap_or_else(|e| e.into_inner()).pop().expect("one scratch set per thread");
         let t0 = round.cu[r] as usize;
         for (t, &(b, from)) in plan.steps.iter().enumerate() {
             let one = len * w;
             match from {
-                From::Committed => set[b * one..(b + 1) * one].copy_from_slice(committed),
+                From::Committed => match heads {
+                    None => set[b * one..(b + 1) * one].copy_from_slice(committed),
+                    Some(h) => crate::ring::gather(
+                        committed,
+                        dim,
+                        w,
+                        h[s] as usize,
+                        c0,
+                        &mut set[b * one..(b + 1) * one],
+                        |v| v,
+                    ),
+                },
                 From::Buf(src) => set.copy_within(src * one..(src + 1) * one, b * one),
                 From::InPlace => {}
             }
@@ -827,7 +848,9 @@ impl Commit<'_> {
     }
 
     /// Layer `l`'s windows: the last `width` of (window, the path's inputs).
-    fn conv<S: Lane>(&self, l: usize, st: &mut [S]) {
+    /// (A ring window takes the path's inputs as new columns, its head
+    /// moving on by the path's length.)
+    fn conv<S: Lane>(&self, l: usize, st: &mut [S], mut heads: Option<&mut crate::buffer::ZeroedVec<u32>>) {
         let (dim, w, per) = (self.lay.conv_dim, self.width, self.lay.per_token());
         for (s, _, path) in self.work {
             if path.is_empty() {
@@ -835,7 +858,21 @@ impl Commit<'_> {
             }
             let base = self.base(*s, l);
             let win = &mut st[s * dim * w..(s + 1) * dim * w];
-            commit_windows(win, w, dim, path, |t, c| self.log[base + t * per + c]);
+            match heads.as_deref_mut() {
+                None => commit_windows(win, w, dim, path, |t, c| self.log[base + t * per + c]),
+                Some(h) => {
+                    // Only the last `w` tokens' columns survive (they
+                    // rewrite every column, so where they start is free).
+                    let first = path.len().saturating_sub(w);
+                    for &t in &path[first..] {
+                        let head = h[*s] as usize;
+                        for (c, v) in win[head * dim..(head + 1) * dim].iter_mut().enumerate() {
+                            *v = S::store(self.log[base + t * per + c]);
+                        }
+                        h[*s] = ((head + 1) % w) as u32;
+                    }
+                }
+            }
         }
     }
 

@@ -9,7 +9,7 @@ mod common;
 
 use common::{Buf, Rng};
 use m2c_core::kernels::{ConvParams, SsmInputs, SsmParams};
-use m2c_core::{Cache, Config, DType, Error, Slots};
+use m2c_core::{Cache, Config, ConvLayout, DType, Error, Slots};
 
 fn cfg(conv: DType, ssm: DType, width: u32, groups: u32) -> Config {
     Config {
@@ -178,8 +178,14 @@ fn prefill_equals_token_by_token_steps_and_any_chunking() {
                 let ps = params(&mut rng, &whole);
                 let len = 37;
                 let pr = prompt(&mut rng, len, &whole);
+                // The chunked prefill runs over ring windows, and so do the
+                // steps for two groups: both must match the oldest-first prefill.
                 let mut stepped = Cache::new(c).unwrap();
+                if groups == 2 {
+                    stepped.set_conv_layout(ConvLayout::Ring).unwrap();
+                }
                 let mut chunked = Cache::new(c).unwrap();
+                chunked.set_conv_layout(ConvLayout::Ring).unwrap();
                 let a = prefill(&mut whole, 1, &pr, 0, len, &ps, io);
                 let b = steps(&mut stepped, 1, &pr, 0, len, &ps, io);
                 let ctx = format!("{conv:?}/{ssm:?}/{io:?} width {width} groups {groups}");
@@ -312,16 +318,20 @@ fn parallel_prefill_is_bit_identical_to_serial() {
         ssm_dtype: DType::F32,
         ..Config::default()
     };
-    let run = |threads: usize| {
+    let run = |threads: usize, layout: ConvLayout| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {
             let mut rng = Rng::new(9);
             let mut cache = Cache::new(c).unwrap();
+            cache.set_conv_layout(layout).unwrap();
             let ps = params(&mut rng, &cache);
             let pr = prompt(&mut rng, 20, &cache);
             let out = prefill(&mut cache, 1, &pr, 0, 20, &ps, DType::F32);
             (out, state_of(&cache, 1))
         })
     };
-    assert!(run(1) == run(2));
+    let serial = run(1, ConvLayout::OldestFirst);
+    assert!(serial == run(2, ConvLayout::OldestFirst));
+    assert!(serial == run(1, ConvLayout::Ring));
+    assert!(serial == run(2, ConvLayout::Ring));
 }

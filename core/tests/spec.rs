@@ -3,7 +3,8 @@
 //! (trees) leaves every layer's window and state, and the position,
 //! bit-identical to having stepped only the accepted tokens; for every
 //! storage and activation dtype, both window layouts, one and several
-//! groups, with padding rows and several slots per round. Bad input and
+//! groups, with padding rows and several slots per round, over
+//! oldest-first and ring windows. Bad input and
 //! slots changed after the round began are refused, changing nothing.
 //! (The steps themselves are checked against an f64 reference in
 //! tests/kernels.rs.)
@@ -12,7 +13,7 @@ mod common;
 
 use common::{Buf, Rng};
 use m2c_core::kernels::{ConvParams, SsmInputs, SsmParams};
-use m2c_core::{Cache, Config, DType, Error, SliceMut, Slots};
+use m2c_core::{Cache, Config, ConvLayout, DType, Error, SliceMut, Slots};
 
 const LAYERS: usize = 2;
 
@@ -161,8 +162,15 @@ fn bits(v: &[f32]) -> Vec<u32> {
 /// A cache with a few tokens of history in every slot (the same for the
 /// same seed), its parameters, and the rng to continue with.
 fn base(c: Config, io: DType, seed: u64) -> (Cache, Vec<Params>, Rng) {
+    base_in(c, io, seed, ConvLayout::OldestFirst)
+}
+
+/// [`base`] with the conv windows in `layout` from the start (the same
+/// logical state, so the same snapshots, in either layout).
+fn base_in(c: Config, io: DType, seed: u64, layout: ConvLayout) -> (Cache, Vec<Params>, Rng) {
     let mut rng = Rng::new(seed);
     let mut cache = Cache::new(c).unwrap();
+    cache.set_conv_layout(layout).unwrap();
     let ps = params(&mut rng, &cache);
     for s in 0..4 {
         for _ in 0..3 {
@@ -226,7 +234,9 @@ fn chains_verify_like_steps_and_commit_any_prefix_exactly() {
         }
         for k1 in 0..=5u32 {
             let k3 = (k1 * 2) % 4;
-            let (mut cache, ps, _) = base(c, io, 7 + ci as u64);
+            // Odd prefixes verify and commit over ring windows.
+            let layout = if k1 % 2 == 1 { ConvLayout::Ring } else { ConvLayout::OldestFirst };
+            let (mut cache, ps, _) = base_in(c, io, 7 + ci as u64, layout);
             cache.spec_reserve(5).unwrap();
             cache.spec_begin(Slots::List(&slots), &cu_of(&rows), None).unwrap();
             let got = verify(&mut cache, &rows, &ps, io);
@@ -303,7 +313,8 @@ fn trees_verify_every_path_and_commit_any_node_exactly() {
         let run: Vec<Vec<Tok>> = (0..t).map(|_| toks(&mut rng, &probe)).collect();
         let rows: Rows = vec![run.clone()];
         for node in 0..=t {
-            let (mut cache, ps, _) = base(c, io, 100 + ci as u64);
+            let layout = if node % 2 == 1 { ConvLayout::Ring } else { ConvLayout::OldestFirst };
+            let (mut cache, ps, _) = base_in(c, io, 100 + ci as u64, layout);
             let before = snapshots(&cache);
             cache.spec_reserve(t as u32).unwrap();
             cache.spec_begin(Slots::List(&[2]), &[0, t as u64], Some(&parents)).unwrap();

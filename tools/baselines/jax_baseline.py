@@ -4,8 +4,11 @@ as one jitted JAX step with donated buffers, and the same in numpy, timed on
 this machine so m2c-bench's numbers have a same-machine baseline.
 
 Usage: python3 tools/baselines/jax_baseline.py [--slots 8] [--layers 64] [--state f32|bf16] [--iters 7] [--conv-only]
+       [--update-conv [--conv f32|bf16]]
 (--conv-only: the conv update alone over every layer, jitted the same way,
-the figure m2c's conv_step is compared with.)
+the figure m2c's conv_step is compared with; --update-conv: the window
+update alone, EasyDeL's update_conv_state, the figure m2c_update_conv is
+compared with.)
 Shapes: Mamba2-2.7B (intermediate 5120, 80 heads x 64, state 128, 1 group,
 kernel 4, conv window K, conv state bf16), f32 activations.
 Prints the median ms per token and the memcpy bandwidth of this machine
@@ -25,6 +28,8 @@ ap.add_argument("--state", default="f32", choices=["f32", "bf16"])
 ap.add_argument("--iters", type=int, default=7)
 ap.add_argument("--skip-numpy", action="store_true")
 ap.add_argument("--conv-only", action="store_true")
+ap.add_argument("--update-conv", action="store_true")
+ap.add_argument("--conv", default="bf16", choices=["f32", "bf16"])
 a = ap.parse_args()
 
 H, P, N, G, K = 80, 64, 128, 1, 4
@@ -45,12 +50,13 @@ def median_ms(f, iters):
 
 ssm_bytes = L * S * H * P * N * (4 if a.state == "f32" else 2)
 conv_bytes = L * S * CONV * K * 2
-src = np.ones(ssm_bytes + conv_bytes, np.uint8)
-dst = np.zeros_like(src)
-t_copy = median_ms(lambda: np.copyto(dst, src), a.iters)
-print(f"Mamba2-2.7B state work, {L} layers, {S} slots, ssm {a.state}: {(ssm_bytes + conv_bytes) / 1e6:.0f} MB of state")
-print(f"numpy memcpy of the state bytes: {t_copy:.1f} ms ({(ssm_bytes + conv_bytes) / t_copy / 1e6:.1f} GB/s)")
-del src, dst
+if not a.update_conv:
+    src = np.ones(ssm_bytes + conv_bytes, np.uint8)
+    dst = np.zeros_like(src)
+    t_copy = median_ms(lambda: np.copyto(dst, src), a.iters)
+    print(f"Mamba2-2.7B state work, {L} layers, {S} slots, ssm {a.state}: {(ssm_bytes + conv_bytes) / 1e6:.0f} MB of state")
+    print(f"numpy memcpy of the state bytes: {t_copy:.1f} ms ({(ssm_bytes + conv_bytes) / t_copy / 1e6:.1f} GB/s)")
+    del src, dst
 
 import jax
 import jax.numpy as jnp
@@ -65,6 +71,29 @@ dt_bias = jnp.zeros((L, H), jnp.float32)
 xs = jnp.asarray(rng.standard_normal((S, CONV), np.float32))
 dts = jnp.asarray(rng.standard_normal((S, H), np.float32))
 zs = jnp.asarray(rng.standard_normal((S, H, P), np.float32))
+
+if a.update_conv:
+    # The conv window update alone, as EasyDeL's update_conv_state writes
+    # it (jnp.roll of the window, then .at[...].set of the newest column),
+    # over every layer, jitted with donated buffers: what m2c_update_conv
+    # is compared with (m2c-bench --ring runs this and prints both).
+    cdt = jnp.float32 if a.conv == "f32" else jnp.bfloat16
+
+    def update(conv_states):
+        return [jnp.roll(c, -1, axis=-1).at[:, :, -1].set(xs.astype(c.dtype)) for c in conv_states]
+
+    jupd = jax.jit(update, donate_argnums=(0,))
+    cst = [[jnp.zeros((S, CONV, K), cdt) for _ in range(L)]]
+
+    def run_upd():
+        c = jupd(cst[0])
+        jax.block_until_ready(c)
+        cst[0] = c
+
+    t_upd = median_ms(run_upd, max(a.iters, 51))
+    print(f"JAX {jax.__version__} jit, donated buffers: update_conv_state (jnp.roll + .at[].set), {L} layers, {S} slots, "
+          f"conv {a.conv}: {t_upd:.4f} ms per token")
+    raise SystemExit(0)
 
 
 def step(conv_states, ssm_states):

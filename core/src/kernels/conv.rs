@@ -365,3 +365,144 @@ multiversion! {
         }
     }
 }
+
+/// One slot's ring window (`ring.rs`): `[W][conv_dim]`, channel `c` of
+/// physical column `j` at `base + j * dim + c`, logical column `k` (0 the
+/// oldest) at physical column `(head + k) % W`.
+pub(crate) struct RingWin<S> {
+    base: *mut S,
+    dim: usize,
+    w: usize,
+    head: usize,
+}
+
+impl<S> RingWin<S> {
+    /// # Safety
+    /// `base` must be valid for reads and writes of `dim * w` elements
+    /// while the value is used, and the channels a kernel call is given
+    /// must be accessed by nothing else meanwhile.
+    pub(crate) unsafe fn new(base: *mut S, dim: usize, w: usize, head: usize) -> Self {
+        RingWin { base, dim, w, head }
+    }
+
+    /// The same window after `n` more tokens.
+    pub(crate) fn advanced(&self, n: usize) -> Self {
+        RingWin { head: (self.head + n) % self.w, ..*self }
+    }
+
+    /// Channel `c` of logical column `k`.
+    #[inline(always)]
+    fn at(&self, k: usize, c: usize) -> *mut S {
+        self.base.wrapping_add(crate::ring::phys(self.head, k, self.w) * self.dim + c)
+    }
+}
+
+impl<S> Clone for RingWin<S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<S> Copy for RingWin<S> {}
+
+/// Ring windows, kernel size `K`: channels `c0..c0 + xs.len()` of one
+/// token. The taps come from their physical columns (contiguous over
+/// channels, so blocks of 64 channels are plain vector loads), the sum runs
+/// in the order of [`channels`] (0, taps oldest first, x, bias), and the
+/// new inputs overwrite the oldest column: one column written instead of W.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // `k` picks a column and a weight
+fn ring_channels<S: Lane, I: Lane, const K: usize>(
+    job: &ConvJob<'_, I>,
+    c0: usize,
+    win: &RingWin<S>,
+    xs: &[I],
+    out: &mut [I],
+) {
+    const BLK: usize = 64;
+    let (w, len) = (win.w, xs.len());
+    let full = len / BLK * BLK;
+    let (wts, _) = job.weight[c0 * K..(c0 + full) * K].as_chunks::<K>();
+    let (wts, _) = wts.as_chunks::<BLK>();
+    let (x64, _) = xs[..full].as_chunks::<BLK>();
+    let (o64, _) = out[..full].as_chunks_mut::<BLK>();
+    for (bi, ((tb, xb), ob)) in wts.iter().zip(x64).zip(o64.iter_mut()).enumerate() {
+        let c = c0 + bi * BLK;
+        let mut acc = [0f32; BLK];
+        for k in 0..K - 1 {
+            // SAFETY: channels c..c + BLK of every column are this call's
+            // (the contract of `RingWin::new`); this borrow ends before
+            // the oldest column is written below.
+            let t = unsafe { &*win.at(w - (K - 1) + k, c).cast::<[S; BLK]>() };
+            for l in 0..BLK {
+                acc[l] += t[l].load() * tb[l][k];
+            }
+        }
+        let mut xv = [0f32; BLK];
+        for l in 0..BLK {
+            xv[l] = xb[l].load();
+            acc[l] += xv[l] * tb[l][K - 1];
+        }
+        if let Some(b) = job.bias {
+            let b = &b[c..c + BLK];
+            for l in 0..BLK {
+                acc[l] += b[l];
+            }
+        }
+        if job.silu {
+            for a in acc.iter_mut() {
+                *a = math::silu(*a);
+            }
+        }
+        for l in 0..BLK {
+            ob[l] = I::store(acc[l]);
+        }
+        // SAFETY: as above; no other reference into the window is live.
+        let d = unsafe { &mut *win.at(0, c).cast::<[S; BLK]>() };
+        for l in 0..BLK {
+            d[l] = S::store(xv[l]);
+        }
+    }
+    if full < len {
+        ring_any(job, c0 + full, win, &xs[full..], &mut out[full..]);
+    }
+}
+
+/// Ring windows, any kernel size (slower path).
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // `k` picks a column and a weight
+fn ring_any<S: Lane, I: Lane>(job: &ConvJob<'_, I>, c0: usize, win: &RingWin<S>, xs: &[I], out: &mut [I]) {
+    let (k_, w) = (job.kernel, win.w);
+    for (i, (xv, o)) in xs.iter().zip(out.iter_mut()).enumerate() {
+        let c = c0 + i;
+        let wt = &job.weight[c * k_..(c + 1) * k_];
+        let xv = xv.load();
+        let mut sum = 0f32;
+        for k in 0..k_ - 1 {
+            // SAFETY: channel c of every column is this call's.
+            sum += unsafe { *win.at(w - (k_ - 1) + k, c) }.load() * wt[k];
+        }
+        sum += xv * wt[k_ - 1];
+        let mut a = sum + job.bias.map_or(0.0, |b| b[c]);
+        if job.silu {
+            a = math::silu(a);
+        }
+        *o = I::store(a);
+        // SAFETY: as above.
+        unsafe { *win.at(0, c) = S::store(xv) };
+    }
+}
+
+multiversion! {
+    /// One token through channels `c0..` of one slot's ring window `win`
+    /// (whose head the caller then advances): `xs` their inputs, `out`
+    /// their outputs. Bit-identical to [`conv_token`] on the same logical
+    /// window.
+    fn conv_token_ring<S: Lane, I: Lane>(job: &ConvJob<'_, I>, c0: usize, win: &RingWin<S>, xs: &[I], out: &mut [I]) {
+        match job.kernel {
+            4 => ring_channels::<S, I, 4>(job, c0, win, xs, out),
+            3 => ring_channels::<S, I, 3>(job, c0, win, xs, out),
+            2 => ring_channels::<S, I, 2>(job, c0, win, xs, out),
+            _ => ring_any(job, c0, win, xs, out),
+        }
+    }
+}

@@ -92,6 +92,14 @@ impl<'a, T> RowWriter<'a, T> {
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(off), len) }
     }
 
+    /// A raw pointer to element `off`, for kernels that split a buffer
+    /// between tasks in a pattern `row` cannot express (ring windows:
+    /// a slot's channels across its columns). Not dereferenced here.
+    #[inline(always)]
+    pub(crate) fn raw(&self, off: usize) -> *mut T {
+        self.ptr.wrapping_add(off)
+    }
+
     /// The address of element `off`, for prefetching only (never
     /// dereferenced, so it need not be in bounds).
     #[inline(always)]
@@ -276,12 +284,17 @@ impl Cache {
         let par = sel.active() * dim * per_channel >= CONV_PAR_MIN_BYTES && pool::threads() > 1;
         let io = x.dtype();
         let buf = self.layers[layer as usize].conv.slice_mut();
+        let heads = self.heads.get(layer as usize).map(|h| &h[..]);
         dispatch!(buf, st: S, io, I => {
             let xs = I::of(x).expect("dtype checked");
             let out = I::of_mut(out).expect("dtype checked");
             let job = conv::ConvJob { x: xs, weight: p.weight, bias: p.bias, silu: p.silu, dim, kernel: k, width: w };
-            conv_rows::<S, I>(&job, st, out, &sel, par);
+            match heads {
+                Some(h) => conv_rows_ring::<S, I>(&job, st, out, &sel, par, h),
+                None => conv_rows::<S, I>(&job, st, out, &sel, par),
+            }
         });
+        self.advance_heads(layer as usize, &sel, 1);
         self.spec_drop_sel(&sel);
         Ok(())
     }
@@ -345,11 +358,17 @@ impl Cache {
         let par = tokens_active.saturating_mul(dim * per_channel) >= CONV_PAR_MIN_BYTES && pool::threads() > 1;
         let io = x.dtype();
         let buf = self.layers[layer as usize].conv.slice_mut();
+        let heads = self.heads.get(layer as usize).map(|h| &h[..]);
         dispatch!(buf, st: S, io, I => {
             let job = conv::ConvJob { x: I::of(x).expect("dtype checked"), weight: p.weight, bias: p.bias, silu: p.silu, dim, kernel: k, width: w };
             let out = I::of_mut(out).expect("dtype checked");
-            conv_prefill_rows::<S, I>(&job, st, out, &sel, cu_seqlens, par);
+            conv_prefill_rows::<S, I>(&job, st, out, &sel, cu_seqlens, par, heads);
         });
+        if let Some(h) = self.heads.get_mut(layer as usize) {
+            for (r, s) in sel.pairs() {
+                h[s] = ((h[s] as u64 + (cu_seqlens[r + 1] - cu_seqlens[r])) % w as u64) as u32;
+            }
+        }
         self.spec_drop_sel(&sel);
         Ok(())
     }
@@ -501,6 +520,7 @@ fn conv_prefill_rows<S: Lane, I: Lane>(
     sel: &Selection<'_>,
     cu: &[u64],
     par: bool,
+    heads: Option<&[u32]>,
 ) {
     let (dim, w) = (job.dim, job.width);
     zero_padding_seqs(out, dim, sel, cu);
@@ -514,6 +534,18 @@ fn conv_prefill_rows<S: Lane, I: Lane>(
         let (r, c0) = (i / per_row, i % per_row * chunk);
         let Some(slot) = sel.slot(r) else { return };
         let len = chunk.min(dim - c0);
+        if let Some(h) = heads {
+            // SAFETY: slot `slot`'s window is inside the buffer, and its
+            // channels c0..c0+len in every column belong to this task alone.
+            let win = unsafe { conv::RingWin::new(windows.raw(slot * dim * w), dim, w, h[slot] as usize) };
+            for (i, t) in (cu[r] as usize..cu[r + 1] as usize).enumerate() {
+                let xs = &job.x[t * dim + c0..t * dim + c0 + len];
+                // SAFETY: token t's channels c0..c0+len belong to this task.
+                let o = unsafe { writer.row(t * dim + c0, len) };
+                conv::conv_token_ring(job, c0, &win.advanced(i), xs, o);
+            }
+            return;
+        }
         // SAFETY: slot `slot`'s windows of channels c0..c0+len belong to
         // this task alone (a selection never repeats a slot; tasks split a
         // slot's channels without overlap).
@@ -618,6 +650,43 @@ fn conv_rows<S: Lane, I: Lane>(
     }
 }
 
+/// [`conv_rows`] over ring windows (`heads`: the layer's heads, which the
+/// caller advances afterwards).
+fn conv_rows_ring<S: Lane, I: Lane>(
+    job: &conv::ConvJob<'_, I>,
+    st: &mut [S],
+    out: &mut [I],
+    sel: &Selection<'_>,
+    par: bool,
+    heads: &[u32],
+) {
+    let (dim, w) = (job.dim, job.width);
+    zero_padding(out, dim, sel);
+    let (windows, outs) = (RowWriter::new(st), RowWriter::new(out));
+    let run = |r: usize, c0: usize, len: usize| {
+        let Some(slot) = sel.slot(r) else { return };
+        // SAFETY: slot `slot`'s window is inside the buffer; its channels
+        // c0..c0+len in every column, and row r's outputs of them, belong
+        // to this call alone (a selection never repeats a slot; tasks
+        // split a slot's channels without overlap).
+        let (win, o) = unsafe {
+            (conv::RingWin::new(windows.raw(slot * dim * w), dim, w, heads[slot] as usize), outs.row(r * dim + c0, len))
+        };
+        conv::conv_token_ring(job, c0, &win, &job.x[r * dim + c0..r * dim + c0 + len], o)
+    };
+    if par {
+        let per_row = dim.div_ceil(CONV_TASK_CHANNELS);
+        pool::install(|| {
+            (0..sel.rows() * per_row).into_par_iter().for_each(|i| {
+                let (r, c0) = (i / per_row, i % per_row * CONV_TASK_CHANNELS);
+                run(r, c0, CONV_TASK_CHANNELS.min(dim - c0))
+            })
+        });
+    } else {
+        (0..sel.rows()).for_each(|r| run(r, 0, dim));
+    }
+}
+
 fn ssm_rows<S: Lane, I: Lane>(
     job: &ssm::SsmJob<'_, I>,
     st: &mut [S],
@@ -659,6 +728,7 @@ fn ssm_rows<S: Lane, I: Lane>(
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::ring::ConvLayout;
 
     fn run(cache: &mut Cache, ssm_io: DType, seed: u32) -> (Vec<f32>, Vec<f32>, Vec<u8>) {
         let cfg = *cache.config();
@@ -716,9 +786,10 @@ mod tests {
         // NaN != NaN: compare NaNs (the window carries one into the next
         // call) by position.
         co.iter_mut().filter(|v| v.is_nan()).for_each(|v| *v = 12345.0);
-        let mut state = Vec::new();
-        for part in cache.layer_bytes(0) {
-            state.extend_from_slice(part);
+        // Every slot's state in snapshot order (the same in both layouts).
+        let mut state = vec![0u8; cache.slot_payload_bytes() * cache.num_slots()];
+        for (s, out) in state.chunks_mut(cache.slot_payload_bytes()).enumerate() {
+            cache.slot_export(s as i32, out).unwrap();
         }
         (y, co, state)
     }
@@ -765,26 +836,31 @@ mod tests {
             if choices[0].0 == isa::Isa::Avx512 {
                 choices.push((isa::Isa::Avx512, Some(false)));
             }
-            for (isa_choice, bf16) in choices {
-                let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-                let r = one.install(|| {
-                    isa::FORCE.with(|f| f.set(Some(isa_choice)));
-                    isa::FORCE_BF16.with(|f| f.set(bf16));
+            // Both conv window layouts, each on every instruction set.
+            for layout in [ConvLayout::OldestFirst, ConvLayout::Ring] {
+                for &(isa_choice, bf16) in &choices {
+                    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+                    let r = one.install(|| {
+                        isa::FORCE.with(|f| f.set(Some(isa_choice)));
+                        isa::FORCE_BF16.with(|f| f.set(bf16));
+                        let mut c = Cache::new(cfg).unwrap();
+                        c.set_conv_layout(layout).unwrap();
+                        let a = run(&mut c, io, 1);
+                        let b = run(&mut c, io, 2);
+                        (a, b)
+                    });
+                    results.push(((layout, isa_choice, bf16), r));
+                }
+                let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+                let par = two.install(|| {
                     let mut c = Cache::new(cfg).unwrap();
+                    c.set_conv_layout(layout).unwrap();
                     let a = run(&mut c, io, 1);
                     let b = run(&mut c, io, 2);
                     (a, b)
                 });
-                results.push(((isa_choice, bf16), r));
+                results.push(((layout, isa::isa(), None), par));
             }
-            let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
-            let par = two.install(|| {
-                let mut c = Cache::new(cfg).unwrap();
-                let a = run(&mut c, io, 1);
-                let b = run(&mut c, io, 2);
-                (a, b)
-            });
-            results.push(((isa::isa(), None), par));
             let (_, first) = &results[0];
             for (which, r) in &results[1..] {
                 assert!(r == first, "{state:?}/{io:?}/n {n}/width {width}: {which:?} differs from {:?}", results[0].0);

@@ -8,6 +8,7 @@
 //!   m2c-bench --fidelity [--steps N]   SSM state drift of f32/bf16/f16 storage against f64
 //!   m2c-bench --spec [--drafts D]      speculative verify + commit vs plain decoding and the naive way
 //!   m2c-bench --store                  prefix-store insert/restore of one slot vs memcpy and snapshots; lookups
+//!   m2c-bench --ring                   ring conv windows vs oldest-first, and the JAX peer's update
 //! Shape flags: --model 130m|2.7b --slots N --layers N --conv-dtype D --ssm-dtype D
 //!              --io-dtype D --width k|k-1 --iters N   (D: f32, bf16, f16)
 //! Output: --format text|csv|json (--csv, --json): one record per timed figure.
@@ -52,6 +53,9 @@ enum Mode {
     /// Whether a lazy state write-back could pay: a read-only pass over
     /// the state and folds of R tokens, beside the decode step.
     Lazy,
+    /// Ring conv windows against oldest-first ones (update_conv and
+    /// conv_step), and the JAX peer's update when JAX is installed.
+    Ring,
 }
 
 const HELP: &str = "\
@@ -59,7 +63,7 @@ m2c-bench: what each state operation of m2c costs per decode token, beside a
 memcpy of the same bytes measured in the same run.
 
 usage: m2c-bench [--matrix | --fidelity [--steps N] | --spec [--drafts D] | --store | --transfer |
-                  --prefill | --lazy]
+                  --prefill | --lazy | --ring]
                  [shape flags]
                  [--csv | --json]
 
@@ -93,6 +97,15 @@ modes:
                      plus a fold of R = 2..16 buffered tokens (measured as
                      m2c_ssm_prefill of R tokens), per token (f32 or bf16
                      state)
+
+  --ring             the ring conv layout (m2c_set_conv_layout) against the
+                     oldest-first one: m2c_update_conv and m2c_conv_step over
+                     every layer for 1 and --slots slots, beside a memcpy of
+                     the conv state, and beside the JAX peer's update
+                     (EasyDeL's update_conv_state, tools/baselines/
+                     jax_baseline.py --update-conv, run by this mode when
+                     `python3 -c 'import jax'` works; M2C_BENCH_PYTHON names
+                     another interpreter)
 
 shape flags:
   --model 130m|2.7b  model shape (default 130m)
@@ -432,6 +445,7 @@ fn parse() -> Result<(Mode, Shape, usize, Format, usize), lexopt::Error> {
             Long("transfer") => mode = Mode::Transfer,
             Long("prefill") => mode = Mode::Prefill,
             Long("lazy") => mode = Mode::Lazy,
+            Long("ring") => mode = Mode::Ring,
             Long("drafts") => drafts = p.value()?.parse()?,
             Long("steps") => steps = p.value()?.parse()?,
             Long("csv") => format = Format::Csv,
@@ -1450,6 +1464,117 @@ fn lazy(s: &Shape, rep: &mut Report) {
     }
 }
 
+/// Issue 20 §1: the ring conv layout against the oldest-first one, for 1
+/// and `--slots` slots: `m2c_update_conv` (x in the activations' dtype)
+/// and `m2c_conv_step` over every layer per token, each beside a memcpy of
+/// the conv state; then the JAX peer's window update for the same shape,
+/// run as a child process when JAX is importable.
+fn ring(s: &Shape, rep: &mut Report) {
+    let iters = if s.iters > 0 { s.iters } else { 51 };
+    let mut counts = vec![1u32];
+    if s.slots != 1 {
+        counts.push(s.slots);
+    }
+    for (i, &slots) in counts.iter().enumerate() {
+        let sh = Shape { slots, ..s.clone() };
+        let mut old = Bench::new(&sh);
+        let mut ring = Bench::new(&sh);
+        // SAFETY: a live handle.
+        check(unsafe { m2c_set_conv_layout(ring.cache.get(), M2C_CONV_LAYOUT_RING) }, "m2c_set_conv_layout");
+        if i == 0 {
+            rep.note(&header(&old, &sh, iters));
+        }
+        let (cfg, n, dim, io) = (old.cfg, old.n, old.conv_dim, old.io);
+        let (ho, hr) = (old.cache, ring.cache);
+        let cb = old.conv_bytes();
+        rep.shape(format!("{}, conv state only", shape_name(&old, &sh)), cb, iters);
+        let x = vec![0x3Cu8; n * dim * dsize(io)];
+        let update = |h: Handle| {
+            for l in 0..cfg.num_layers {
+                // SAFETY: valid buffers of the stated lengths.
+                check(
+                    unsafe { m2c_update_conv(h.get(), l, ptr::null(), n, x.as_ptr().cast(), io, n * dim) },
+                    "m2c_update_conv",
+                );
+            }
+        };
+        let mut ring_update = 0.0;
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+            pool.install(|| {
+                // Alternate the layouts (two rounds each) so that drift of
+                // the machine between them shows in both.
+                let mut t = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+                for _ in 0..2 {
+                    t[0].push(time(iters, || update(ho)));
+                    t[1].push(time(iters, || update(hr)));
+                    t[2].push(time(iters, || old.conv_step_all()));
+                    t[3].push(time(iters, || ring.conv_step_all()));
+                }
+                let best = |v: &[Timing]| *v.iter().min_by(|a, b| a.med.total_cmp(&b.med)).expect("two rounds");
+                let [uo, ur, so, sr] = [best(&t[0]), best(&t[1]), best(&t[2]), best(&t[3])];
+                rep.row("update_conv, oldest-first", threads, uo, cb);
+                rep.row("update_conv, ring", threads, ur, cb);
+                rep.row("conv_step, oldest-first", threads, so, cb);
+                rep.row("conv_step, ring", threads, sr, cb);
+                rep.note(&format!(
+                    "{:<34} {:>3} ring vs oldest-first: update_conv {:.2}x, conv_step {:.2}x faster",
+                    "",
+                    threads,
+                    uo.med / ur.med,
+                    so.med / sr.med
+                ));
+                if threads == 1 {
+                    ring_update = ur.med;
+                }
+            });
+        }
+        match jax_update(&sh, cfg.num_layers, cfg.conv_dtype) {
+            Ok((line, ms)) => rep.note(&format!(
+                "{line}\n  -> m2c_update_conv in the ring layout (1 thread) is {:.1}x faster than this peer (target 20x)",
+                ms / 1e3 / ring_update
+            )),
+            Err(why) => rep.note(&format!("JAX peer not run: {why}")),
+        }
+    }
+}
+
+/// Runs `jax_baseline.py --update-conv` for the shape and returns its
+/// result line and milliseconds per token.
+fn jax_update(s: &Shape, layers: u32, conv: m2c_dtype) -> Result<(String, f64), String> {
+    if s.model != "2.7b" || conv == M2C_DTYPE_F16 {
+        return Err("the JAX baseline has Mamba2-2.7B shapes and f32 or bf16 windows (--model 2.7b)".into());
+    }
+    let python = std::env::var("M2C_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/baselines/jax_baseline.py");
+    let out = std::process::Command::new(&python)
+        .args([script, "--update-conv", "--slots", &s.slots.to_string(), "--layers", &layers.to_string()])
+        .args(["--conv", dname(conv)])
+        .output()
+        .map_err(|e| format!("{python}: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.contains("update_conv_state")).map(str::to_string);
+    match (out.status.success(), line) {
+        (true, Some(line)) => {
+            let ms = line
+                .rsplit(": ")
+                .next()
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .ok_or_else(|| format!("cannot read the time in '{line}'"))?;
+            Ok((line, ms))
+        }
+        _ => {
+            let err = String::from_utf8_lossy(&out.stderr);
+            Err(format!(
+                "{python} {script} --update-conv failed ({}); install JAX (pip install jax) to compare: {}",
+                out.status,
+                err.lines().last().unwrap_or("")
+            ))
+        }
+    }
+}
+
 /// The dot product of one state row with C, for [`lazy`].
 mod dot {
     /// `sum_n state[off + n] * c[n]` over `len` elements of an f32 (or,
@@ -1959,6 +2084,7 @@ fn main() -> ExitCode {
         Mode::Transfer => transfer(&shape, &mut rep),
         Mode::Prefill => prefill(&shape, &mut rep),
         Mode::Lazy => lazy(&shape, &mut rep),
+        Mode::Ring => ring(&shape, &mut rep),
         Mode::Table => table(&shape, &mut rep),
     }
     rep.finish();
