@@ -218,6 +218,64 @@ func (c *Cache) SetNumThreads(n int) error {
 	return c.do(op, func(h *C.m2c_cache) C.m2c_status { return C.m2c_set_num_threads(h, C.uint32_t(n)) })
 }
 
+// ConvLayout is how a cache stores its conv windows (M2C_CONV_LAYOUT_*).
+type ConvLayout uint32
+
+const (
+	// ConvLayoutOldestFirst stores each slot's window [ConvDim][ConvWidth],
+	// oldest input first (the default; HF transformers, vLLM, llama.cpp).
+	ConvLayoutOldestFirst ConvLayout = C.M2C_CONV_LAYOUT_OLDEST_FIRST
+	// ConvLayoutRing stores each window column by column with a head per
+	// (layer, slot): a decode token writes one column instead of shifting
+	// all of them. Results, reads, snapshots and files are the same as
+	// with ConvLayoutOldestFirst. Host caches only.
+	ConvLayoutRing ConvLayout = C.M2C_CONV_LAYOUT_RING
+)
+
+// SetConvLayout switches how the cache stores its conv windows, converting
+// them in place (m2c_set_conv_layout); what ReadConv returns does not
+// change. Errors: ErrInvalidArg (an unknown layout), ErrUnsupported (the
+// ring layout on a device cache), ErrOutOfMemory, ErrPoisoned, ErrClosed.
+func (c *Cache) SetConvLayout(l ConvLayout) error {
+	return c.do("m2c_set_conv_layout", func(h *C.m2c_cache) C.m2c_status {
+		return C.m2c_set_conv_layout(h, C.m2c_conv_layout(l))
+	})
+}
+
+// ConvLayout returns how the cache stores its conv windows
+// (m2c_get_conv_layout). Errors: ErrClosed.
+func (c *Cache) ConvLayout() (ConvLayout, error) {
+	var out C.m2c_conv_layout
+	err := c.do("m2c_get_conv_layout", func(h *C.m2c_cache) C.m2c_status { return C.m2c_get_conv_layout(h, &out) })
+	runtime.KeepAlive(&out)
+	return ConvLayout(out), err
+}
+
+// ConvHeads returns, per slot of layer, the physical column of its conv
+// window that holds the oldest input (m2c_conv_heads): with [Cache.ConvView],
+// input k of slot s is at column (heads[s] + k) % ConvWidth in the ring
+// layout. All zero in the oldest-first layout. Errors: ErrOutOfRange
+// (layer), ErrPoisoned, ErrClosed.
+func (c *Cache) ConvHeads(layer int) ([]uint32, error) {
+	const op = "m2c_conv_heads"
+	l, err := c.layerArg(op, layer)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]uint32, c.cfg.NumSlots)
+	err = c.do(op, func(h *C.m2c_cache) C.m2c_status {
+		var p *C.uint32_t
+		if len(out) > 0 {
+			p = (*C.uint32_t)(unsafe.Pointer(&out[0]))
+		}
+		return C.m2c_conv_heads(h, l, p, C.size_t(len(out)))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // String returns a one-line summary of the cache (m2c_describe): shapes,
 // dtypes, slots in use, bytes and where they live; "m2c cache (closed)"
 // once closed.

@@ -733,3 +733,80 @@ func TestPresetsAndStringMarshalAndMapErrors(t *testing.T) {
 		t.Fatalf("String() after Close = %q", got)
 	}
 }
+
+// TestRingConvLayoutMarshalsAndMatchesOldestFirst checks m2c_set_conv_layout,
+// m2c_get_conv_layout and m2c_conv_heads through the binding: a ring cache
+// steps, reads and snapshots exactly as an oldest-first one, its view and
+// heads locate every input, and bad input maps to the right errors.
+func TestRingConvLayoutMarshalsAndMatchesOldestFirst(t *testing.T) {
+	cfg := smallConfig()
+	plain, ring := mustNew(t, cfg), mustNew(t, cfg)
+	if l, err := ring.ConvLayout(); err != nil || l != ConvLayoutOldestFirst {
+		t.Fatalf("ConvLayout of a new cache = %v, %v", l, err)
+	}
+	checkErr(t, ring.SetConvLayout(ConvLayoutRing), nil)
+	if l, err := ring.ConvLayout(); err != nil || l != ConvLayoutRing {
+		t.Fatalf("ConvLayout after SetConvLayout = %v, %v", l, err)
+	}
+	dim, w := cfg.ConvDim(), int(cfg.ConvWidth)
+	p := DefaultConvParams()
+	p.Weight = ramp(dim*int(cfg.ConvKernelSize), 0.5)
+	for tok := 0; tok < 6; tok++ {
+		x := ramp(2*dim, float32(10*tok))
+		outA, outB := make([]float32, 2*dim), make([]float32, 2*dim)
+		checkErr(t, plain.ConvStepF32(1, []int32{2, 0}, x, outA, p), nil)
+		checkErr(t, ring.ConvStepF32(1, []int32{2, 0}, x, outB, p), nil)
+		if !equalF32(outA, outB) {
+			t.Fatalf("token %d: conv outputs differ", tok)
+		}
+	}
+	checkErr(t, plain.UpdateConvF32(1, []int32{2}, ramp(dim, 99)), nil)
+	checkErr(t, ring.UpdateConvF32(1, []int32{2}, ramp(dim, 99)), nil)
+	a, b := make([]float32, dim*w), make([]float32, dim*w)
+	checkErr(t, plain.ReadConvF32(1, []int32{2}, a), nil)
+	checkErr(t, ring.ReadConvF32(1, []int32{2}, b), nil)
+	if !equalF32(a, b) {
+		t.Fatal("read_conv differs between the layouts")
+	}
+	sa, err := plain.SaveSlot(2)
+	checkErr(t, err, nil)
+	sb, err := ring.SaveSlot(2)
+	checkErr(t, err, nil)
+	if string(sa) != string(sb) {
+		t.Fatal("snapshots differ between the layouts")
+	}
+	// Heads and the view locate input k of slot 2 at column (head + k) % w.
+	heads, err := ring.ConvHeads(1)
+	checkErr(t, err, nil)
+	if len(heads) != int(cfg.NumSlots) || heads[2] != uint32(7%w) || heads[1] != 0 {
+		t.Fatalf("heads = %v", heads)
+	}
+	v, err := ring.ConvView(1)
+	checkErr(t, err, nil)
+	data := v.F32()
+	for c := 0; c < dim; c++ {
+		for k := 0; k < w; k++ {
+			j := (int(heads[2]) + k) % w
+			if got := data[2*v.Strides[0]+c*v.Strides[1]+j*v.Strides[2]]; got != a[c*w+k] {
+				t.Fatalf("view [2][%d][%d] = %v, want %v", c, j, got, a[c*w+k])
+			}
+		}
+	}
+	if h, err := plain.ConvHeads(0); err != nil || h[2] != 0 {
+		t.Fatalf("oldest-first heads = %v, %v", h, err)
+	}
+	checkErr(t, ring.SetConvLayout(ConvLayout(7)), ErrInvalidArg)
+	_, err = ring.ConvHeads(2)
+	checkErr(t, err, ErrOutOfRange)
+	checkErr(t, ring.SetConvLayout(ConvLayoutOldestFirst), nil)
+	checkErr(t, ring.ReadConvF32(1, []int32{2}, b), nil)
+	if !equalF32(a, b) {
+		t.Fatal("switching back changed the windows")
+	}
+	ring.Close()
+	checkErr(t, ring.SetConvLayout(ConvLayoutRing), ErrClosed)
+	_, err = ring.ConvLayout()
+	checkErr(t, err, ErrClosed)
+	_, err = ring.ConvHeads(0)
+	checkErr(t, err, ErrClosed)
+}

@@ -127,6 +127,11 @@ pub enum Call {
         stream: bool,
         threads: u8,
     },
+    /// m2c_set_conv_layout: ring (`layout % 3 == 1`), oldest-first (0),
+    /// or an unknown layout (2, refused); the windows' contents never change.
+    ConvLayout {
+        layout: u8,
+    },
     /// m2c_spec_reserve with `max % 9` tokens.
     SpecReserve {
         max: u8,

@@ -279,11 +279,37 @@ pub fn views(cache: *mut m2c_cache, layer: usize) -> (&'static [u8], &'static [u
     }
 }
 
+/// Layer `l`'s ring windows (`raw`, the view's bytes: per slot `[W][dim]`)
+/// rearranged oldest first (`[dim][W]` per slot), as the model keeps them,
+/// from the heads m2c_conv_heads reports.
+fn oldest_first(cache: *mut m2c_cache, shape: &Shape, l: usize, raw: &[u8]) -> Vec<u8> {
+    let mut heads = vec![0u32; shape.slots];
+    // SAFETY: live handle, `heads` holds num_slots entries.
+    assert_eq!(unsafe { m2c_conv_heads(cache, l as u32, heads.as_mut_ptr(), heads.len()) }, M2C_STATUS_OK);
+    let (dim, w, es) = (shape.dim(), shape.w, dtype_size(shape.cdt));
+    let mut out = vec![0u8; raw.len()];
+    for (s, &h) in heads.iter().enumerate() {
+        assert!((h as usize) < w, "head {h} of slot {s} is past the window");
+        let base = s * shape.cbytes();
+        for c in 0..dim {
+            for k in 0..w {
+                let j = (h as usize + k) % w;
+                let (from, to) = (base + (j * dim + c) * es, base + (c * w + k) * es);
+                out[to..to + es].copy_from_slice(&raw[from..from + es]);
+            }
+        }
+    }
+    out
+}
+
 pub fn image(cache: *mut m2c_cache, shape: &Shape) -> Image {
     let mut im = Image { conv: vec![], ssm: vec![], pos: vec![], in_use: 0 };
+    let mut layout = 99;
+    // SAFETY: live handle, valid out pointer.
+    assert_eq!(unsafe { m2c_get_conv_layout(cache, &mut layout) }, M2C_STATUS_OK);
     for l in 0..shape.layers {
         let (c, s) = views(cache, l);
-        im.conv.push(c.to_vec());
+        im.conv.push(if layout == M2C_CONV_LAYOUT_RING { oldest_first(cache, shape, l, c) } else { c.to_vec() });
         im.ssm.push(s.to_vec());
     }
     for s in 0..shape.slots {

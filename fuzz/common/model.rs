@@ -488,6 +488,7 @@ impl Harness {
             Call::SsmStep(k) => self.ssm_kernel(k, None),
             Call::SsmPrefill { kernel, cu } => self.ssm_kernel(kernel, Some(cu)),
             Call::Queries { slot, layer, stream, threads } => self.queries(*slot, *layer, *stream, *threads),
+            Call::ConvLayout { layout } => self.conv_layout(*layout),
             Call::SpecReserve { max } => self.spec_reserve(*max),
             Call::SpecBegin { slots, cu, tree, damage } => self.spec_begin(slots, cu, *tree, *damage),
             Call::ConvVerify(k) => self.conv_verify(k),
@@ -1490,6 +1491,22 @@ impl Harness {
             for (_, r, _) in work {
                 round.live[r] = false;
             }
+        }
+    }
+
+    /// m2c_set_conv_layout: the logical windows (the model) never change;
+    /// an unknown layout is refused.
+    fn conv_layout(&mut self, layout: u8) {
+        let code = [M2C_CONV_LAYOUT_OLDEST_FIRST, M2C_CONV_LAYOUT_RING, 7][usize::from(layout % 3)];
+        // SAFETY: live handle.
+        let st = unsafe { m2c_set_conv_layout(self.cache, code) };
+        let e = self.expect(code != 7);
+        self.check("m2c_set_conv_layout", st, e, &[]);
+        let mut now = 99;
+        // SAFETY: live handle, valid out pointer.
+        assert_eq!(unsafe { m2c_get_conv_layout(self.cache, &mut now) }, M2C_STATUS_OK);
+        if code != 7 {
+            assert_eq!(now, code, "m2c_get_conv_layout");
         }
     }
 

@@ -590,6 +590,48 @@ impl Cache {
         check(py, unsafe { m2c::m2c_set_num_threads(h.ptr, num_threads) })
     }
 
+    /// Switches how the cache stores its conv windows (`m2c_set_conv_layout`):
+    /// `"oldest_first"` (the default) or `"ring"` (a decode token writes one
+    /// column instead of shifting the window). What `read_conv`, snapshots
+    /// and files see does not change.
+    fn set_conv_layout(&self, py: Python<'_>, layout: &str) -> PyResult<()> {
+        let code = match layout {
+            "oldest_first" => m2c::M2C_CONV_LAYOUT_OLDEST_FIRST,
+            "ring" => m2c::M2C_CONV_LAYOUT_RING,
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown conv layout {layout:?}: use \"oldest_first\" or \"ring\""
+                )));
+            }
+        };
+        let h = self.handle()?;
+        // SAFETY: a live handle.
+        check(py, released(py, || unsafe { m2c::m2c_set_conv_layout(h.ptr, code) }))
+    }
+
+    /// How the cache stores its conv windows (`m2c_get_conv_layout`):
+    /// `"oldest_first"` or `"ring"`.
+    fn conv_layout(&self, py: Python<'_>) -> PyResult<&'static str> {
+        let h = self.handle()?;
+        let mut out = 0u32;
+        // SAFETY: a live handle; `out` lives across the call.
+        check(py, unsafe { m2c::m2c_get_conv_layout(h.ptr, &mut out) })?;
+        Ok(if out == m2c::M2C_CONV_LAYOUT_RING { "ring" } else { "oldest_first" })
+    }
+
+    /// Per slot of `layer`, the physical column of its conv window holding
+    /// the oldest input (`m2c_conv_heads`): in the ring layout input `k`
+    /// of slot `s` is column `(heads[s] + k) % conv_width` of
+    /// `conv_view(layer)[s]`; all zero in the oldest-first layout.
+    fn conv_heads(&self, py: Python<'_>, layer: u32) -> PyResult<Vec<u32>> {
+        let h = self.handle()?;
+        let mut out = vec![0u32; self.raw.num_slots as usize];
+        let (p, n) = (out.as_mut_ptr() as usize, out.len());
+        // SAFETY: a live handle; `out` holds `n` entries across the call.
+        check(py, released(py, || unsafe { m2c::m2c_conv_heads(h.ptr, layer, p as *mut u32, n) }))?;
+        Ok(out)
+    }
+
     /// Pushes one input column per row into the conv windows (`m2c_update_conv`):
     /// `x` is `[n, conv_dim]`.
     #[pyo3(signature = (layer, x, *, slots=None))]

@@ -58,6 +58,34 @@ def test_views_alias_both_ways(cache, rng):
     assert a[3, 1, 1, 1] == 42.0
 
 
+def test_ring_conv_layout_matches_oldest_first_and_its_view_locates_inputs(rng):
+    plain, ring = m2c.Cache(small_config()), m2c.Cache(small_config())
+    assert ring.conv_layout() == "oldest_first"
+    ring.set_conv_layout("ring")
+    assert ring.conv_layout() == "ring"
+    p = Params(rng)
+    for _ in range(6):
+        x = f32(rng, 2, CD)
+        a = plain.conv_step(1, x, p.w, p.b, slots=[3, 0])
+        b = ring.conv_step(1, x, p.w, p.b, slots=[3, 0])
+        assert np.array_equal(a, b)
+    want = plain.read_conv(1)
+    assert np.array_equal(ring.read_conv(1), want)
+    assert plain.slot_save(3) == ring.slot_save(3)
+    heads = ring.conv_heads(1)
+    assert heads == [6 % K, 0, 0, 6 % K] and plain.conv_heads(1) == [0] * 4
+    v = np.from_dlpack(ring.conv_view(1))  # [slot][channel][physical column]
+    for s in range(4):
+        cols = [(heads[s] + k) % K for k in range(K)]
+        assert np.array_equal(v[s][:, cols], want[s])
+    with pytest.raises(ValueError):
+        ring.set_conv_layout("sideways")
+    with pytest.raises(m2c.OutOfRange):
+        ring.conv_heads(9)
+    ring.set_conv_layout("oldest_first")
+    assert np.array_equal(ring.read_conv(1), want) and ring.conv_heads(1) == [0] * 4
+
+
 def test_capsules_legacy_and_versioned(cache):
     v = cache.ssm_view(0)
     cap = v.__dlpack__()

@@ -770,6 +770,16 @@ fn ptrOrNull(comptime T: type, s: []const T) ?[*]const T {
 /// failing call: share a cache across threads with `diag == null` and read
 /// `lastError()` on the failing thread instead. `deinit` must not race
 /// anything.
+/// How a cache stores its conv windows (`M2C_CONV_LAYOUT_*`).
+pub const ConvLayout = enum(u32) {
+    /// `[conv_dim][conv_width]` per slot, oldest input first (the default).
+    oldest_first = c.M2C_CONV_LAYOUT_OLDEST_FIRST,
+    /// Column by column with a head per (layer, slot): a decode token
+    /// writes one column. Same results, reads, snapshots and files.
+    ring = c.M2C_CONV_LAYOUT_RING,
+    _,
+};
+
 pub const Cache = struct {
     /// Null after `deinit`; a call then fails with `error.NullArg`.
     handle: ?*c.m2c_cache,
@@ -930,6 +940,31 @@ pub const Cache = struct {
         const sp: ?[*]const i32 = if (slots.len == 0) null else slots.ptr;
         try call(self.diag, c.m2c_slot_regions(self.handle, sp, slots.len, if (out.len == 0) null else out.ptr, out.len, &n));
         return out[0..n];
+    }
+
+    /// Switches how the cache stores its conv windows, converting them in
+    /// place (`m2c_set_conv_layout`); `readConv` returns the same windows
+    /// after it. The ring layout is for host caches only
+    /// (`error.Unsupported` on a device cache).
+    pub fn setConvLayout(self: *Cache, layout: ConvLayout) Error!void {
+        try call(self.diag, c.m2c_set_conv_layout(self.handle, @intFromEnum(layout)));
+    }
+
+    /// How the cache stores its conv windows (`m2c_get_conv_layout`).
+    pub fn convLayout(self: *const Cache) Error!ConvLayout {
+        var out: c.m2c_conv_layout = 0;
+        try call(self.diag, c.m2c_get_conv_layout(self.handle, &out));
+        return @enumFromInt(out);
+    }
+
+    /// Per slot of `layer`, the physical column of its conv window holding
+    /// the oldest input (`m2c_conv_heads`), into `out` (at least
+    /// `num_slots` entries); returns the filled part. With `convView`,
+    /// input `k` of slot `s` is at column `(heads[s] + k) % conv_width` in
+    /// the ring layout; all zero in the oldest-first layout.
+    pub fn convHeads(self: *const Cache, layer: u32, out: []u32) Error![]u32 {
+        try call(self.diag, c.m2c_conv_heads(self.handle, layer, if (out.len == 0) null else out.ptr, out.len));
+        return out[0..self.shape.num_slots];
     }
 
     /// A zero-copy view of the conv storage of `layer` (`m2c_conv_view`).

@@ -66,6 +66,53 @@ test "convStep pushes x and sums the newest K inputs, in both window layouts" {
     }
 }
 
+test "ring conv windows step and read like oldest-first ones; heads and view locate them" {
+    var plain = try m2c.Cache.init(smallConfig(4, .f32, .f32), null);
+    defer plain.deinit();
+    var ring = try m2c.Cache.init(smallConfig(4, .f32, .f32), null);
+    defer ring.deinit();
+    try expectEqual(m2c.ConvLayout.oldest_first, try ring.convLayout());
+    try ring.setConvLayout(.ring);
+    try expectEqual(m2c.ConvLayout.ring, try ring.convLayout());
+    var weight: [16 * 4]f32 = undefined;
+    fill(&weight, 0.5);
+    weight[5] = -2;
+    const args: m2c.ConvArgs = .{ .weight = &weight };
+    for (0..5) |t| {
+        var x: [16]f32 = undefined;
+        fill(&x, @floatFromInt(3 * t + 1));
+        var a: [16]f32 = undefined;
+        var b: [16]f32 = undefined;
+        try plain.convStep(1, &.{2}, .{ .f32 = &x }, .{ .f32 = &a }, args);
+        try ring.convStep(1, &.{2}, .{ .f32 = &x }, .{ .f32 = &b }, args);
+        try expectSameBits(&a, &b);
+    }
+    var wa: [16 * 4]f32 = undefined;
+    var wb: [16 * 4]f32 = undefined;
+    try plain.readConv(1, &.{2}, .{ .f32 = &wa });
+    try ring.readConv(1, &.{2}, .{ .f32 = &wb });
+    try expectSameBits(&wa, &wb);
+    var heads: [8]u32 = undefined;
+    const h = try ring.convHeads(1, &heads);
+    try expectEqual(@as(usize, 4), h.len);
+    try expectEqual(@as(u32, 5 % 4), h[2]);
+    const v = try ring.convView(1);
+    // Column-major windows: not row-major, so `slice` refuses them.
+    try expect(v.slice(.f32) == null);
+    const data: [*]const f32 = @ptrCast(@alignCast(v.data));
+    for (0..16) |ch| for (0..4) |k| {
+        const j = (h[2] + k) % 4;
+        try expectEqual(wa[ch * 4 + k], data[2 * v.strides[0] + ch * v.strides[1] + j * v.strides[2]]);
+    };
+    try expectError(error.InvalidArg, ring.setConvLayout(@enumFromInt(9)));
+    try expectError(error.OutOfRange, ring.convHeads(2, &heads));
+    try expectError(error.ShapeMismatch, ring.convHeads(1, heads[0..3]));
+    try ring.setConvLayout(.oldest_first);
+    try ring.readConv(1, &.{2}, .{ .f32 = &wb });
+    try expectSameBits(&wa, &wb);
+    try expectEqual(@as(u32, 0), (try ring.convHeads(1, &heads))[2]);
+}
+
 test "convStep applies bias and SiLU, zeroes padding rows, takes f16 tokens" {
     var cache = try m2c.Cache.init(smallConfig(4, .bf16, .f32), null);
     defer cache.deinit();
