@@ -310,6 +310,108 @@ mod avx512 {
             }
         }
     }
+
+    /// Ring windows with kernel size 4, channels in blocks of 16 (`x.len()`
+    /// a multiple of 16): `taps[t]` points at the column of tap `t` (the
+    /// newest three stored inputs, oldest first) and `dst` at the oldest
+    /// column, both at the first channel. The columns are plain vector
+    /// loads; the weights, stored channel-major, are transposed tap-major
+    /// with the permutes `k4` applies to its products, so each lane sums
+    /// the same products in the same order (0, taps 0..3, bias):
+    /// bit-identical to `k4`. The new inputs go to `dst`, one vector store.
+    ///
+    /// # Safety
+    /// AVX-512F/BW/VL; `taps[t]` readable and `dst` writable for `x.len()`
+    /// elements, touched by nothing else meanwhile (`dst` may equal
+    /// `taps[0]`: each block is read before it is written).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub(super) unsafe fn ring4<S: Win>(
+        taps: [*const S; 3],
+        dst: *mut S,
+        x: &[f32],
+        w: &[[f32; 4]],
+        bias: Option<&[f32]>,
+        silu: bool,
+        out: &mut [f32],
+    ) {
+        let (lo, hi) = (idx(TRANSPOSE[0]), idx(TRANSPOSE[1]));
+        let n = x.len() / 16;
+        for b in 0..n {
+            if silu && b % 4 == 0 && b >= 4 {
+                for e in &mut out[16 * (b - 4)..16 * b] {
+                    *e = math::silu(*e);
+                }
+            }
+            // SAFETY: every block index is below `n`; the caller's promise
+            // covers the columns, and the slices hold 16 * n channels.
+            unsafe {
+                let wt = w.as_ptr().add(16 * b).cast::<f32>();
+                let q = [
+                    _mm512_loadu_ps(wt),
+                    _mm512_loadu_ps(wt.add(16)),
+                    _mm512_loadu_ps(wt.add(32)),
+                    _mm512_loadu_ps(wt.add(48)),
+                ];
+                let a = _mm512_permutex2var_ps(q[0], lo, q[1]);
+                let c = _mm512_permutex2var_ps(q[2], lo, q[3]);
+                let bb = _mm512_permutex2var_ps(q[0], hi, q[1]);
+                let d = _mm512_permutex2var_ps(q[2], hi, q[3]);
+                let w0 = _mm512_shuffle_f32x4::<0x44>(a, c);
+                let w1 = _mm512_shuffle_f32x4::<0xEE>(a, c);
+                let w2 = _mm512_shuffle_f32x4::<0x44>(bb, d);
+                let w3 = _mm512_shuffle_f32x4::<0xEE>(bb, d);
+                let xv = _mm512_loadu_ps(x.as_ptr().add(16 * b));
+                let t0 = _mm512_mul_ps(S::load16(taps[0].add(16 * b)), w0);
+                let t1 = _mm512_mul_ps(S::load16(taps[1].add(16 * b)), w1);
+                let t2 = _mm512_mul_ps(S::load16(taps[2].add(16 * b)), w2);
+                let t3 = _mm512_mul_ps(xv, w3);
+                let mut acc = _mm512_add_ps(_mm512_setzero_ps(), t0);
+                acc = _mm512_add_ps(acc, t1);
+                acc = _mm512_add_ps(acc, t2);
+                acc = _mm512_add_ps(acc, t3);
+                if let Some(bias) = bias {
+                    acc = _mm512_add_ps(acc, _mm512_loadu_ps(bias.as_ptr().add(16 * b)));
+                }
+                _mm512_storeu_ps(out.as_mut_ptr().add(16 * b), acc);
+                S::store16(dst.add(16 * b), xv);
+            }
+        }
+        if silu {
+            for e in &mut out[16 * (n.saturating_sub(1) / 4 * 4)..16 * n] {
+                *e = math::silu(*e);
+            }
+        }
+    }
+}
+
+/// Ring windows: runs the AVX-512 path on the channels it covers and
+/// returns how many (a multiple of 16), or 0 where it does not apply.
+#[inline(always)]
+fn fast_ring<S: Lane, I: Lane>(job: &ConvJob<'_, I>, c0: usize, win: &RingWin<S>, xs: &[I], out: &mut [I]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if job.kernel == 4 && super::isa::isa() == super::isa::Isa::Avx512 {
+        let len = xs.len() / 16 * 16;
+        let (Some(x), Some(o)) = (same_ref::<I, f32>(&xs[..len]), same::<I, f32>(&mut out[..len])) else {
+            return 0;
+        };
+        let (w, _) = job.weight[c0 * 4..(c0 + len) * 4].as_chunks::<4>();
+        let bias = job.bias.map(|b| &b[c0..c0 + len]);
+        let ww = win.w;
+        let taps = |k: usize| win.at(ww - 3 + k, c0).cast_const();
+        // SAFETY (both calls): `isa()` detected AVX-512; channels
+        // c0..c0 + len of every column belong to this call (`RingWin`).
+        if std::any::TypeId::of::<S>() == std::any::TypeId::of::<f32>() {
+            let t = [taps(0), taps(1), taps(2)].map(|p| p.cast::<f32>());
+            unsafe { avx512::ring4::<f32>(t, win.at(0, c0).cast(), x, w, bias, job.silu, o) };
+            return len;
+        }
+        if std::any::TypeId::of::<S>() == std::any::TypeId::of::<half::bf16>() {
+            let t = [taps(0), taps(1), taps(2)].map(|p| p.cast::<half::bf16>());
+            unsafe { avx512::ring4::<half::bf16>(t, win.at(0, c0).cast(), x, w, bias, job.silu, o) };
+            return len;
+        }
+    }
+    0
 }
 
 /// Runs the AVX-512 path on the channels it covers and returns how many
@@ -498,6 +600,11 @@ multiversion! {
     /// their outputs. Bit-identical to [`conv_token`] on the same logical
     /// window.
     fn conv_token_ring<S: Lane, I: Lane>(job: &ConvJob<'_, I>, c0: usize, win: &RingWin<S>, xs: &[I], out: &mut [I]) {
+        let done = fast_ring(job, c0, win, xs, out);
+        if done == xs.len() {
+            return;
+        }
+        let (c0, xs, out) = (c0 + done, &xs[done..], &mut out[done..]);
         match job.kernel {
             4 => ring_channels::<S, I, 4>(job, c0, win, xs, out),
             3 => ring_channels::<S, I, 3>(job, c0, win, xs, out),
