@@ -208,6 +208,15 @@ pub(crate) fn out_ptr<T>(p: *mut T, what: &str) -> Result<*mut T, Error> {
     Ok(p)
 }
 
+/// The dtype of buffer `what`'s code, or `UnsupportedDtype` naming
+/// `{what}_dtype` (the name is built only on failure: this runs on every
+/// kernel call).
+fn buf_dtype(code: m2c_dtype, what: &str) -> Result<DType, Error> {
+    dtype_from_c(code).ok_or_else(|| {
+        CoreError::UnsupportedDtype(format!("{what}_dtype = {code} is not an M2C_DTYPE_* value")).into()
+    })
+}
+
 /// The dtype of a code, or `UnsupportedDtype` naming the parameter.
 pub(crate) fn dtype_arg(code: m2c_dtype, what: &str) -> Result<DType, Error> {
     dtype_from_c(code)
@@ -246,7 +255,7 @@ pub(crate) unsafe fn slice_arg<'a>(
     len: usize,
     what: &str,
 ) -> Result<Slice<'a>, Error> {
-    let dtype = dtype_arg(dtype, &format!("{what}_dtype"))?;
+    let dtype = buf_dtype(dtype, what)?;
     check_buf(ptr, dtype, len, what)?;
     if len == 0 {
         return Ok(match dtype {
@@ -276,7 +285,7 @@ pub(crate) unsafe fn slice_mut_arg<'a>(
     len: usize,
     what: &str,
 ) -> Result<SliceMut<'a>, Error> {
-    let dtype = dtype_arg(dtype, &format!("{what}_dtype"))?;
+    let dtype = buf_dtype(dtype, what)?;
     check_buf(ptr, dtype, len, what)?;
     if len == 0 {
         return Ok(match dtype {

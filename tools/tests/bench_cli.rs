@@ -227,3 +227,18 @@ fn the_lazy_mode_reports_the_step_the_read_pass_and_every_fold() {
     }
     assert!(err.contains("R = 16: a lazy token costs at least"), "{err}");
 }
+
+#[test]
+fn the_ring_mode_reports_both_layouts_for_one_and_several_slots() {
+    let (ops, err) = csv_ops("--ring");
+    for op in ["update_conv, oldest-first", "update_conv, ring", "conv_step, oldest-first", "conv_step, ring"] {
+        for t in ["1", "2"] {
+            // Once for 1 slot and once for the shape's slots.
+            let n = ops.iter().filter(|(o, th)| o == op && th == t).count();
+            assert_eq!(n, 2, "{op} on {t} threads: {ops:?}");
+        }
+    }
+    assert!(err.contains("ring vs oldest-first: update_conv"), "{err}");
+    // The tiny shape is not the JAX baseline's: the peer is skipped, saying why.
+    assert!(err.contains("JAX peer not run"), "{err}");
+}

@@ -103,9 +103,9 @@ modes:
                      every layer for 1 and --slots slots, beside a memcpy of
                      the conv state, and beside the JAX peer's update
                      (EasyDeL's update_conv_state, tools/baselines/
-                     jax_baseline.py --update-conv, run by this mode when
-                     `python3 -c 'import jax'` works; M2C_BENCH_PYTHON names
-                     another interpreter)
+                     jax_baseline.py --update-conv, run by this mode with
+                     M2C_BENCH_PYTHON, else target/py-venv/bin/python (which
+                     the test command installs with JAX), else python3)
 
 shape flags:
   --model 130m|2.7b  model shape (default 130m)
@@ -1545,7 +1545,12 @@ fn jax_update(s: &Shape, layers: u32, conv: m2c_dtype) -> Result<(String, f64), 
     if s.model != "2.7b" || conv == M2C_DTYPE_F16 {
         return Err("the JAX baseline has Mamba2-2.7B shapes and f32 or bf16 windows (--model 2.7b)".into());
     }
-    let python = std::env::var("M2C_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    // The interpreter: M2C_BENCH_PYTHON, else the venv the Python tests
+    // build (it has JAX), else python3.
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/py-venv/bin/python");
+    let python = std::env::var("M2C_BENCH_PYTHON").unwrap_or_else(|_| {
+        if std::path::Path::new(venv).exists() { venv.to_string() } else { "python3".to_string() }
+    });
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/baselines/jax_baseline.py");
     let out = std::process::Command::new(&python)
         .args([script, "--update-conv", "--slots", &s.slots.to_string(), "--layers", &layers.to_string()])
