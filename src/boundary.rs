@@ -212,9 +212,8 @@ pub(crate) fn out_ptr<T>(p: *mut T, what: &str) -> Result<*mut T, Error> {
 /// `{what}_dtype` (the name is built only on failure: this runs on every
 /// kernel call).
 fn buf_dtype(code: m2c_dtype, what: &str) -> Result<DType, Error> {
-    dtype_from_c(code).ok_or_else(|| {
-        CoreError::UnsupportedDtype(format!("{what}_dtype = {code} is not an M2C_DTYPE_* value")).into()
-    })
+    dtype_from_c(code)
+        .ok_or_else(|| CoreError::UnsupportedDtype(format!("{what}_dtype = {code} is not an M2C_DTYPE_* value")).into())
 }
 
 /// The dtype of a code, or `UnsupportedDtype` naming the parameter.

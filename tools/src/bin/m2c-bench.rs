@@ -1548,9 +1548,8 @@ fn jax_update(s: &Shape, layers: u32, conv: m2c_dtype) -> Result<(String, f64), 
     // The interpreter: M2C_BENCH_PYTHON, else the venv the Python tests
     // build (it has JAX), else python3.
     let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/py-venv/bin/python");
-    let python = std::env::var("M2C_BENCH_PYTHON").unwrap_or_else(|_| {
-        if std::path::Path::new(venv).exists() { venv.to_string() } else { "python3".to_string() }
-    });
+    let python = std::env::var("M2C_BENCH_PYTHON")
+        .unwrap_or_else(|_| if std::path::Path::new(venv).exists() { venv.to_string() } else { "python3".to_string() });
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/baselines/jax_baseline.py");
     let out = std::process::Command::new(&python)
         .args([script, "--update-conv", "--slots", &s.slots.to_string(), "--layers", &layers.to_string()])
