@@ -222,11 +222,9 @@ impl Cache {
                     // Ring: the new inputs overwrite the oldest column.
                     (Some(h), Some(slot)) => {
                         let head = h[slot] as usize;
-                        for (d, v) in win[head * dim..(head + 1) * dim].iter_mut().zip(x) {
-                            *d = v.cast();
-                        }
+                        crate::kernels::conv::store_column(&mut win[head * dim..(head + 1) * dim], x);
                     }
-                    _ => shift_push(win, x, w),
+                    _ => crate::kernels::conv::shift_push(win, x, w),
                 }
             })
         }));
@@ -386,40 +384,6 @@ fn for_rows<T: Send>(buf: &mut [T], per: usize, sel: &Selection<'_>, par: bool, 
         for (row, slot) in sel.pairs() {
             f(row, &mut buf[slot * per..][..per]);
         }
-    }
-}
-
-/// Shifts every `w`-wide row of `win` left by one and appends `x[c]` to
-/// row `c`. Common widths get a const-width loop that keeps a row in a
-/// register; other widths shift the whole slot window by one element in
-/// one memmove (row `c+1`'s oldest element lands in row `c`'s newest
-/// column, which the strided store of `x` then overwrites).
-#[inline]
-fn shift_push<S: Elem, I: Elem>(win: &mut [S], x: &[I], w: usize) {
-    debug_assert_eq!(win.len(), x.len() * w);
-    match w {
-        2 => shift_push_n::<S, I, 2>(win, x),
-        3 => shift_push_n::<S, I, 3>(win, x),
-        4 => shift_push_n::<S, I, 4>(win, x),
-        _ => {
-            if w > 1 {
-                win.copy_within(1.., 0);
-            }
-            for (d, s) in win.iter_mut().skip(w - 1).step_by(w).zip(x) {
-                *d = s.cast();
-            }
-        }
-    }
-}
-
-#[inline(always)]
-fn shift_push_n<S: Elem, I: Elem, const W: usize>(win: &mut [S], x: &[I]) {
-    let (rows, _) = win.as_chunks_mut::<W>();
-    for (row, xv) in rows.iter_mut().zip(x) {
-        let mut next = [S::ZERO; W];
-        next[..W - 1].copy_from_slice(&row[1..]);
-        next[W - 1] = xv.cast();
-        *row = next;
     }
 }
 

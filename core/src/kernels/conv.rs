@@ -613,3 +613,61 @@ multiversion! {
         }
     }
 }
+
+multiversion! {
+    /// Stores `x` into `dst` (a ring window's new column), converted as
+    /// `Elem::cast` converts (a bit copy for the same type), in vector
+    /// code: `half`'s per-element conversions are not vectorised.
+    fn store_column<S: Lane, I: Lane>(dst: &mut [S], x: &[I]) {
+        if let Some(d) = same::<S, I>(&mut *dst) {
+            d.copy_from_slice(x);
+            return;
+        }
+        for (d, v) in dst.iter_mut().zip(x) {
+            *d = conv_in(*v);
+        }
+    }
+}
+
+/// `x[c]` in the window's dtype, as `Elem::cast` converts it (a bit copy
+/// for the same type), in code the compiler vectorises.
+#[inline(always)]
+fn conv_in<S: Lane, I: Lane>(v: I) -> S {
+    if std::any::TypeId::of::<S>() == std::any::TypeId::of::<I>() { v.cast() } else { S::store(v.load()) }
+}
+
+multiversion! {
+    /// Shifts every `w`-wide row of `win` left by one and appends `x[c]`
+    /// to row `c` (`update_conv` on oldest-first windows). Common widths
+    /// get a const-width loop that keeps a row in a register; other widths
+    /// shift the whole slot window by one element in one memmove (row
+    /// `c+1`'s oldest element lands in row `c`'s newest column, which the
+    /// strided store of `x` then overwrites).
+    fn shift_push<S: Lane, I: Lane>(win: &mut [S], x: &[I], w: usize) {
+        debug_assert_eq!(win.len(), x.len() * w);
+        match w {
+            2 => shift_push_n::<S, I, 2>(win, x),
+            3 => shift_push_n::<S, I, 3>(win, x),
+            4 => shift_push_n::<S, I, 4>(win, x),
+            _ => {
+                if w > 1 {
+                    win.copy_within(1.., 0);
+                }
+                for (d, s) in win.iter_mut().skip(w - 1).step_by(w).zip(x) {
+                    *d = conv_in(*s);
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn shift_push_n<S: Lane, I: Lane, const W: usize>(win: &mut [S], x: &[I]) {
+    let (rows, _) = win.as_chunks_mut::<W>();
+    for (row, xv) in rows.iter_mut().zip(x) {
+        let mut next = [S::ZERO; W];
+        next[..W - 1].copy_from_slice(&row[1..]);
+        next[W - 1] = conv_in(*xv);
+        *row = next;
+    }
+}
