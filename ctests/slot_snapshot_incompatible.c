@@ -5,7 +5,7 @@
  * differ in conv_width (K vs K-1, both directions), ssm_dtype, conv_dtype
  * or num_layers; then snapshots edited in C and resealed with a valid
  * XXH64 (so only the edited field is wrong): each of the ten fingerprint
- * fields (INCOMPATIBLE naming it), format versions 0 and 2 (INCOMPATIBLE),
+ * fields (INCOMPATIBLE naming it), format versions 0 and 3 (INCOMPATIBLE),
  * a header size or payload size that contradicts the layout, a snapshot
  * 8 bytes shorter or longer than its header declares, a bad magic (all
  * CORRUPT); and an edited position at offset 56 loads as that
@@ -83,7 +83,7 @@ int main(void) {
                     FIELD[f]);
         EXPECT_UNCHANGED(target, &before);
     }
-    const uint32_t versions[2] = {0, 2};
+    const uint32_t versions[2] = {0, 3};
     for (int v = 0; v < 2; v++) {
         fprintf(stderr, "case: version %u\n", (unsigned)versions[v]);
         memcpy(b, good, size);

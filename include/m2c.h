@@ -424,6 +424,11 @@ typedef struct m2c_ssm_io {
 } m2c_ssm_io;
 
 /**
+ * A slot snapshot format for `m2c_set_snapshot_format`.
+ */
+typedef uint32_t m2c_snapshot_format;
+
+/**
  * The precision a store keeps its checkpoints' SSM states in
  * (`M2C_TIER_*`). Values are part of the ABI.
  */
@@ -871,6 +876,23 @@ typedef struct m2c_reshard_copy {
  * SiLU, `v * sigmoid(v)` (what Mamba2 uses).
  */
 #define M2C_ACTIVATION_SILU 1
+
+/**
+ * Snapshot format 1: the checksum is one XXH64 over the header and
+ * payload (docs/FORMATS.md). Every release reads and writes it; the
+ * default.
+ */
+#define M2C_SNAPSHOT_FORMAT_1 1
+
+/**
+ * Snapshot format 2: format 1's layout and size, version 2, and a checksum
+ * computed in parallel pieces: the XXH64 of the header and of the XXH64x8
+ * digests of the payload's 1 MiB chunks (docs/FORMATS.md). Saving and
+ * digests run on every thread of the pool at close to memcpy speed.
+ * Libraries before this one cannot read it: write it where every reader
+ * is this release or later.
+ */
+#define M2C_SNAPSHOT_FORMAT_2 2
 
 /**
  * Not a miss: every block was covered.
@@ -1644,11 +1666,36 @@ m2c_status m2c_check_finite(const struct m2c_cache *cache, int32_t slot, uint64_
 m2c_status m2c_slot_snapshot_size(const struct m2c_cache *cache, size_t *out);
 
 /**
+ * Sets the format `m2c_slot_save` writes and `m2c_slot_digest` reports
+ * for this cache (`M2C_SNAPSHOT_FORMAT_*`; default 1). `m2c_slot_load`
+ * reads both formats whatever this says. The store's spill files and
+ * `m2c_snapshot_reshard`'s outputs stay format 1.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (cache), `M2C_STATUS_INVALID_ARG` (an
+ * unknown format), `M2C_STATUS_UNSUPPORTED` (format 2 on a device cache),
+ * `M2C_STATUS_POISONED`. On failure nothing changes. Thread-safe:
+ * serialised with the handle's other calls.
+ */
+m2c_status m2c_set_snapshot_format(struct m2c_cache *cache, m2c_snapshot_format format);
+
+/**
+ * Writes the format `m2c_slot_save` writes for this cache
+ * (`M2C_SNAPSHOT_FORMAT_*`) to `*out`.
+ *
+ * Errors: `M2C_STATUS_NULL_ARG` (cache, out), `M2C_STATUS_INVALID_ARG`
+ * (`out` inside the cache's storage). `*out` is written only on success.
+ * Thread-safe (a read).
+ */
+m2c_status m2c_get_snapshot_format(const struct m2c_cache *cache, m2c_snapshot_format *out);
+
+/**
  * Saves a self-describing snapshot of `slot` (its state in every layer and
  * its position) into `buf`, which must hold at least
  * `m2c_slot_snapshot_size()` bytes; `*out_written` receives the bytes
  * written. A snapshot can be loaded into any slot of any cache with the
- * same shape and storage dtypes, in this process or another.
+ * same shape and storage dtypes, in this process or another. It is
+ * written in the cache's snapshot format (`m2c_set_snapshot_format`; 1 by
+ * default, 2 checksums on every thread of the pool).
  *
  * Errors: `M2C_STATUS_NULL_ARG` (cache, out_written, or a NULL `buf` with
  * a non-zero `len`), `M2C_STATUS_OUT_OF_RANGE` (slot),
@@ -1972,12 +2019,15 @@ m2c_status m2c_arenas(const struct m2c_cache *cache, struct m2c_arena *out, size
 m2c_status m2c_slot_regions(const struct m2c_cache *cache, const int32_t *slots, size_t n, struct m2c_region *out, size_t cap, size_t *out_n);
 
 /**
- * A digest of `slot`'s state and position into `*out`: the XXH64 checksum
- * `m2c_slot_save` would write as the last 8 bytes of its snapshot (the
- * format's checksum, over the header and every layer's conv window and SSM
- * state). Compare it at both ends of a transfer: a run missing or damaged
- * on the way changes it. Reads the slot once and allocates nothing of its
- * size (a device cache stages the slot's rows through host memory).
+ * A digest of `slot`'s state and position into `*out`: the checksum
+ * `m2c_slot_save` would write as the last 8 bytes of its snapshot, in the
+ * cache's snapshot format (`m2c_set_snapshot_format`: format 1's XXH64,
+ * or format 2's chunked checksum, computed on every thread of the pool),
+ * over the header and every layer's conv window and SSM state. Compare it
+ * at both ends of a transfer (both set to the same format): a run missing
+ * or damaged on the way changes it. Reads the slot once and allocates
+ * nothing of its size (format 2 hashes through one 1 MiB buffer per
+ * thread; a device cache stages the slot's rows through host memory).
  *
  * Errors: `M2C_STATUS_NULL_ARG` (cache, out), `M2C_STATUS_OUT_OF_RANGE`
  * (slot), `M2C_STATUS_INVALID_ARG` (`out` inside the cache's storage),

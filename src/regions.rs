@@ -144,12 +144,15 @@ pub unsafe extern "C" fn m2c_slot_regions(
     })
 }
 
-/// A digest of `slot`'s state and position into `*out`: the XXH64 checksum
-/// `m2c_slot_save` would write as the last 8 bytes of its snapshot (the
-/// format's checksum, over the header and every layer's conv window and SSM
-/// state). Compare it at both ends of a transfer: a run missing or damaged
-/// on the way changes it. Reads the slot once and allocates nothing of its
-/// size (a device cache stages the slot's rows through host memory).
+/// A digest of `slot`'s state and position into `*out`: the checksum
+/// `m2c_slot_save` would write as the last 8 bytes of its snapshot, in the
+/// cache's snapshot format (`m2c_set_snapshot_format`: format 1's XXH64,
+/// or format 2's chunked checksum, computed on every thread of the pool),
+/// over the header and every layer's conv window and SSM state. Compare it
+/// at both ends of a transfer (both set to the same format): a run missing
+/// or damaged on the way changes it. Reads the slot once and allocates
+/// nothing of its size (format 2 hashes through one 1 MiB buffer per
+/// thread; a device cache stages the slot's rows through host memory).
 ///
 /// Errors: `M2C_STATUS_NULL_ARG` (cache, out), `M2C_STATUS_OUT_OF_RANGE`
 /// (slot), `M2C_STATUS_INVALID_ARG` (`out` inside the cache's storage),

@@ -218,6 +218,40 @@ func (c *Cache) SetNumThreads(n int) error {
 	return c.do(op, func(h *C.m2c_cache) C.m2c_status { return C.m2c_set_num_threads(h, C.uint32_t(n)) })
 }
 
+// SnapshotFormat is the slot snapshot format a cache writes
+// (M2C_SNAPSHOT_FORMAT_*).
+type SnapshotFormat uint32
+
+const (
+	// SnapshotFormat1 checksums a snapshot with one XXH64 (the default;
+	// every release reads it).
+	SnapshotFormat1 SnapshotFormat = C.M2C_SNAPSHOT_FORMAT_1
+	// SnapshotFormat2 has the same layout and size with a checksum computed
+	// in parallel 1 MiB chunks; releases before this one cannot read it.
+	SnapshotFormat2 SnapshotFormat = C.M2C_SNAPSHOT_FORMAT_2
+)
+
+// SetSnapshotFormat sets the format SaveSlot writes and SlotDigest reports
+// (m2c_set_snapshot_format); LoadSlot reads both. Errors: ErrInvalidArg (an
+// unknown format), ErrUnsupported (format 2 on a device cache),
+// ErrPoisoned, ErrClosed.
+func (c *Cache) SetSnapshotFormat(f SnapshotFormat) error {
+	return c.do("m2c_set_snapshot_format", func(h *C.m2c_cache) C.m2c_status {
+		return C.m2c_set_snapshot_format(h, C.m2c_snapshot_format(f))
+	})
+}
+
+// SnapshotFormat returns the format SaveSlot writes
+// (m2c_get_snapshot_format). Errors: ErrClosed.
+func (c *Cache) SnapshotFormat() (SnapshotFormat, error) {
+	var out C.m2c_snapshot_format
+	err := c.do("m2c_get_snapshot_format", func(h *C.m2c_cache) C.m2c_status {
+		return C.m2c_get_snapshot_format(h, &out)
+	})
+	runtime.KeepAlive(&out)
+	return SnapshotFormat(out), err
+}
+
 // ConvLayout is how a cache stores its conv windows (M2C_CONV_LAYOUT_*).
 type ConvLayout uint32
 

@@ -1,6 +1,7 @@
 package m2c
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 	"math"
@@ -808,5 +809,45 @@ func TestRingConvLayoutMarshalsAndMatchesOldestFirst(t *testing.T) {
 	_, err = ring.ConvLayout()
 	checkErr(t, err, ErrClosed)
 	_, err = ring.ConvHeads(0)
+	checkErr(t, err, ErrClosed)
+}
+
+// TestSnapshotFormat2MarshalsAndLoadsEverywhere checks m2c_set_snapshot_format
+// and m2c_get_snapshot_format through the binding: format 2 keeps format 1's
+// size and payload, says version 2, loads into any cache, and the digest
+// follows the format; bad input maps to the right errors.
+func TestSnapshotFormat2MarshalsAndLoadsEverywhere(t *testing.T) {
+	cfg := smallConfig()
+	c := mustNew(t, cfg)
+	checkErr(t, c.SetSSMF32(1, []int32{2}, ramp(cfg.SSMStateLen(), 3)), nil)
+	if f, err := c.SnapshotFormat(); err != nil || f != SnapshotFormat1 {
+		t.Fatalf("SnapshotFormat of a new cache = %v, %v", f, err)
+	}
+	v1, err := c.SaveSlot(2)
+	checkErr(t, err, nil)
+	checkErr(t, c.SetSnapshotFormat(SnapshotFormat2), nil)
+	if f, err := c.SnapshotFormat(); err != nil || f != SnapshotFormat2 {
+		t.Fatalf("SnapshotFormat after SetSnapshotFormat = %v, %v", f, err)
+	}
+	v2, err := c.SaveSlot(2)
+	checkErr(t, err, nil)
+	n := len(v2)
+	if len(v1) != n || binary.LittleEndian.Uint32(v2[8:12]) != 2 || string(v1[12:n-8]) != string(v2[12:n-8]) {
+		t.Fatal("format 2 is not format 1's layout with version 2")
+	}
+	d, err := c.SlotDigest(2)
+	checkErr(t, err, nil)
+	if d != binary.LittleEndian.Uint64(v2[n-8:]) {
+		t.Fatal("the digest is not format 2's checksum")
+	}
+	other := mustNew(t, cfg)
+	checkErr(t, other.LoadSlot(0, v2), nil)
+	checkErr(t, other.LoadSlot(1, v1), nil)
+	v2[n/2] ^= 1
+	checkErr(t, other.LoadSlot(0, v2), ErrCorrupt)
+	checkErr(t, c.SetSnapshotFormat(SnapshotFormat(3)), ErrInvalidArg)
+	c.Close()
+	checkErr(t, c.SetSnapshotFormat(SnapshotFormat1), ErrClosed)
+	_, err = c.SnapshotFormat()
 	checkErr(t, err, ErrClosed)
 }

@@ -175,6 +175,29 @@ impl AnyCache {
         on_either!(self, c => c.position(slot).map(|_| ()))
     }
 
+    /// The snapshot format `slot_save` writes ([`Cache::snapshot_format`];
+    /// device caches: always 1).
+    pub fn snapshot_format(&self) -> u32 {
+        match self {
+            AnyCache::Host(c) => c.snapshot_format(),
+            AnyCache::Device(_) => 1,
+        }
+    }
+
+    /// Sets the snapshot format `slot_save` writes: 1 or 2
+    /// ([`Cache::set_snapshot_format`]). A device cache writes format 1
+    /// only: 2 is `Unsupported` there.
+    pub fn set_snapshot_format(&mut self, format: u32) -> Result<()> {
+        match self {
+            AnyCache::Host(c) => c.set_snapshot_format(format),
+            AnyCache::Device(_) if format == 1 => Ok(()),
+            AnyCache::Device(_) if format == 2 => {
+                Err(Error::Unsupported("a device cache writes snapshot format 1 only".into()))
+            }
+            AnyCache::Device(_) => Err(Error::InvalidArg(format!("format = {format}: snapshot formats are 1 and 2"))),
+        }
+    }
+
     /// How the conv windows are stored (device caches: always oldest first).
     pub fn conv_layout(&self) -> crate::ring::ConvLayout {
         match self {

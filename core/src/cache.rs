@@ -47,6 +47,8 @@ pub struct Cache {
     /// Ring layout only: per layer, per slot, the physical column of the
     /// window's oldest input (empty in the oldest-first layout).
     pub(crate) heads: Vec<crate::buffer::ZeroedVec<u32>>,
+    /// The snapshot format `slot_save` writes (1 or 2; `snapshot.rs`).
+    pub(crate) snapshot_format: u32,
     /// Test-only fault injection: the next `update_conv` panics inside
     /// its per-slot work (on a pool thread when the call is parallel).
     #[cfg(any(test, feature = "testing"))]
@@ -95,6 +97,7 @@ impl Cache {
             capture: None,
             conv_layout: crate::ring::ConvLayout::OldestFirst,
             heads: Vec::new(),
+            snapshot_format: 1,
             span,
             #[cfg(any(test, feature = "testing"))]
             inject_panic: false,

@@ -16,7 +16,14 @@ pub(crate) const SLOT_MAGIC: [u8; 8] = *b"M2CSLOT\0";
 /// First 8 bytes of a cache file.
 pub(crate) const FILE_MAGIC: [u8; 8] = *b"M2CCACHE";
 /// The format version both kinds carry; readers refuse other versions.
+/// Slot snapshots may also be version 2 ([`SNAPSHOT_V2`]).
 pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Slot snapshot format 2: format 1's layout, with a checksum computed in
+/// parallel pieces (docs/FORMATS.md): the XXH64 of the header and of the
+/// [`crate::xxh64::xxh64x8`] digests of the payload's 1 MiB chunks.
+pub(crate) const SNAPSHOT_V2: u32 = 2;
+/// Payload bytes per chunk of a format-2 checksum.
+pub(crate) const V2_CHUNK: usize = 1 << 20;
 /// Bytes of the shape fingerprint: ten u32.
 pub(crate) const FINGERPRINT_BYTES: usize = 40;
 /// Bytes before a slot snapshot's payload.
@@ -113,6 +120,9 @@ impl Cache {
             )));
         }
         let buf = &mut buf[..size];
+        if self.snapshot_format == SNAPSHOT_V2 {
+            return self.slot_save_v2(s, buf);
+        }
         buf[0..8].copy_from_slice(&SLOT_MAGIC);
         buf[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         buf[12..16].copy_from_slice(&(SLOT_HEADER_BYTES as u32).to_le_bytes());
@@ -145,6 +155,107 @@ impl Cache {
         }
         buf[at..at + 8].copy_from_slice(&h.digest().to_le_bytes());
         Ok(size)
+    }
+
+    /// The snapshot format `slot_save` writes and `slot_digest` reports
+    /// (1, the default, or 2; both always load).
+    pub fn snapshot_format(&self) -> u32 {
+        self.snapshot_format
+    }
+
+    /// Sets [`Cache::snapshot_format`]: 1 or 2, else `InvalidArg`.
+    pub fn set_snapshot_format(&mut self, format: u32) -> Result<()> {
+        if format != FORMAT_VERSION && format != SNAPSHOT_V2 {
+            return Err(Error::InvalidArg(format!("format = {format}: snapshot formats are 1 and 2")));
+        }
+        self.snapshot_format = format;
+        Ok(())
+    }
+
+    /// Format 2: every 1 MiB chunk of the payload is copied and hashed by
+    /// one task, 64 KiB at a time (each piece hashed from cache right after
+    /// its copy), chunks in parallel; the checksum hashes the header and
+    /// the chunk digests.
+    fn slot_save_v2(&self, s: usize, buf: &mut [u8]) -> Result<usize> {
+        let size = buf.len();
+        let (head, payload) = buf.split_at_mut(SLOT_HEADER_BYTES);
+        let payload = &mut payload[..size - SLOT_HEADER_BYTES - CHECKSUM_BYTES];
+        let mut digests = crate::buffer::try_vec(payload.len().div_ceil(V2_CHUNK), 0u64, "chunk digests")?;
+        // Each 64 KiB piece is hashed right after its copy, from cache.
+        let run = |(c, (dst, d)): (usize, (&mut [u8], &mut u64))| {
+            let mut h = crate::xxh64::Xxh64x8::new();
+            let whole = dst.len() / HASH_PIECE * HASH_PIECE;
+            for (i, piece) in dst.chunks_mut(HASH_PIECE).enumerate() {
+                self.copy_payload_range(s, c * V2_CHUNK + i * HASH_PIECE, piece);
+                if piece.len() == HASH_PIECE {
+                    h.update_blocks(piece);
+                }
+            }
+            *d = h.finish(&dst[whole..]);
+        };
+        if payload.len() >= crate::cache::PAR_MIN_BYTES && crate::pool::threads() > 1 {
+            use rayon::prelude::*;
+            crate::pool::install(|| {
+                payload.par_chunks_mut(V2_CHUNK).zip(digests.par_iter_mut()).enumerate().for_each(run)
+            });
+        } else {
+            payload.chunks_mut(V2_CHUNK).zip(digests.iter_mut()).enumerate().for_each(run);
+        }
+        head.copy_from_slice(&snapshot_header(self.config(), SNAPSHOT_V2, self.position(s as i32)?, payload.len()));
+        let sum = v2_sum(head, &digests);
+        buf[size - CHECKSUM_BYTES..].copy_from_slice(&sum.to_le_bytes());
+        Ok(size)
+    }
+
+    /// Bytes `from..from + dst.len()` of slot `s`'s payload (the layout of
+    /// [`Cache::slot_export`]) into `dst`.
+    fn copy_payload_range(&self, s: usize, from: usize, dst: &mut [u8]) {
+        let (conv_row, ssm_row) = self.slot_byte_sizes();
+        let per = conv_row + ssm_row;
+        let mut at = 0;
+        while at < dst.len() {
+            let off = from + at;
+            let (l, within) = (off / per, off % per);
+            let out = &mut dst[at..];
+            let n = if within < conv_row {
+                let n = out.len().min(conv_row - within);
+                self.conv_range_out(l, s, within, &mut out[..n]);
+                n
+            } else {
+                let w = within - conv_row;
+                let n = out.len().min(ssm_row - w);
+                out[..n].copy_from_slice(&self.slot_bytes(l as u32, s)[1][w..w + n]);
+                n
+            };
+            at += n;
+        }
+    }
+
+    /// Bytes `from..from + dst.len()` of slot `s`'s conv window in layer
+    /// `l`, oldest first (any byte range: partial channels included).
+    fn conv_range_out(&self, l: usize, s: usize, from: usize, dst: &mut [u8]) {
+        let row = self.slot_bytes(l as u32, s)[0];
+        if self.heads.get(l).is_none() {
+            dst.copy_from_slice(&row[from..from + dst.len()]);
+            return;
+        }
+        let chan = row.len() / self.shape().conv_dim;
+        let mut at = 0;
+        while at < dst.len() {
+            let (c, skip) = ((from + at) / chan, (from + at) % chan);
+            if skip == 0 && dst.len() - at >= chan {
+                let whole = (dst.len() - at) / chan * chan;
+                self.conv_bytes_out(l, s, c, &mut dst[at..at + whole]);
+                at += whole;
+            } else {
+                // A partial channel: at most one at each end of a range.
+                let mut one = vec![0u8; chan];
+                self.conv_bytes_out(l, s, c, &mut one);
+                let n = (chan - skip).min(dst.len() - at);
+                dst[at..at + n].copy_from_slice(&one[skip..skip + n]);
+                at += n;
+            }
+        }
     }
 
     /// Copies the storage bytes of `slot` (every layer's conv window then
@@ -203,7 +314,10 @@ impl Cache {
     /// nothing state-sized.
     pub fn slot_digest(&self, slot: i32) -> Result<u64> {
         let s = self.check_slot(slot)?;
-        let head = snapshot_header(self.config(), self.position(slot)?, self.slot_payload_bytes());
+        if self.snapshot_format == SNAPSHOT_V2 {
+            return self.slot_digest_v2(s);
+        }
+        let head = snapshot_header(self.config(), FORMAT_VERSION, self.position(slot)?, self.slot_payload_bytes());
         let mut h = crate::xxh64::Xxh64::new();
         h.update(&head);
         // Ring windows are hashed in snapshot order, a few channels at a time.
@@ -229,6 +343,38 @@ impl Cache {
             h.update(ssm);
         }
         Ok(h.digest())
+    }
+
+    /// [`Cache::slot_digest`] in format 2: chunks in parallel, each copied
+    /// into one of a few 1 MiB scratch buffers (one per thread) and hashed
+    /// there.
+    fn slot_digest_v2(&self, s: usize) -> Result<u64> {
+        let payload = self.slot_payload_bytes();
+        let chunks = payload.div_ceil(V2_CHUNK);
+        let par = payload >= crate::cache::PAR_MIN_BYTES && crate::pool::threads() > 1;
+        let threads = if par { crate::pool::install(rayon::current_num_threads) } else { 1 };
+        let mut scratch = Vec::new();
+        for _ in 0..threads.min(chunks) {
+            scratch.push(crate::buffer::try_vec(V2_CHUNK.min(payload), 0u8, "a digest chunk")?);
+        }
+        let scratch = std::sync::Mutex::new(scratch);
+        let mut digests = crate::buffer::try_vec(chunks, 0u64, "chunk digests")?;
+        let run = |(c, d): (usize, &mut u64)| {
+            let spare = scratch.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let mut buf = spare.unwrap_or_else(|| vec![0u8; V2_CHUNK.min(payload)]);
+            let n = V2_CHUNK.min(payload - c * V2_CHUNK);
+            self.copy_payload_range(s, c * V2_CHUNK, &mut buf[..n]);
+            *d = crate::xxh64::xxh64x8(&buf[..n]);
+            scratch.lock().unwrap_or_else(|e| e.into_inner()).push(buf);
+        };
+        if par {
+            use rayon::prelude::*;
+            crate::pool::install(|| digests.par_iter_mut().enumerate().for_each(run));
+        } else {
+            digests.iter_mut().enumerate().for_each(run);
+        }
+        let head = snapshot_header(self.config(), SNAPSHOT_V2, self.position(s as i32)?, payload);
+        Ok(v2_sum(&head, &digests))
     }
 
     /// Copies `layer`'s conv window (or SSM state) of slot `s` into its
@@ -280,10 +426,10 @@ pub(crate) fn snapshot_size(cfg: &Config) -> usize {
 
 /// The header of a slot snapshot of a cache of `cfg` with `position` and a
 /// payload of `payload_len` bytes.
-fn snapshot_header(cfg: &Config, position: u64, payload_len: usize) -> Vec<u8> {
+fn snapshot_header(cfg: &Config, version: u32, position: u64, payload_len: usize) -> Vec<u8> {
     let mut head = Vec::with_capacity(SLOT_HEADER_BYTES);
     head.extend_from_slice(&SLOT_MAGIC);
-    head.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    head.extend_from_slice(&version.to_le_bytes());
     head.extend_from_slice(&(SLOT_HEADER_BYTES as u32).to_le_bytes());
     head.extend_from_slice(&fingerprint(cfg));
     head.extend_from_slice(&position.to_le_bytes());
@@ -295,11 +441,47 @@ fn snapshot_header(cfg: &Config, position: u64, payload_len: usize) -> Vec<u8> {
 /// holding `payload` and `position`: the snapshot is `header, payload,
 /// checksum`.
 pub(crate) fn snapshot_parts(cfg: &Config, position: u64, payload: &[u8]) -> (Vec<u8>, [u8; CHECKSUM_BYTES]) {
-    let head = snapshot_header(cfg, position, payload.len());
+    let head = snapshot_header(cfg, FORMAT_VERSION, position, payload.len());
     let mut h = crate::xxh64::Xxh64::new();
     h.update(&head);
     h.update(payload);
     (head, h.digest().to_le_bytes())
+}
+
+/// The format-2 checksum from the header and the chunk digests.
+fn v2_sum(head: &[u8], digests: &[u64]) -> u64 {
+    let mut h = crate::xxh64::Xxh64::new();
+    h.update(head);
+    for d in digests {
+        h.update(&d.to_le_bytes());
+    }
+    h.digest()
+}
+
+/// The checksum of snapshot `body` (header and payload) in format
+/// `version`: format 2's for 2, format 1's (XXH64) for anything else. The
+/// chunks of format 2 are hashed in parallel.
+fn checksum_of(version: u32, body: &[u8]) -> Result<u64> {
+    if version != SNAPSHOT_V2 {
+        return Ok(xxh64(body));
+    }
+    let (head, payload) = body.split_at(SLOT_HEADER_BYTES);
+    let mut digests = crate::buffer::try_vec(payload.len().div_ceil(V2_CHUNK), 0u64, "chunk digests")?;
+    if payload.len() >= crate::cache::PAR_MIN_BYTES && crate::pool::threads() > 1 {
+        use rayon::prelude::*;
+        crate::pool::install(|| {
+            payload.par_chunks(V2_CHUNK).zip(digests.par_iter_mut()).for_each(|(c, d)| *d = crate::xxh64::xxh64x8(c))
+        });
+    } else {
+        for (c, d) in payload.chunks(V2_CHUNK).zip(digests.iter_mut()) {
+            *d = crate::xxh64::xxh64x8(c);
+        }
+    }
+    Ok(v2_sum(head, &digests))
+}
+
+fn known_version(v: u32) -> bool {
+    v == FORMAT_VERSION || v == SNAPSHOT_V2
 }
 
 /// Checks a whole slot snapshot for a cache of `cfg` (size, magic,
@@ -319,13 +501,13 @@ pub(crate) fn check_snapshot(cfg: &Config, buf: &[u8]) -> Result<u64> {
     // truncated or padded one.
     if buf.len() != size {
         let version = u32_at(buf, 8);
-        if version != FORMAT_VERSION && version != 0 {
+        if !known_version(version) && version != 0 {
             return Err(Error::Incompatible(format!(
-                "snapshot format version {version}; this library reads version {FORMAT_VERSION}"
+                "snapshot format version {version}; this library reads versions 1 and 2"
             )));
         }
         let described = (SLOT_HEADER_BYTES as u64 + CHECKSUM_BYTES as u64).checked_add(u64_at(buf, 64));
-        if version == FORMAT_VERSION && described == Some(buf.len() as u64) {
+        if known_version(version) && described == Some(buf.len() as u64) {
             check_fingerprint(&buf[16..56], cfg)?;
         }
         return Err(Error::Corrupt(format!(
@@ -334,13 +516,13 @@ pub(crate) fn check_snapshot(cfg: &Config, buf: &[u8]) -> Result<u64> {
         )));
     }
     let body = buf.len() - CHECKSUM_BYTES;
-    if xxh64(&buf[..body]) != u64_at(buf, body) {
+    let version = u32_at(buf, 8);
+    if checksum_of(version, &buf[..body])? != u64_at(buf, body) {
         return Err(Error::Corrupt("checksum mismatch: the snapshot is truncated or damaged".into()));
     }
-    let version = u32_at(buf, 8);
-    if version != FORMAT_VERSION {
+    if !known_version(version) {
         return Err(Error::Incompatible(format!(
-            "snapshot format version {version}; this library reads version {FORMAT_VERSION}"
+            "snapshot format version {version}; this library reads versions 1 and 2"
         )));
     }
     check_fingerprint(&buf[16..56], cfg)?;
@@ -395,6 +577,97 @@ mod tests {
         b
     }
 
+    /// A shape whose payload (about 2.1 MB) spans three format-2 chunks.
+    fn chunky() -> Config {
+        Config {
+            num_layers: 14,
+            num_slots: 3,
+            intermediate_size: 512,
+            num_heads: 8,
+            head_dim: 64,
+            state_size: 72,
+            n_groups: 1,
+            conv_kernel_size: 4,
+            conv_width: 3,
+            conv_dtype: DType::BF16,
+            ssm_dtype: DType::F32,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn format_2_is_format_1_with_the_chunked_checksum_and_both_load() {
+        for ring in [false, true] {
+            let mut c = cache(chunky());
+            if ring {
+                c.set_conv_layout(crate::ring::ConvLayout::Ring).unwrap();
+                // Move the heads off zero.
+                let x = vec![1.5f32; c.shape().conv_dim];
+                c.update_conv(2, Slots::List(&[0]), Slice::F32(&x)).unwrap();
+            }
+            let v1 = snap(&c, 0);
+            assert!(c.set_snapshot_format(3).is_err() && c.snapshot_format() == 1);
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| {
+                    c.set_snapshot_format(2).unwrap();
+                    let v2 = snap(&c, 0);
+                    // The same layout and payload; version 2; the checksum
+                    // as docs/FORMATS.md defines it.
+                    let body = v2.len() - CHECKSUM_BYTES;
+                    assert_eq!(u32_at(&v2, 8), 2);
+                    assert_eq!(v2[12..body], v1[12..body], "ring {ring}");
+                    let mut h = crate::xxh64::Xxh64::new();
+                    h.update(&v2[..SLOT_HEADER_BYTES]);
+                    let chunks: Vec<&[u8]> = v2[SLOT_HEADER_BYTES..body].chunks(1 << 20).collect();
+                    assert_eq!(chunks.len(), 3);
+                    for ch in chunks {
+                        h.update(&crate::xxh64::xxh64x8(ch).to_le_bytes());
+                    }
+                    assert_eq!(u64_at(&v2, body), h.digest());
+                    assert_eq!(c.slot_digest(0).unwrap(), h.digest());
+                    // Both formats load, whatever this cache writes.
+                    let mut d = cache(chunky());
+                    d.reset(Slots::Dense(3)).unwrap();
+                    d.slot_load(2, &v2).unwrap();
+                    d.slot_load(1, &v1).unwrap();
+                    assert_eq!(snap(&d, 2)[12..body], v1[12..body]);
+                    assert_eq!(snap(&d, 1), v1);
+                    // A flipped bit in any chunk, or in the header, is caught.
+                    for at in [10, SLOT_HEADER_BYTES + 5, SLOT_HEADER_BYTES + (1 << 20) + 3, body - 1, body + 2] {
+                        let mut bad = v2.clone();
+                        bad[at] ^= 0x10;
+                        assert!(d.slot_load(0, &bad).is_err(), "flip at {at}");
+                    }
+                    c.set_snapshot_format(1).unwrap();
+                    assert_eq!(snap(&c, 0), v1);
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn any_payload_range_copies_the_exported_bytes_in_either_layout() {
+        for ring in [false, true] {
+            let mut c = cache(small());
+            if ring {
+                c.set_conv_layout(crate::ring::ConvLayout::Ring).unwrap();
+                let x = vec![2.5f32; c.shape().conv_dim];
+                c.update_conv(1, Slots::List(&[1]), Slice::F32(&x)).unwrap();
+            }
+            let mut all = vec![0u8; c.slot_payload_bytes()];
+            c.slot_export(1, &mut all).unwrap();
+            for from in 0..all.len() {
+                for len in [0, 1, 3, 7, 16, 33, all.len() - from] {
+                    let len = len.min(all.len() - from);
+                    let mut got = vec![0u8; len];
+                    c.copy_payload_range(1, from, &mut got);
+                    assert_eq!(got, all[from..from + len], "ring {ring}, {from} + {len}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn every_truncation_and_every_byte_flip_is_rejected_and_the_slot_kept() {
         let mut c = cache(small());
@@ -428,15 +701,21 @@ mod tests {
         let mut other = cache(Config { conv_width: 3, ..small() });
         let e = other.slot_load(0, &good).unwrap_err();
         assert!(matches!(e, Error::Incompatible(ref m) if m.contains("conv_width")), "{e:?}");
-        // A future version with a valid checksum.
-        let mut v2 = good.clone();
+        // A future version with a valid (format 1) checksum.
+        let mut v3 = good.clone();
+        v3[8..12].copy_from_slice(&3u32.to_le_bytes());
+        let body = v3.len() - 8;
+        let sum = xxh64(&v3[..body]);
+        v3[body..].copy_from_slice(&sum.to_le_bytes());
+        let mut same = cache(small());
+        let e = same.slot_load(0, &v3).unwrap_err();
+        assert!(matches!(e, Error::Incompatible(ref m) if m.contains("version 3")), "{e:?}");
+        // Version 2 with a format-1 checksum is damage.
+        let mut v2 = v3.clone();
         v2[8..12].copy_from_slice(&2u32.to_le_bytes());
-        let body = v2.len() - 8;
         let sum = xxh64(&v2[..body]);
         v2[body..].copy_from_slice(&sum.to_le_bytes());
-        let mut same = cache(small());
-        let e = same.slot_load(0, &v2).unwrap_err();
-        assert!(matches!(e, Error::Incompatible(ref m) if m.contains("version 2")), "{e:?}");
+        assert!(matches!(same.slot_load(0, &v2), Err(Error::Corrupt(_))));
     }
 
     #[test]

@@ -132,6 +132,11 @@ pub enum Call {
     ConvLayout {
         layout: u8,
     },
+    /// m2c_set_snapshot_format: 1 (`format % 3 == 0`), 2, or an unknown
+    /// format (refused).
+    SnapshotFormat {
+        format: u8,
+    },
     /// m2c_spec_reserve with `max % 9` tokens.
     SpecReserve {
         max: u8,

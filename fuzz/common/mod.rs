@@ -410,12 +410,44 @@ pub fn xxh64(data: &[u8]) -> u64 {
     h ^ (h >> 32)
 }
 
-/// Rewrites the last 8 bytes as the XXH64 of the rest (both formats end
-/// that way), so mutated headers get past the checksum.
+/// XXH64x8 from its definition in docs/FORMATS.md: the eight lanes
+/// de-interleaved and hashed one by one, then the tail and the length.
+pub fn xxh64x8(d: &[u8]) -> u64 {
+    let stripes = d.len() / 64;
+    let mut out = Vec::with_capacity(80);
+    for l in 0..8 {
+        let lane: Vec<u8> = (0..stripes).flat_map(|s| d[64 * s + 8 * l..64 * s + 8 * l + 8].to_vec()).collect();
+        out.extend_from_slice(&xxh64(&lane).to_le_bytes());
+    }
+    out.extend_from_slice(&xxh64(&d[stripes * 64..]).to_le_bytes());
+    out.extend_from_slice(&(d.len() as u64).to_le_bytes());
+    xxh64(&out)
+}
+
+/// The checksum a slot snapshot of format 2 ends with (docs/FORMATS.md):
+/// XXH64 of the 72-byte header and the XXH64x8 digests of the payload's
+/// 1 MiB chunks. `body` is everything before the checksum.
+fn v2_checksum(body: &[u8]) -> u64 {
+    let mut list = body[..72].to_vec();
+    for c in body[72..].chunks(1 << 20) {
+        list.extend_from_slice(&xxh64x8(c).to_le_bytes());
+    }
+    xxh64(&list)
+}
+
+/// Whether `b` (at least 80 bytes) is a slot snapshot of format 2 by its
+/// magic and version: its checksum is format 2's.
+fn is_v2_snapshot(b: &[u8]) -> bool {
+    b.len() >= 80 && b[0..8] == *b"M2CSLOT\0" && u32_at(b, 8) == 2
+}
+
+/// Rewrites the last 8 bytes as the checksum of the rest (XXH64 for cache
+/// files and format-1 snapshots, format 2's for format-2 snapshots), so
+/// mutated headers get past the checksum.
 pub fn fix_checksum(b: &mut [u8]) {
     if b.len() >= 8 {
         let body = b.len() - 8;
-        let h = xxh64(&b[..body]);
+        let h = if is_v2_snapshot(b) { v2_checksum(&b[..body]) } else { xxh64(&b[..body]) };
         b[body..].copy_from_slice(&h.to_le_bytes());
     }
 }
@@ -433,12 +465,16 @@ fn checksum_ok(b: &[u8]) -> bool {
     xxh64(&b[..body]) == u64_at(b, body)
 }
 
-/// Whether `b` is a slot snapshot this shape must accept.
+/// Whether `b` is a slot snapshot this shape must accept (format 1 or 2).
 pub fn valid_snapshot(b: &[u8], sh: &Shape) -> bool {
+    let sum_ok = || {
+        let body = b.len() - 8;
+        if is_v2_snapshot(b) { v2_checksum(&b[..body]) == u64_at(b, body) } else { checksum_ok(b) }
+    };
     b.len() == sh.snapshot_size()
         && b[0..8] == *b"M2CSLOT\0"
-        && checksum_ok(b)
-        && u32_at(b, 8) == 1
+        && sum_ok()
+        && (u32_at(b, 8) == 1 || u32_at(b, 8) == 2)
         && u32_at(b, 12) == 72
         && b[16..56] == sh.fingerprint()
         && u64_at(b, 64) == sh.payload() as u64

@@ -48,6 +48,7 @@ pub fn run(prog: Program) {
         cache_mem: (cv.as_ptr() as *mut c_void, cv.len()),
         spec: SpecModel::default(),
         store: StoreModel::new(&sh),
+        snap_format: 1,
     };
     for call in prog.calls.iter().take(MAX_CALLS) {
         h.call(call);
@@ -283,6 +284,8 @@ struct Harness {
     spec: SpecModel,
     /// A prefix store beside the cache, and what it must hold.
     store: StoreModel,
+    /// The snapshot format m2c_slot_save must write (1 or 2).
+    snap_format: u32,
 }
 
 /// One checkpoint of the store model: a slot's bytes per layer and its
@@ -489,6 +492,7 @@ impl Harness {
             Call::SsmPrefill { kernel, cu } => self.ssm_kernel(kernel, Some(cu)),
             Call::Queries { slot, layer, stream, threads } => self.queries(*slot, *layer, *stream, *threads),
             Call::ConvLayout { layout } => self.conv_layout(*layout),
+            Call::SnapshotFormat { format } => self.snapshot_format(*format),
             Call::SpecReserve { max } => self.spec_reserve(*max),
             Call::SpecBegin { slots, cu, tree, damage } => self.spec_begin(slots, cu, *tree, *damage),
             Call::ConvVerify(k) => self.conv_verify(k),
@@ -935,7 +939,12 @@ impl Harness {
         let conv: Vec<&[u8]> = (0..sh.layers).map(|l| &self.model.conv[l][self.conv_range(s)]).collect();
         let ssm: Vec<&[u8]> =
             (0..sh.layers).map(|l| &self.model.ssm[l][s * sh.sbytes()..(s + 1) * sh.sbytes()]).collect();
-        make_snapshot(sh, self.model.pos[s], &conv, &ssm)
+        let mut b = make_snapshot(sh, self.model.pos[s], &conv, &ssm);
+        if self.snap_format == 2 {
+            b[8..12].copy_from_slice(&2u32.to_le_bytes());
+            fix_checksum(&mut b);
+        }
+        b
     }
 
     fn save_load(&mut self, a: &SaveLoad) {
@@ -1508,6 +1517,22 @@ impl Harness {
         if code != 7 {
             assert_eq!(now, code, "m2c_get_conv_layout");
         }
+    }
+
+    /// m2c_set_snapshot_format: 1, 2, or an unknown format (refused);
+    /// later saves must be in the format set.
+    fn snapshot_format(&mut self, format: u8) {
+        let f = [1u32, 2, 9][usize::from(format % 3)];
+        // SAFETY: live handle.
+        let st = unsafe { m2c_set_snapshot_format(self.cache, f) };
+        let e = self.expect(f != 9);
+        if self.check("m2c_set_snapshot_format", st, e, &[]) {
+            self.snap_format = f;
+        }
+        let mut now = 0;
+        // SAFETY: live handle, valid out pointer.
+        assert_eq!(unsafe { m2c_get_snapshot_format(self.cache, &mut now) }, M2C_STATUS_OK);
+        assert_eq!(now, self.snap_format, "m2c_get_snapshot_format");
     }
 
     /// Queries: positions, non-finite counts, views, config, snapshot size,

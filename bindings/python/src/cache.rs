@@ -590,6 +590,25 @@ impl Cache {
         check(py, unsafe { m2c::m2c_set_num_threads(h.ptr, num_threads) })
     }
 
+    /// Sets the snapshot format `slot_save` writes and `slot_digest`
+    /// reports (`m2c_set_snapshot_format`): 1 (the default; every release
+    /// reads it) or 2 (the same layout, checksummed in parallel 1 MiB
+    /// chunks). `slot_load` reads both.
+    fn set_snapshot_format(&self, py: Python<'_>, format: u32) -> PyResult<()> {
+        let h = self.handle()?;
+        // SAFETY: a live handle.
+        check(py, unsafe { m2c::m2c_set_snapshot_format(h.ptr, format) })
+    }
+
+    /// The snapshot format `slot_save` writes (`m2c_get_snapshot_format`).
+    fn snapshot_format(&self, py: Python<'_>) -> PyResult<u32> {
+        let h = self.handle()?;
+        let mut out = 0u32;
+        // SAFETY: a live handle; `out` lives across the call.
+        check(py, unsafe { m2c::m2c_get_snapshot_format(h.ptr, &mut out) })?;
+        Ok(out)
+    }
+
     /// Switches how the cache stores its conv windows (`m2c_set_conv_layout`):
     /// `"oldest_first"` (the default) or `"ring"` (a decode token writes one
     /// column instead of shifting the window). What `read_conv`, snapshots

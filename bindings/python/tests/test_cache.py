@@ -266,6 +266,24 @@ def test_snapshots_and_files(cache, rng, tmp_path):
         fresh.save_file("a\0b")
 
 
+def test_snapshot_format_2_keeps_the_layout_and_loads_everywhere(cache, rng):
+    cache.set_ssm(0, f32(rng, 4, H, P, N))
+    assert cache.snapshot_format() == 1
+    v1 = cache.slot_save(3)
+    cache.set_snapshot_format(2)
+    assert cache.snapshot_format() == 2
+    v2 = cache.slot_save(3)
+    assert len(v2) == len(v1) and v2[8:12] == (2).to_bytes(4, "little") and v2[12:-8] == v1[12:-8]
+    assert cache.slot_digest(3) == int.from_bytes(v2[-8:], "little")
+    other = m2c.Cache(small_config())
+    other.slot_load(0, v2)
+    other.slot_load(1, v1)
+    assert other.slot_save(0) == v1 == other.slot_save(1)
+    with pytest.raises(m2c.InvalidArg):
+        cache.set_snapshot_format(7)
+    assert cache.snapshot_format() == 2
+
+
 def test_speculative_round_commits_like_steps(rng):
     spec, plain = m2c.Cache(small_config()), m2c.Cache(small_config())
     p = Params(rng)

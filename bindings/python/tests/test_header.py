@@ -25,6 +25,8 @@ WRAPPED = {
     "m2c_set_conv_layout": "Cache.set_conv_layout",
     "m2c_get_conv_layout": "Cache.conv_layout",
     "m2c_conv_heads": "Cache.conv_heads",
+    "m2c_set_snapshot_format": "Cache.set_snapshot_format",
+    "m2c_get_snapshot_format": "Cache.snapshot_format",
     "m2c_describe": "Cache.describe",
     "m2c_update_conv": "Cache.update_conv",
     "m2c_set_conv": "Cache.set_conv",

@@ -770,6 +770,15 @@ fn ptrOrNull(comptime T: type, s: []const T) ?[*]const T {
 /// failing call: share a cache across threads with `diag == null` and read
 /// `lastError()` on the failing thread instead. `deinit` must not race
 /// anything.
+/// The slot snapshot format a cache writes (`M2C_SNAPSHOT_FORMAT_*`).
+pub const SnapshotFormat = enum(u32) {
+    /// One XXH64 over the snapshot (the default; every release reads it).
+    v1 = c.M2C_SNAPSHOT_FORMAT_1,
+    /// The same layout with a checksum computed in parallel 1 MiB chunks.
+    v2 = c.M2C_SNAPSHOT_FORMAT_2,
+    _,
+};
+
 /// How a cache stores its conv windows (`M2C_CONV_LAYOUT_*`).
 pub const ConvLayout = enum(u32) {
     /// `[conv_dim][conv_width]` per slot, oldest input first (the default).
@@ -948,6 +957,19 @@ pub const Cache = struct {
     /// (`error.Unsupported` on a device cache).
     pub fn setConvLayout(self: *Cache, layout: ConvLayout) Error!void {
         try call(self.diag, c.m2c_set_conv_layout(self.handle, @intFromEnum(layout)));
+    }
+
+    /// Sets the snapshot format `slotSave` writes and `slotDigest` reports
+    /// (`m2c_set_snapshot_format`); `slotLoad` reads both.
+    pub fn setSnapshotFormat(self: *Cache, fmt: SnapshotFormat) Error!void {
+        try call(self.diag, c.m2c_set_snapshot_format(self.handle, @intFromEnum(fmt)));
+    }
+
+    /// The snapshot format `slotSave` writes (`m2c_get_snapshot_format`).
+    pub fn snapshotFormat(self: *const Cache) Error!SnapshotFormat {
+        var out: c.m2c_snapshot_format = 0;
+        try call(self.diag, c.m2c_get_snapshot_format(self.handle, &out));
+        return @enumFromInt(out);
     }
 
     /// How the cache stores its conv windows (`m2c_get_conv_layout`).

@@ -836,6 +836,29 @@ fn table(s: &Shape, rep: &mut Report) {
     });
     rep.row("slot_save (one slot, to memory)", 1, tsave, size);
     rep.row("slot_load (one slot, validated)", 1, tload, size);
+    // Snapshot format 2 (chunked checksum, parallel), on 1 and 2 threads.
+    // SAFETY: a live handle.
+    check(unsafe { m2c_set_snapshot_format(cache, M2C_SNAPSHOT_FORMAT_2) }, "m2c_set_snapshot_format");
+    for t in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().expect("pool");
+        pool.install(|| {
+            let tsave = time(iters, || {
+                // SAFETY: valid buffer of `size` bytes.
+                check(
+                    unsafe { m2c_slot_save(handle.get(), 0, snap.as_mut_ptr().cast(), size, &mut written) },
+                    "m2c_slot_save",
+                )
+            });
+            let tload = time(iters, || {
+                // SAFETY: valid buffer of `size` bytes.
+                check(unsafe { m2c_slot_load(handle.get(), 0, snap.as_ptr().cast(), size) }, "m2c_slot_load")
+            });
+            rep.row("slot_save, format 2", t, tsave, size);
+            rep.row("slot_load, format 2", t, tload, size);
+        });
+    }
+    // SAFETY: a live handle.
+    check(unsafe { m2c_set_snapshot_format(cache, M2C_SNAPSHOT_FORMAT_1) }, "m2c_set_snapshot_format");
     // Whole-cache files: crash-safe save (temp file, fsync, rename) and a
     // validating two-pass load, through the page cache of this machine.
     let dir = std::env::temp_dir().join(format!("m2c-bench-{}", std::process::id()));
@@ -1244,6 +1267,23 @@ fn transfer(s: &Shape, rep: &mut Report) {
         black_box(d);
     });
     rep.row("slot_digest (one slot)", 1, t, slot_bytes);
+    // SAFETY: a live handle.
+    check(unsafe { m2c_set_snapshot_format(h, M2C_SNAPSHOT_FORMAT_2) }, "m2c_set_snapshot_format");
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+        let hd = b.cache;
+        let t = pool.install(|| {
+            time(iters, || {
+                let mut d = 0u64;
+                // SAFETY: valid handle and out pointer.
+                check(unsafe { m2c_slot_digest(hd.get(), 0, &mut d) }, "m2c_slot_digest");
+                black_box(d);
+            })
+        });
+        rep.row("slot_digest, format 2", threads, t, slot_bytes);
+    }
+    // SAFETY: a live handle.
+    check(unsafe { m2c_set_snapshot_format(h, M2C_SNAPSHOT_FORMAT_1) }, "m2c_set_snapshot_format");
     // A resharded snapshot: split one slot's snapshot for 2 ranks.
     let mut snap_len = 0usize;
     // SAFETY: valid pointers.

@@ -47,6 +47,8 @@ const wrappers = .{
     .{ "m2c_set_conv_layout", m2c.Cache, "setConvLayout" },
     .{ "m2c_get_conv_layout", m2c.Cache, "convLayout" },
     .{ "m2c_conv_heads", m2c.Cache, "convHeads" },
+    .{ "m2c_set_snapshot_format", m2c.Cache, "setSnapshotFormat" },
+    .{ "m2c_get_snapshot_format", m2c.Cache, "snapshotFormat" },
     .{ "m2c_ssm_view", m2c.Cache, "ssmView" },
     .{ "m2c_status_str", m2c, "statusStr" },
     .{ "m2c_last_error", m2c, "lastError" },

@@ -208,9 +208,35 @@ test "foreign snapshots are Incompatible: another shape, another format version"
 
     const future = try a.slotSaveAlloc(gpa, 0);
     defer gpa.free(future);
-    std.mem.writeInt(u32, future[8..12], 2, .little); // format version 2, resealed
+    std.mem.writeInt(u32, future[8..12], 3, .little); // format version 3, resealed
     reseal(future);
     try expectError(error.Incompatible, a.slotLoad(0, future));
+}
+
+test "snapshot format 2: same size and payload, version 2, loads anywhere; digests follow the format" {
+    const gpa = testing.allocator;
+    var a = try m2c.Cache.init(smallConfig(4, .f32, .f32), null);
+    defer a.deinit();
+    var state: [64]f32 = undefined;
+    for (&state, 0..) |*v, i| v.* = @floatFromInt(i);
+    try a.setSsm(1, &.{2}, .{ .f32 = state[0..a.shape.ssm_state_len] });
+    try expectEqual(m2c.SnapshotFormat.v1, try a.snapshotFormat());
+    const v1 = try a.slotSaveAlloc(gpa, 2);
+    defer gpa.free(v1);
+    const d1 = try a.slotDigest(2);
+    try a.setSnapshotFormat(.v2);
+    try expectEqual(m2c.SnapshotFormat.v2, try a.snapshotFormat());
+    const v2 = try a.slotSaveAlloc(gpa, 2);
+    defer gpa.free(v2);
+    try expectEqual(v1.len, v2.len);
+    try expectEqual(@as(u32, 2), std.mem.readInt(u32, v2[8..12], .little));
+    try expect(std.mem.eql(u8, v1[12 .. v1.len - 8], v2[12 .. v2.len - 8]));
+    try expectEqual(std.mem.readInt(u64, v2[v2.len - 8 ..][0..8], .little), try a.slotDigest(2));
+    try expectEqual(std.mem.readInt(u64, v1[v1.len - 8 ..][0..8], .little), d1);
+    try a.slotLoad(0, v2);
+    try a.slotLoad(1, v1);
+    try expectError(error.InvalidArg, a.setSnapshotFormat(@enumFromInt(5)));
+    try expectEqual(m2c.SnapshotFormat.v2, try a.snapshotFormat());
 }
 
 test "advance past the largest position is OutOfRange" {
