@@ -11,9 +11,11 @@ fn bench(args: &[&str]) -> Output {
 /// A tiny shape, so the run takes a fraction of a second.
 const TINY: [&str; 6] = ["--layers", "1", "--slots", "2", "--iters", "1"];
 
-/// Operations of the table mode: seven on 1 and on 2 threads, then four on one.
+/// Operations of the table mode: seven on 1 and on 2 threads, four on one,
+/// then format-2 snapshots (save, load) on 1 and on 2 threads.
 const OPS_PER_THREAD_COUNT: usize = 7;
 const SINGLE_THREAD_OPS: usize = 4;
+const FORMAT2_OPS: usize = 2;
 
 #[test]
 fn help_goes_to_stdout_and_exits_0_a_bad_flag_exits_2() {
@@ -46,7 +48,7 @@ struct Rec {
 }
 
 fn check_records(recs: &[Rec]) {
-    assert_eq!(recs.len(), 2 * OPS_PER_THREAD_COUNT + SINGLE_THREAD_OPS);
+    assert_eq!(recs.len(), 2 * OPS_PER_THREAD_COUNT + SINGLE_THREAD_OPS + 2 * FORMAT2_OPS);
     let mut memcpy_by_threads = [None::<f64>; 2];
     for r in recs {
         assert!(r.threads == 1 || r.threads == 2, "{}: {} threads", r.op, r.threads);
@@ -61,7 +63,9 @@ fn check_records(recs: &[Rec]) {
         let seen = memcpy_by_threads[r.threads - 1].get_or_insert(r.memcpy);
         assert_eq!(*seen, r.memcpy, "{}: rows on {} threads compare with different memcpy figures", r.op, r.threads);
     }
-    for op in ["conv_step", "ssm_step", "copy_slots (reverse permutation)"] {
+    for op in
+        ["conv_step", "ssm_step", "copy_slots (reverse permutation)", "slot_save, format 2", "slot_load, format 2"]
+    {
         for t in [1, 2] {
             assert!(recs.iter().any(|r| r.op == op && r.threads == t), "no {op} row on {t} threads");
         }

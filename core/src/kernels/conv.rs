@@ -197,6 +197,42 @@ mod avx512 {
         }
     }
 
+    /// Four vectors of four channels x four taps each (channel-major, as
+    /// the weights are stored) as four vectors of one tap x 16 channels:
+    /// 4 two-source permutes and 4 lane shuffles (`lo`, `hi`: `TRANSPOSE`).
+    #[inline(always)]
+    unsafe fn tap_major(q: [__m512; 4], lo: __m512i, hi: __m512i) -> [__m512; 4] {
+        // SAFETY: the callers enable AVX-512F.
+        unsafe {
+            let a = _mm512_permutex2var_ps(q[0], lo, q[1]);
+            let c = _mm512_permutex2var_ps(q[2], lo, q[3]);
+            let bb = _mm512_permutex2var_ps(q[0], hi, q[1]);
+            let d = _mm512_permutex2var_ps(q[2], hi, q[3]);
+            [
+                _mm512_shuffle_f32x4::<0x44>(a, c),
+                _mm512_shuffle_f32x4::<0xEE>(a, c),
+                _mm512_shuffle_f32x4::<0x44>(bb, d),
+                _mm512_shuffle_f32x4::<0xEE>(bb, d),
+            ]
+        }
+    }
+
+    /// `0 + t[0] + t[1] + t[2] + t[3] (+ bias)`, in the generic path's order.
+    #[inline(always)]
+    unsafe fn sum_taps(t: [__m512; 4], bias: Option<*const f32>) -> __m512 {
+        // SAFETY: the callers enable AVX-512F; `bias` holds 16 values.
+        unsafe {
+            let mut acc = _mm512_add_ps(_mm512_setzero_ps(), t[0]);
+            acc = _mm512_add_ps(acc, t[1]);
+            acc = _mm512_add_ps(acc, t[2]);
+            acc = _mm512_add_ps(acc, t[3]);
+            if let Some(b) = bias {
+                acc = _mm512_add_ps(acc, _mm512_loadu_ps(b));
+            }
+            acc
+        }
+    }
+
     /// The window element types this path handles: loads and stores of
     /// 16 consecutive values as f32 (stored values are exact in f32).
     pub(super) trait Win: Copy {
@@ -280,27 +316,8 @@ mod avx512 {
                     }
                 }
                 let wt = w.as_ptr().add(16 * b).cast::<f32>();
-                let p = [
-                    _mm512_mul_ps(new[0], _mm512_loadu_ps(wt)),
-                    _mm512_mul_ps(new[1], _mm512_loadu_ps(wt.add(16))),
-                    _mm512_mul_ps(new[2], _mm512_loadu_ps(wt.add(32))),
-                    _mm512_mul_ps(new[3], _mm512_loadu_ps(wt.add(48))),
-                ];
-                let a = _mm512_permutex2var_ps(p[0], lo, p[1]);
-                let c = _mm512_permutex2var_ps(p[2], lo, p[3]);
-                let bb = _mm512_permutex2var_ps(p[0], hi, p[1]);
-                let d = _mm512_permutex2var_ps(p[2], hi, p[3]);
-                let t0 = _mm512_shuffle_f32x4::<0x44>(a, c);
-                let t1 = _mm512_shuffle_f32x4::<0xEE>(a, c);
-                let t2 = _mm512_shuffle_f32x4::<0x44>(bb, d);
-                let t3 = _mm512_shuffle_f32x4::<0xEE>(bb, d);
-                let mut acc = _mm512_add_ps(_mm512_setzero_ps(), t0);
-                acc = _mm512_add_ps(acc, t1);
-                acc = _mm512_add_ps(acc, t2);
-                acc = _mm512_add_ps(acc, t3);
-                if let Some(bias) = bias {
-                    acc = _mm512_add_ps(acc, _mm512_loadu_ps(bias.as_ptr().add(16 * b)));
-                }
+                let p = [0, 1, 2, 3].map(|i| _mm512_mul_ps(new[i], _mm512_loadu_ps(wt.add(16 * i))));
+                let acc = sum_taps(tap_major(p, lo, hi), bias.map(|v| v.as_ptr().add(16 * b)));
                 _mm512_storeu_ps(out.as_mut_ptr().add(16 * b), acc);
             }
         }
@@ -346,32 +363,15 @@ mod avx512 {
             // covers the columns, and the slices hold 16 * n channels.
             unsafe {
                 let wt = w.as_ptr().add(16 * b).cast::<f32>();
-                let q = [
-                    _mm512_loadu_ps(wt),
-                    _mm512_loadu_ps(wt.add(16)),
-                    _mm512_loadu_ps(wt.add(32)),
-                    _mm512_loadu_ps(wt.add(48)),
-                ];
-                let a = _mm512_permutex2var_ps(q[0], lo, q[1]);
-                let c = _mm512_permutex2var_ps(q[2], lo, q[3]);
-                let bb = _mm512_permutex2var_ps(q[0], hi, q[1]);
-                let d = _mm512_permutex2var_ps(q[2], hi, q[3]);
-                let w0 = _mm512_shuffle_f32x4::<0x44>(a, c);
-                let w1 = _mm512_shuffle_f32x4::<0xEE>(a, c);
-                let w2 = _mm512_shuffle_f32x4::<0x44>(bb, d);
-                let w3 = _mm512_shuffle_f32x4::<0xEE>(bb, d);
+                let wv = tap_major([0, 1, 2, 3].map(|i| _mm512_loadu_ps(wt.add(16 * i))), lo, hi);
                 let xv = _mm512_loadu_ps(x.as_ptr().add(16 * b));
-                let t0 = _mm512_mul_ps(S::load16(taps[0].add(16 * b)), w0);
-                let t1 = _mm512_mul_ps(S::load16(taps[1].add(16 * b)), w1);
-                let t2 = _mm512_mul_ps(S::load16(taps[2].add(16 * b)), w2);
-                let t3 = _mm512_mul_ps(xv, w3);
-                let mut acc = _mm512_add_ps(_mm512_setzero_ps(), t0);
-                acc = _mm512_add_ps(acc, t1);
-                acc = _mm512_add_ps(acc, t2);
-                acc = _mm512_add_ps(acc, t3);
-                if let Some(bias) = bias {
-                    acc = _mm512_add_ps(acc, _mm512_loadu_ps(bias.as_ptr().add(16 * b)));
-                }
+                let t = [
+                    _mm512_mul_ps(S::load16(taps[0].add(16 * b)), wv[0]),
+                    _mm512_mul_ps(S::load16(taps[1].add(16 * b)), wv[1]),
+                    _mm512_mul_ps(S::load16(taps[2].add(16 * b)), wv[2]),
+                    _mm512_mul_ps(xv, wv[3]),
+                ];
+                let acc = sum_taps(t, bias.map(|v| v.as_ptr().add(16 * b)));
                 _mm512_storeu_ps(out.as_mut_ptr().add(16 * b), acc);
                 S::store16(dst.add(16 * b), xv);
             }
