@@ -146,10 +146,11 @@ impl Cache {
                 h.update(dst);
                 at += dst.len();
             }
+            // The state: streamed to `buf`, and hashed from the source,
+            // which the copy just brought into cache.
             for piece in self.slot_bytes(l, s)[1].chunks(HASH_PIECE) {
-                let dst = &mut buf[at..at + piece.len()];
-                dst.copy_from_slice(piece);
-                h.update(dst);
+                crate::buffer::copy_streaming(&mut buf[at..at + piece.len()], piece);
+                h.update(piece);
                 at += piece.len();
             }
         }
@@ -181,17 +182,19 @@ impl Cache {
         let (head, payload) = buf.split_at_mut(SLOT_HEADER_BYTES);
         let payload = &mut payload[..size - SLOT_HEADER_BYTES - CHECKSUM_BYTES];
         let mut digests = crate::buffer::try_vec(payload.len().div_ceil(V2_CHUNK), 0u64, "chunk digests")?;
-        // Each 64 KiB piece is hashed right after its copy, from cache.
+        // The state is streamed to `buf` (no cache lines of `buf` are
+        // read) and hashed from its source, at most 64 KiB after it was
+        // read; conv windows are written normally and hashed from `buf`.
         let run = |(c, (dst, d)): (usize, (&mut [u8], &mut u64))| {
-            let mut h = crate::xxh64::Xxh64x8::new();
-            let whole = dst.len() / HASH_PIECE * HASH_PIECE;
-            for (i, piece) in dst.chunks_mut(HASH_PIECE).enumerate() {
-                self.copy_payload_range(s, c * V2_CHUNK + i * HASH_PIECE, piece);
-                if piece.len() == HASH_PIECE {
-                    h.update_blocks(piece);
+            let mut h = crate::xxh64::Xxh64x8Stream::new();
+            self.payload_segments(s, c * V2_CHUNK, dst, |out, src| match src {
+                Some(src) => {
+                    crate::buffer::copy_streaming(out, src);
+                    h.update(src);
                 }
-            }
-            *d = h.finish(&dst[whole..]);
+                None => h.update(out),
+            });
+            *d = h.digest();
         };
         if payload.len() >= crate::cache::PAR_MIN_BYTES && crate::pool::threads() > 1 {
             use rayon::prelude::*;
@@ -210,6 +213,19 @@ impl Cache {
     /// Bytes `from..from + dst.len()` of slot `s`'s payload (the layout of
     /// [`Cache::slot_export`]) into `dst`.
     fn copy_payload_range(&self, s: usize, from: usize, dst: &mut [u8]) {
+        self.payload_segments(s, from, dst, |out, src| {
+            if let Some(src) = src {
+                out.copy_from_slice(src);
+            }
+        });
+    }
+
+    /// Walks bytes `from..from + dst.len()` of slot `s`'s payload in
+    /// segments of at most 64 KiB, in order, calling `f(out, src)` with
+    /// each segment's part of `dst`: conv windows are written into `out`
+    /// here (oldest first) and `src` is `None`; for SSM state `src` is the
+    /// segment's bytes in the cache, for `f` to copy.
+    fn payload_segments(&self, s: usize, from: usize, dst: &mut [u8], mut f: impl FnMut(&mut [u8], Option<&[u8]>)) {
         let (conv_row, ssm_row) = self.slot_byte_sizes();
         let per = conv_row + ssm_row;
         let mut at = 0;
@@ -218,13 +234,14 @@ impl Cache {
             let (l, within) = (off / per, off % per);
             let out = &mut dst[at..];
             let n = if within < conv_row {
-                let n = out.len().min(conv_row - within);
+                let n = out.len().min(conv_row - within).min(HASH_PIECE);
                 self.conv_range_out(l, s, within, &mut out[..n]);
+                f(&mut out[..n], None);
                 n
             } else {
                 let w = within - conv_row;
-                let n = out.len().min(ssm_row - w);
-                out[..n].copy_from_slice(&self.slot_bytes(l as u32, s)[1][w..w + n]);
+                let n = out.len().min(ssm_row - w).min(HASH_PIECE);
+                f(&mut out[..n], Some(&self.slot_bytes(l as u32, s)[1][w..w + n]));
                 n
             };
             at += n;
@@ -292,7 +309,10 @@ impl Cache {
         let copy =
             |((layer, heads), src): ((&mut crate::cache::Layer, Option<&mut crate::buffer::ZeroedVec<u32>>), &[u8])| {
                 Cache::conv_bytes_in(layer, heads, s, &src[..conv_row], geom);
-                layer.ssm.bytes_mut()[s * ssm_row..(s + 1) * ssm_row].copy_from_slice(&src[conv_row..]);
+                crate::buffer::copy_streaming(
+                    &mut layer.ssm.bytes_mut()[s * ssm_row..(s + 1) * ssm_row],
+                    &src[conv_row..],
+                );
             };
         // Each layer with its ring heads (none in the oldest-first layout).
         let mut heads = self.heads.iter_mut();

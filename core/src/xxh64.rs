@@ -178,6 +178,40 @@ impl Xxh64x8 {
     }
 }
 
+/// [`Xxh64x8`] over a stream of any split: pieces are gathered into whole
+/// blocks (a piece's own whole blocks are hashed in place).
+#[derive(Clone, Debug, Default)]
+pub struct Xxh64x8Stream {
+    h: Xxh64x8,
+    carry: Vec<u8>,
+}
+
+impl Xxh64x8Stream {
+    pub fn new() -> Self {
+        Xxh64x8Stream { h: Xxh64x8::new(), carry: Vec::with_capacity(256) }
+    }
+
+    pub fn update(&mut self, mut data: &[u8]) {
+        if !self.carry.is_empty() {
+            let take = (256 - self.carry.len()).min(data.len());
+            self.carry.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.carry.len() < 256 {
+                return;
+            }
+            self.h.update_blocks(&self.carry);
+            self.carry.clear();
+        }
+        let whole = data.len() / 256 * 256;
+        self.h.update_blocks(&data[..whole]);
+        self.carry.extend_from_slice(&data[whole..]);
+    }
+
+    pub fn digest(&self) -> u64 {
+        self.h.finish(&self.carry)
+    }
+}
+
 /// The XXH64 rounds of whole 256-byte blocks (four stripes: one 32-byte
 /// XXH64 stripe per lane): word `l` of stripe `a` of a block goes to
 /// accumulator `a` of lane `l`.
@@ -261,6 +295,14 @@ mod x8_tests {
             }
         }
         crate::kernels::isa::FORCE.with(|f| f.set(None));
+        // Any split through the stream gives the same digest.
+        for split in [1usize, 7, 255, 257, 1000] {
+            let mut st = Xxh64x8Stream::new();
+            for piece in data.chunks(split) {
+                st.update(piece);
+            }
+            assert_eq!(st.digest(), reference(&data), "pieces of {split}");
+        }
         // Streaming in pieces of whole blocks gives the same digest.
         for split in [0, 256, 1024, 4096] {
             let mut h = Xxh64x8::new();
