@@ -97,6 +97,17 @@ pub fn u64_at(b: &[u8], at: usize) -> u64 {
 /// be hashed from the core's own cache.
 const HASH_PIECE: usize = 64 * 1024;
 
+/// Slots at least this large are copied with streaming stores (they do not
+/// fit the caches anyway); smaller ones with plain stores, so that a slot
+/// restored and then stepped is still in cache.
+const STREAM_MIN_BYTES: usize = 16 << 20;
+
+/// Copies state bytes, streaming them when `stream`.
+#[inline]
+fn copy_state(dst: &mut [u8], src: &[u8], stream: bool) {
+    if stream { crate::buffer::copy_streaming(dst, src) } else { dst.copy_from_slice(src) }
+}
+
 impl Cache {
     /// Payload bytes of one slot: every layer's conv window then ssm state.
     pub(crate) fn slot_payload_bytes(&self) -> usize {
@@ -134,6 +145,7 @@ impl Cache {
         let mut h = crate::xxh64::Xxh64::new();
         h.update(&buf[..SLOT_HEADER_BYTES]);
         let mut at = SLOT_HEADER_BYTES;
+        let stream = self.slot_payload_bytes() >= STREAM_MIN_BYTES;
         let (conv_row, _) = self.slot_byte_sizes();
         let chan = conv_row / self.shape().conv_dim;
         // Whole channels per piece (at least one) for the conv window,
@@ -149,7 +161,7 @@ impl Cache {
             // The state: streamed to `buf`, and hashed from the source,
             // which the copy just brought into cache.
             for piece in self.slot_bytes(l, s)[1].chunks(HASH_PIECE) {
-                crate::buffer::copy_streaming(&mut buf[at..at + piece.len()], piece);
+                copy_state(&mut buf[at..at + piece.len()], piece, stream);
                 h.update(piece);
                 at += piece.len();
             }
@@ -182,14 +194,15 @@ impl Cache {
         let (head, payload) = buf.split_at_mut(SLOT_HEADER_BYTES);
         let payload = &mut payload[..size - SLOT_HEADER_BYTES - CHECKSUM_BYTES];
         let mut digests = crate::buffer::try_vec(payload.len().div_ceil(V2_CHUNK), 0u64, "chunk digests")?;
-        // The state is streamed to `buf` (no cache lines of `buf` are
-        // read) and hashed from its source, at most 64 KiB after it was
+        let stream = payload.len() >= STREAM_MIN_BYTES;
+        // The state is streamed to `buf` when large (no cache lines of
+        // `buf` are read) and hashed from its source, at most 64 KiB after it was
         // read; conv windows are written normally and hashed from `buf`.
         let run = |(c, (dst, d)): (usize, (&mut [u8], &mut u64))| {
             let mut h = crate::xxh64::Xxh64x8Stream::new();
             self.payload_segments(s, c * V2_CHUNK, dst, |out, src| match src {
                 Some(src) => {
-                    crate::buffer::copy_streaming(out, src);
+                    copy_state(out, src, stream);
                     h.update(src);
                 }
                 None => h.update(out),
@@ -306,13 +319,11 @@ impl Cache {
         let per = self.slot_payload_bytes() / self.layers.len();
         let (conv_row, ssm_row) = self.slot_byte_sizes();
         let geom = self.conv_geometry();
+        let stream = data.len() >= STREAM_MIN_BYTES;
         let copy =
             |((layer, heads), src): ((&mut crate::cache::Layer, Option<&mut crate::buffer::ZeroedVec<u32>>), &[u8])| {
                 Cache::conv_bytes_in(layer, heads, s, &src[..conv_row], geom);
-                crate::buffer::copy_streaming(
-                    &mut layer.ssm.bytes_mut()[s * ssm_row..(s + 1) * ssm_row],
-                    &src[conv_row..],
-                );
+                copy_state(&mut layer.ssm.bytes_mut()[s * ssm_row..(s + 1) * ssm_row], &src[conv_row..], stream);
             };
         // Each layer with its ring heads (none in the oldest-first layout).
         let mut heads = self.heads.iter_mut();
@@ -663,6 +674,27 @@ mod tests {
                     assert_eq!(snap(&c, 0), v1);
                 });
             }
+        }
+    }
+
+    #[test]
+    fn slots_past_the_streaming_size_round_trip_in_both_formats() {
+        // 7 layers of 80 x 64 x 128 f32: 18.4 MB a slot, so saves and loads
+        // take the streaming stores.
+        let cfg = Config { num_layers: 7, num_slots: 2, conv_dtype: DType::F32, ..Config::mamba2_2_7b() };
+        let mut c = cache(cfg);
+        assert!(c.slot_payload_bytes() >= STREAM_MIN_BYTES);
+        let mut want = vec![0u8; c.slot_payload_bytes()];
+        c.slot_export(0, &mut want).unwrap();
+        for format in [1, 2] {
+            c.set_snapshot_format(format).unwrap();
+            let b = snap(&c, 0);
+            assert_eq!(b[SLOT_HEADER_BYTES..b.len() - CHECKSUM_BYTES], want[..], "format {format}");
+            c.reset(Slots::List(&[1])).unwrap();
+            c.slot_load(1, &b).unwrap();
+            let mut got = vec![0u8; want.len()];
+            c.slot_export(1, &mut got).unwrap();
+            assert!(got == want, "format {format}: the loaded slot differs");
         }
     }
 
