@@ -141,10 +141,10 @@ pub unsafe extern "C" fn m2c_conv_heads(cache: *const m2c_cache, layer: u32, out
                 CoreError::ShapeMismatch(format!("out holds {cap} entries, but the cache has {n} slots")).into()
             );
         }
-        let mut heads = m2c_core::buffer::try_vec(n, 0u32, "the heads")?;
-        c.conv_heads(layer, &mut heads)?;
-        // SAFETY: `cap >= n` writable entries, per the contract.
-        unsafe { std::ptr::copy_nonoverlapping(heads.as_ptr(), out, n) };
-        Ok(())
+        // SAFETY: `cap >= n` writable, aligned entries, per the contract
+        // (checked non-NULL, aligned and outside the cache); the core
+        // writes them only once the layer is known good.
+        let out = unsafe { std::slice::from_raw_parts_mut(out, n) };
+        Ok(c.conv_heads(layer, out)?)
     })
 }

@@ -134,40 +134,33 @@ impl Cache {
         if self.snapshot_format == SNAPSHOT_V2 {
             return self.slot_save_v2(s, buf);
         }
-        buf[0..8].copy_from_slice(&SLOT_MAGIC);
-        buf[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        buf[12..16].copy_from_slice(&(SLOT_HEADER_BYTES as u32).to_le_bytes());
-        buf[16..56].copy_from_slice(&fingerprint(self.config()));
-        buf[56..64].copy_from_slice(&self.position(slot)?.to_le_bytes());
-        buf[64..72].copy_from_slice(&(self.slot_payload_bytes() as u64).to_le_bytes());
-        // One pass: each piece is hashed right after its copy, from cache
-        // (the checksum is the same XXH64 stream as over the whole buffer).
+        let payload = self.slot_payload_bytes();
+        let (head, rest) = buf.split_at_mut(SLOT_HEADER_BYTES);
+        head.copy_from_slice(&snapshot_header(self.config(), FORMAT_VERSION, self.position(slot)?, payload));
+        // One pass: the checksum is the same XXH64 stream as over the
+        // whole buffer, fed piece by piece as the pieces are copied.
         let mut h = crate::xxh64::Xxh64::new();
-        h.update(&buf[..SLOT_HEADER_BYTES]);
-        let mut at = SLOT_HEADER_BYTES;
-        let stream = self.slot_payload_bytes() >= STREAM_MIN_BYTES;
-        let (conv_row, _) = self.slot_byte_sizes();
-        let chan = conv_row / self.shape().conv_dim;
-        // Whole channels per piece (at least one) for the conv window,
-        // which a ring cache rotates into snapshot order as it copies.
-        let conv_piece = (HASH_PIECE / chan).max(1) * chan;
-        for l in 0..self.config().num_layers {
-            for c in (0..conv_row).step_by(conv_piece) {
-                let dst = &mut buf[at..at + conv_piece.min(conv_row - c)];
-                self.conv_bytes_out(l as usize, s, c / chan, dst);
-                h.update(dst);
-                at += dst.len();
-            }
-            // The state: streamed to `buf`, and hashed from the source,
-            // which the copy just brought into cache.
-            for piece in self.slot_bytes(l, s)[1].chunks(HASH_PIECE) {
-                copy_state(&mut buf[at..at + piece.len()], piece, stream);
-                h.update(piece);
-                at += piece.len();
-            }
-        }
-        buf[at..at + 8].copy_from_slice(&h.digest().to_le_bytes());
+        h.update(head);
+        self.save_range(s, 0, &mut rest[..payload], |b| h.update(b));
+        rest[payload..].copy_from_slice(&h.digest().to_le_bytes());
         Ok(size)
+    }
+
+    /// Copies bytes `from..from + dst.len()` of slot `s`'s payload into
+    /// `dst`, feeding them to `hash` in order. State is hashed from its
+    /// source right after its copy (at most 64 KiB earlier, so from
+    /// cache) and, for slots of `STREAM_MIN_BYTES` or more, written with
+    /// streaming stores (no line of `dst` is read); ring conv windows are
+    /// gathered into `dst` and hashed from there.
+    fn save_range(&self, s: usize, from: usize, dst: &mut [u8], mut hash: impl FnMut(&[u8])) {
+        let stream = self.slot_payload_bytes() >= STREAM_MIN_BYTES;
+        self.payload_segments(s, from, dst, |out, src| match src {
+            Some(src) => {
+                copy_state(out, src, stream);
+                hash(src);
+            }
+            None => hash(out),
+        });
     }
 
     /// The snapshot format `slot_save` writes and `slot_digest` reports
@@ -186,27 +179,16 @@ impl Cache {
     }
 
     /// Format 2: every 1 MiB chunk of the payload is copied and hashed by
-    /// one task, 64 KiB at a time (each piece hashed from cache right after
-    /// its copy), chunks in parallel; the checksum hashes the header and
-    /// the chunk digests.
+    /// one task ([`Cache::save_range`]), chunks in parallel; the checksum
+    /// hashes the header and the chunk digests.
     fn slot_save_v2(&self, s: usize, buf: &mut [u8]) -> Result<usize> {
         let size = buf.len();
         let (head, payload) = buf.split_at_mut(SLOT_HEADER_BYTES);
         let payload = &mut payload[..size - SLOT_HEADER_BYTES - CHECKSUM_BYTES];
         let mut digests = crate::buffer::try_vec(payload.len().div_ceil(V2_CHUNK), 0u64, "chunk digests")?;
-        let stream = payload.len() >= STREAM_MIN_BYTES;
-        // The state is streamed to `buf` when large (no cache lines of
-        // `buf` are read) and hashed from its source, at most 64 KiB after it was
-        // read; conv windows are written normally and hashed from `buf`.
         let run = |(c, (dst, d)): (usize, (&mut [u8], &mut u64))| {
             let mut h = crate::xxh64::Xxh64x8Stream::new();
-            self.payload_segments(s, c * V2_CHUNK, dst, |out, src| match src {
-                Some(src) => {
-                    copy_state(out, src, stream);
-                    h.update(src);
-                }
-                None => h.update(out),
-            });
+            self.save_range(s, c * V2_CHUNK, dst, |b| h.update(b));
             *d = h.digest();
         };
         if payload.len() >= crate::cache::PAR_MIN_BYTES && crate::pool::threads() > 1 {
@@ -223,21 +205,11 @@ impl Cache {
         Ok(size)
     }
 
-    /// Bytes `from..from + dst.len()` of slot `s`'s payload (the layout of
-    /// [`Cache::slot_export`]) into `dst`.
-    fn copy_payload_range(&self, s: usize, from: usize, dst: &mut [u8]) {
-        self.payload_segments(s, from, dst, |out, src| {
-            if let Some(src) = src {
-                out.copy_from_slice(src);
-            }
-        });
-    }
-
     /// Walks bytes `from..from + dst.len()` of slot `s`'s payload in
     /// segments of at most 64 KiB, in order, calling `f(out, src)` with
-    /// each segment's part of `dst`: conv windows are written into `out`
-    /// here (oldest first) and `src` is `None`; for SSM state `src` is the
-    /// segment's bytes in the cache, for `f` to copy.
+    /// each segment's part of `dst`: `src` is the segment's bytes in the
+    /// cache, for `f` to copy, or, for ring conv windows, `None`, their
+    /// bytes having been gathered into `out` here (oldest first).
     fn payload_segments(&self, s: usize, from: usize, dst: &mut [u8], mut f: impl FnMut(&mut [u8], Option<&[u8]>)) {
         let (conv_row, ssm_row) = self.slot_byte_sizes();
         let per = conv_row + ssm_row;
@@ -248,8 +220,12 @@ impl Cache {
             let out = &mut dst[at..];
             let n = if within < conv_row {
                 let n = out.len().min(conv_row - within).min(HASH_PIECE);
-                self.conv_range_out(l, s, within, &mut out[..n]);
-                f(&mut out[..n], None);
+                if self.heads.get(l).is_none() {
+                    f(&mut out[..n], Some(&self.slot_bytes(l as u32, s)[0][within..within + n]));
+                } else {
+                    self.conv_range_out(l, s, within, &mut out[..n]);
+                    f(&mut out[..n], None);
+                }
                 n
             } else {
                 let w = within - conv_row;
@@ -261,15 +237,10 @@ impl Cache {
         }
     }
 
-    /// Bytes `from..from + dst.len()` of slot `s`'s conv window in layer
-    /// `l`, oldest first (any byte range: partial channels included).
+    /// Bytes `from..from + dst.len()` of slot `s`'s ring conv window in
+    /// layer `l`, oldest first (any byte range: partial channels included).
     fn conv_range_out(&self, l: usize, s: usize, from: usize, dst: &mut [u8]) {
-        let row = self.slot_bytes(l as u32, s)[0];
-        if self.heads.get(l).is_none() {
-            dst.copy_from_slice(&row[from..from + dst.len()]);
-            return;
-        }
-        let chan = row.len() / self.shape().conv_dim;
+        let chan = self.slot_byte_sizes().0 / self.shape().conv_dim;
         let mut at = 0;
         while at < dst.len() {
             let (c, skip) = ((from + at) / chan, (from + at) % chan);
@@ -348,37 +319,29 @@ impl Cache {
         if self.snapshot_format == SNAPSHOT_V2 {
             return self.slot_digest_v2(s);
         }
-        let head = snapshot_header(self.config(), FORMAT_VERSION, self.position(slot)?, self.slot_payload_bytes());
+        let payload = self.slot_payload_bytes();
         let mut h = crate::xxh64::Xxh64::new();
-        h.update(&head);
-        // Ring windows are hashed in snapshot order, a few channels at a time.
-        let mut piece = Vec::new();
-        if self.conv_layout() == crate::ring::ConvLayout::Ring {
-            let chan = self.slot_byte_sizes().0 / self.shape().conv_dim;
-            piece = crate::buffer::try_vec((4096 / chan).max(1) * chan, 0u8, "a digest piece")?;
-        }
-        let (conv_row, _) = self.slot_byte_sizes();
-        for l in 0..self.config().num_layers {
-            let [conv, ssm] = self.slot_bytes(l, s);
-            if piece.is_empty() {
-                h.update(conv);
-            } else {
-                let chan = conv_row / self.shape().conv_dim;
-                let piece_len = piece.len();
-                for c in (0..conv_row).step_by(piece_len) {
-                    let dst = &mut piece[..(conv_row - c).min(piece_len)];
-                    self.conv_bytes_out(l as usize, s, c / chan, dst);
-                    h.update(dst);
-                }
-            }
-            h.update(ssm);
-        }
+        h.update(&snapshot_header(self.config(), FORMAT_VERSION, self.position(slot)?, payload));
+        let mut scratch = crate::buffer::try_vec(HASH_PIECE, 0u8, "a digest piece")?;
+        self.hash_payload_range(s, 0, payload, &mut scratch, |b| h.update(b));
         Ok(h.digest())
     }
 
-    /// [`Cache::slot_digest`] in format 2: chunks in parallel, each copied
-    /// into one of a few 1 MiB scratch buffers (one per thread) and hashed
-    /// there.
+    /// Feeds bytes `from..from + len` of slot `s`'s payload to `f` in
+    /// order, straight from the cache; only ring conv windows are gathered
+    /// (oldest first) into `scratch` (`HASH_PIECE` bytes) on the way.
+    fn hash_payload_range(&self, s: usize, from: usize, len: usize, scratch: &mut [u8], mut f: impl FnMut(&[u8])) {
+        let mut at = 0;
+        while at < len {
+            let n = HASH_PIECE.min(len - at);
+            self.payload_segments(s, from + at, &mut scratch[..n], |out, src| f(src.unwrap_or(out)));
+            at += n;
+        }
+    }
+
+    /// [`Cache::slot_digest`] in format 2: chunks in parallel, hashed
+    /// straight from the cache (one 64 KiB scratch per thread for ring
+    /// windows).
     fn slot_digest_v2(&self, s: usize) -> Result<u64> {
         let payload = self.slot_payload_bytes();
         let chunks = payload.div_ceil(V2_CHUNK);
@@ -386,16 +349,17 @@ impl Cache {
         let threads = if par { crate::pool::install(rayon::current_num_threads) } else { 1 };
         let mut scratch = Vec::new();
         for _ in 0..threads.min(chunks) {
-            scratch.push(crate::buffer::try_vec(V2_CHUNK.min(payload), 0u8, "a digest chunk")?);
+            scratch.push(crate::buffer::try_vec(HASH_PIECE, 0u8, "a digest piece")?);
         }
         let scratch = std::sync::Mutex::new(scratch);
         let mut digests = crate::buffer::try_vec(chunks, 0u64, "chunk digests")?;
         let run = |(c, d): (usize, &mut u64)| {
             let spare = scratch.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            let mut buf = spare.unwrap_or_else(|| vec![0u8; V2_CHUNK.min(payload)]);
+            let mut buf = spare.unwrap_or_else(|| vec![0u8; HASH_PIECE]);
+            let mut h = crate::xxh64::Xxh64x8Stream::new();
             let n = V2_CHUNK.min(payload - c * V2_CHUNK);
-            self.copy_payload_range(s, c * V2_CHUNK, &mut buf[..n]);
-            *d = crate::xxh64::xxh64x8(&buf[..n]);
+            self.hash_payload_range(s, c * V2_CHUNK, n, &mut buf, |b| h.update(b));
+            *d = h.digest();
             scratch.lock().unwrap_or_else(|e| e.into_inner()).push(buf);
         };
         if par {
@@ -699,7 +663,7 @@ mod tests {
     }
 
     #[test]
-    fn any_payload_range_copies_the_exported_bytes_in_either_layout() {
+    fn any_payload_range_saves_and_hashes_the_exported_bytes_in_either_layout() {
         for ring in [false, true] {
             let mut c = cache(small());
             if ring {
@@ -712,9 +676,15 @@ mod tests {
             for from in 0..all.len() {
                 for len in [0, 1, 3, 7, 16, 33, all.len() - from] {
                     let len = len.min(all.len() - from);
-                    let mut got = vec![0u8; len];
-                    c.copy_payload_range(1, from, &mut got);
+                    // Copied, and fed to the hash in order.
+                    let (mut got, mut hashed) = (vec![0u8; len], Vec::new());
+                    c.save_range(1, from, &mut got, |b| hashed.extend_from_slice(b));
                     assert_eq!(got, all[from..from + len], "ring {ring}, {from} + {len}");
+                    assert_eq!(hashed, got, "ring {ring}, {from} + {len}");
+                    let mut scratch = vec![0u8; HASH_PIECE];
+                    hashed.clear();
+                    c.hash_payload_range(1, from, len, &mut scratch, |b| hashed.extend_from_slice(b));
+                    assert_eq!(hashed, got, "ring {ring}, {from} + {len}: hashed in place");
                 }
             }
         }

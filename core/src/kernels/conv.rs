@@ -217,6 +217,27 @@ mod avx512 {
         }
     }
 
+    /// Before block `b` (16 channels) of a kernel's loop: the activation
+    /// of the previous 64 channels, once they are done, so that their long
+    /// dependency chains overlap with this block's loads.
+    #[inline(always)]
+    fn silu_behind(out: &mut [f32], b: usize) {
+        if b.is_multiple_of(4) && b >= 4 {
+            for e in &mut out[16 * (b - 4)..16 * b] {
+                *e = math::silu(*e);
+            }
+        }
+    }
+
+    /// After the loop over `n` blocks: the activation of the channels
+    /// [`silu_behind`] has not reached.
+    #[inline(always)]
+    fn silu_rest(out: &mut [f32], n: usize) {
+        for e in &mut out[16 * (n.saturating_sub(1) / 4 * 4)..16 * n] {
+            *e = math::silu(*e);
+        }
+    }
+
     /// `0 + t[0] + t[1] + t[2] + t[3] (+ bias)`, in the generic path's order.
     #[inline(always)]
     unsafe fn sum_taps(t: [__m512; 4], bias: Option<*const f32>) -> __m512 {
@@ -283,13 +304,8 @@ mod avx512 {
         let (lo, hi) = (idx(TRANSPOSE[0]), idx(TRANSPOSE[1]));
         let n = x.len() / 16;
         for b in 0..n {
-            // The activation of the previous 64 channels, once they are
-            // done: their long dependency chains then overlap with this
-            // block's loads.
-            if silu && b % 4 == 0 && b >= 4 {
-                for e in &mut out[16 * (b - 4)..16 * b] {
-                    *e = math::silu(*e);
-                }
+            if silu {
+                silu_behind(out, b);
             }
             // SAFETY: every block index is below `n`, and all slices hold
             // 16 * n channels (the caller checks).
@@ -322,9 +338,7 @@ mod avx512 {
             }
         }
         if silu {
-            for e in &mut out[16 * (n.saturating_sub(1) / 4 * 4)..16 * n] {
-                *e = math::silu(*e);
-            }
+            silu_rest(out, n);
         }
     }
 
@@ -354,10 +368,8 @@ mod avx512 {
         let (lo, hi) = (idx(TRANSPOSE[0]), idx(TRANSPOSE[1]));
         let n = x.len() / 16;
         for b in 0..n {
-            if silu && b % 4 == 0 && b >= 4 {
-                for e in &mut out[16 * (b - 4)..16 * b] {
-                    *e = math::silu(*e);
-                }
+            if silu {
+                silu_behind(out, b);
             }
             // SAFETY: every block index is below `n`; the caller's promise
             // covers the columns, and the slices hold 16 * n channels.
@@ -377,9 +389,7 @@ mod avx512 {
             }
         }
         if silu {
-            for e in &mut out[16 * (n.saturating_sub(1) / 4 * 4)..16 * n] {
-                *e = math::silu(*e);
-            }
+            silu_rest(out, n);
         }
     }
 }
