@@ -108,6 +108,35 @@ fn copy_state(dst: &mut [u8], src: &[u8], stream: bool) {
     if stream { crate::buffer::copy_streaming(dst, src) } else { dst.copy_from_slice(src) }
 }
 
+/// The checksum a save feeds ([`Cache::save_range`]): state bytes are
+/// copied and absorbed (in one pass where the hash can), gathered ring
+/// windows absorbed.
+pub(crate) trait SaveHash {
+    fn absorb(&mut self, bytes: &[u8]);
+
+    /// Copies `src` into `dst` (streaming when `stream`) and absorbs it.
+    fn copy_absorb(&mut self, dst: &mut [u8], src: &[u8], stream: bool) {
+        copy_state(dst, src, stream);
+        self.absorb(src);
+    }
+}
+
+impl SaveHash for crate::xxh64::Xxh64 {
+    fn absorb(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
+}
+
+impl SaveHash for crate::xxh64::Xxh64x8Stream {
+    fn absorb(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
+
+    fn copy_absorb(&mut self, dst: &mut [u8], src: &[u8], stream: bool) {
+        self.copy_update(dst, src, stream);
+    }
+}
+
 impl Cache {
     /// Payload bytes of one slot: every layer's conv window then ssm state.
     pub(crate) fn slot_payload_bytes(&self) -> usize {
@@ -141,25 +170,23 @@ impl Cache {
         // whole buffer, fed piece by piece as the pieces are copied.
         let mut h = crate::xxh64::Xxh64::new();
         h.update(head);
-        self.save_range(s, 0, &mut rest[..payload], |b| h.update(b));
+        self.save_range(s, 0, &mut rest[..payload], &mut h);
         rest[payload..].copy_from_slice(&h.digest().to_le_bytes());
         Ok(size)
     }
 
     /// Copies bytes `from..from + dst.len()` of slot `s`'s payload into
-    /// `dst`, feeding them to `hash` in order. State is hashed from its
-    /// source right after its copy (at most 64 KiB earlier, so from
-    /// cache) and, for slots of `STREAM_MIN_BYTES` or more, written with
-    /// streaming stores (no line of `dst` is read); ring conv windows are
-    /// gathered into `dst` and hashed from there.
-    fn save_range(&self, s: usize, from: usize, dst: &mut [u8], mut hash: impl FnMut(&[u8])) {
+    /// `dst`, feeding them to `hash` in order. State is copied and hashed
+    /// by [`SaveHash::copy_absorb`] (format 2 in one pass, each block
+    /// hashed from the registers it is copied through; format 1 from cache
+    /// right after each 64 KiB copy) and, for slots of `STREAM_MIN_BYTES`
+    /// or more, written with streaming stores (no line of `dst` is read);
+    /// ring conv windows are gathered into `dst` and hashed from there.
+    fn save_range(&self, s: usize, from: usize, dst: &mut [u8], hash: &mut impl SaveHash) {
         let stream = self.slot_payload_bytes() >= STREAM_MIN_BYTES;
         self.payload_segments(s, from, dst, |out, src| match src {
-            Some(src) => {
-                copy_state(out, src, stream);
-                hash(src);
-            }
-            None => hash(out),
+            Some(src) => hash.copy_absorb(out, src, stream),
+            None => hash.absorb(out),
         });
     }
 
@@ -188,7 +215,7 @@ impl Cache {
         let mut digests = crate::buffer::try_vec(payload.len().div_ceil(V2_CHUNK), 0u64, "chunk digests")?;
         let run = |(c, (dst, d)): (usize, (&mut [u8], &mut u64))| {
             let mut h = crate::xxh64::Xxh64x8Stream::new();
-            self.save_range(s, c * V2_CHUNK, dst, |b| h.update(b));
+            self.save_range(s, c * V2_CHUNK, dst, &mut h);
             *d = h.digest();
         };
         if payload.len() >= crate::cache::PAR_MIN_BYTES && crate::pool::threads() > 1 {
@@ -662,6 +689,13 @@ mod tests {
         }
     }
 
+    /// Collects what a save hashes.
+    impl SaveHash for Vec<u8> {
+        fn absorb(&mut self, bytes: &[u8]) {
+            self.extend_from_slice(bytes);
+        }
+    }
+
     #[test]
     fn any_payload_range_saves_and_hashes_the_exported_bytes_in_either_layout() {
         for ring in [false, true] {
@@ -678,7 +712,7 @@ mod tests {
                     let len = len.min(all.len() - from);
                     // Copied, and fed to the hash in order.
                     let (mut got, mut hashed) = (vec![0u8; len], Vec::new());
-                    c.save_range(1, from, &mut got, |b| hashed.extend_from_slice(b));
+                    c.save_range(1, from, &mut got, &mut hashed);
                     assert_eq!(got, all[from..from + len], "ring {ring}, {from} + {len}");
                     assert_eq!(hashed, got, "ring {ring}, {from} + {len}");
                     let mut scratch = vec![0u8; HASH_PIECE];

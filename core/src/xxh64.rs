@@ -132,6 +132,30 @@ impl Xxh64x8 {
         self.len += data.len();
     }
 
+    /// Copies `src` into `dst` and absorbs `src` (whole 256-byte blocks),
+    /// in one pass: each block is hashed from the registers it is copied
+    /// through, so the hashing overlaps the memory traffic of the copy.
+    /// `stream` writes `dst` with streaming stores (its lines are not
+    /// read first), as [`crate::buffer::copy_streaming`] does. The same
+    /// bytes and digest as a copy followed by [`Xxh64x8::update_blocks`].
+    pub fn copy_blocks(&mut self, dst: &mut [u8], src: &[u8], stream: bool) {
+        assert!(src.len().is_multiple_of(256), "copy_blocks takes whole 256-byte blocks");
+        assert_eq!(dst.len(), src.len(), "copy_blocks: lengths differ");
+        #[cfg(target_arch = "x86_64")]
+        if crate::kernels::isa::isa() == crate::kernels::isa::Isa::Avx512 && avx512dq() {
+            // SAFETY: AVX-512F and DQ detected; equal lengths, whole blocks.
+            unsafe { avx512::copy_blocks(dst, src, &mut self.acc, stream) };
+            self.len += src.len();
+            return;
+        }
+        if stream {
+            crate::buffer::copy_streaming(dst, src);
+        } else {
+            dst.copy_from_slice(src);
+        }
+        self.update_blocks(src);
+    }
+
     /// The digest of everything absorbed followed by `rest` (any length).
     pub fn finish(&self, rest: &[u8]) -> u64 {
         let whole = rest.len() / 256 * 256;
@@ -207,6 +231,23 @@ impl Xxh64x8Stream {
         self.carry.extend_from_slice(&data[whole..]);
     }
 
+    /// Copies `src` into `dst` (streaming stores when `stream`) and
+    /// absorbs it: [`Xxh64x8::copy_blocks`] for its whole blocks.
+    pub fn copy_update(&mut self, dst: &mut [u8], src: &[u8], stream: bool) {
+        assert_eq!(dst.len(), src.len(), "copy_update: lengths differ");
+        let mut at = 0;
+        if !self.carry.is_empty() {
+            at = (256 - self.carry.len()).min(src.len());
+            dst[..at].copy_from_slice(&src[..at]);
+            self.update(&src[..at]);
+        }
+        let whole = (src.len() - at) / 256 * 256;
+        self.h.copy_blocks(&mut dst[at..at + whole], &src[at..at + whole], stream);
+        at += whole;
+        dst[at..].copy_from_slice(&src[at..]);
+        self.update(&src[at..]);
+    }
+
     pub fn digest(&self) -> u64 {
         self.h.finish(&self.carry)
     }
@@ -264,6 +305,60 @@ mod avx512 {
             }
         }
     }
+
+    /// [`super::Xxh64x8::copy_blocks`]: [`blocks`] with a copy of every
+    /// block. Plain copies store the registers hashed; streaming ones
+    /// need 64-byte aligned stores, so when `dst` is not aligned like
+    /// `src`'s blocks its aligned lines are loaded again (from L1) and
+    /// streamed, and the bytes before the first and after the last
+    /// aligned line are copied plainly.
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub(super) unsafe fn copy_blocks(dst: &mut [u8], src: &[u8], acc: &mut [[u64; 8]; 4], stream: bool) {
+        let n = src.len();
+        let shift = if stream { dst.as_ptr().align_offset(64).min(n) } else { 0 };
+        // Whole 64-byte lines of `dst` after `shift` (all of them when
+        // `dst` is aligned or the copy is plain).
+        let lines = (n - shift) / 64;
+        // SAFETY: `acc` rows are 8 u64; `src` and `dst` hold `n` bytes,
+        // whole 256-byte blocks; block loads and stores stay below
+        // `n`, line `i` spans `shift + 64 i .. shift + 64 (i + 1)`,
+        // inside `n` for `i < lines`, and is 64-byte aligned in `dst`.
+        unsafe {
+            let (p1, p2) = (_mm512_set1_epi64(super::P1 as i64), _mm512_set1_epi64(super::P2 as i64));
+            let mut v = [0; 4].map(|_| _mm512_setzero_si512());
+            for (a, r) in v.iter_mut().enumerate() {
+                *r = _mm512_loadu_si512(acc[a].as_ptr().cast());
+            }
+            let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+            for b in 0..n / 256 {
+                for (a, r) in v.iter_mut().enumerate() {
+                    let at = 256 * b + 64 * a;
+                    let w = _mm512_loadu_si512(s.add(at).cast());
+                    if !stream {
+                        _mm512_storeu_si512(d.add(at).cast(), w);
+                    } else if shift == 0 {
+                        _mm512_stream_si512(d.add(at).cast(), w);
+                    } else if 4 * b + a < lines {
+                        let at = shift + at;
+                        _mm512_stream_si512(d.add(at).cast(), _mm512_loadu_si512(s.add(at).cast()));
+                    }
+                    *r =
+                        _mm512_mullo_epi64(_mm512_rol_epi64::<31>(_mm512_add_epi64(*r, _mm512_mullo_epi64(w, p2))), p1);
+                }
+            }
+            for (a, r) in v.iter().enumerate() {
+                _mm512_storeu_si512(acc[a].as_mut_ptr().cast(), *r);
+            }
+            if stream {
+                _mm_sfence();
+                if shift > 0 {
+                    let done = shift + 64 * lines;
+                    dst[..shift].copy_from_slice(&src[..shift]);
+                    dst[done..].copy_from_slice(&src[done..]);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -310,6 +405,32 @@ mod x8_tests {
             h.update_blocks(&data[split..4864]);
             assert_eq!(h.finish(&data[4864..]), reference(&data), "split {split}");
         }
+        // Copying while hashing: the same bytes and digest at every
+        // alignment of either buffer, length and piece size, streamed
+        // or not, on every instruction set.
+        for isa in crate::kernels::isa::available() {
+            crate::kernels::isa::FORCE.with(|f| f.set(Some(isa)));
+            for stream in [false, true] {
+                for (doff, soff) in [(0, 0), (16, 0), (1, 3), (63, 64), (64, 7)] {
+                    for len in [0, 255, 256, 1000, 4096, 4800] {
+                        for piece in [300, 4096, 5000] {
+                            let src = &data[soff..soff + len];
+                            let mut dst = vec![0xA5u8; len + 200];
+                            let mut st = Xxh64x8Stream::new();
+                            for (i, p) in src.chunks(piece).enumerate() {
+                                let at = doff + i * piece;
+                                st.copy_update(&mut dst[at..at + p.len()], p, stream);
+                            }
+                            let what = format!("{isa:?}, stream {stream}, offsets {doff}/{soff}, {len} in {piece}");
+                            assert_eq!(&dst[doff..doff + len], src, "{what}");
+                            assert!(dst[..doff].iter().chain(&dst[doff + len..]).all(|&b| b == 0xA5), "{what}");
+                            assert_eq!(st.digest(), reference(src), "{what}");
+                        }
+                    }
+                }
+            }
+        }
+        crate::kernels::isa::FORCE.with(|f| f.set(None));
         // Pinned: the format must not change by one byte.
         assert_eq!(xxh64x8(b""), reference(b""));
         assert_eq!(xxh64x8(&data), 0xD2EE_730F_29ED_C338);
