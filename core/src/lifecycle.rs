@@ -102,13 +102,6 @@ impl Cache {
         [&layer.conv.bytes()[..n * conv_row], &layer.ssm.bytes()[..n * ssm_row]]
     }
 
-    pub(crate) fn layer_bytes_mut(&mut self, l: u32) -> [&mut [u8]; 2] {
-        let (conv_row, ssm_row) = self.slot_byte_sizes();
-        let n = self.num_slots();
-        let layer = &mut self.layers[l as usize];
-        [&mut layer.conv.bytes_mut()[..n * conv_row], &mut layer.ssm.bytes_mut()[..n * ssm_row]]
-    }
-
     pub(crate) fn slot_byte_sizes(&self) -> (usize, usize) {
         let cfg = self.config();
         (self.shape().conv_slot_elems * cfg.conv_dtype.size(), self.shape().ssm_slot_elems * cfg.ssm_dtype.size())

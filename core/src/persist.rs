@@ -39,17 +39,30 @@ thread_local! {
     pub(crate) static FAIL_BUFFER_ALLOC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// A writer that hashes what it writes, through a buffer allocated (fallibly)
-/// before the file it writes was created.
-struct HashingWriter<W: Write> {
-    inner: W,
+/// Bytes a save writes before it asks the kernel to start writing them
+/// back (`sync_file_range`), so that the disk works while the save goes on
+/// and the final fsync waits only for the last of them.
+const WRITEBACK_STEP: u64 = 32 << 20;
+
+/// The file writer of a save: it hashes what it writes, gathers small
+/// pieces in a buffer allocated (fallibly) before the file was created,
+/// writes large ones from where they are, and starts the writeback of
+/// every `WRITEBACK_STEP` bytes.
+struct FileWriter {
+    inner: File,
     buf: Vec<u8>,
     hash: Xxh64,
     written: u64,
+    /// Bytes whose writeback was started.
+    started: u64,
 }
 
-impl<W: Write> HashingWriter<W> {
-    fn put(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+impl FileWriter {
+    fn new(inner: File, buf: Vec<u8>) -> FileWriter {
+        FileWriter { inner, buf, hash: Xxh64::new(), written: 0, started: 0 }
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
         #[cfg(test)]
         if let Some(limit) = FAIL_WRITE_AFTER.with(|f| f.get()) {
             if self.written + bytes.len() as u64 > limit {
@@ -58,15 +71,16 @@ impl<W: Write> HashingWriter<W> {
         }
         self.hash.update(bytes);
         self.written += bytes.len() as u64;
-        while !bytes.is_empty() {
-            let room = self.buf.capacity() - self.buf.len();
-            let n = room.min(bytes.len());
-            self.buf.extend_from_slice(&bytes[..n]);
-            bytes = &bytes[n..];
-            if self.buf.len() == self.buf.capacity() {
+        if bytes.len() >= self.buf.capacity() {
+            self.flush_buf()?;
+            self.inner.write_all(bytes)?;
+        } else {
+            if bytes.len() > self.buf.capacity() - self.buf.len() {
                 self.flush_buf()?;
             }
+            self.buf.extend_from_slice(bytes);
         }
+        self.start_writeback(false);
         Ok(())
     }
 
@@ -74,6 +88,24 @@ impl<W: Write> HashingWriter<W> {
         self.inner.write_all(&self.buf)?;
         self.buf.clear(); // keeps its capacity
         Ok(())
+    }
+
+    /// Starts the writeback of what reached the file since the last start,
+    /// once there is `WRITEBACK_STEP` of it (or any, when `all`). Advisory:
+    /// the fsync that ends the save reports any error.
+    fn start_writeback(&mut self, all: bool) {
+        let done = self.written - self.buf.len() as u64;
+        if done - self.started < if all { 1 } else { WRITEBACK_STEP } {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let (off, n) = (self.started as libc::off64_t, (done - self.started) as libc::off64_t);
+            // SAFETY: a plain system call on a file descriptor we own.
+            unsafe { libc::sync_file_range(self.inner.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE) };
+        }
+        self.started = done;
     }
 }
 
@@ -151,12 +183,17 @@ impl Cache {
             return Err(Error::OutOfMemory("cannot allocate write buffer (injected)".into()));
         }
         let buf = try_with_capacity(IO_CHUNK, "write buffer")?;
+        // Ring windows are gathered oldest first, one slot's at a time.
+        let mut row = Vec::new();
+        if self.conv_layout() == crate::ring::ConvLayout::Ring {
+            row = try_vec(self.slot_byte_sizes().0, 0u8, "one conv window")?;
+        }
         // An existing target keeps its permissions (a private cache file
         // stays private).
         let mode = fs::metadata(path).ok().filter(|m| m.is_file()).map(|m| m.mode() & 0o7777);
         let (tmp, file) = create_temp(&dir, name.as_bytes(), mode)?;
         match self
-            .write_file(file, &tmp, &table, buf)
+            .write_file(file, &tmp, &table, buf, row)
             .and_then(|()| fs::rename(&tmp, path).map_err(|e| io_err("cannot rename onto", path, e)))
         {
             Ok(()) => {
@@ -174,35 +211,42 @@ impl Cache {
         }
     }
 
-    fn write_file(&self, file: File, tmp: &Path, table: &[u8], buf: Vec<u8>) -> Result<()> {
-        let werr = |e| io_err("cannot write", tmp, e);
-        let mut w = HashingWriter { inner: file, buf, hash: Xxh64::new(), written: 0 };
-        w.put(&self.file_header()).map_err(werr)?;
-        w.put(table).map_err(werr)?;
-        // Ring windows are written oldest first, one slot's window at a time.
-        let mut row = Vec::new();
-        if self.conv_layout() == crate::ring::ConvLayout::Ring {
-            row = try_vec(self.slot_byte_sizes().0, 0u8, "one conv window")?;
-        }
+    /// The bytes of this cache's file after its header and slot table, in
+    /// order, handed to `f` piece by piece: every layer's conv windows
+    /// (ring windows gathered oldest first, one slot's at a time, into
+    /// `row`, which holds one when the layout is ring) then its SSM state.
+    fn file_state(&self, row: &mut [u8], mut f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
         for l in 0..self.config().num_layers {
             let [conv, ssm] = self.layer_bytes(l);
             if row.is_empty() {
-                for chunk in conv.chunks(IO_CHUNK) {
-                    w.put(chunk).map_err(werr)?;
-                }
+                f(conv)?;
             } else {
                 for s in 0..self.num_slots() {
-                    self.conv_bytes_out(l as usize, s, 0, &mut row);
-                    w.put(&row).map_err(werr)?;
+                    self.conv_bytes_out(l as usize, s, 0, row);
+                    f(row)?;
                 }
             }
             for chunk in ssm.chunks(IO_CHUNK) {
-                w.put(chunk).map_err(werr)?;
+                f(chunk)?;
             }
         }
+        Ok(())
+    }
+
+    /// Writes the file, hashing the bytes as they are written, and fsyncs
+    /// it. (A checksum on a second thread, beside the writes, made saves
+    /// slower on this machine class: the writes and the kernel's writeback
+    /// want both cores, and one thread already writes at the disk's speed.)
+    fn write_file(&self, file: File, tmp: &Path, table: &[u8], buf: Vec<u8>, mut row: Vec<u8>) -> Result<()> {
+        let werr = |e| io_err("cannot write", tmp, e);
+        let mut w = FileWriter::new(file, buf);
+        w.put(&self.file_header()).map_err(werr)?;
+        w.put(table).map_err(werr)?;
+        self.file_state(&mut row, |b| w.put(b)).map_err(werr)?;
         let sum = w.hash.digest().to_le_bytes();
         w.put(&sum).map_err(werr)?;
         w.flush_buf().map_err(werr)?;
+        w.start_writeback(true);
         w.inner.sync_all().map_err(|e| io_err("cannot fsync", tmp, e))
     }
 
@@ -235,6 +279,11 @@ impl Cache {
         if self.conv_layout() == crate::ring::ConvLayout::Ring {
             row = try_vec(self.slot_byte_sizes().0, 0u8, "one conv window")?;
         }
+        // The cache's bytes in file order, in pieces read one by one.
+        let (conv_row, ssm_row) = self.slot_byte_sizes();
+        let n = self.num_slots();
+        let count = self.layers.len() * ((n * conv_row).div_ceil(IO_CHUNK) + (n * ssm_row).div_ceil(IO_CHUNK));
+        let mut pieces: Vec<&mut [u8]> = try_with_capacity(count, "file pieces")?;
         // From here on every slot's state is rewritten.
         self.spec_drop_all();
         let mut sum = [0u8; 8];
@@ -249,18 +298,28 @@ impl Cache {
         // A short read means the file shrank; any other read error is the
         // OS's, reported as such. Either way the cache was partly written:
         // every slot is reset.
-        let mut failure: Option<io::Error> = None;
-        'layers: for l in 0..self.config().num_layers {
-            for part in self.layer_bytes_mut(l) {
-                for chunk in part.chunks_mut(IO_CHUNK) {
-                    if let Err(e) = f.read_exact(chunk) {
-                        failure = Some(e);
-                        break 'layers;
-                    }
-                    hash.update(chunk);
-                }
-            }
+        let parallel = overlapped(self.file_size());
+        for layer in &mut self.layers {
+            pieces.extend(layer.conv.bytes_mut()[..n * conv_row].chunks_mut(IO_CHUNK));
+            pieces.extend(layer.ssm.bytes_mut()[..n * ssm_row].chunks_mut(IO_CHUNK));
         }
+        // Each piece is hashed while the next is read.
+        let mut failure = pipelined(parallel, || -> io::Result<()> {
+            if let Some(first) = pieces.first_mut() {
+                f.read_exact(first)?;
+            }
+            for i in 0..pieces.len() {
+                let (done, rest) = pieces.split_at_mut(i + 1);
+                let read = || match rest.first_mut() {
+                    Some(next) => f.read_exact(next),
+                    None => Ok(()),
+                };
+                both(parallel, read, || hash.update(done[i])).0?;
+            }
+            Ok(())
+        })
+        .err();
+        drop(pieces);
         if failure.is_none() {
             if let Err(e) = f.read_exact(&mut sum) {
                 failure = Some(e);
@@ -295,6 +354,24 @@ impl Cache {
         }
         Ok(())
     }
+}
+
+/// Whether a file of `bytes` is read or written with its checksum on a
+/// second thread (overlapping the I/O).
+fn overlapped(bytes: u64) -> bool {
+    bytes >= crate::cache::PAR_MIN_BYTES as u64 && crate::pool::threads() > 1
+}
+
+/// Runs `f` on m2c's pool when `parallel` (so that [`both`] inside it runs
+/// its halves on two threads), else on the calling thread.
+fn pipelined<R: Send>(parallel: bool, f: impl FnOnce() -> R + Send) -> R {
+    if parallel { crate::pool::install(f) } else { f() }
+}
+
+/// Runs `a` and `b`: side by side when `parallel` (inside [`pipelined`]),
+/// else one after the other.
+fn both<A: Send, B: Send>(parallel: bool, a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
+    if parallel { rayon::join(a, b) } else { (a(), b()) }
 }
 
 /// A cache file that passed every check of the first pass of a load
@@ -370,16 +447,31 @@ impl FileCheck {
         hash.update(&header);
         // Everything the load allocates is allocated here, before the
         // cache is touched.
-        let mut buf = try_vec(IO_CHUNK, 0u8, "read buffer")?;
+        // Two read buffers: one is hashed while the next chunk is read
+        // into the other.
+        let mut bufs = [try_vec(IO_CHUNK, 0u8, "read buffer")?, try_vec(IO_CHUNK, 0u8, "read buffer")?];
         let mut table = try_vec((cfg.num_slots as usize) * SLOT_TABLE_ENTRY_BYTES, 0u8, "slot table")?;
         let mut entries: Vec<(u64, bool)> = try_with_capacity(cfg.num_slots as usize, "slot entries")?;
-        let mut left = len - min;
-        while left > 0 {
-            let n = left.min(IO_CHUNK as u64) as usize;
-            read_full(&mut f, &mut buf[..n], path)?;
-            hash.update(&buf[..n]);
-            left -= n as u64;
-        }
+        let body = len - min;
+        let chunks = body.div_ceil(IO_CHUNK as u64) as usize;
+        let size = |i: usize| (body - (i * IO_CHUNK) as u64).min(IO_CHUNK as u64) as usize;
+        let parallel = overlapped(len);
+        pipelined(parallel, || -> Result<()> {
+            if chunks > 0 {
+                read_full(&mut f, &mut bufs[0][..size(0)], path)?;
+            }
+            for i in 0..chunks {
+                let [a, b] = &mut bufs;
+                let (cur, next) = if i % 2 == 0 { (a, b) } else { (b, a) };
+                let cur = &cur[..size(i)];
+                let read = || match i + 1 < chunks {
+                    true => read_full(&mut f, &mut next[..size(i + 1)], path),
+                    false => Ok(()),
+                };
+                both(parallel, read, || hash.update(cur)).0?;
+            }
+            Ok(())
+        })?;
         let mut sum = [0u8; 8];
         read_full(&mut f, &mut sum, path)?;
         let checksum = u64::from_le_bytes(sum);
@@ -720,6 +812,95 @@ mod tests {
         TRUNCATE_BETWEEN_PASSES.with(|t| t.set(None));
         assert!(matches!(e, Error::Corrupt(ref m) if m.contains("changed")), "{e:?}");
         assert_eq!(image(&c), image(&Cache::new(cfg(2)).unwrap()));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A cache whose file (about 3.2 MB) is read in four chunks.
+    fn big(seed: f32, ring: bool) -> Cache {
+        let cfg = Config {
+            num_layers: 3,
+            num_slots: 4,
+            intermediate_size: 1024,
+            num_heads: 16,
+            head_dim: 64,
+            state_size: 64,
+            n_groups: 1,
+            conv_dtype: DType::BF16,
+            ssm_dtype: DType::F32,
+            ..Config::default()
+        };
+        let mut c = Cache::new(cfg).unwrap();
+        if ring {
+            c.set_conv_layout(crate::ring::ConvLayout::Ring).unwrap();
+        }
+        for l in 0..3 {
+            let conv: Vec<f32> = (0..4 * c.shape().conv_slot_elems).map(|i| seed + (i % 1000) as f32).collect();
+            let ssm: Vec<f32> = (0..4 * c.shape().ssm_slot_elems).map(|i| seed * 2.0 - i as f32).collect();
+            c.set_conv(l, Slots::Dense(4), Slice::F32(&conv)).unwrap();
+            c.set_ssm(l, Slots::Dense(4), Slice::F32(&ssm)).unwrap();
+            // Heads off zero in the ring layout.
+            let x = vec![seed; c.shape().conv_dim * 2];
+            c.update_conv(l, Slots::List(&[1, 3]), Slice::F32(&x)).unwrap();
+        }
+        c.advance(Slots::Dense(4), seed as u32).unwrap();
+        c
+    }
+
+    /// Every slot's state (oldest first in either layout) and position.
+    fn exported(c: &Cache) -> Vec<u8> {
+        let mut v = Vec::new();
+        for s in 0..c.num_slots() {
+            let mut b = vec![0u8; c.slot_payload_bytes()];
+            let pos = c.slot_export(s as i32, &mut b).unwrap();
+            v.extend_from_slice(&b);
+            v.extend_from_slice(&pos.to_le_bytes());
+        }
+        v
+    }
+
+    #[test]
+    fn large_files_load_the_same_on_one_thread_and_with_the_checksum_beside_the_reads() {
+        let dir = tmpdir("large");
+        let path = dir.join("c.m2c");
+        let bad = dir.join("bad.m2c");
+        for ring in [false, true] {
+            let a = big(3.0, ring);
+            assert!(a.file_size() > 3 * IO_CHUNK as u64);
+            a.save_file(&path).unwrap();
+            let bytes = fs::read(&path).unwrap();
+            // Every thread count writes the same bytes and loads them back.
+            for threads in [1, 2] {
+                crate::pool::with_limit(threads, || {
+                    a.save_file(&path).unwrap();
+                    assert!(fs::read(&path).unwrap() == bytes, "ring {ring}, {threads} threads");
+                    // Into either layout.
+                    for into_ring in [ring, !ring] {
+                        let mut b = big(5.0, into_ring);
+                        b.load_file(&path).unwrap();
+                        assert!(exported(&b) == exported(&a), "ring {ring} into {into_ring}, {threads} threads");
+                    }
+                    // A flipped byte in any chunk is refused and changes nothing.
+                    for at in [100, IO_CHUNK + 7, 3 * IO_CHUNK + 1, bytes.len() - 20] {
+                        let mut v = bytes.clone();
+                        v[at] ^= 0x10;
+                        fs::write(&bad, &v).unwrap();
+                        let mut c = big(5.0, ring);
+                        let before = image(&c);
+                        let e = c.load_file(&bad).unwrap_err();
+                        assert!(matches!(e, Error::Corrupt(_)), "byte {at}: {e:?}");
+                        assert!(image(&c) == before, "byte {at}");
+                    }
+                    // A file shrinking between the passes resets every slot.
+                    let mut c = big(5.0, ring);
+                    TRUNCATE_BETWEEN_PASSES.with(|t| t.set(Some(2 * IO_CHUNK as u64 + 5)));
+                    let e = c.load_file(&path).unwrap_err();
+                    TRUNCATE_BETWEEN_PASSES.with(|t| t.set(None));
+                    assert!(matches!(e, Error::Corrupt(ref m) if m.contains("changed")), "{e:?}");
+                    assert!((0..4).all(|s| c.position(s).unwrap() == 0));
+                    a.save_file(&path).unwrap();
+                });
+            }
+        }
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -11,11 +11,12 @@ fn bench(args: &[&str]) -> Output {
 /// A tiny shape, so the run takes a fraction of a second.
 const TINY: [&str; 6] = ["--layers", "1", "--slots", "2", "--iters", "1"];
 
-/// Operations of the table mode: seven on 1 and on 2 threads, four on one,
-/// then format-2 snapshots (save, load) on 1 and on 2 threads.
+/// Operations of the table mode: seven on 1 and on 2 threads, four on one
+/// (snapshot save and load, save_file), then format-2 snapshots (save,
+/// load) and load_file on 1 and on 2 threads.
 const OPS_PER_THREAD_COUNT: usize = 7;
-const SINGLE_THREAD_OPS: usize = 4;
-const FORMAT2_OPS: usize = 2;
+const SINGLE_THREAD_OPS: usize = 3;
+const FORMAT2_OPS: usize = 3;
 
 #[test]
 fn help_goes_to_stdout_and_exits_0_a_bad_flag_exits_2() {
@@ -68,14 +69,19 @@ fn check_records(recs: &[Rec]) {
         let seen = memcpy_by_threads[r.threads - 1].get_or_insert(r.memcpy);
         assert_eq!(*seen, r.memcpy, "{}: rows on {} threads compare with different memcpy figures", r.op, r.threads);
     }
-    for op in
-        ["conv_step", "ssm_step", "copy_slots (reverse permutation)", "slot_save, format 2", "slot_load, format 2"]
-    {
+    for op in [
+        "conv_step",
+        "ssm_step",
+        "copy_slots (reverse permutation)",
+        "slot_save, format 2",
+        "slot_load, format 2",
+        "load_file (all slots, 2 passes)",
+    ] {
         for t in [1, 2] {
             assert!(recs.iter().any(|r| r.op == op && r.threads == t), "no {op} row on {t} threads");
         }
     }
-    for op in ["slot_save (one slot, to memory)", "load_file (all slots, 2 passes)"] {
+    for op in ["slot_save (one slot, to memory)", "save_file (all slots, fsync)"] {
         assert!(recs.iter().any(|r| r.op == op && r.threads == 1), "no {op} row");
     }
 }
