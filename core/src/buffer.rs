@@ -290,6 +290,12 @@ pub fn copy_streaming(dst: &mut [u8], src: &[u8]) {
     dst.copy_from_slice(src);
 }
 
+/// Copies state bytes: [`copy_streaming`] when `stream`, else a plain copy.
+#[inline]
+pub(crate) fn copy_state(dst: &mut [u8], src: &[u8], stream: bool) {
+    if stream { copy_streaming(dst, src) } else { dst.copy_from_slice(src) }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod stream {
     use std::arch::x86_64::*;

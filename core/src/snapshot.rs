@@ -102,12 +102,6 @@ const HASH_PIECE: usize = 64 * 1024;
 /// restored and then stepped is still in cache.
 const STREAM_MIN_BYTES: usize = 16 << 20;
 
-/// Copies state bytes, streaming them when `stream`.
-#[inline]
-fn copy_state(dst: &mut [u8], src: &[u8], stream: bool) {
-    if stream { crate::buffer::copy_streaming(dst, src) } else { dst.copy_from_slice(src) }
-}
-
 /// The checksum a save feeds ([`Cache::save_range`]): state bytes are
 /// copied and absorbed (in one pass where the hash can), gathered ring
 /// windows absorbed.
@@ -116,7 +110,7 @@ pub(crate) trait SaveHash {
 
     /// Copies `src` into `dst` (streaming when `stream`) and absorbs it.
     fn copy_absorb(&mut self, dst: &mut [u8], src: &[u8], stream: bool) {
-        copy_state(dst, src, stream);
+        crate::buffer::copy_state(dst, src, stream);
         self.absorb(src);
     }
 }
@@ -321,7 +315,11 @@ impl Cache {
         let copy =
             |((layer, heads), src): ((&mut crate::cache::Layer, Option<&mut crate::buffer::ZeroedVec<u32>>), &[u8])| {
                 Cache::conv_bytes_in(layer, heads, s, &src[..conv_row], geom);
-                copy_state(&mut layer.ssm.bytes_mut()[s * ssm_row..(s + 1) * ssm_row], &src[conv_row..], stream);
+                crate::buffer::copy_state(
+                    &mut layer.ssm.bytes_mut()[s * ssm_row..(s + 1) * ssm_row],
+                    &src[conv_row..],
+                    stream,
+                );
             };
         // Each layer with its ring heads (none in the oldest-first layout).
         let mut heads = self.heads.iter_mut();

@@ -148,11 +148,7 @@ impl Xxh64x8 {
             self.len += src.len();
             return;
         }
-        if stream {
-            crate::buffer::copy_streaming(dst, src);
-        } else {
-            dst.copy_from_slice(src);
-        }
+        crate::buffer::copy_state(dst, src, stream);
         self.update_blocks(src);
     }
 

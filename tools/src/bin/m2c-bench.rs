@@ -381,15 +381,22 @@ fn time(iters: usize, mut f: impl FnMut()) -> Timing {
     for _ in 0..2 {
         f();
     }
-    let mut t: Vec<f64> = (0..iters.max(1))
+    let t: Vec<f64> = (0..iters.max(1))
         .map(|_| {
             let s = Instant::now();
             f();
             s.elapsed().as_secs_f64()
         })
         .collect();
-    t.sort_by(f64::total_cmp);
-    Timing { med: t[t.len() / 2], min: t[0], max: t[t.len() - 1], runs: t.len() }
+    Timing::of(t)
+}
+
+impl Timing {
+    /// The median, fastest and slowest of `t` (seconds, at least one).
+    fn of(mut t: Vec<f64>) -> Timing {
+        t.sort_by(f64::total_cmp);
+        Timing { med: t[t.len() / 2], min: t[0], max: t[t.len() - 1], runs: t.len() }
+    }
 }
 
 /// Bandwidth (bytes/s, bytes copied per second) of a memcpy of `bytes`
@@ -457,14 +464,7 @@ fn time_beside(iters: usize, threads: usize, bytes: usize, mut f: impl FnMut()) 
             runs.push(s.elapsed().as_secs_f64());
         }
     }
-    let med = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let copy = med(&mut copies);
-    med(&mut runs);
-    let t = Timing { med: runs[runs.len() / 2], min: runs[0], max: runs[runs.len() - 1], runs: runs.len() };
-    (t, m.bytes() as f64 / copy)
+    (Timing::of(runs), m.bytes() as f64 / Timing::of(copies).med)
 }
 
 /// The mode, the shape, the fidelity mode's step count and the output
@@ -925,17 +925,15 @@ fn table(s: &Shape, rep: &mut Report) {
     let tfs = time(file_iters, || check(unsafe { m2c_save_file(cache, path.as_ptr()) }, "m2c_save_file"));
     rep.row("save_file (all slots, fsync)", 1, tfs, cb + sb);
     // Loads hash beside the reads when they have a second thread.
-    let mut tfl = None;
-    for t in [1, 2] {
+    let [_, tfl] = [1, 2].map(|t| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().expect("pool");
         // SAFETY: as above.
         let tl = pool.install(|| {
             time(file_iters, || check(unsafe { m2c_load_file(handle.get(), path.as_ptr()) }, "m2c_load_file"))
         });
         rep.row("load_file (all slots, 2 passes)", t, tl, cb + sb);
-        tfl = Some(tl);
-    }
-    let tfl = tfl.expect("timed");
+        tl
+    });
     file_breakdown(rep, &dir, std::path::Path::new(&*path.to_string_lossy()), file_iters, tfs, tfl);
     let _ = std::fs::remove_dir_all(&dir);
     rep.note(
